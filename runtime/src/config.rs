@@ -1,0 +1,537 @@
+//! Command line and environment: the clap derive `Cli`, and the checked `Config` built from it.
+//!
+//! This is the only module that reads the environment (through clap's `env`). Every variable of
+//! spec §2 has a flag; a bad value fails start-up with a message naming the variable and the
+//! accepted values. Everything else takes `&Config` or one of its sub-structs.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::codec::Encoding;
+use crate::pipelines::Task;
+
+/// `sagebrush`: SageMaker-compatible model server for Hugging Face models.
+#[derive(Debug, Parser)]
+#[command(name = "sagebrush", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log output format.
+    #[arg(long, global = true, env = "SAGEBRUSH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sagebrush=debug`.
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a model over the SageMaker HTTP contract (`GET /ping`, `POST /invocations`).
+    Serve(Box<ServeArgs>),
+    /// Write a SageMaker `model.tar.gz` from a model directory and an optional guest `.wasm`.
+    Package(PackageArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `sagebrush serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Port to listen on; SageMaker sets it for the container. 0 picks a free port.
+    #[arg(long, env = "SAGEMAKER_BIND_TO_PORT", default_value_t = 8080,
+          value_parser = parse_port)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, env = "SAGEBRUSH_HOST", default_value = "0.0.0.0")]
+    pub host: std::net::IpAddr,
+    /// SageMaker base directory; the model is read from `<base-dir>/model`.
+    #[arg(long, env = "SAGEMAKER_BASE_DIR", default_value = "/opt/ml")]
+    pub base_dir: PathBuf,
+    /// Model to serve: a directory or a `model.tar.gz` file. Default: `<base-dir>/model`.
+    #[arg(long, env = "SAGEBRUSH_MODEL")]
+    pub model: Option<String>,
+    /// Seconds one invocation may take before it is answered with 504.
+    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", value_parser = parse_timeout_seconds)]
+    pub timeout_seconds: Option<u64>,
+    /// Older name of `--timeout-seconds`; `SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS` wins when both are set.
+    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_TIMEOUT", hide = true, value_parser = parse_timeout)]
+    pub timeout_legacy: Option<u64>,
+    /// Seconds the model may take to load before the load is declared failed (0: no limit).
+    #[arg(long, env = "SAGEMAKER_STARTUP_TIMEOUT", default_value_t = 0, value_parser = parse_startup_timeout)]
+    pub startup_timeout: u64,
+    /// Largest request body in MiB; larger bodies get 413.
+    #[arg(long, env = "SAGEMAKER_MAX_PAYLOAD_IN_MB", default_value_t = 6, value_parser = parse_payload_mb)]
+    pub max_payload_mb: u64,
+    /// Concurrent requests worked on at once (guest instances in the pool). Default: CPU count.
+    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_WORKERS", value_parser = parse_workers)]
+    pub workers: Option<usize>,
+    /// Requests that may wait for the model worker before new ones get 429.
+    #[arg(long, env = "SAGEBRUSH_QUEUE_SIZE", default_value_t = 256, value_parser = parse_queue_size)]
+    pub queue_size: usize,
+    /// Most inputs run through the model in one forward pass.
+    #[arg(long, env = "SAGEBRUSH_MAX_BATCH_SIZE", default_value_t = 32, value_parser = parse_max_batch)]
+    pub max_batch_size: usize,
+    /// Response media type when the request has no `Accept` or `*/*`.
+    #[arg(long, env = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", default_value = "application/json",
+          value_parser = parse_default_accept)]
+    pub default_accept: Encoding,
+    /// Batch Transform job: reported by `/execution-parameters`. Accepts true/false.
+    #[arg(long, env = "SAGEMAKER_BATCH", default_value_t = false, action = ArgAction::Set,
+          value_parser = parse_batch_bool)]
+    pub batch: bool,
+    /// Batch Transform strategy reported by `/execution-parameters`.
+    #[arg(long, env = "SAGEMAKER_BATCH_STRATEGY", default_value = "MULTI_RECORD",
+          value_parser = parse_batch_strategy)]
+    pub batch_strategy: BatchStrategy,
+    /// `MaxConcurrentTransforms` reported by `/execution-parameters`. Default: `--workers`.
+    #[arg(long, env = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", value_parser = parse_concurrent_transforms)]
+    pub max_concurrent_transforms: Option<usize>,
+    /// Multi-model endpoint mode (not implemented yet: `true` fails start-up).
+    #[arg(long, env = "SAGEMAKER_MULTI_MODEL", default_value_t = false, action = ArgAction::Set,
+          value_parser = parse_multi_model)]
+    pub multi_model: bool,
+    /// Pipeline task; default: inferred from `config.json` `architectures[0]`.
+    #[arg(long, env = "HF_TASK", value_parser = parse_task)]
+    pub task: Option<Task>,
+    /// Allow code shipped with the model. Accepts y/yes/t/true/on/1 and n/no/f/false/off/0.
+    #[arg(long, env = "HF_TRUST_REMOTE_CODE", default_value_t = false, action = ArgAction::Set,
+          value_parser = parse_trust_remote_code)]
+    pub trust_remote_code: bool,
+    /// User code file inside the model's `code/` directory.
+    #[arg(long, env = "SAGEMAKER_PROGRAM", default_value = "inference.wasm")]
+    pub program: String,
+    /// Memory limit of one guest instance, in MiB.
+    #[arg(long, env = "SAGEBRUSH_GUEST_MEMORY_MB", default_value_t = 512, value_parser = parse_guest_memory)]
+    pub guest_memory_mb: u64,
+    /// Time limit of one guest hook call, in milliseconds.
+    #[arg(long, env = "SAGEBRUSH_GUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = parse_guest_timeout)]
+    pub guest_timeout_ms: u64,
+    /// Where compiled guests are cached. Default: `$XDG_CACHE_HOME/sagebrush` or `~/.cache/sagebrush`.
+    #[arg(long, env = "SAGEBRUSH_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Largest total size of an unpacked `model.tar.gz`, in MiB.
+    #[arg(long, env = "SAGEBRUSH_MAX_UNPACKED_MB", default_value_t = 65_536, value_parser = parse_unpacked_mb)]
+    pub max_unpacked_mb: u64,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// Hub download flags (spec §3).
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    /// Hub repository to download at start-up instead of reading `<base-dir>/model`.
+    #[arg(long, env = "HF_MODEL_ID")]
+    pub model_id: Option<String>,
+    /// Branch, tag or commit of `--model-id`.
+    #[arg(long, env = "HF_MODEL_REVISION")]
+    pub revision: Option<String>,
+    /// Bearer token for private repositories (never logged, never given to user code).
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Older name of `--token`; `HF_TOKEN` wins when both are set.
+    #[arg(long, env = "HF_API_TOKEN", hide = true, hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Hub base URL.
+    #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
+    pub hf_endpoint: String,
+    /// Hugging Face home; the download cache is `<hf-home>/hub`. Default: `~/.cache/huggingface`.
+    #[arg(long, env = "HF_HOME")]
+    pub hf_home: Option<PathBuf>,
+    /// Serve from the cache only; never contact the Hub.
+    #[arg(long, env = "HF_HUB_OFFLINE", default_value_t = false, action = ArgAction::Set,
+          value_parser = parse_offline)]
+    pub offline: bool,
+}
+
+/// Flags of `sagebrush package`.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// Model directory whose files go to the archive root.
+    #[arg(long)]
+    pub model_dir: PathBuf,
+    /// Guest component to ship as `code/inference.wasm`.
+    #[arg(long)]
+    pub code: Option<PathBuf>,
+    /// Archive to write.
+    #[arg(short, long, default_value = "model.tar.gz")]
+    pub output: PathBuf,
+}
+
+/// Batch Transform strategy (spec §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchStrategy {
+    /// One record per request.
+    SingleRecord,
+    /// Several records per request.
+    MultiRecord,
+}
+
+impl BatchStrategy {
+    /// The name SageMaker uses in `/execution-parameters`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SingleRecord => "SINGLE_RECORD",
+            Self::MultiRecord => "MULTI_RECORD",
+        }
+    }
+}
+
+/// A secret string whose `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value; call only where it is sent.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where the model comes from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A local directory or `model.tar.gz` file.
+    Path(PathBuf),
+    /// An `s3://` or `https://` URL of a `model.tar.gz`.
+    Url(String),
+    /// A Hub repository (`HF_MODEL_ID`).
+    Hub(HubConfig),
+}
+
+/// Hub download settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Repository id, e.g. `distilbert/distilbert-base-uncased`.
+    pub model_id: String,
+    /// Revision; `main` when unset.
+    pub revision: String,
+    /// Bearer token.
+    pub token: Option<Secret>,
+    /// Base URL of the Hub.
+    pub endpoint: String,
+    /// Cache root laid out like huggingface_hub's (`<HF_HOME>/hub`).
+    pub cache_dir: PathBuf,
+    /// Never contact the Hub.
+    pub offline: bool,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub addr: std::net::SocketAddr,
+    /// Time limit of one invocation.
+    pub timeout: Duration,
+    /// Largest request body in bytes.
+    pub max_payload_bytes: usize,
+    /// Concurrent requests.
+    pub workers: usize,
+    /// Default response encoding.
+    pub default_accept: Encoding,
+    /// Reported by `/execution-parameters`.
+    pub max_concurrent_transforms: usize,
+    /// Reported by `/execution-parameters`.
+    pub batch_strategy: BatchStrategy,
+    /// Reported by `/execution-parameters`.
+    pub batch: bool,
+}
+
+/// Limits of guest (WebAssembly) user code.
+#[derive(Debug, Clone)]
+pub struct WasmLimits {
+    /// Memory per instance in bytes.
+    pub memory_bytes: usize,
+    /// Time per hook call.
+    pub call_timeout: Duration,
+    /// Instances kept warm.
+    pub instances: usize,
+    /// Compile cache directory.
+    pub cache_dir: PathBuf,
+}
+
+/// Model loading settings.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Where the model comes from.
+    pub source: ModelSource,
+    /// Private working directory (unpacked archives, downloads).
+    pub work_dir: PathBuf,
+    /// `HF_TASK`.
+    pub task: Option<Task>,
+    /// `HF_TRUST_REMOTE_CODE`.
+    pub trust_remote_code: bool,
+    /// `SAGEMAKER_PROGRAM`.
+    pub program: String,
+    /// Largest unpacked archive size in bytes.
+    pub max_unpacked_bytes: u64,
+    /// Most inputs per forward pass.
+    pub max_batch_size: usize,
+    /// Requests that may wait for the model worker.
+    pub queue_size: usize,
+    /// Load time limit.
+    pub startup_timeout: Option<Duration>,
+    /// Guest limits.
+    pub wasm: WasmLimits,
+}
+
+/// The checked configuration of `sagebrush serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP settings.
+    pub server: ServerConfig,
+    /// Model settings.
+    pub load: LoadConfig,
+}
+
+/// A configuration that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Multi-model mode is not built yet.
+    #[error("`SAGEMAKER_MULTI_MODEL=true` (multi-model endpoints) is not supported yet; unset it or set it to false")]
+    MultiModelUnsupported,
+    /// `--model` and `HF_MODEL_ID` both given.
+    #[error("`--model` ({model}) and `HF_MODEL_ID` ({model_id}) are both set; choose one")]
+    TwoSources {
+        /// `--model`.
+        model: String,
+        /// `HF_MODEL_ID`.
+        model_id: String,
+    },
+}
+
+impl Config {
+    /// Checks the parsed flags and builds the typed configuration.
+    pub fn from_serve_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        if args.multi_model {
+            return Err(ConfigError::MultiModelUnsupported);
+        }
+        let workers = args.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        // SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS wins over the older SAGEMAKER_MODEL_SERVER_TIMEOUT.
+        let timeout = args.timeout_seconds.or(args.timeout_legacy).unwrap_or(60);
+        let source = match (&args.model, &args.hub.model_id) {
+            (Some(model), Some(model_id)) => {
+                return Err(ConfigError::TwoSources {
+                    model: model.clone(),
+                    model_id: model_id.clone(),
+                });
+            }
+            (None, Some(model_id)) => ModelSource::Hub(hub_config(&args.hub, model_id)),
+            (Some(model), None) if model.starts_with("s3://") || model.starts_with("https://") || model.starts_with("http://") => {
+                ModelSource::Url(model.clone())
+            }
+            (Some(model), None) => ModelSource::Path(PathBuf::from(model)),
+            (None, None) => ModelSource::Path(args.base_dir.join("model")),
+        };
+        let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+        let work_dir = std::env::temp_dir().join(format!("sagebrush-{}", std::process::id()));
+        Ok(Self {
+            server: ServerConfig {
+                addr: std::net::SocketAddr::new(args.host, args.port),
+                timeout: Duration::from_secs(timeout),
+                max_payload_bytes: usize::try_from(args.max_payload_mb * 1024 * 1024)
+                    .unwrap_or(usize::MAX),
+                workers,
+                default_accept: args.default_accept,
+                max_concurrent_transforms: args.max_concurrent_transforms.unwrap_or(workers),
+                batch_strategy: args.batch_strategy,
+                batch: args.batch,
+            },
+            load: LoadConfig {
+                source,
+                work_dir,
+                task: args.task,
+                trust_remote_code: args.trust_remote_code,
+                program: args.program.clone(),
+                max_unpacked_bytes: args.max_unpacked_mb * 1024 * 1024,
+                max_batch_size: args.max_batch_size,
+                queue_size: args.queue_size,
+                startup_timeout: (args.startup_timeout > 0)
+                    .then(|| Duration::from_secs(args.startup_timeout)),
+                wasm: WasmLimits {
+                    memory_bytes: usize::try_from(args.guest_memory_mb * 1024 * 1024)
+                        .unwrap_or(usize::MAX),
+                    call_timeout: Duration::from_millis(args.guest_timeout_ms),
+                    instances: workers,
+                    cache_dir: cache_dir.join("wasm"),
+                },
+            },
+        })
+    }
+}
+
+fn hub_config(hub: &HubArgs, model_id: &str) -> HubConfig {
+    let hf_home = hub.hf_home.clone().unwrap_or_else(|| home_dir().join(".cache/huggingface"));
+    // HF_TOKEN wins over the older HF_API_TOKEN.
+    let token = hub.token.clone().or_else(|| hub.api_token.clone()).filter(|t| !t.is_empty());
+    HubConfig {
+        model_id: model_id.to_owned(),
+        revision: hub.revision.clone().unwrap_or_else(|| "main".to_owned()),
+        token: token.map(Secret),
+        endpoint: hub.hf_endpoint.trim_end_matches('/').to_owned(),
+        cache_dir: hf_home.join("hub"),
+        offline: hub.offline,
+    }
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from)
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map_or_else(|| home_dir().join(".cache"), PathBuf::from)
+        .join("sagebrush")
+}
+
+/// Accepted spellings of a boolean variable (spec §2).
+const TRUTHY: [&str; 6] = ["y", "yes", "t", "true", "on", "1"];
+const FALSY: [&str; 6] = ["n", "no", "f", "false", "off", "0"];
+
+fn parse_bool(var: &str, value: &str) -> Result<bool, String> {
+    let lower = value.trim().to_ascii_lowercase();
+    if TRUTHY.contains(&lower.as_str()) {
+        Ok(true)
+    } else if FALSY.contains(&lower.as_str()) {
+        Ok(false)
+    } else {
+        Err(format!(
+            "`{var}` must be one of y, yes, t, true, on, 1 or n, no, f, false, off, 0 (any case), got {value:?}"
+        ))
+    }
+}
+
+fn parse_number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
+    var: &str,
+    value: &str,
+    min: T,
+    max: T,
+    what: &str,
+) -> Result<T, String> {
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!("`{var}` must be {what} from {min} to {max}, got {value:?}")),
+    }
+}
+
+macro_rules! number_parser {
+    ($name:ident, $ty:ty, $var:literal, $min:expr, $max:expr, $what:literal) => {
+        fn $name(value: &str) -> Result<$ty, String> {
+            parse_number::<$ty>($var, value, $min, $max, $what)
+        }
+    };
+}
+
+number_parser!(parse_port, u16, "SAGEMAKER_BIND_TO_PORT", 0, u16::MAX, "a port number");
+number_parser!(parse_timeout_seconds, u64, "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", 1, 86_400, "a whole number of seconds");
+number_parser!(parse_timeout, u64, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 1, 86_400, "a whole number of seconds");
+number_parser!(parse_startup_timeout, u64, "SAGEMAKER_STARTUP_TIMEOUT", 0, 86_400, "a whole number of seconds");
+number_parser!(parse_payload_mb, u64, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 1, 102_400, "a whole number of MiB");
+number_parser!(parse_workers, usize, "SAGEMAKER_MODEL_SERVER_WORKERS", 1, 1024, "a whole number");
+number_parser!(parse_queue_size, usize, "SAGEBRUSH_QUEUE_SIZE", 1, 1_000_000, "a whole number");
+number_parser!(parse_max_batch, usize, "SAGEBRUSH_MAX_BATCH_SIZE", 1, 4096, "a whole number");
+number_parser!(parse_concurrent_transforms, usize, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", 1, 1024, "a whole number");
+number_parser!(parse_guest_memory, u64, "SAGEBRUSH_GUEST_MEMORY_MB", 1, 4096, "a whole number of MiB");
+number_parser!(parse_guest_timeout, u64, "SAGEBRUSH_GUEST_TIMEOUT_MS", 1, 3_600_000, "a whole number of milliseconds");
+number_parser!(parse_unpacked_mb, u64, "SAGEBRUSH_MAX_UNPACKED_MB", 1, 16_777_216, "a whole number of MiB");
+
+fn parse_trust_remote_code(value: &str) -> Result<bool, String> {
+    parse_bool("HF_TRUST_REMOTE_CODE", value)
+}
+
+fn parse_batch_bool(value: &str) -> Result<bool, String> {
+    parse_bool("SAGEMAKER_BATCH", value)
+}
+
+fn parse_multi_model(value: &str) -> Result<bool, String> {
+    parse_bool("SAGEMAKER_MULTI_MODEL", value)
+}
+
+fn parse_offline(value: &str) -> Result<bool, String> {
+    parse_bool("HF_HUB_OFFLINE", value)
+}
+
+fn parse_batch_strategy(value: &str) -> Result<BatchStrategy, String> {
+    match value.trim().to_ascii_uppercase().replace('_', "").as_str() {
+        "SINGLERECORD" => Ok(BatchStrategy::SingleRecord),
+        "MULTIRECORD" => Ok(BatchStrategy::MultiRecord),
+        _ => Err(format!(
+            "`SAGEMAKER_BATCH_STRATEGY` must be SINGLE_RECORD or MULTI_RECORD, got {value:?}"
+        )),
+    }
+}
+
+fn parse_default_accept(value: &str) -> Result<Encoding, String> {
+    Encoding::from_media_type(value).ok_or_else(|| {
+        format!(
+            "`SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT` must be one of {}, got {value:?}",
+            Encoding::ACCEPTED.join(", ")
+        )
+    })
+}
+
+fn parse_task(value: &str) -> Result<Task, String> {
+    Task::parse(value).ok_or_else(|| {
+        format!(
+            "`HF_TASK` must be one of {}, got {value:?}",
+            Task::ACCEPTED.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_remote_code_truth_table() {
+        for v in ["y", "YES", "t", "True", "on", "1"] {
+            assert_eq!(parse_trust_remote_code(v), Ok(true), "{v}");
+        }
+        for v in ["n", "No", "F", "false", "OFF", "0"] {
+            assert_eq!(parse_trust_remote_code(v), Ok(false), "{v}");
+        }
+        let err = parse_trust_remote_code("maybe").unwrap_err();
+        assert!(err.contains("HF_TRUST_REMOTE_CODE") && err.contains("yes") && err.contains("off"));
+    }
+
+    #[test]
+    fn bad_port_names_the_variable() {
+        let err = parse_port("http").unwrap_err();
+        assert!(err.contains("SAGEMAKER_BIND_TO_PORT"), "{err}");
+    }
+
+    #[test]
+    fn batch_strategy_accepts_both_spellings() {
+        assert_eq!(parse_batch_strategy("MultiRecord"), Ok(BatchStrategy::MultiRecord));
+        assert_eq!(parse_batch_strategy("SINGLE_RECORD"), Ok(BatchStrategy::SingleRecord));
+        assert!(parse_batch_strategy("all").unwrap_err().contains("SAGEMAKER_BATCH_STRATEGY"));
+    }
+
+    #[test]
+    fn bare_serve_parses() {
+        let cli = Cli::try_parse_from(["sagebrush", "serve", "--port", "0"]).expect("parses");
+        assert!(matches!(cli.command, Command::Serve(_)));
+    }
+}

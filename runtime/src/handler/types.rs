@@ -1,0 +1,162 @@
+//! Types shared by the hook chain and its implementations (native defaults, guests): hooks,
+//! hook sets, the payload handed between stages, the request context and the hook response.
+
+use std::fmt;
+
+use crate::pipelines::{PipelineError, Task};
+
+/// Spec §6: the exact message when transform_fn is mixed with the other hooks.
+pub const TRANSFORM_CONFLICT: &str = "Cannot use transform_fn implementation in conjunction with input_fn, predict_fn, and/or output_fn implementation";
+
+/// One of the five SageMaker hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `model_fn(model_dir)`.
+    ModelFn,
+    /// `input_fn(body, content_type)`.
+    InputFn,
+    /// `predict_fn(data, model)`.
+    PredictFn,
+    /// `output_fn(prediction, accept)`.
+    OutputFn,
+    /// `transform_fn(model, body, content_type, accept)`.
+    TransformFn,
+}
+
+impl Hook {
+    /// All hooks in call order.
+    pub const ALL: [Self; 5] = [Self::ModelFn, Self::InputFn, Self::PredictFn, Self::OutputFn, Self::TransformFn];
+
+    /// The SageMaker name, e.g. `input_fn`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ModelFn => "model_fn",
+            Self::InputFn => "input_fn",
+            Self::PredictFn => "predict_fn",
+            Self::OutputFn => "output_fn",
+            Self::TransformFn => "transform_fn",
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        match self {
+            Self::ModelFn => 1,
+            Self::InputFn => 2,
+            Self::PredictFn => 4,
+            Self::OutputFn => 8,
+            Self::TransformFn => 16,
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of hooks, e.g. the ones a guest implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HookSet(u8);
+
+impl HookSet {
+    /// No hooks.
+    pub const EMPTY: Self = Self(0);
+
+    /// Adds a hook.
+    #[must_use]
+    pub const fn with(self, hook: Hook) -> Self {
+        Self(self.0 | hook.bit())
+    }
+
+    /// Whether the set holds `hook`.
+    pub const fn contains(self, hook: Hook) -> bool {
+        self.0 & hook.bit() != 0
+    }
+
+    /// The hooks in the set, in call order.
+    pub fn iter(self) -> impl Iterator<Item = Hook> {
+        Hook::ALL.into_iter().filter(move |h| self.contains(*h))
+    }
+
+    /// Spec §6: transform_fn excludes input_fn, predict_fn and output_fn.
+    pub fn check(self) -> Result<(), &'static str> {
+        let mixed = self.contains(Hook::InputFn) || self.contains(Hook::PredictFn) || self.contains(Hook::OutputFn);
+        if self.contains(Hook::TransformFn) && mixed { Err(TRANSFORM_CONFLICT) } else { Ok(()) }
+    }
+}
+
+impl FromIterator<Hook> for HookSet {
+    fn from_iter<I: IntoIterator<Item = Hook>>(iter: I) -> Self {
+        iter.into_iter().fold(Self::EMPTY, Self::with)
+    }
+}
+
+impl fmt::Display for HookSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.iter().map(Hook::as_str).collect();
+        if names.is_empty() { f.write_str("none") } else { f.write_str(&names.join(", ")) }
+    }
+}
+
+/// What one stage hands to the next: decoded JSON (what the toolkit's default `input_fn`
+/// returns), or raw bytes a guest chose to produce.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A JSON value.
+    Json(serde_json::Value),
+    /// Opaque bytes.
+    Bytes(Vec<u8>),
+}
+
+/// The request as user code sees it.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// The `x-request-id` of this request.
+    pub request_id: String,
+    /// Request headers (lower-case names), secrets excluded.
+    pub headers: Vec<(String, String)>,
+    /// `X-Amzn-SageMaker-Custom-Attributes`, when sent.
+    pub custom_attributes: Option<String>,
+}
+
+/// The encoded answer of `output_fn` or `transform_fn`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookResponse {
+    /// Response body.
+    pub body: Vec<u8>,
+    /// `Content-Type` of the body.
+    pub content_type: String,
+    /// `X-Amzn-SageMaker-Custom-Attributes` to echo, when user code set it.
+    pub custom_attributes: Option<String>,
+    /// Extra response headers user code set.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The native default pipeline, as guests reach it through the `pipeline` import and as the
+/// default `predict_fn` runs it. Calls block: run them off the async runtime.
+pub trait NativePipeline: Send + Sync {
+    /// The task served.
+    fn task(&self) -> Task;
+    /// Runs one decoded request (`{"inputs", "parameters"}` or a bare input) and returns the
+    /// pipeline's JSON answer.
+    fn predict(&self, request: serde_json::Value) -> Result<serde_json::Value, PipelineError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transform_with_input_is_refused_with_the_spec_message() {
+        let set: HookSet = [Hook::TransformFn, Hook::InputFn].into_iter().collect();
+        assert_eq!(set.check(), Err(TRANSFORM_CONFLICT));
+        assert_eq!(
+            TRANSFORM_CONFLICT,
+            "Cannot use transform_fn implementation in conjunction with input_fn, predict_fn, and/or output_fn implementation"
+        );
+        let ok: HookSet = [Hook::TransformFn, Hook::ModelFn].into_iter().collect();
+        assert!(ok.check().is_ok());
+        assert_eq!(ok.to_string(), "model_fn, transform_fn");
+    }
+}

@@ -1,0 +1,257 @@
+//! Pipelines: the `Task` (names, aliases, inference from `config.json`), the
+//! `{"inputs", "parameters"}` envelope, and one module per task with its `Params`, pre- and
+//! post-processing (spec §3, §4).
+
+pub mod text_classification;
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// A pipeline task (spec §4).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Task {
+    /// `text-classification` (alias `sentiment-analysis`).
+    TextClassification,
+    /// `token-classification` (alias `ner`).
+    TokenClassification,
+    /// `feature-extraction`.
+    FeatureExtraction,
+    /// `fill-mask`.
+    FillMask,
+    /// `question-answering`.
+    QuestionAnswering,
+    /// `zero-shot-classification`.
+    ZeroShotClassification,
+    /// `table-question-answering`.
+    TableQuestionAnswering,
+    /// `text-generation`.
+    TextGeneration,
+    /// `text2text-generation`.
+    Text2TextGeneration,
+    /// `summarization`.
+    Summarization,
+    /// `translation`, or `translation_xx_to_yy` with the two languages.
+    Translation {
+        /// Source language, e.g. `en`.
+        src: Option<String>,
+        /// Target language, e.g. `de`.
+        tgt: Option<String>,
+    },
+}
+
+impl Task {
+    /// Task names accepted by `HF_TASK`, for error messages.
+    pub const ACCEPTED: &'static [&'static str] = &[
+        "text-classification",
+        "sentiment-analysis",
+        "token-classification",
+        "ner",
+        "feature-extraction",
+        "fill-mask",
+        "question-answering",
+        "zero-shot-classification",
+        "table-question-answering",
+        "text-generation",
+        "text2text-generation",
+        "summarization",
+        "translation",
+        "translation_xx_to_yy",
+    ];
+
+    /// Parses a task name or alias (spec §2).
+    pub fn parse(name: &str) -> Option<Self> {
+        let task = match name.trim() {
+            "text-classification" | "sentiment-analysis" => Self::TextClassification,
+            "token-classification" | "ner" => Self::TokenClassification,
+            "feature-extraction" => Self::FeatureExtraction,
+            "fill-mask" => Self::FillMask,
+            "question-answering" => Self::QuestionAnswering,
+            "zero-shot-classification" => Self::ZeroShotClassification,
+            "table-question-answering" => Self::TableQuestionAnswering,
+            "text-generation" => Self::TextGeneration,
+            "text2text-generation" => Self::Text2TextGeneration,
+            "summarization" => Self::Summarization,
+            "translation" => Self::Translation { src: None, tgt: None },
+            other => {
+                let rest = other.strip_prefix("translation_")?;
+                let (src, tgt) = rest.split_once("_to_")?;
+                let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+                if !valid(src) || !valid(tgt) {
+                    return None;
+                }
+                Self::Translation { src: Some(src.to_owned()), tgt: Some(tgt.to_owned()) }
+            }
+        };
+        Some(task)
+    }
+
+    /// Infers the task from `config.json` `architectures[0]` by suffix (spec §3).
+    pub fn from_architecture(arch: &str) -> Option<Self> {
+        // TAPAS first: its QA head is table question answering, not extractive QA.
+        if arch == "TapasForQuestionAnswering" {
+            return Some(Self::TableQuestionAnswering);
+        }
+        let table: [(&str, Self); 8] = [
+            ("ForQuestionAnswering", Self::QuestionAnswering),
+            ("ForTokenClassification", Self::TokenClassification),
+            ("ForSequenceClassification", Self::TextClassification),
+            ("ForMaskedLM", Self::FillMask),
+            ("ForCausalLM", Self::TextGeneration),
+            ("LMHeadModel", Self::TextGeneration),
+            ("ForConditionalGeneration", Self::Text2TextGeneration),
+            ("MTModel", Self::Text2TextGeneration),
+        ];
+        table.into_iter().find(|(suffix, _)| arch.ends_with(suffix)).map(|(_, task)| task)
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::TextClassification => "text-classification",
+            Self::TokenClassification => "token-classification",
+            Self::FeatureExtraction => "feature-extraction",
+            Self::FillMask => "fill-mask",
+            Self::QuestionAnswering => "question-answering",
+            Self::ZeroShotClassification => "zero-shot-classification",
+            Self::TableQuestionAnswering => "table-question-answering",
+            Self::TextGeneration => "text-generation",
+            Self::Text2TextGeneration => "text2text-generation",
+            Self::Summarization => "summarization",
+            Self::Translation { src: Some(s), tgt: Some(t) } => return write!(f, "translation_{s}_to_{t}"),
+            Self::Translation { .. } => "translation",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A pipeline failure. `Validation` is the caller's fault (400); the rest are server faults.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The request does not fit the task (bad shape, unknown or bad parameter).
+    #[error("{message}")]
+    Validation {
+        /// What to fix, e.g. "`top_k` must be >= 1, got 0".
+        message: String,
+    },
+    /// Unknown keys in `parameters`.
+    #[error("unknown parameter{} {} for {task}; accepted: {}", if names.len() > 1 { "s" } else { "" }, quote_all(names), quote_all(accepted))]
+    UnknownParameters {
+        /// The unknown names.
+        names: Vec<String>,
+        /// The task.
+        task: Task,
+        /// The names the task accepts.
+        accepted: Vec<String>,
+    },
+    /// The model worker queue is full.
+    #[error("the model worker queue is full")]
+    Overloaded,
+    /// The model worker stopped.
+    #[error("the model worker is not running")]
+    WorkerGone,
+    /// Tokenization failed.
+    #[error("tokenization failed: {0}")]
+    Tokenizer(String),
+    /// The forward pass failed.
+    #[error("inference failed")]
+    Model(#[source] crate::models::ModelError),
+    /// The result has NaN or infinite numbers.
+    #[error("the model produced a non-finite number (NaN or infinity)")]
+    NonFinite,
+}
+
+impl PipelineError {
+    /// A validation error with a message that says what to fix.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::Validation { message: message.into() }
+    }
+}
+
+fn quote_all(names: &[String]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// Shorthand for pipeline results.
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// The request envelope: `{"inputs": X, "parameters": {...}}`; without `inputs` the whole
+/// object is the input (spec §4).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The inputs.
+    pub inputs: Value,
+    /// The parameters (an empty object when absent or null).
+    pub parameters: serde_json::Map<String, Value>,
+}
+
+impl Envelope {
+    /// Splits a decoded request into inputs and parameters.
+    pub fn from_value(value: Value) -> Result<Self> {
+        match value {
+            Value::Object(mut map) if map.contains_key("inputs") => {
+                let inputs = map.remove("inputs").unwrap_or(Value::Null);
+                let parameters = match map.remove("parameters") {
+                    None | Some(Value::Null) => serde_json::Map::new(),
+                    Some(Value::Object(p)) => p,
+                    Some(other) => {
+                        return Err(PipelineError::validation(format!(
+                            "`parameters` must be an object, got {}",
+                            json_kind(&other)
+                        )));
+                    }
+                };
+                Ok(Self { inputs, parameters })
+            }
+            other => Ok(Self { inputs: other, parameters: serde_json::Map::new() }),
+        }
+    }
+}
+
+/// A short name of a JSON value's kind, for error messages.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_and_translation_names() {
+        assert_eq!(Task::parse("sentiment-analysis"), Some(Task::TextClassification));
+        assert_eq!(Task::parse("ner"), Some(Task::TokenClassification));
+        assert_eq!(
+            Task::parse("translation_en_to_de"),
+            Some(Task::Translation { src: Some("en".into()), tgt: Some("de".into()) })
+        );
+        assert_eq!(Task::parse("translation_en_de"), None);
+        assert_eq!(Task::parse("sentiment"), None);
+    }
+
+    #[test]
+    fn architecture_suffixes() {
+        assert_eq!(Task::from_architecture("TapasForQuestionAnswering"), Some(Task::TableQuestionAnswering));
+        assert_eq!(Task::from_architecture("BertForQuestionAnswering"), Some(Task::QuestionAnswering));
+        assert_eq!(Task::from_architecture("GPT2LMHeadModel"), Some(Task::TextGeneration));
+        assert_eq!(Task::from_architecture("MarianMTModel"), Some(Task::Text2TextGeneration));
+        assert_eq!(Task::from_architecture("BertModel"), None);
+    }
+
+    #[test]
+    fn envelope_without_inputs_is_the_whole_object() {
+        let e = Envelope::from_value(serde_json::json!({"question": "q", "context": "c"})).unwrap();
+        assert_eq!(e.inputs["question"], "q");
+        assert!(e.parameters.is_empty());
+        let e = Envelope::from_value(serde_json::json!({"inputs": "x", "parameters": null})).unwrap();
+        assert_eq!(e.inputs, "x");
+    }
+}

@@ -1,0 +1,1 @@
+//! text-classification (spec §4).
