@@ -67,8 +67,10 @@ fn run_model(model: &str, model_arg: Option<std::path::PathBuf>) -> usize {
             .filter(|q| q["model"] == model && q["expect"].is_object()),
     );
     let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    // An archive fixture has no config.json beside it: its content is bert-seqcls.
+    let config_dir = if model_arg.is_some() { fixture("bert-seqcls") } else { dir.clone() };
     for case in cases {
-        let task = task_of(&case, if model_arg.is_some() { &fixture("bert-seqcls") } else { &dir });
+        let task = task_of(&case, &config_dir);
         if served(&task) {
             groups.entry(case["env"].to_string()).or_default().push(case);
         }
