@@ -23,17 +23,22 @@ impl<M: Send + 'static> ModelWorker<M> {
     /// `Overloaded`.
     pub fn spawn(model: M, queue: usize, name: &str) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<Job<M>>(queue);
-        thread::Builder::new().name(name.to_owned()).spawn(move || {
-            while let Ok(job) = rx.recv() {
-                job(&model);
-            }
-        })?;
+        thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&model);
+                }
+            })?;
         Ok(Self { tx })
     }
 
     /// Runs `job` on the worker thread and waits for its result. Blocks: call it off the
     /// async runtime. The caller's tracing span is entered on the worker while the job runs.
-    pub fn run<R: Send + 'static>(&self, job: impl FnOnce(&M) -> R + Send + 'static) -> Result<R, PipelineError> {
+    pub fn run<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&M) -> R + Send + 'static,
+    ) -> Result<R, PipelineError> {
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
         let span = tracing::Span::current();
         let boxed: Job<M> = Box::new(move |model| {
@@ -58,7 +63,9 @@ mod tests {
         let worker = ModelWorker::spawn(vec![1, 2, 3], 4, "test-worker").unwrap();
         let sum = worker.run(|v: &Vec<i32>| v.iter().sum::<i32>()).unwrap();
         assert_eq!(sum, 6);
-        let name = worker.run(|_| thread::current().name().map(str::to_owned)).unwrap();
+        let name = worker
+            .run(|_| thread::current().name().map(str::to_owned))
+            .unwrap();
         assert_eq!(name.as_deref(), Some("test-worker"));
     }
 
@@ -86,7 +93,10 @@ mod tests {
             })
             .collect();
         let refused = done_rx.recv().unwrap();
-        assert!(matches!(refused, Err(PipelineError::Overloaded)), "{refused:?}");
+        assert!(
+            matches!(refused, Err(PipelineError::Overloaded)),
+            "{refused:?}"
+        );
         hold_tx.send(()).unwrap();
         assert_eq!(first.join().unwrap().unwrap(), 1);
         assert_eq!(done_rx.recv().unwrap().unwrap(), 2);

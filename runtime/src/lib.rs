@@ -55,9 +55,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(async move {
         let load = load::load(load_config);
         let result = match startup_timeout {
-            Some(limit) => tokio::time::timeout(limit, load)
-                .await
-                .unwrap_or(Err(load::LoadError::StartupTimeout { seconds: limit.as_secs() })),
+            Some(limit) => tokio::time::timeout(limit, load).await.unwrap_or(Err(
+                load::LoadError::StartupTimeout {
+                    seconds: limit.as_secs(),
+                },
+            )),
             None => load.await,
         };
         match result {

@@ -43,10 +43,12 @@ pub enum LoadError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     /// No `HF_TASK` and no task can be inferred.
-    #[error("cannot infer the task from config.json architectures[0] = {architecture:?}; set HF_TASK (e.g. HF_TASK=text-classification)")]
+    #[error(
+        "cannot infer the task from config.json architectures[0] = {architecture}; set HF_TASK (e.g. HF_TASK=text-classification)"
+    )]
     NoTask {
-        /// `architectures[0]`, if any.
-        architecture: Option<String>,
+        /// `architectures[0]`, or `(none)`.
+        architecture: String,
     },
     /// The task is known but has no native pipeline yet.
     #[error("the task {task} is not served natively yet; see the README's list of what is done")]
@@ -55,7 +57,9 @@ pub enum LoadError {
         task: Task,
     },
     /// The user code is Python, which sagebrush does not run.
-    #[error("{path} is Python user code; sagebrush runs user code compiled to WebAssembly as code/inference.wasm (see the README, \"Custom code in WebAssembly\")")]
+    #[error(
+        "{path} is Python user code; sagebrush runs user code compiled to WebAssembly as code/inference.wasm (see the README, \"Custom code in WebAssembly\")"
+    )]
     PythonUserCode {
         /// The file found.
         path: PathBuf,
@@ -87,14 +91,24 @@ pub async fn load(cfg: LoadConfig) -> Result<LoadedModel, LoadError> {
     let load = async move {
         let dir = match &cfg.source {
             ModelSource::Path(path) => {
-                let (path, work, max) = (path.clone(), cfg.work_dir.clone(), cfg.max_unpacked_bytes);
-                blocking(move || artifact::resolve_local(&path, &work, max).map_err(LoadError::from)).await?
+                let (path, work, max) =
+                    (path.clone(), cfg.work_dir.clone(), cfg.max_unpacked_bytes);
+                blocking(move || {
+                    artifact::resolve_local(&path, &work, max).map_err(LoadError::from)
+                })
+                .await?
             }
             ModelSource::Url(url) => {
-                return Err(LoadError::SourceNotSupported { source_kind: "s3/https URL", what: url.clone() });
+                return Err(LoadError::SourceNotSupported {
+                    source_kind: "s3/https URL",
+                    what: url.clone(),
+                });
             }
             ModelSource::Hub(hub) => {
-                return Err(LoadError::SourceNotSupported { source_kind: "HF_MODEL_ID", what: hub.model_id.clone() });
+                return Err(LoadError::SourceNotSupported {
+                    source_kind: "HF_MODEL_ID",
+                    what: hub.model_id.clone(),
+                });
             }
         };
         blocking(move || load_dir(&dir, &cfg)).await
@@ -102,8 +116,12 @@ pub async fn load(cfg: LoadConfig) -> Result<LoadedModel, LoadError> {
     load.await
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, LoadError> + Send + 'static) -> Result<T, LoadError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| LoadError::Crashed(e.to_string()))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
+) -> Result<T, LoadError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LoadError::Crashed(e.to_string()))?
 }
 
 /// Loads a model directory.
@@ -115,19 +133,24 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         None => architecture
             .as_deref()
             .and_then(Task::from_architecture)
-            .ok_or(LoadError::NoTask { architecture: architecture.clone() })?,
+            .ok_or_else(|| LoadError::NoTask {
+                architecture: architecture.clone().unwrap_or_else(|| "(none)".to_owned()),
+            })?,
     };
-    let head = pipelines::head_for(&task).ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
+    let head = pipelines::head_for(&task)
+        .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
     let tokenizer = TextTokenizer::from_dir(dir, &config)?;
     let encoder = Encoder::load(dir, &config, head)?;
-    let worker = ModelWorker::spawn(encoder, cfg.queue_size, "model-worker").map_err(LoadError::Worker)?;
+    let worker =
+        ModelWorker::spawn(encoder, cfg.queue_size, "model-worker").map_err(LoadError::Worker)?;
     let resources = Resources {
         tokenizer: Arc::new(tokenizer),
         config: Arc::new(config),
         worker: Arc::new(worker),
         max_batch_size: cfg.max_batch_size,
     };
-    let pipeline = pipelines::build(&task, resources).ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
+    let pipeline = pipelines::build(&task, resources)
+        .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
     let native: Arc<dyn NativePipeline> = Arc::new(Native(pipeline));
     let user = load_user_code(dir, cfg, &native)?;
     let chain = HookChain::new(native, user).map_err(|message| LoadError::UserCode {
@@ -135,7 +158,11 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         message: message.to_owned(),
     })?;
     tracing::info!(task = %task, architecture = architecture.as_deref().unwrap_or("-"), dir = %dir.display(), "model loaded");
-    Ok(LoadedModel { chain, task, model_dir: dir.to_owned() })
+    Ok(LoadedModel {
+        chain,
+        task,
+        model_dir: dir.to_owned(),
+    })
 }
 
 /// Finds user code in `code/`: the WebAssembly component named by `SAGEMAKER_PROGRAM`, or
@@ -148,7 +175,10 @@ fn load_user_code(
     let code = dir.join("code");
     let program = code.join(&cfg.program);
     if program.is_file() {
-        return Err(LoadError::UserCode { path: program, message: "WebAssembly user code is not wired in yet".to_owned() });
+        return Err(LoadError::UserCode {
+            path: program,
+            message: "WebAssembly user code is not wired in yet".to_owned(),
+        });
     }
     let python = code.join("inference.py");
     if python.is_file() {

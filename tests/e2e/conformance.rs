@@ -28,8 +28,10 @@ fn task_of(case: &Value, model_dir: &std::path::Path) -> String {
     if let Some(task) = case["env"]["HF_TASK"].as_str() {
         return task.to_owned();
     }
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(model_dir.join("config.json")).unwrap_or_default()).unwrap_or_default();
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir.join("config.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
     let arch = config["architectures"][0].as_str().unwrap_or_default();
     let table = [
         ("TapasForQuestionAnswering", "table-question-answering"),
@@ -42,24 +44,33 @@ fn task_of(case: &Value, model_dir: &std::path::Path) -> String {
         ("ForConditionalGeneration", "text2text-generation"),
         ("MTModel", "text2text-generation"),
     ];
-    table.iter().find(|(s, _)| arch.ends_with(s)).map_or("unknown", |(_, t)| t).to_owned()
+    table
+        .iter()
+        .find(|(s, _)| arch.ends_with(s))
+        .map_or("unknown", |(_, t)| t)
+        .to_owned()
 }
 
 fn served(task: &str) -> bool {
-    !NOT_SERVED_YET.iter().any(|t| task == *t || task.starts_with("translation"))
+    !NOT_SERVED_YET
+        .iter()
+        .any(|t| task == *t || task.starts_with("translation"))
 }
 
 /// Runs the cases of `model` (from `cases/<model>.jsonl`, plus `reference_quirks.jsonl` cases
 /// that carry an expectation) whose task is served; `model_arg` overrides the server's
 /// `--model` (e.g. an archive). Returns how many ran.
-fn run_model(model: &str, model_arg: Option<std::path::PathBuf>) -> usize {
+fn run_model(model: &str, model_arg: Option<&std::path::Path>) -> usize {
     let dir = fixture(model);
     let mut cases: Vec<Value> = std::fs::read_to_string(cases_file(model))
         .expect("case file")
         .lines()
         .map(|l| serde_json::from_str(l).expect("case"))
         .collect();
-    let quirks = std::fs::read_to_string(repo_root().join("tests/fixtures/conformance/reference_quirks.jsonl")).unwrap();
+    let quirks = std::fs::read_to_string(
+        repo_root().join("tests/fixtures/conformance/reference_quirks.jsonl"),
+    )
+    .unwrap();
     cases.extend(
         quirks
             .lines()
@@ -68,17 +79,24 @@ fn run_model(model: &str, model_arg: Option<std::path::PathBuf>) -> usize {
     );
     let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     // An archive fixture has no config.json beside it: its content is bert-seqcls.
-    let config_dir = if model_arg.is_some() { fixture("bert-seqcls") } else { dir.clone() };
+    let config_dir = if model_arg.is_some() {
+        fixture("bert-seqcls")
+    } else {
+        dir.clone()
+    };
     for case in cases {
         let task = task_of(&case, &config_dir);
         if served(&task) {
-            groups.entry(case["env"].to_string()).or_default().push(case);
+            groups
+                .entry(case["env"].to_string())
+                .or_default()
+                .push(case);
         }
     }
     let mut failures = Vec::new();
     let mut ran = 0;
     for cases in groups.values() {
-        let mut builder = Server::builder().model(model_arg.clone().unwrap_or_else(|| dir.clone()));
+        let mut builder = Server::builder().model(model_arg.unwrap_or(&dir));
         if let Some(env) = cases[0]["env"].as_object() {
             for (k, v) in env {
                 builder = builder.env(k, v.as_str().unwrap_or_default());
@@ -92,7 +110,12 @@ fn run_model(model: &str, model_arg: Option<std::path::PathBuf>) -> usize {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {ran} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     ran
 }
 
@@ -100,15 +123,29 @@ fn run_case(server: &Server, case: &Value) -> Result<(), String> {
     let req = &case["request"];
     let headers: Vec<(String, String)> = req["headers"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
         .unwrap_or_default();
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let path = req["path"].as_str().unwrap_or("/invocations");
-    let answer = server.post(path, &headers, req["body"].as_str().unwrap_or_default().to_owned());
+    let answer = server.post(
+        path,
+        &headers,
+        req["body"].as_str().unwrap_or_default().to_owned(),
+    );
     let expect = &case["expect"];
     let status = expect["status"].as_u64().unwrap_or(200);
     if u64::from(answer.status) != status {
-        return Err(format!("status {} != {status}: {}", answer.status, answer.body));
+        return Err(format!(
+            "status {} != {status}: {}",
+            answer.status, answer.body
+        ));
     }
     let tol = expect["float_tol"].as_f64().unwrap_or(1e-4);
     if let Some(json) = expect.get("json") {
@@ -147,7 +184,7 @@ fn conformance_bert_seqcls_bin() {
 #[test]
 fn conformance_bert_seqcls_targz_as_archive_argument() {
     let archive = fixture("bert-seqcls-targz").join("model.tar.gz");
-    assert_eq!(run_model("bert-seqcls-targz", Some(archive)), 2);
+    assert_eq!(run_model("bert-seqcls-targz", Some(&archive)), 2);
 }
 
 #[test]

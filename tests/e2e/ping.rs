@@ -10,7 +10,10 @@ use crate::support::{Server, fixture};
 fn ping_is_503_until_model_loaded_then_200() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("model.tar.gz");
-    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(status.success());
     let server = Server::start(&fifo);
     let loading = server.get("/ping");
@@ -20,7 +23,12 @@ fn ping_is_503_until_model_loaded_then_200() {
     inv.expect_error(503, "model_not_ready");
 
     let archive = std::fs::read(fixture("bert-seqcls-targz").join("model.tar.gz")).unwrap();
-    std::fs::OpenOptions::new().write(true).open(&fifo).unwrap().write_all(&archive).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(&archive)
+        .unwrap();
     let server = server.wait_ready();
     let ready = server.get("/ping");
     assert_eq!(ready.status, 200);
@@ -31,11 +39,18 @@ fn ping_is_503_until_model_loaded_then_200() {
 #[test]
 fn ping_is_503_after_a_failed_load_and_the_cause_is_logged_once() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.json"), r#"{"architectures": ["FancyNewModel"], "model_type": "fancy"}"#).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"architectures": ["FancyNewModel"], "model_type": "fancy"}"#,
+    )
+    .unwrap();
     let server = Server::start(dir.path());
     let answer = server.wait_settled();
     let message = answer.expect_error(503, "model_not_ready");
-    assert!(message.contains("FancyNewModel") && message.contains("HF_TASK"), "{message}");
+    assert!(
+        message.contains("FancyNewModel") && message.contains("HF_TASK"),
+        "{message}"
+    );
     for _ in 0..3 {
         assert_eq!(server.get("/ping").status, 503);
     }

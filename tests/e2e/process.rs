@@ -35,20 +35,49 @@ fn start_fails(env: &[(&str, &str)], must_mention: &[&str]) {
 
 #[test]
 fn bad_values_fail_start_up_naming_the_variable_and_accepted_values() {
-    start_fails(&[("HF_TRUST_REMOTE_CODE", "maybe")], &["HF_TRUST_REMOTE_CODE", "yes", "off", "maybe"]);
-    start_fails(&[("HF_TASK", "sentiment")], &["HF_TASK", "text-classification", "sentiment"]);
-    start_fails(&[("SAGEMAKER_MAX_PAYLOAD_IN_MB", "lots")], &["SAGEMAKER_MAX_PAYLOAD_IN_MB", "lots"]);
-    start_fails(&[("SAGEMAKER_MODEL_SERVER_TIMEOUT", "-3")], &["SAGEMAKER_MODEL_SERVER_TIMEOUT", "seconds"]);
-    start_fails(&[("SAGEMAKER_MODEL_SERVER_WORKERS", "0")], &["SAGEMAKER_MODEL_SERVER_WORKERS"]);
-    start_fails(&[("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/html")], &["SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/csv"]);
-    start_fails(&[("SAGEMAKER_BATCH_STRATEGY", "ALL")], &["SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD"]);
-    start_fails(&[("SAGEMAKER_MULTI_MODEL", "true")], &["SAGEMAKER_MULTI_MODEL"]);
+    start_fails(
+        &[("HF_TRUST_REMOTE_CODE", "maybe")],
+        &["HF_TRUST_REMOTE_CODE", "yes", "off", "maybe"],
+    );
+    start_fails(
+        &[("HF_TASK", "sentiment")],
+        &["HF_TASK", "text-classification", "sentiment"],
+    );
+    start_fails(
+        &[("SAGEMAKER_MAX_PAYLOAD_IN_MB", "lots")],
+        &["SAGEMAKER_MAX_PAYLOAD_IN_MB", "lots"],
+    );
+    start_fails(
+        &[("SAGEMAKER_MODEL_SERVER_TIMEOUT", "-3")],
+        &["SAGEMAKER_MODEL_SERVER_TIMEOUT", "seconds"],
+    );
+    start_fails(
+        &[("SAGEMAKER_MODEL_SERVER_WORKERS", "0")],
+        &["SAGEMAKER_MODEL_SERVER_WORKERS"],
+    );
+    start_fails(
+        &[("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/html")],
+        &["SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/csv"],
+    );
+    start_fails(
+        &[("SAGEMAKER_BATCH_STRATEGY", "ALL")],
+        &["SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD"],
+    );
+    start_fails(
+        &[("SAGEMAKER_MULTI_MODEL", "true")],
+        &["SAGEMAKER_MULTI_MODEL"],
+    );
 }
 
 #[test]
 fn trust_remote_code_accepts_the_truth_table() {
-    for value in ["y", "YES", "t", "True", "on", "1", "n", "No", "f", "FALSE", "off", "0"] {
-        let server = Server::builder().model(fixture("bert-seqcls")).env("HF_TRUST_REMOTE_CODE", value).start();
+    for value in [
+        "y", "YES", "t", "True", "on", "1", "n", "No", "f", "FALSE", "off", "0",
+    ] {
+        let server = Server::builder()
+            .model(fixture("bert-seqcls"))
+            .env("HF_TRUST_REMOTE_CODE", value)
+            .start();
         assert_eq!(server.get("/execution-parameters").status, 200, "{value}");
     }
 }
@@ -71,9 +100,14 @@ fn sigterm_finishes_the_in_flight_request_and_exits_zero() {
     std::thread::sleep(Duration::from_millis(200));
     server.sigterm();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(TcpStream::connect(server.addr).is_err(), "new connections must be refused after SIGTERM");
+    assert!(
+        TcpStream::connect(server.addr).is_err(),
+        "new connections must be refused after SIGTERM"
+    );
     stream.write_all(&body.as_bytes()[10..]).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -84,8 +118,20 @@ fn sigterm_finishes_the_in_flight_request_and_exits_zero() {
 
 #[test]
 fn json_logs_carry_the_request_id() {
-    let server = Server::builder().model(fixture("bert-seqcls")).arg("--log-format").arg("json").start().wait_ready();
-    let a = server.post("/invocations", &[("content-type", "application/json"), ("x-request-id", "json-log-id")], r#"{"inputs":"x"}"#);
+    let server = Server::builder()
+        .model(fixture("bert-seqcls"))
+        .arg("--log-format")
+        .arg("json")
+        .start()
+        .wait_ready();
+    let a = server.post(
+        "/invocations",
+        &[
+            ("content-type", "application/json"),
+            ("x-request-id", "json-log-id"),
+        ],
+        r#"{"inputs":"x"}"#,
+    );
     assert_eq!(a.status, 200);
     std::thread::sleep(Duration::from_millis(100));
     let logs = server.logs();

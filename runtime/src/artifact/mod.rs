@@ -44,23 +44,39 @@ pub enum ArtifactError {
 
 /// Returns the model directory for `path`: the directory itself, or `work_dir/model` after
 /// unpacking a `model.tar.gz` file there.
-pub fn resolve_local(path: &Path, work_dir: &Path, max_unpacked_bytes: u64) -> Result<PathBuf, ArtifactError> {
+pub fn resolve_local(
+    path: &Path,
+    work_dir: &Path,
+    max_unpacked_bytes: u64,
+) -> Result<PathBuf, ArtifactError> {
     let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => ArtifactError::Missing { path: path.to_owned() },
-        _ => ArtifactError::Io { path: path.to_owned(), source },
+        std::io::ErrorKind::NotFound => ArtifactError::Missing {
+            path: path.to_owned(),
+        },
+        _ => ArtifactError::Io {
+            path: path.to_owned(),
+            source,
+        },
     })?;
     if meta.is_dir() {
         return Ok(path.to_owned());
     }
     // Opened once and read as a stream, so a pipe or a file still being written works too.
-    let io_err = |source| ArtifactError::Io { path: path.to_owned(), source };
+    let io_err = |source| ArtifactError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io_err)?);
     let magic = std::io::BufRead::fill_buf(&mut reader).map_err(io_err)?;
     if !magic.starts_with(&[0x1f, 0x8b]) {
-        return Err(ArtifactError::NotAnArchive { path: path.to_owned() });
+        return Err(ArtifactError::NotAnArchive {
+            path: path.to_owned(),
+        });
     }
     let dest = work_dir.join("model");
-    unpack_reader(reader, &dest, max_unpacked_bytes)
-        .map_err(|source| ArtifactError::Unpack { archive: path.to_owned(), source })?;
+    unpack_reader(reader, &dest, max_unpacked_bytes).map_err(|source| ArtifactError::Unpack {
+        archive: path.to_owned(),
+        source,
+    })?;
     Ok(dest)
 }

@@ -72,7 +72,10 @@ pub enum UnpackError {
 }
 
 fn io_at(entry: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
-    move |source| UnpackError::Io { entry: entry.to_owned(), source }
+    move |source| UnpackError::Io {
+        entry: entry.to_owned(),
+        source,
+    }
 }
 
 /// Unpacks the gzip tar `archive` into `dest` (created, private), refusing unsafe entries.
@@ -90,7 +93,9 @@ pub fn unpack_reader(reader: impl Read, dest: &Path, max_bytes: u64) -> Result<(
     for entry in tar.entries().map_err(io_at(&none))? {
         let mut entry = entry.map_err(io_at(&none))?;
         let raw = entry.path().map_err(io_at(&none))?.into_owned();
-        let Some(rel) = relative_path(&raw)? else { continue };
+        let Some(rel) = relative_path(&raw)? else {
+            continue;
+        };
         let target = dest.join(&rel);
         check_parents(dest, &rel, &raw)?;
         match entry.header().entry_type() {
@@ -98,37 +103,66 @@ pub fn unpack_reader(reader: impl Read, dest: &Path, max_bytes: u64) -> Result<(
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let declared = entry.header().size().map_err(io_at(&raw))?;
                 if total.saturating_add(declared) > max_bytes {
-                    return Err(UnpackError::TooLarge { entry: raw, limit: max_bytes });
+                    return Err(UnpackError::TooLarge {
+                        entry: raw,
+                        limit: max_bytes,
+                    });
                 }
                 write_file(&mut entry, &target, max_bytes - total, &raw, &mut total)?;
             }
             EntryType::Symlink => {
-                let link = entry.link_name().map_err(io_at(&raw))?.unwrap_or_default().into_owned();
+                let link = entry
+                    .link_name()
+                    .map_err(io_at(&raw))?
+                    .unwrap_or_default()
+                    .into_owned();
                 let parent = rel.parent().unwrap_or(Path::new(""));
                 if link.is_absolute() || normalize(&parent.join(&link)).is_none() {
-                    return Err(UnpackError::LinkEscapes { entry: raw, kind: "symbolic", target: link });
+                    return Err(UnpackError::LinkEscapes {
+                        entry: raw,
+                        kind: "symbolic",
+                        target: link,
+                    });
                 }
                 make_parent(&target, &raw)?;
                 symlink(&link, &target).map_err(io_at(&raw))?;
             }
             EntryType::Link => {
-                let link = entry.link_name().map_err(io_at(&raw))?.unwrap_or_default().into_owned();
-                let inside = if link.is_absolute() { None } else { normalize(&link) };
+                let link = entry
+                    .link_name()
+                    .map_err(io_at(&raw))?
+                    .unwrap_or_default()
+                    .into_owned();
+                let inside = if link.is_absolute() {
+                    None
+                } else {
+                    normalize(&link)
+                };
                 let Some(source_rel) = inside else {
-                    return Err(UnpackError::LinkEscapes { entry: raw, kind: "hard", target: link });
+                    return Err(UnpackError::LinkEscapes {
+                        entry: raw,
+                        kind: "hard",
+                        target: link,
+                    });
                 };
                 check_parents(dest, &source_rel, &raw)?;
                 let source = dest.join(&source_rel);
                 let size = fs::symlink_metadata(&source).map_err(io_at(&raw))?.len();
                 if total.saturating_add(size) > max_bytes {
-                    return Err(UnpackError::TooLarge { entry: raw, limit: max_bytes });
+                    return Err(UnpackError::TooLarge {
+                        entry: raw,
+                        limit: max_bytes,
+                    });
                 }
                 total += size;
                 make_parent(&target, &raw)?;
                 // A copy, not a link: the unpacked tree then holds only regular files.
                 fs::copy(&source, &target).map_err(io_at(&raw))?;
             }
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {}
+            EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink => {}
             other => {
                 let kind = match other {
                     EntryType::Char => "character device",
@@ -150,9 +184,15 @@ fn relative_path(raw: &Path) -> Result<Option<PathBuf>, UnpackError> {
         match component {
             Component::Normal(part) => rel.push(part),
             Component::CurDir => {}
-            Component::ParentDir => return Err(UnpackError::PathEscapes { entry: raw.to_owned() }),
+            Component::ParentDir => {
+                return Err(UnpackError::PathEscapes {
+                    entry: raw.to_owned(),
+                });
+            }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(UnpackError::AbsolutePath { entry: raw.to_owned() });
+                return Err(UnpackError::AbsolutePath {
+                    entry: raw.to_owned(),
+                });
             }
         }
     }
@@ -178,12 +218,17 @@ fn normalize(path: &Path) -> Option<PathBuf> {
 /// Refuses an entry whose existing parent directories include a symbolic link.
 fn check_parents(dest: &Path, rel: &Path, raw: &Path) -> Result<(), UnpackError> {
     let mut current = dest.to_owned();
-    let Some(parent) = rel.parent() else { return Ok(()) };
+    let Some(parent) = rel.parent() else {
+        return Ok(());
+    };
     for part in parent.components() {
         current.push(part);
         match fs::symlink_metadata(&current) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(UnpackError::ThroughLink { entry: raw.to_owned(), link: current });
+                return Err(UnpackError::ThroughLink {
+                    entry: raw.to_owned(),
+                    link: current,
+                });
             }
             Ok(_) => {}
             Err(_) => break,
@@ -199,16 +244,28 @@ fn make_parent(target: &Path, raw: &Path) -> Result<(), UnpackError> {
     Ok(())
 }
 
-fn write_file(entry: &mut impl Read, target: &Path, budget: u64, raw: &Path, total: &mut u64) -> Result<(), UnpackError> {
+fn write_file(
+    entry: &mut impl Read,
+    target: &Path,
+    budget: u64,
+    raw: &Path,
+    total: &mut u64,
+) -> Result<(), UnpackError> {
     make_parent(target, raw)?;
     if fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(UnpackError::ThroughLink { entry: raw.to_owned(), link: target.to_owned() });
+        return Err(UnpackError::ThroughLink {
+            entry: raw.to_owned(),
+            link: target.to_owned(),
+        });
     }
     let mut out = fs::File::create(target).map_err(io_at(raw))?;
     // Read one byte past the budget to notice an entry larger than its header said.
     let written = io::copy(&mut entry.take(budget + 1), &mut out).map_err(io_at(raw))?;
     if written > budget {
-        return Err(UnpackError::TooLarge { entry: raw.to_owned(), limit: *total + budget });
+        return Err(UnpackError::TooLarge {
+            entry: raw.to_owned(),
+            limit: *total + budget,
+        });
     }
     *total += written;
     Ok(())
@@ -231,7 +288,10 @@ fn symlink(link: &Path, target: &Path) -> io::Result<()> {
 
 #[cfg(not(unix))]
 fn symlink(_link: &Path, _target: &Path) -> io::Result<()> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "symbolic links are not supported here"))
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "symbolic links are not supported here",
+    ))
 }
 
 #[cfg(test)]
@@ -262,7 +322,10 @@ mod tests {
         file
     }
 
-    fn unpack_into(entries: &[(&str, EntryType, &[u8], Option<&str>)], max: u64) -> (tempfile::TempDir, Result<(), UnpackError>) {
+    fn unpack_into(
+        entries: &[(&str, EntryType, &[u8], Option<&str>)],
+        max: u64,
+    ) -> (tempfile::TempDir, Result<(), UnpackError>) {
         let a = archive(entries);
         let dir = tempfile::tempdir().unwrap();
         let result = unpack(a.path(), &dir.path().join("model"), max);
@@ -285,7 +348,10 @@ mod tests {
         result.unwrap();
         let root = dir.path().join("model");
         assert_eq!(fs::read(root.join("config.json")).unwrap(), b"{}");
-        assert_eq!(fs::read(root.join("code/inference.wasm")).unwrap(), b"\0asm");
+        assert_eq!(
+            fs::read(root.join("code/inference.wasm")).unwrap(),
+            b"\0asm"
+        );
         assert_eq!(fs::read(root.join("alias.json")).unwrap(), b"{}");
         assert_eq!(fs::read(root.join("copy.json")).unwrap(), b"{}");
     }
@@ -293,7 +359,9 @@ mod tests {
     #[test]
     fn absolute_path_is_refused() {
         let (_d, r) = unpack_into(&[("/etc/evil", EntryType::Regular, b"x", None)], 1 << 20);
-        assert!(matches!(r, Err(UnpackError::AbsolutePath { entry }) if entry == Path::new("/etc/evil")));
+        assert!(
+            matches!(r, Err(UnpackError::AbsolutePath { entry }) if entry == Path::new("/etc/evil"))
+        );
     }
 
     #[test]
@@ -305,42 +373,99 @@ mod tests {
 
     #[test]
     fn symlink_outside_is_refused() {
-        let (_d, r) = unpack_into(&[("link", EntryType::Symlink, b"", Some("../../etc/passwd"))], 1 << 20);
-        assert!(matches!(r, Err(UnpackError::LinkEscapes { kind: "symbolic", .. })), "{r:?}");
-        let (_d, r) = unpack_into(&[("link", EntryType::Symlink, b"", Some("/etc/passwd"))], 1 << 20);
-        assert!(matches!(r, Err(UnpackError::LinkEscapes { kind: "symbolic", .. })), "{r:?}");
+        let (_d, r) = unpack_into(
+            &[("link", EntryType::Symlink, b"", Some("../../etc/passwd"))],
+            1 << 20,
+        );
+        assert!(
+            matches!(
+                r,
+                Err(UnpackError::LinkEscapes {
+                    kind: "symbolic",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        let (_d, r) = unpack_into(
+            &[("link", EntryType::Symlink, b"", Some("/etc/passwd"))],
+            1 << 20,
+        );
+        assert!(
+            matches!(
+                r,
+                Err(UnpackError::LinkEscapes {
+                    kind: "symbolic",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
     }
 
     #[test]
     fn hard_link_outside_is_refused() {
-        let (_d, r) = unpack_into(&[("link", EntryType::Link, b"", Some("/etc/passwd"))], 1 << 20);
-        assert!(matches!(r, Err(UnpackError::LinkEscapes { kind: "hard", .. })), "{r:?}");
-        let (_d, r) = unpack_into(&[("link", EntryType::Link, b"", Some("../outside"))], 1 << 20);
-        assert!(matches!(r, Err(UnpackError::LinkEscapes { kind: "hard", .. })), "{r:?}");
+        let (_d, r) = unpack_into(
+            &[("link", EntryType::Link, b"", Some("/etc/passwd"))],
+            1 << 20,
+        );
+        assert!(
+            matches!(r, Err(UnpackError::LinkEscapes { kind: "hard", .. })),
+            "{r:?}"
+        );
+        let (_d, r) = unpack_into(
+            &[("link", EntryType::Link, b"", Some("../outside"))],
+            1 << 20,
+        );
+        assert!(
+            matches!(r, Err(UnpackError::LinkEscapes { kind: "hard", .. })),
+            "{r:?}"
+        );
     }
 
     #[test]
     fn device_files_are_refused() {
         let (_d, r) = unpack_into(&[("dev", EntryType::Char, b"", None)], 1 << 20);
-        assert!(matches!(r, Err(UnpackError::SpecialFile { kind: "character device", .. })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(UnpackError::SpecialFile {
+                    kind: "character device",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
         let (_d, r) = unpack_into(&[("fifo", EntryType::Fifo, b"", None)], 1 << 20);
-        assert!(matches!(r, Err(UnpackError::SpecialFile { kind: "FIFO", .. })), "{r:?}");
+        assert!(
+            matches!(r, Err(UnpackError::SpecialFile { kind: "FIFO", .. })),
+            "{r:?}"
+        );
     }
 
     #[test]
     fn size_bound_is_enforced() {
         let big = vec![7u8; 600];
         let (_d, r) = unpack_into(
-            &[("a.bin", EntryType::Regular, &big, None), ("b.bin", EntryType::Regular, &big, None)],
+            &[
+                ("a.bin", EntryType::Regular, &big, None),
+                ("b.bin", EntryType::Regular, &big, None),
+            ],
             1000,
         );
-        assert!(matches!(r, Err(UnpackError::TooLarge { ref entry, .. }) if entry == Path::new("b.bin")), "{r:?}");
+        assert!(
+            matches!(r, Err(UnpackError::TooLarge { ref entry, .. }) if entry == Path::new("b.bin")),
+            "{r:?}"
+        );
     }
 
     #[test]
     fn writing_through_a_symlink_is_refused() {
         let (_d, r) = unpack_into(
-            &[("sub", EntryType::Symlink, b"", Some(".")), ("sub/x", EntryType::Regular, b"x", None)],
+            &[
+                ("sub", EntryType::Symlink, b"", Some(".")),
+                ("sub/x", EntryType::Regular, b"x", None),
+            ],
             1 << 20,
         );
         assert!(matches!(r, Err(UnpackError::ThroughLink { .. })), "{r:?}");

@@ -7,7 +7,10 @@ use super::CodecError;
 /// A header with an `inputs` column gives `{"inputs": [cell, ...]}`; other headers (e.g.
 /// `question`,`context`) give `{"inputs": [{column: cell, ...}, ...]}`.
 pub(super) fn decode(body: &[u8]) -> Result<Value, CodecError> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(body);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(body);
     let header: Vec<String> = reader
         .headers()
         .map_err(|source| CodecError::Csv { source })?
@@ -43,27 +46,42 @@ pub(super) fn decode(body: &[u8]) -> Result<Value, CodecError> {
 
 /// Writes objects as a header row (the first object's keys) and one row each.
 pub(super) fn encode(rows: &[&Value]) -> Result<Vec<u8>, CodecError> {
-    let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
     let mut columns: Option<Vec<String>> = None;
     for row in rows {
         let Value::Object(map) = row else {
-            return Err(CodecError::NotCsv { reason: "the answer is not a flat list of objects" });
+            return Err(CodecError::NotCsv {
+                reason: "the answer is not a flat list of objects",
+            });
         };
         let cols = match &columns {
             Some(cols) if columns_changed(cols, map) => {
-                return Err(CodecError::NotCsv { reason: "the objects do not share the same keys" });
+                return Err(CodecError::NotCsv {
+                    reason: "the objects do not share the same keys",
+                });
             }
             Some(cols) => cols,
             None => {
                 let cols: Vec<String> = map.keys().cloned().collect();
-                writer.write_record(&cols).map_err(|source| CodecError::Csv { source })?;
+                writer
+                    .write_record(&cols)
+                    .map_err(|source| CodecError::Csv { source })?;
                 columns.insert(cols)
             }
         };
-        let cells = cols.iter().map(|c| cell(map.get(c).unwrap_or(&Value::Null))).collect::<Result<Vec<_>, _>>()?;
-        writer.write_record(&cells).map_err(|source| CodecError::Csv { source })?;
+        let cells = cols
+            .iter()
+            .map(|c| cell(map.get(c).unwrap_or(&Value::Null)))
+            .collect::<Result<Vec<_>, _>>()?;
+        writer
+            .write_record(&cells)
+            .map_err(|source| CodecError::Csv { source })?;
     }
-    writer.into_inner().map_err(|_| CodecError::NotCsv { reason: "the CSV writer failed" })
+    writer.into_inner().map_err(|_| CodecError::NotCsv {
+        reason: "the CSV writer failed",
+    })
 }
 
 fn columns_changed(cols: &[String], map: &Map<String, Value>) -> bool {
@@ -76,6 +94,8 @@ fn cell(value: &Value) -> Result<String, CodecError> {
         Value::String(s) => Ok(s.clone()),
         Value::Bool(b) => Ok(if *b { "True".into() } else { "False".into() }),
         Value::Number(n) => Ok(n.to_string()),
-        Value::Array(_) | Value::Object(_) => Err(CodecError::NotCsv { reason: "a cell holds a list or an object" }),
+        Value::Array(_) | Value::Object(_) => Err(CodecError::NotCsv {
+            reason: "a cell holds a list or an object",
+        }),
     }
 }

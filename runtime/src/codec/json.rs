@@ -17,7 +17,10 @@ pub(super) fn decode_lines(body: &[u8]) -> Result<Vec<Value>, CodecError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let value = serde_json::from_slice(line).map_err(|source| CodecError::JsonLine { line: i + 1, source })?;
+        let value = serde_json::from_slice(line).map_err(|source| CodecError::JsonLine {
+            line: i + 1,
+            source,
+        })?;
         records.push(value);
     }
     if records.is_empty() {
@@ -45,7 +48,9 @@ pub(super) fn encode_lines(values: &[&Value]) -> Result<Vec<u8>, CodecError> {
 /// only through `Number::from_f64`, which already refuses them) — a cheap second guard.
 pub(super) fn check_finite(value: &Value) -> Result<(), CodecError> {
     match value {
-        Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => Err(CodecError::NonFinite),
+        Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => {
+            Err(CodecError::NonFinite)
+        }
         Value::Array(items) => items.iter().try_for_each(check_finite),
         Value::Object(map) => map.values().try_for_each(check_finite),
         _ => Ok(()),

@@ -23,8 +23,13 @@ pub enum Decoding {
 
 impl Decoding {
     /// Media types accepted in `Content-Type`.
-    pub const ACCEPTED: &'static [&'static str] =
-        &["application/json", "application/jsonlines", "application/x-jsonlines", "text/csv", "text/plain"];
+    pub const ACCEPTED: &'static [&'static str] = &[
+        "application/json",
+        "application/jsonlines",
+        "application/x-jsonlines",
+        "text/csv",
+        "text/plain",
+    ];
 
     /// The decoding of a media type (parameters ignored, any case); missing means JSON.
     pub fn from_content_type(content_type: Option<&str>) -> Result<Self, CodecError> {
@@ -33,10 +38,14 @@ impl Decoding {
         };
         match essence(raw).as_str() {
             "application/json" => Ok(Self::Json),
-            "application/jsonlines" | "application/x-jsonlines" | "application/jsonl" => Ok(Self::JsonLines),
+            "application/jsonlines" | "application/x-jsonlines" | "application/jsonl" => {
+                Ok(Self::JsonLines)
+            }
             "text/csv" => Ok(Self::Csv),
             "text/plain" => Ok(Self::Text),
-            _ => Err(CodecError::UnsupportedMediaType { content_type: raw.to_owned() }),
+            _ => Err(CodecError::UnsupportedMediaType {
+                content_type: raw.to_owned(),
+            }),
         }
     }
 }
@@ -54,14 +63,20 @@ pub enum Encoding {
 
 impl Encoding {
     /// Media types accepted in `Accept` and `SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`.
-    pub const ACCEPTED: &'static [&'static str] =
-        &["application/json", "application/jsonlines", "application/x-jsonlines", "text/csv"];
+    pub const ACCEPTED: &'static [&'static str] = &[
+        "application/json",
+        "application/jsonlines",
+        "application/x-jsonlines",
+        "text/csv",
+    ];
 
     /// The encoding of a media type (parameters ignored, any case).
     pub fn from_media_type(media_type: &str) -> Option<Self> {
         match essence(media_type).as_str() {
             "application/json" => Some(Self::Json),
-            "application/jsonlines" | "application/x-jsonlines" | "application/jsonl" => Some(Self::JsonLines),
+            "application/jsonlines" | "application/x-jsonlines" | "application/jsonl" => {
+                Some(Self::JsonLines)
+            }
             "text/csv" => Some(Self::Csv),
             _ => None,
         }
@@ -81,13 +96,17 @@ impl Encoding {
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     /// `Content-Type` names a format we do not decode (415).
-    #[error("unsupported Content-Type {content_type:?}; accepted: application/json, application/jsonlines, text/csv, text/plain")]
+    #[error(
+        "unsupported Content-Type {content_type:?}; accepted: application/json, application/jsonlines, text/csv, text/plain"
+    )]
     UnsupportedMediaType {
         /// The header as sent.
         content_type: String,
     },
     /// No media range of `Accept` names a format we encode (406).
-    #[error("cannot answer with Accept {accept:?}; accepted: application/json, application/jsonlines, text/csv")]
+    #[error(
+        "cannot answer with Accept {accept:?}; accepted: application/json, application/jsonlines, text/csv"
+    )]
     NotAcceptable {
         /// The header as sent.
         accept: String,
@@ -122,7 +141,9 @@ pub enum CodecError {
         source: ::csv::Error,
     },
     /// The CSV header has none of the columns we understand.
-    #[error("the CSV body needs a header row with an `inputs` column, or `question` and `context` columns (or `text` and `text_pair`); got header {header:?}")]
+    #[error(
+        "the CSV body needs a header row with an `inputs` column, or `question` and `context` columns (or `text` and `text_pair`); got header {header:?}"
+    )]
     CsvHeader {
         /// The header row as read.
         header: Vec<String>,
@@ -187,7 +208,9 @@ pub fn choose_encoding(accept: Option<&str>, default: Encoding) -> Result<Encodi
             return Ok(encoding);
         }
     }
-    Err(CodecError::NotAcceptable { accept: raw.to_owned() })
+    Err(CodecError::NotAcceptable {
+        accept: raw.to_owned(),
+    })
 }
 
 /// Decoded request records: one for a JSON, CSV or text body, one per line for JSON Lines.
@@ -202,12 +225,24 @@ pub struct Records {
 /// Decodes a request body into records.
 pub fn decode(decoding: Decoding, body: &[u8]) -> Result<Records, CodecError> {
     match decoding {
-        Decoding::Json => Ok(Records { values: vec![json::decode(body)?], multi: false }),
-        Decoding::JsonLines => Ok(Records { values: json::decode_lines(body)?, multi: true }),
-        Decoding::Csv => Ok(Records { values: vec![csv::decode(body)?], multi: false }),
+        Decoding::Json => Ok(Records {
+            values: vec![json::decode(body)?],
+            multi: false,
+        }),
+        Decoding::JsonLines => Ok(Records {
+            values: json::decode_lines(body)?,
+            multi: true,
+        }),
+        Decoding::Csv => Ok(Records {
+            values: vec![csv::decode(body)?],
+            multi: false,
+        }),
         Decoding::Text => {
             let text = std::str::from_utf8(body).map_err(|_| CodecError::NotUtf8)?;
-            Ok(Records { values: vec![serde_json::json!({ "inputs": text })], multi: false })
+            Ok(Records {
+                values: vec![serde_json::json!({ "inputs": text })],
+                multi: false,
+            })
         }
     }
 }
@@ -217,7 +252,11 @@ pub fn decode(decoding: Decoding, body: &[u8]) -> Result<Records, CodecError> {
 /// JSON: the prediction (an array of them for JSON Lines requests). JSON Lines: one line per
 /// record; a single record whose prediction is a list gets one line per element. CSV: a flat
 /// list of objects (or one object) as a header row and one row each.
-pub fn encode(encoding: Encoding, predictions: &[Value], multi: bool) -> Result<Vec<u8>, CodecError> {
+pub fn encode(
+    encoding: Encoding,
+    predictions: &[Value],
+    multi: bool,
+) -> Result<Vec<u8>, CodecError> {
     for p in predictions {
         json::check_finite(p)?;
     }
@@ -251,7 +290,12 @@ pub fn encode(encoding: Encoding, predictions: &[Value], multi: bool) -> Result<
 
 /// The lower-case `type/subtype` of a media type, parameters dropped.
 pub fn essence(media_type: &str) -> String {
-    media_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    media_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -263,8 +307,14 @@ mod tests {
     fn accept_lists_and_q_values() {
         let d = Encoding::Json;
         assert_eq!(choose_encoding(None, d).unwrap(), Encoding::Json);
-        assert_eq!(choose_encoding(Some("*/*"), Encoding::Csv).unwrap(), Encoding::Csv);
-        assert_eq!(choose_encoding(Some("TEXT/CSV; charset=utf-8"), d).unwrap(), Encoding::Csv);
+        assert_eq!(
+            choose_encoding(Some("*/*"), Encoding::Csv).unwrap(),
+            Encoding::Csv
+        );
+        assert_eq!(
+            choose_encoding(Some("TEXT/CSV; charset=utf-8"), d).unwrap(),
+            Encoding::Csv
+        );
         assert_eq!(
             choose_encoding(Some("application/json;q=0.5, text/csv;q=0.9"), d).unwrap(),
             Encoding::Csv
@@ -281,9 +331,15 @@ mod tests {
 
     #[test]
     fn content_types_with_parameters() {
-        assert_eq!(Decoding::from_content_type(Some("Application/JSON; charset=UTF-8")).unwrap(), Decoding::Json);
+        assert_eq!(
+            Decoding::from_content_type(Some("Application/JSON; charset=UTF-8")).unwrap(),
+            Decoding::Json
+        );
         assert_eq!(Decoding::from_content_type(None).unwrap(), Decoding::Json);
-        assert_eq!(Decoding::from_content_type(Some("application/x-jsonlines")).unwrap(), Decoding::JsonLines);
+        assert_eq!(
+            Decoding::from_content_type(Some("application/x-jsonlines")).unwrap(),
+            Decoding::JsonLines
+        );
         assert!(matches!(
             Decoding::from_content_type(Some("application/xml")),
             Err(CodecError::UnsupportedMediaType { .. })
@@ -292,18 +348,37 @@ mod tests {
 
     #[test]
     fn csv_inputs_column_becomes_a_list() {
-        let r = decode(Decoding::Csv, b"inputs\r\nhello, world\r\n\"quoted \"\"x\"\"\"\r\n").unwrap();
-        assert_eq!(r.values, vec![json!({"inputs": ["hello, world", "quoted \"x\""]})]);
+        let r = decode(
+            Decoding::Csv,
+            b"inputs\r\n\"hello, world\"\r\n\"quoted \"\"x\"\"\"\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r.values,
+            vec![json!({"inputs": ["hello, world", "quoted \"x\""]})]
+        );
         let err = decode(Decoding::Csv, b"just text\nmore text\n").unwrap_err();
         assert!(matches!(err, CodecError::CsvHeader { .. }));
     }
 
     #[test]
     fn jsonlines_is_one_record_per_line() {
-        let r = decode(Decoding::JsonLines, b"{\"inputs\":\"a\"}\n\n{\"inputs\":\"b\"}\n").unwrap();
+        let r = decode(
+            Decoding::JsonLines,
+            b"{\"inputs\":\"a\"}\n\n{\"inputs\":\"b\"}\n",
+        )
+        .unwrap();
         assert_eq!(r.values.len(), 2);
-        let out = encode(Encoding::JsonLines, &[json!([{"a":1}]), json!([{"a":2}])], true).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "[{\"a\":1}]\n[{\"a\":2}]\n");
+        let out = encode(
+            Encoding::JsonLines,
+            &[json!([{"a":1}]), json!([{"a":2}])],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[{\"a\":1}]\n[{\"a\":2}]\n"
+        );
         let err = decode(Decoding::JsonLines, b"{\"inputs\":\"a\"}\n{oops\n").unwrap_err();
         assert!(matches!(err, CodecError::JsonLine { line: 2, .. }));
     }
@@ -316,14 +391,22 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "label,score\r\nA,0.5\r\n\"B, c\",0.25\r\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "label,score\r\nA,0.5\r\n\"B, c\",0.25\r\n"
+        );
         let nested = encode(Encoding::Csv, &[json!([[{"label": "A"}]])], false);
         assert!(matches!(nested, Err(CodecError::NotCsv { .. })));
     }
 
     #[test]
     fn compact_json() {
-        let out = encode(Encoding::Json, &[json!({"label": "A", "score": 0.5})], false).unwrap();
+        let out = encode(
+            Encoding::Json,
+            &[json!({"label": "A", "score": 0.5})],
+            false,
+        )
+        .unwrap();
         assert_eq!(out, br#"{"label":"A","score":0.5}"#);
     }
 }

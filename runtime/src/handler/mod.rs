@@ -50,7 +50,10 @@ pub struct HookChain {
 impl HookChain {
     /// A chain over the native pipeline and, when given, user code. Refuses a hook set that
     /// mixes transform_fn with the others (spec §6).
-    pub fn new(native: Arc<dyn NativePipeline>, user: Option<Arc<dyn UserCode>>) -> Result<Self, &'static str> {
+    pub fn new(
+        native: Arc<dyn NativePipeline>,
+        user: Option<Arc<dyn UserCode>>,
+    ) -> Result<Self, &'static str> {
         if let Some(user) = &user {
             user.hooks().check()?;
         }
@@ -81,7 +84,10 @@ impl HookChain {
         default_accept: Encoding,
     ) -> Result<Plan, HookError> {
         if self.has(Hook::TransformFn) {
-            return Ok(Plan { decoding: None, encoding: None });
+            return Ok(Plan {
+                decoding: None,
+                encoding: None,
+            });
         }
         let encoding = if self.has(Hook::OutputFn) {
             None
@@ -97,7 +103,7 @@ impl HookChain {
     }
 
     /// Runs the chain for one request. Blocks.
-    pub fn invoke(&self, inv: Invocation) -> Result<HookResponse, HookError> {
+    pub fn invoke(&self, inv: &Invocation) -> Result<HookResponse, HookError> {
         let content_type = inv.content_type.as_deref().unwrap_or("application/json");
         let accept = accept_for_user_code(inv.accept.as_deref(), inv.plan.encoding);
         if let Some(user) = self.user.as_ref().filter(|_| self.has(Hook::TransformFn)) {
@@ -105,9 +111,10 @@ impl HookChain {
         }
         // input_fn
         let (inputs, multi) = match (&self.user, inv.plan.decoding) {
-            (Some(user), _) if self.has(Hook::InputFn) => {
-                (vec![user.input_fn(&inv.ctx, &inv.body, content_type)?], false)
-            }
+            (Some(user), _) if self.has(Hook::InputFn) => (
+                vec![user.input_fn(&inv.ctx, &inv.body, content_type)?],
+                false,
+            ),
             (_, Some(decoding)) => defaults::input_fn(&self.task(), decoding, &inv.body)?,
             (_, None) => unreachable_plan()?,
         };
@@ -125,10 +132,16 @@ impl HookChain {
             (Some(user), _) if self.has(Hook::OutputFn) => {
                 let prediction = if multi {
                     Payload::Json(serde_json::Value::Array(
-                        predictions.into_iter().map(defaults::payload_to_json).collect::<Result<_, _>>()?,
+                        predictions
+                            .into_iter()
+                            .map(defaults::payload_to_json)
+                            .collect::<Result<_, _>>()?,
                     ))
                 } else {
-                    predictions.into_iter().next().unwrap_or(Payload::Json(serde_json::Value::Null))
+                    predictions
+                        .into_iter()
+                        .next()
+                        .unwrap_or(Payload::Json(serde_json::Value::Null))
                 };
                 user.output_fn(&inv.ctx, prediction, &accept)
             }

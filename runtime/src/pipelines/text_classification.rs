@@ -82,29 +82,43 @@ struct Params {
 }
 
 impl Params {
-    fn parse(task: &Task, params: Map<String, Value>) -> Result<Self> {
-        // Validate names first so an unknown one is reported even next to a bad value.
-        let _: Map<String, Value> = super::parse_params(task, ACCEPTED, params.clone())?;
+    fn parse(task: &Task, params: &Map<String, Value>) -> Result<Self> {
+        // Names first, so an unknown one is reported even next to a bad value.
+        super::check_names(task, ACCEPTED, params)?;
         let top_k = match params.get("top_k") {
             None => TopK::Legacy,
             Some(Value::Null) => TopK::All,
             Some(v) => match v.as_u64() {
                 Some(n) if n >= 1 => TopK::N(usize::try_from(n).unwrap_or(usize::MAX)),
-                _ => return Err(PipelineError::validation(format!("`top_k` must be an integer >= 1 or null, got {v}"))),
+                _ => {
+                    return Err(PipelineError::validation(format!(
+                        "`top_k` must be an integer >= 1 or null, got {v}"
+                    )));
+                }
             },
         };
         let function = match params.get("function_to_apply") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(Function::parse(s)?),
-            Some(v) => return Err(PipelineError::validation(format!("`function_to_apply` must be a string, got {v}"))),
+            Some(v) => {
+                return Err(PipelineError::validation(format!(
+                    "`function_to_apply` must be a string, got {v}"
+                )));
+            }
         };
         let truncation = match params.get("truncation") {
             None | Some(Value::Null) => Truncation::Default,
             Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
-                PipelineError::validation(format!("`truncation` must be true, false or a strategy name, got {v}"))
+                PipelineError::validation(format!(
+                    "`truncation` must be true, false or a strategy name, got {v}"
+                ))
             })?,
         };
-        Ok(Self { top_k, function, truncation })
+        Ok(Self {
+            top_k,
+            function,
+            truncation,
+        })
     }
 }
 
@@ -117,7 +131,9 @@ enum Inputs {
 
 fn parse_pair(map: &Map<String, Value>) -> Result<EncodeInput> {
     let text = map.get("text").and_then(Value::as_str).ok_or_else(|| {
-        PipelineError::validation("a text-classification object input needs a string `text` (and optionally `text_pair`)")
+        PipelineError::validation(
+            "a text-classification object input needs a string `text` (and optionally `text_pair`)",
+        )
     })?;
     if let Some(extra) = map.keys().find(|k| *k != "text" && *k != "text_pair") {
         return Err(PipelineError::validation(format!(
@@ -127,13 +143,14 @@ fn parse_pair(map: &Map<String, Value>) -> Result<EncodeInput> {
     match map.get("text_pair") {
         None | Some(Value::Null) => Ok(EncodeInput::Single(text.to_owned())),
         Some(Value::String(pair)) => Ok(EncodeInput::Pair(text.to_owned(), pair.clone())),
-        Some(v) => Err(PipelineError::validation(format!("`text_pair` must be a string, got {v}"))),
+        Some(v) => Err(PipelineError::validation(format!(
+            "`text_pair` must be a string, got {v}"
+        ))),
     }
 }
 
 fn parse_inputs(inputs: &Value) -> Result<Inputs> {
-    const EXPECTED: &str =
-        "text-classification expects `inputs` to be a string, a list of strings, or {\"text\": ..., \"text_pair\": ...}";
+    const EXPECTED: &str = "text-classification expects `inputs` to be a string, a list of strings, or {\"text\": ..., \"text_pair\": ...}";
     match inputs {
         Value::String(s) => Ok(Inputs::One(EncodeInput::Single(s.clone()))),
         Value::Object(map) => Ok(Inputs::Pair(parse_pair(map)?)),
@@ -142,11 +159,17 @@ fn parse_inputs(inputs: &Value) -> Result<Inputs> {
             .map(|item| match item {
                 Value::String(s) => Ok(EncodeInput::Single(s.clone())),
                 Value::Object(map) => parse_pair(map),
-                other => Err(PipelineError::validation(format!("{EXPECTED}; got a list holding {}", super::json_kind(other)))),
+                other => Err(PipelineError::validation(format!(
+                    "{EXPECTED}; got a list holding {}",
+                    super::json_kind(other)
+                ))),
             })
             .collect::<Result<Vec<_>>>()
             .map(Inputs::Many),
-        other => Err(PipelineError::validation(format!("{EXPECTED}; got {}", super::json_kind(other)))),
+        other => Err(PipelineError::validation(format!(
+            "{EXPECTED}; got {}",
+            super::json_kind(other)
+        ))),
     }
 }
 
@@ -162,14 +185,19 @@ impl TextClassification {
     }
 
     fn label(&self, i: usize) -> String {
-        self.res.config.id2label.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}"))
+        self.res
+            .config
+            .id2label
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("LABEL_{i}"))
     }
 
     /// Scores for one row of logits, shaped by `top_k`.
     fn postprocess(&self, logits: &[f32], params: &Params) -> Result<Value> {
-        let function = params
-            .function
-            .unwrap_or_else(|| Function::default_for(self.res.config.problem_type.as_deref(), logits.len()));
+        let function = params.function.unwrap_or_else(|| {
+            Function::default_for(self.res.config.problem_type.as_deref(), logits.len())
+        });
         let scores = function.apply(logits);
         if params.top_k == TopK::Legacy {
             let best = argmax(&scores);
@@ -194,7 +222,9 @@ fn argmax(scores: &[f32]) -> usize {
     scores
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv { (i, v) } else { (bi, bv) }
+        })
         .0
 }
 
@@ -204,7 +234,7 @@ impl Pipeline for TextClassification {
     }
 
     fn run(&self, request: Envelope) -> Result<Value> {
-        let params = Params::parse(&Task::TextClassification, request.parameters)?;
+        let params = Params::parse(&Task::TextClassification, &request.parameters)?;
         let inputs = parse_inputs(&request.inputs)?;
         let items = match &inputs {
             Inputs::One(i) | Inputs::Pair(i) => vec![i.clone()],
@@ -246,12 +276,18 @@ mod tests {
         let s = softmax(&[0.3020002, 0.0795625]);
         assert!((s[0] - 0.555_381_24).abs() < 1e-6, "{s:?}");
         let g = Function::Sigmoid.apply(&[0.3020002, 0.0795625]);
-        assert!((g[0] - 0.574_931_4).abs() < 1e-6 && (g[1] - 0.519_880_1).abs() < 1e-6, "{g:?}");
+        assert!(
+            (g[0] - 0.574_931_4).abs() < 1e-6 && (g[1] - 0.519_880_1).abs() < 1e-6,
+            "{g:?}"
+        );
     }
 
     #[test]
     fn default_function_follows_problem_type() {
-        assert_eq!(Function::default_for(Some("multi_label_classification"), 3), Function::Sigmoid);
+        assert_eq!(
+            Function::default_for(Some("multi_label_classification"), 3),
+            Function::Sigmoid
+        );
         assert_eq!(Function::default_for(None, 1), Function::Sigmoid);
         assert_eq!(Function::default_for(None, 2), Function::Softmax);
         assert_eq!(Function::parse("SOFTMAX").unwrap(), Function::Softmax);
@@ -261,13 +297,18 @@ mod tests {
     #[test]
     fn params_top_k_absent_int_null() {
         let task = Task::TextClassification;
-        let p = |v: Value| Params::parse(&task, v.as_object().unwrap().clone());
+        let p = |v: Value| Params::parse(&task, v.as_object().unwrap());
         assert_eq!(p(json!({})).unwrap().top_k, TopK::Legacy);
         assert_eq!(p(json!({"top_k": null})).unwrap().top_k, TopK::All);
         assert_eq!(p(json!({"top_k": 2})).unwrap().top_k, TopK::N(2));
-        assert!(matches!(p(json!({"top_k": 0})), Err(PipelineError::Validation { .. })));
+        assert!(matches!(
+            p(json!({"top_k": 0})),
+            Err(PipelineError::Validation { .. })
+        ));
         match p(json!({"top_k": 1, "temperature": 2})) {
-            Err(PipelineError::UnknownParameters { names, .. }) => assert_eq!(names, vec!["temperature"]),
+            Err(PipelineError::UnknownParameters { names, .. }) => {
+                assert_eq!(names, vec!["temperature"])
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -275,9 +316,20 @@ mod tests {
     #[test]
     fn input_shapes() {
         assert!(matches!(parse_inputs(&json!("x")).unwrap(), Inputs::One(_)));
-        assert!(matches!(parse_inputs(&json!({"text": "a", "text_pair": "b"})).unwrap(), Inputs::Pair(EncodeInput::Pair(..))));
-        assert!(matches!(parse_inputs(&json!(["a", {"text": "b"}])).unwrap(), Inputs::Many(v) if v.len() == 2));
-        assert!(matches!(parse_inputs(&json!(3)), Err(PipelineError::Validation { .. })));
-        assert!(matches!(parse_inputs(&json!({"question": "q"})), Err(PipelineError::Validation { .. })));
+        assert!(matches!(
+            parse_inputs(&json!({"text": "a", "text_pair": "b"})).unwrap(),
+            Inputs::Pair(EncodeInput::Pair(..))
+        ));
+        assert!(
+            matches!(parse_inputs(&json!(["a", {"text": "b"}])).unwrap(), Inputs::Many(v) if v.len() == 2)
+        );
+        assert!(matches!(
+            parse_inputs(&json!(3)),
+            Err(PipelineError::Validation { .. })
+        ));
+        assert!(matches!(
+            parse_inputs(&json!({"question": "q"})),
+            Err(PipelineError::Validation { .. })
+        ));
     }
 }

@@ -117,7 +117,11 @@ pub struct ErrorReport(pub ApiError);
 impl ApiError {
     /// An error with a message.
     pub fn new(error_type: ErrorType, message: impl Into<String>) -> Self {
-        Self { error_type, message: message.into(), cause: None }
+        Self {
+            error_type,
+            message: message.into(),
+            cause: None,
+        }
     }
 
     /// Adds the cause chain of `err` for the log.
@@ -166,7 +170,9 @@ impl From<CodecError> for ApiError {
     fn from(err: CodecError) -> Self {
         let error_type = match &err {
             CodecError::UnsupportedMediaType { .. } => ErrorType::UnsupportedMedia,
-            CodecError::NotAcceptable { .. } | CodecError::NotCsv { .. } => ErrorType::NotAcceptable,
+            CodecError::NotAcceptable { .. } | CodecError::NotCsv { .. } => {
+                ErrorType::NotAcceptable
+            }
             CodecError::NonFinite => ErrorType::Internal,
             _ => ErrorType::Validation,
         };
@@ -178,12 +184,14 @@ impl From<CodecError> for ApiError {
 impl From<PipelineError> for ApiError {
     fn from(err: PipelineError) -> Self {
         let (error_type, message) = match &err {
-            PipelineError::Validation { .. } | PipelineError::UnknownParameters { .. } | PipelineError::Tokenizer(_) => {
-                (ErrorType::Validation, err.to_string())
-            }
+            PipelineError::Validation { .. }
+            | PipelineError::UnknownParameters { .. }
+            | PipelineError::Tokenizer(_) => (ErrorType::Validation, err.to_string()),
             PipelineError::Overloaded => (ErrorType::Overloaded, err.to_string()),
             PipelineError::WorkerGone => (ErrorType::ModelNotReady, err.to_string()),
-            PipelineError::Model(_) | PipelineError::NonFinite => (ErrorType::Internal, err.to_string()),
+            PipelineError::Model(_) | PipelineError::NonFinite => {
+                (ErrorType::Internal, err.to_string())
+            }
         };
         Self::new(error_type, message).with_cause(&err)
     }
@@ -198,13 +206,17 @@ impl From<HookError> for ApiError {
                 let message = err.to_string();
                 Self::new(ErrorType::UserCode, message).with_cause(&err)
             }
-            HookError::User { kind, ref detail, .. } => {
+            HookError::User {
+                kind, ref detail, ..
+            } => {
                 let error_type = match kind {
                     UserErrorKind::BadRequest => ErrorType::UserCode,
                     UserErrorKind::UnsupportedMedia => ErrorType::UnsupportedMedia,
                     UserErrorKind::NotAcceptable => ErrorType::NotAcceptable,
                     UserErrorKind::Internal => ErrorType::Internal,
-                    UserErrorKind::Trap | UserErrorKind::Timeout | UserErrorKind::OutOfMemory => ErrorType::GuestTrap,
+                    UserErrorKind::Trap | UserErrorKind::Timeout | UserErrorKind::OutOfMemory => {
+                        ErrorType::GuestTrap
+                    }
                 };
                 let mut api = Self::new(error_type, err.to_string());
                 api.cause = Some(match detail {

@@ -18,27 +18,55 @@ pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
 /// Headers never shown to user code.
 const PRIVATE_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
-pub(crate) async fn invocations(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub(crate) async fn invocations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let model = state.ready_model()?;
-    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let content_type = text(header::CONTENT_TYPE);
     let accept = text(header::ACCEPT);
-    let plan = model.chain.negotiate(content_type.as_deref(), accept.as_deref(), state.config.default_accept)?;
+    let plan = model.chain.negotiate(
+        content_type.as_deref(),
+        accept.as_deref(),
+        state.config.default_accept,
+    )?;
     let body = read_body(&headers, body, state.config.max_payload_bytes).await?;
     let ctx = RequestContext {
-        request_id: headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
+        request_id: headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
         headers: headers
             .iter()
             .filter(|(name, _)| !PRIVATE_HEADERS.contains(&name.as_str()))
-            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
             .collect(),
-        custom_attributes: headers.get(CUSTOM_ATTRIBUTES).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        custom_attributes: headers
+            .get(CUSTOM_ATTRIBUTES)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
-    let invocation = Invocation { body, content_type, accept, plan, ctx };
+    let invocation = Invocation {
+        body,
+        content_type,
+        accept,
+        plan,
+        ctx,
+    };
     let span = tracing::Span::current();
     let answer = tokio::task::spawn_blocking(move || {
         let _enter = span.enter();
-        model.chain.invoke(invocation)
+        model.chain.invoke(&invocation)
     })
     .await
     .map_err(|join| ApiError::new(ErrorType::Internal, "internal error").with_cause(&join))??;
@@ -47,9 +75,13 @@ pub(crate) async fn invocations(State(state): State<AppState>, headers: HeaderMa
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&answer.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        HeaderValue::from_str(&answer.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
-    if let Some(attrs) = answer.custom_attributes.and_then(|a| HeaderValue::from_str(&a).ok()) {
+    if let Some(attrs) = answer
+        .custom_attributes
+        .and_then(|a| HeaderValue::from_str(&a).ok())
+    {
         headers.insert(HeaderName::from_static(CUSTOM_ATTRIBUTES), attrs);
     }
     for (name, value) in answer.headers {
@@ -65,7 +97,10 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     let too_large = || {
         ApiError::new(
             ErrorType::PayloadTooLarge,
-            format!("the request body is larger than the limit of {} MiB (SAGEMAKER_MAX_PAYLOAD_IN_MB)", limit / (1024 * 1024)),
+            format!(
+                "the request body is larger than the limit of {} MiB (SAGEMAKER_MAX_PAYLOAD_IN_MB)",
+                limit / (1024 * 1024)
+            ),
         )
     };
     let declared = headers
@@ -81,7 +116,8 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         if over {
             too_large()
         } else {
-            ApiError::new(ErrorType::Validation, "the request body could not be read").with_cause(&err)
+            ApiError::new(ErrorType::Validation, "the request body could not be read")
+                .with_cause(&err)
         }
     })
 }

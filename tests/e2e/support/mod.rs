@@ -19,12 +19,16 @@ pub fn repo_root() -> PathBuf {
 
 /// A conformance fixture model directory, e.g. `fixture("bert-seqcls")`.
 pub fn fixture(name: &str) -> PathBuf {
-    repo_root().join("tests/fixtures/conformance/models").join(name)
+    repo_root()
+        .join("tests/fixtures/conformance/models")
+        .join(name)
 }
 
 /// A conformance case file.
 pub fn cases_file(model: &str) -> PathBuf {
-    repo_root().join("tests/fixtures/conformance/cases").join(format!("{model}.jsonl"))
+    repo_root()
+        .join("tests/fixtures/conformance/cases")
+        .join(format!("{model}.jsonl"))
 }
 
 /// How to start a server.
@@ -64,7 +68,12 @@ impl ServerBuilder {
     /// Spawns the binary and waits for its "listening on" log line.
     pub fn start(self) -> Server {
         let (child, logs, addr) = spawn(&self);
-        let addr = addr.unwrap_or_else(|| panic!("server did not log its address; logs:\n{}", logs.lock().unwrap()));
+        let addr = addr.unwrap_or_else(|| {
+            panic!(
+                "server did not log its address; logs:\n{}",
+                logs.lock().unwrap()
+            )
+        });
         Server { child, addr, logs }
     }
 
@@ -110,7 +119,10 @@ fn spawn(builder: &ServerBuilder) -> Spawned {
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
-                    let addr = addr.split(|c: char| c.is_whitespace() || c == '"').next().unwrap_or("");
+                    let addr = addr
+                        .split(|c: char| c.is_whitespace() || c == '"')
+                        .next()
+                        .unwrap_or("");
                     if let Ok(addr) = addr.parse::<SocketAddr>() {
                         let _ = tx.send(addr);
                     }
@@ -170,7 +182,11 @@ impl Answer {
     /// Asserts the spec §7 error shape and status, and returns the message.
     pub fn expect_error(&self, status: u16, error_type: &str) -> String {
         assert_eq!(self.status, status, "body: {}", self.body);
-        assert_eq!(self.header("content-type"), Some("application/json"), "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
         let body = self.json();
         assert_eq!(body["code"], status, "{body}");
         assert_eq!(body["error_type"], error_type, "{body}");
@@ -201,10 +217,12 @@ impl Server {
     pub fn wait_ready(self) -> Self {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(120) {
-            if let Ok(r) = client().get(self.url("/ping")).send() {
-                if r.status() == 200 {
-                    return self;
-                }
+            if client()
+                .get(self.url("/ping"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return self;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -235,7 +253,12 @@ impl Server {
     }
 
     /// POST with headers.
-    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: impl Into<reqwest::blocking::Body>) -> Answer {
+    pub fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> Answer {
         let mut req = client().post(self.url(path)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -245,12 +268,19 @@ impl Server {
 
     /// POST a JSON body to /invocations.
     pub fn invoke(&self, body: &serde_json::Value) -> Answer {
-        self.post("/invocations", &[("content-type", "application/json")], body.to_string())
+        self.post(
+            "/invocations",
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
     }
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
 
@@ -268,14 +298,21 @@ impl Drop for Server {
 }
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().expect("client")
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
 }
 
 fn answer(r: reqwest::blocking::Response) -> Answer {
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let body = r.text().expect("body");
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// A temporary SageMaker base dir whose `model` is a copy of `fixture`.
