@@ -193,6 +193,11 @@ impl BatchStrategy {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     /// The secret value; call only where it is sent.
     pub fn expose(&self) -> &str {
         &self.0
@@ -361,7 +366,7 @@ impl Config {
             load: LoadConfig {
                 source,
                 work_dir,
-                task: args.task,
+                task: args.task.clone(),
                 trust_remote_code: args.trust_remote_code,
                 program: args.program.clone(),
                 max_unpacked_bytes: args.max_unpacked_mb * 1024 * 1024,
