@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
-use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::{
+    Encoding, NormalizerWrapper, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
+};
 
 use crate::models::{EncoderBatch, ModelConfig};
 
@@ -195,6 +199,47 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         })
 }
 
+/// `BertTokenizerFast.__init__` (also DistilBERT's and ELECTRA's): when the `BertNormalizer` of
+/// `tokenizer.json` disagrees with `tokenizer_config.json` (`do_lower_case` default true,
+/// `strip_accents`, `tokenize_chinese_chars` default true), the config wins.
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/tokenization_bert_fast.py#L83
+fn align_bert_normalizer(
+    tokenizer: &mut Tokenizer,
+    tok_config: &TokenizerConfig,
+    config: &ModelConfig,
+) -> tokenizers::Result<()> {
+    let class = tok_config
+        .tokenizer_class
+        .as_deref()
+        .map(|c| c.trim_end_matches("Fast").to_owned())
+        .unwrap_or_else(|| match config.model_type.as_str() {
+            "bert" => "BertTokenizer".into(),
+            "distilbert" => "DistilBertTokenizer".into(),
+            "electra" => "ElectraTokenizer".into(),
+            _ => String::new(),
+        });
+    if !matches!(
+        class.as_str(),
+        "BertTokenizer" | "DistilBertTokenizer" | "ElectraTokenizer"
+    ) {
+        return Ok(());
+    }
+    let Some(NormalizerWrapper::BertNormalizer(current)) = tokenizer.get_normalizer() else {
+        return Ok(());
+    };
+    let lowercase = tok_config.do_lower_case.unwrap_or(true);
+    let chinese = tok_config.tokenize_chinese_chars.unwrap_or(true);
+    let accents = tok_config.strip_accents;
+    if current.lowercase != lowercase
+        || current.strip_accents != accents
+        || current.handle_chinese_chars != chinese
+    {
+        let aligned = BertNormalizer::new(current.clean_text, chinese, accents, lowercase);
+        tokenizer.with_normalizer(Some(aligned))?;
+    }
+    Ok(())
+}
+
 /// A loaded tokenizer with the model's length limit and padding id.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
@@ -217,10 +262,18 @@ impl TextTokenizer {
         let tok_config = TokenizerConfig::from_dir(dir)?;
         let json = dir.join("tokenizer.json");
         let tokenizer = if json.is_file() {
-            Tokenizer::from_file(&json).map_err(|source| TokenizerError::Build {
-                path: json.clone(),
-                source,
-            })?
+            let mut tokenizer =
+                Tokenizer::from_file(&json).map_err(|source| TokenizerError::Build {
+                    path: json.clone(),
+                    source,
+                })?;
+            align_bert_normalizer(&mut tokenizer, &tok_config, config).map_err(|source| {
+                TokenizerError::Build {
+                    path: json.clone(),
+                    source,
+                }
+            })?;
+            tokenizer
         } else {
             slow::build(dir, &tok_config, config)?
         };

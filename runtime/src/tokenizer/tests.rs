@@ -1,6 +1,6 @@
 //! Tokenizer loading, limits, truncation and padding on the conformance fixtures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::*;
 
@@ -105,4 +105,106 @@ fn pad_batch_right_pads_with_pad_id_and_zero_mask() {
     assert_eq!(batch.attention_mask[0].iter().sum::<u32>() as usize, short);
     assert!(batch.attention_mask[1].iter().all(|&m| m == 1));
     assert!(batch.type_ids[0].iter().all(|&t| t == 0));
+}
+
+const SAMPLES: [&str; 8] = [
+    "John Smith lives in Paris and works for the United Nations.",
+    "Café naïve résumé — 東京 👍 is this ok?",
+    "Schwarzenegger visited Kraków with Zbigniew Brzezinski last Tuesday.",
+    "  leading and trailing spaces   ",
+    "The capital of France is [MASK].",
+    "The capital of France is <mask>.",
+    "tabs\tand\nnewlines\r\n and \u{0}control \u{200b}zero-width",
+    "",
+];
+
+/// Builds `dir`'s tokenizer from its slow files, ignoring any `tokenizer.json`.
+fn load_slow(dir: &Path) -> TextTokenizer {
+    let config = ModelConfig::from_dir(dir).expect("config");
+    let tok_config = TokenizerConfig::from_dir(dir).expect("tokenizer config");
+    let tokenizer = slow::build(dir, &tok_config, &config).expect("slow build");
+    TextTokenizer::new(tokenizer, &tok_config, &config).expect("tokenizer")
+}
+
+fn assert_same_encodings(a: &TextTokenizer, b: &TextTokenizer) {
+    let mut inputs: Vec<EncodeInput> = SAMPLES
+        .iter()
+        .map(|s| EncodeInput::Single((*s).into()))
+        .collect();
+    inputs.push(EncodeInput::Pair(SAMPLES[0].into(), SAMPLES[1].into()));
+    inputs.push(EncodeInput::Pair(SAMPLES[4].into(), SAMPLES[2].into()));
+    for truncate in [false, true] {
+        let x = a.encode_batch(inputs.clone(), truncate).expect("encode");
+        let y = b.encode_batch(inputs.clone(), truncate).expect("encode");
+        for ((ex, ey), input) in x.iter().zip(&y).zip(&inputs) {
+            assert_eq!(ex.get_ids(), ey.get_ids(), "ids of {input:?}");
+            assert_eq!(ex.get_offsets(), ey.get_offsets(), "offsets of {input:?}");
+            assert_eq!(
+                ex.get_type_ids(),
+                ey.get_type_ids(),
+                "type ids of {input:?}"
+            );
+            assert_eq!(ex.get_tokens(), ey.get_tokens(), "tokens of {input:?}");
+        }
+    }
+    assert_eq!(a.max_len(), b.max_len());
+    assert_eq!(a.pad_id(), b.pad_id());
+    assert_eq!(a.mask_token(), b.mask_token());
+}
+
+#[test]
+fn slow_wordpiece_equals_tokenizer_json() {
+    let slow = load("bert-tokcls-slowtok");
+    let fast = load("bert-tokcls");
+    assert_same_encodings(&slow, &fast);
+    // The same holds for the other WordPiece fixtures rebuilt from their vocab.txt.
+    for name in ["bert-seqcls", "distilbert-seqcls", "bert-mlm"] {
+        assert_same_encodings(&load_slow(&fixture(name)), &load(name));
+    }
+}
+
+#[test]
+fn slow_byte_level_bpe_equals_tokenizer_json() {
+    let dir = fixture("roberta-seqcls");
+    assert_same_encodings(&load_slow(&dir), &load("roberta-seqcls"));
+}
+
+#[test]
+fn slow_gpt2_bpe_equals_tokenizer_json() {
+    let dir = fixture("gpt2-gen");
+    let config = ModelConfig::from_dir(&dir).expect("config");
+    let fast = TextTokenizer::from_dir(&dir, &config).expect("fast");
+    assert_same_encodings(&load_slow(&dir), &fast);
+}
+
+#[test]
+fn directory_without_tokenizer_files_is_missing_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config =
+        ModelConfig::from_value(serde_json::json!({"model_type": "bert"})).expect("config");
+    assert!(matches!(
+        TextTokenizer::from_dir(dir.path(), &config),
+        Err(TokenizerError::MissingFiles { .. })
+    ));
+}
+
+#[test]
+fn tokenizer_config_overrides_bert_normalizer_of_tokenizer_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = fixture("bert-seqcls");
+    for file in ["tokenizer.json", "config.json", "special_tokens_map.json"] {
+        std::fs::copy(src.join(file), dir.path().join(file)).expect("copy");
+    }
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"tokenizer_class": "BertTokenizer", "do_lower_case": false, "model_max_length": 128}"#,
+    )
+    .expect("write");
+    let config = ModelConfig::from_dir(dir.path()).expect("config");
+    let cased = TextTokenizer::from_dir(dir.path(), &config).expect("tokenizer");
+    let lower = load("bert-seqcls");
+    let text = vec![EncodeInput::Single("Paris".into())];
+    let a = cased.encode_batch(text.clone(), false).expect("encode");
+    let b = lower.encode_batch(text, false).expect("encode");
+    assert_ne!(a[0].get_ids(), b[0].get_ids());
 }
