@@ -836,3 +836,88 @@ fn missing_head_weights_name_the_tensor() {
 fn slow_tokenizer_fixture_token_classification_matches_transformers() {
     assert_eq!(check_token_classification("bert-tokcls-slowtok"), 1);
 }
+
+#[test]
+fn encoder_and_tokenizer_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Encoder>();
+    check::<TextTokenizer>();
+}
+
+/// Copies `model`'s files into a temp dir, rewriting `config.json` with `edit`.
+fn copy_fixture(model: &str, edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(fixture(model)).expect("dir") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+    }
+    let path = dir.path().join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
+    dir
+}
+
+/// XLM-RoBERTa's modeling code is RoBERTa's: the roberta-seqcls checkpoint declared as
+/// `xlm-roberta` must give the same logits.
+#[test]
+fn xlm_roberta_runs_the_roberta_encoder() {
+    let dir = copy_fixture("roberta-seqcls", |c| {
+        c["model_type"] = "xlm-roberta".into();
+        c["architectures"] = serde_json::json!(["XLMRobertaForSequenceClassification"]);
+    });
+    let config = ModelConfig::from_dir(dir.path()).expect("config");
+    assert_eq!(config.position_offset(), 2);
+    let tokenizer = TextTokenizer::from_dir(dir.path(), &config).expect("tokenizer");
+    let xlmr = Encoder::load(dir.path(), &config, Head::SequenceClassification).expect("load");
+    let roberta = load("roberta-seqcls", Head::SequenceClassification);
+    let enc = tokenizer
+        .encode_batch(
+            vec![EncodeInput::Single("Hello world, this is RoBERTa.".into())],
+            true,
+        )
+        .expect("encode");
+    let batch = tokenizer.pad_batch(&enc);
+    let a: Vec<Vec<f32>> = xlmr.forward(&batch).expect("fwd").to_vec2().expect("v");
+    let b: Vec<Vec<f32>> = roberta
+        .encoder
+        .forward(&batch)
+        .expect("fwd")
+        .to_vec2()
+        .expect("v");
+    assert_eq!(a, b);
+}
+
+/// Old checkpoints name LayerNorm parameters `gamma`/`beta`; they load as `weight`/`bias`.
+#[test]
+fn legacy_gamma_beta_names_load() {
+    let src = fixture("bert-seqcls");
+    let all =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).expect("load");
+    let renamed: std::collections::HashMap<String, Tensor> = all
+        .into_iter()
+        .map(|(name, t)| {
+            let name = if name.contains("LayerNorm") {
+                name.replace(".weight", ".gamma").replace(".bias", ".beta")
+            } else {
+                name
+            };
+            (name, t)
+        })
+        .collect();
+    assert!(renamed.contains_key("bert.embeddings.LayerNorm.gamma"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    candle_core::safetensors::save(&renamed, dir.path().join("model.safetensors")).expect("save");
+    let config = ModelConfig::from_dir(&src).expect("config");
+    let old = Encoder::load(dir.path(), &config, Head::SequenceClassification).expect("load");
+    let new = Encoder::load(&src, &config, Head::SequenceClassification).expect("load");
+    let batch = EncoderBatch {
+        input_ids: vec![vec![2, 100, 200, 3]],
+        type_ids: vec![vec![0; 4]],
+        attention_mask: vec![vec![1; 4]],
+    };
+    let a: Vec<Vec<f32>> = old.forward(&batch).expect("fwd").to_vec2().expect("v");
+    let b: Vec<Vec<f32>> = new.forward(&batch).expect("fwd").to_vec2().expect("v");
+    assert_eq!(a, b);
+}
