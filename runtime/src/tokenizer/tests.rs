@@ -208,3 +208,82 @@ fn tokenizer_config_overrides_bert_normalizer_of_tokenizer_json() {
     let b = lower.encode_batch(text, false).expect("encode");
     assert_ne!(a[0].get_ids(), b[0].get_ids());
 }
+
+#[test]
+fn encode_with_only_second_and_stride_returns_every_window() {
+    let bert = load("bert-qa");
+    let context = std::iter::repeat_n(LONG, 10).collect::<Vec<_>>().join(" ");
+    let question = "How tall is the tower?";
+    let pair = || vec![EncodeInput::Pair(question.into(), context.clone())];
+    let full = &bert.encode_batch(pair(), false).expect("encode")[0];
+    let params = TruncationParams {
+        direction: TruncationDirection::Right,
+        max_length: 64,
+        strategy: TruncationStrategy::OnlySecond,
+        stride: 16,
+    };
+    let enc = bert.encode_batch_with(pair(), &params).expect("encode");
+    let windows: Vec<&Encoding> = std::iter::once(&enc[0])
+        .chain(enc[0].get_overflowing())
+        .collect();
+    // The context part (type id 1, without the final [SEP]) of each window.
+    let context_ids = |e: &Encoding| -> Vec<u32> {
+        let ids: Vec<u32> = e
+            .get_ids()
+            .iter()
+            .zip(e.get_type_ids())
+            .filter(|(_, t)| **t == 1)
+            .map(|(id, _)| *id)
+            .collect();
+        ids[..ids.len() - 1].to_vec()
+    };
+    let full_context = context_ids(full);
+    let question_len = full.get_type_ids().iter().filter(|&&t| t == 0).count();
+    let per_window = 64 - question_len - 1;
+    let expected_windows = (full_context.len() - 16).div_ceil(per_window - 16);
+    assert_eq!(windows.len(), expected_windows);
+    // Windows advance by `per_window - stride` tokens and together cover the whole context.
+    let mut rebuilt: Vec<u32> = Vec::new();
+    for (i, w) in windows.iter().enumerate() {
+        assert!(w.len() <= 64);
+        assert_eq!(
+            w.get_type_ids().iter().filter(|&&t| t == 0).count(),
+            question_len
+        );
+        let part = context_ids(w);
+        let start = i * (per_window - 16);
+        assert_eq!(part, full_context[start..start + part.len()], "window {i}");
+        rebuilt.truncate(start);
+        rebuilt.extend(part);
+    }
+    assert_eq!(rebuilt, full_context);
+}
+
+#[test]
+fn encode_with_large_limit_equals_plain_encode() {
+    for name in ["bert-seqcls", "roberta-seqcls"] {
+        let tok = load(name);
+        let inputs: Vec<EncodeInput> = vec![
+            EncodeInput::Single(SAMPLES[1].into()),
+            EncodeInput::Pair(SAMPLES[0].into(), SAMPLES[2].into()),
+            EncodeInput::Single(" spaced  words ".into()),
+        ];
+        let params = TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: 10_000,
+            strategy: TruncationStrategy::OnlySecond,
+            stride: 0,
+        };
+        let a = tok
+            .encode_batch_with(inputs.clone(), &params)
+            .expect("encode");
+        let b = tok.encode_batch(inputs, false).expect("encode");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.get_ids(), y.get_ids(), "{name}");
+            assert_eq!(x.get_offsets(), y.get_offsets(), "{name}");
+            assert_eq!(x.get_type_ids(), y.get_type_ids(), "{name}");
+            assert_eq!(x.get_sequence_ids(), y.get_sequence_ids(), "{name}");
+            assert_eq!(x.get_word_ids(), y.get_word_ids(), "{name}");
+        }
+    }
+}
