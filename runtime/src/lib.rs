@@ -11,3 +11,7 @@ pub mod handler;
 pub mod models;
 /// Tasks and their pre- and post-processing.
 pub mod pipelines;
+/// `sagebrush package`: a SageMaker `model.tar.gz` from a model directory and a guest.
+pub mod package;
+/// User code as WebAssembly components: compile, sandbox, pool, call the hooks.
+pub mod wasm;
