@@ -15,10 +15,12 @@ mod error;
 mod host;
 mod pool;
 mod sandbox;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -37,7 +39,19 @@ pub type Result<T, E = GuestError> = std::result::Result<T, E>;
 /// A loaded guest component: its compiled code, its hooks, and a pool of warm instances.
 pub struct GuestProgram {
     hooks: HookSet,
+    compile: CompileInfo,
     pool: Pool,
+}
+
+/// How the guest's code was obtained at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileInfo {
+    /// sha256 of the `.wasm` file, lower-case hex.
+    pub sha256: String,
+    /// Whether the compiled code came from the on-disk cache.
+    pub from_cache: bool,
+    /// Time spent compiling or loading from the cache.
+    pub duration: Duration,
 }
 
 impl GuestProgram {
@@ -64,13 +78,17 @@ impl GuestProgram {
             path: wasm_path.to_path_buf(),
             source: error::boxed(e),
         })?;
-        let from_cache = cache.as_ref().is_some_and(|c| c.cache_hits() > hits_before);
+        let compile = CompileInfo {
+            sha256,
+            from_cache: cache.as_ref().is_some_and(|c| c.cache_hits() > hits_before),
+            duration: started.elapsed(),
+        };
         tracing::info!(
             wasm = %wasm_path.display(),
-            %sha256,
+            sha256 = %compile.sha256,
             bytes = wasm.len(),
-            compile_ms = started.elapsed().as_secs_f64() * 1e3,
-            from_cache,
+            compile_ms = compile.duration.as_secs_f64() * 1e3,
+            from_cache = compile.from_cache,
             "guest component compiled"
         );
 
@@ -118,12 +136,17 @@ impl GuestProgram {
 
         let pool = Pool::new(factory, limits.instances, vec![first]);
         pool.fill()?;
-        Ok(Self { hooks, pool })
+        Ok(Self { hooks, compile, pool })
     }
 
     /// The hooks the guest implements.
     pub fn hooks(&self) -> HookSet {
         self.hooks
+    }
+
+    /// How the code was compiled at load (hash, cache hit, time).
+    pub fn compile_info(&self) -> &CompileInfo {
+        &self.compile
     }
 
     /// `input_fn(body, content_type)`: the guest decodes the request body.
