@@ -128,3 +128,67 @@ fn expand(mut item: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
         ::guest_sdk::export_handler!(#self_ty);
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_str(item: ItemImpl) -> Result<String, String> {
+        expand(item).map(|t| t.to_string()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn transform_with_input_is_a_compile_error_with_the_spec_message() {
+        let item: ItemImpl = syn::parse_quote! {
+            impl guest_sdk::Handler for Mixed {
+                fn input_fn(body: Vec<u8>, ct: &str, ctx: &Context) -> Result<Payload, Error> { todo!() }
+                fn transform_fn(m: Option<&()>, b: Vec<u8>, ct: &str, a: &str, ctx: &Context) -> Result<Response, Error> { todo!() }
+            }
+        };
+        assert_eq!(
+            expand_str(item).expect_err("refused"),
+            "Cannot use transform_fn implementation in conjunction with input_fn, predict_fn, and/or output_fn implementation"
+        );
+    }
+
+    #[test]
+    fn hooks_lists_exactly_the_methods_written_and_model_defaults_to_unit() {
+        let item: ItemImpl = syn::parse_quote! {
+            impl Handler for Pre {
+                fn input_fn(body: Vec<u8>, ct: &str, ctx: &Context) -> Result<Payload, Error> { todo!() }
+                fn output_fn(p: Payload, accept: &str, ctx: &Context) -> Result<Response, Error> { todo!() }
+                fn helper() {}
+            }
+        };
+        let code = expand_str(item).expect("expands");
+        assert!(code.contains("HookSet :: EMPTY . with (:: guest_sdk :: HookSet :: INPUT_FN) . with (:: guest_sdk :: HookSet :: OUTPUT_FN) ;"), "{code}");
+        assert!(code.contains("type Model = () ;"), "{code}");
+        assert!(code.contains(":: guest_sdk :: export_handler ! (Pre) ;"), "{code}");
+    }
+
+    #[test]
+    fn model_fn_with_transform_fn_is_fine_and_keeps_the_model_type() {
+        let item: ItemImpl = syn::parse_quote! {
+            impl Handler for T {
+                type Model = Vocab;
+                fn model_fn(dir: &str) -> Result<Vocab, Error> { todo!() }
+                fn transform_fn(m: Option<&Vocab>, b: Vec<u8>, ct: &str, a: &str, ctx: &Context) -> Result<Response, Error> { todo!() }
+            }
+        };
+        let code = expand_str(item).expect("expands");
+        assert!(code.contains("MODEL_FN) . with (:: guest_sdk :: HookSet :: TRANSFORM_FN)"), "{code}");
+        assert!(!code.contains("type Model = ()"), "{code}");
+    }
+
+    #[test]
+    fn misuse_is_reported() {
+        let inherent: ItemImpl = syn::parse_quote! { impl T { fn input_fn() {} } };
+        assert!(expand_str(inherent).expect_err("no trait").contains("impl guest_sdk::Handler for YourType"));
+        let other: ItemImpl = syn::parse_quote! { impl Clone for T { fn clone(&self) -> Self { todo!() } } };
+        assert!(expand_str(other).expect_err("wrong trait").contains("implementation of `guest_sdk::Handler`"));
+        let manual: ItemImpl = syn::parse_quote! { impl Handler for T { const HOOKS: HookSet = HookSet::EMPTY; } };
+        assert!(expand_str(manual).expect_err("manual HOOKS").contains("`HOOKS` is written by"));
+        let generic: ItemImpl = syn::parse_quote! { impl<X> Handler for T<X> {} };
+        assert!(expand_str(generic).expect_err("generic").contains("cannot be generic"));
+    }
+}
