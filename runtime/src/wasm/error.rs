@@ -105,7 +105,7 @@ pub enum GuestError {
     },
     /// The guest trapped (a panic, `unreachable`, a bad memory access...). The instance was
     /// dropped and replaced.
-    #[error("user code `{hook}` trapped: {detail}{}", stderr_suffix(stderr))]
+    #[error("user code `{hook}` trapped: {detail}{}", panic_suffix(stderr))]
     Trap {
         /// The hook.
         hook: Hook,
@@ -175,7 +175,36 @@ pub(crate) fn boxed(err: wasmtime::Error) -> BoxError {
     err.into_boxed_dyn_error()
 }
 
-fn stderr_suffix(stderr: &str) -> String {
-    let trimmed = stderr.trim();
-    if trimmed.is_empty() { String::new() } else { format!("; stderr: {trimmed}") }
+/// The panic message in a guest's stderr: from Rust's `panicked at FILE:LINE:COL:` line up to
+/// the `note:` line, joined on one line. `None` when the guest did not panic (or is not Rust).
+pub(crate) fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.find("panicked at ")?;
+    let text: Vec<&str> = stderr[start..]
+        .lines()
+        .take_while(|line| !line.starts_with("note: "))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    Some(text.join(" "))
+}
+
+fn panic_suffix(stderr: &str) -> String {
+    panic_message(stderr).map(|m| format!("; {m}")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_panic_message_is_cut_out_of_stderr() {
+        let stderr = "some log line\n\nthread '<unnamed>' panicked at src/lib.rs:26:24:\nguest panic: bad input\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(panic_message(stderr).as_deref(), Some("panicked at src/lib.rs:26:24: guest panic: bad input"));
+        assert_eq!(panic_message("just output\n"), None);
+        let err = GuestError::Trap { hook: Hook::InputFn, detail: "wasm trap: unreachable".into(), stderr: stderr.into() };
+        assert_eq!(
+            err.to_string(),
+            "user code `input_fn` trapped: wasm trap: unreachable; panicked at src/lib.rs:26:24: guest panic: bad input"
+        );
+    }
 }

@@ -17,6 +17,7 @@ mod pool;
 mod sandbox;
 #[cfg(test)]
 mod tests;
+mod user_code;
 
 use std::path::Path;
 use std::sync::Arc;
