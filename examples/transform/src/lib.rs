@@ -1,5 +1,5 @@
 //! Example guest: `transform_fn` owns the whole request. It reads JSON
-//! (`{"inputs": ..}`) or plain text, asks the native pipeline, and answers JSON
+//! (`{"inputs": .., "parameters": {..}}`) or plain text, asks the native pipeline, and answers JSON
 //! (`{"request_id", "inputs", "prediction"}`) or, for `Accept: text/plain`, one
 //! `label<TAB>score` line per prediction. It echoes the custom attributes.
 
@@ -18,13 +18,17 @@ impl Handler for Transform {
         accept: &str,
         ctx: &Context,
     ) -> Result<Response, Error> {
-        let inputs = match media_type(content_type).as_str() {
+        let (inputs, parameters) = match media_type(content_type).as_str() {
             "application/json" => {
                 let request: Value = guest_sdk::json::from_slice(&body)?;
-                request.get("inputs").cloned().unwrap_or(request)
+                match request.get("inputs") {
+                    Some(inputs) => (inputs.clone(), request.get("parameters").cloned()),
+                    None => (request, None),
+                }
             }
-            "text/plain" => Value::String(
-                String::from_utf8(body).map_err(|_| Error::bad_request("the body is not UTF-8 text"))?,
+            "text/plain" => (
+                Value::String(String::from_utf8(body).map_err(|_| Error::bad_request("the body is not UTF-8 text"))?),
+                None,
             ),
             other => {
                 return Err(Error::unsupported_media_type(format!(
@@ -32,7 +36,11 @@ impl Handler for Transform {
                 )));
             }
         };
-        let prediction = guest_sdk::pipeline::predict(&json!({ "inputs": inputs }))?;
+        let mut request = json!({ "inputs": inputs });
+        if let Some(parameters) = parameters {
+            request["parameters"] = parameters;
+        }
+        let prediction = guest_sdk::pipeline::predict(&request)?;
         let response = match media_type(accept).as_str() {
             "" | "*/*" | "application/json" => Response::json(&json!({
                 "request_id": ctx.request_id,

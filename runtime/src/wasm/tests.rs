@@ -329,6 +329,10 @@ fn transform_answers_the_whole_request_around_the_native_pipeline() {
         .transform_fn(&ctx("r5"), br#"{"inputs": {"nested": true}}"#, "application/json", "application/json")
         .expect_err("400");
     assert!(matches!(err, GuestError::BadRequest { hook: Hook::TransformFn, ref message } if message.contains("inputs")), "{err:?}");
+    let err = program
+        .transform_fn(&ctx("r6"), br#"{"inputs": "x", "parameters": {"nonsense": 1}}"#, "application/json", "application/json")
+        .expect_err("400");
+    assert!(matches!(err, GuestError::BadRequest { hook: Hook::TransformFn, ref message } if message.contains("nonsense")), "{err:?}");
 }
 
 #[test]
