@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod compare;
+pub mod guests;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
