@@ -382,13 +382,26 @@ pub struct Encoder {
 impl Encoder {
     /// Loads the weights in `dir` for `config`'s architecture with the given head.
     pub fn load(dir: &Path, config: &ModelConfig, head: Head) -> Result<Self> {
-        let device = Device::Cpu;
+        // Before touching the weights, so an unknown architecture is reported as such.
+        Family::of(&config.model_type).ok_or_else(|| ModelError::UnsupportedArchitecture {
+            model_type: config.model_type.clone(),
+        })?;
+        let files = WeightFiles::find(dir)?;
+        let vb = files.var_builder(DType::F32, &Device::Cpu)?;
+        Self::from_var_builder(&vb, config, head)
+    }
+
+    /// Builds the model from tensors already at hand (state-dict names, on the CPU).
+    pub fn from_var_builder(
+        vb: &candle_nn::VarBuilder<'_>,
+        config: &ModelConfig,
+        head: Head,
+    ) -> Result<Self> {
+        let device = vb.device().clone();
         let family =
             Family::of(&config.model_type).ok_or_else(|| ModelError::UnsupportedArchitecture {
                 model_type: config.model_type.clone(),
             })?;
-        let files = WeightFiles::find(dir)?;
-        let vb = files.var_builder(DType::F32, &device)?;
         let (backbone, head_module) = match family {
             Family::Bert | Family::Electra | Family::Roberta | Family::XlmRoberta => {
                 let cfg = if family.pads_positions() {
@@ -396,10 +409,10 @@ impl Encoder {
                 } else {
                     bert::Config::from_model_config(config, bert::Flavor::of(family))?
                 };
-                let base = bert::base_prefix(&vb, &cfg);
+                let base = bert::base_prefix(vb, &cfg);
                 let model = bert::BertModel::load(&base, &cfg)?;
                 let h = heads::HeadModule::load_bert_like(
-                    &vb,
+                    vb,
                     &base,
                     &cfg,
                     config,
@@ -417,7 +430,7 @@ impl Encoder {
                 };
                 let model = distilbert::DistilBertModel::load(&base, &cfg)?;
                 let h = heads::HeadModule::load_distilbert(
-                    &vb,
+                    vb,
                     &cfg,
                     config,
                     head,
@@ -437,7 +450,7 @@ impl Encoder {
                     (cfg.inner.vocab_size, cfg.embedding_size),
                     "embeddings.word_embeddings.weight",
                 )?;
-                let h = heads::HeadModule::load_deberta_v2(&vb, &cfg, config, head, &words)?;
+                let h = heads::HeadModule::load_deberta_v2(vb, &cfg, config, head, &words)?;
                 (Backbone::DebertaV2(Box::new(model)), h)
             }
         };
