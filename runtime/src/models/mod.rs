@@ -276,6 +276,7 @@ enum Family {
     Roberta,
     XlmRoberta,
     Electra,
+    Albert,
     DebertaV2,
 }
 
@@ -287,6 +288,7 @@ impl Family {
             "roberta" | "camembert" => Self::Roberta,
             "xlm-roberta" => Self::XlmRoberta,
             "electra" => Self::Electra,
+            "albert" => Self::Albert,
             "deberta-v2" => Self::DebertaV2,
             _ => return None,
         })
@@ -403,7 +405,11 @@ impl Encoder {
                 model_type: config.model_type.clone(),
             })?;
         let (backbone, head_module) = match family {
-            Family::Bert | Family::Electra | Family::Roberta | Family::XlmRoberta => {
+            Family::Bert
+            | Family::Electra
+            | Family::Albert
+            | Family::Roberta
+            | Family::XlmRoberta => {
                 let cfg = if family.pads_positions() {
                     roberta::config(config)?
                 } else {
