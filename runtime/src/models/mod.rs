@@ -477,6 +477,41 @@ impl Encoder {
         self.head_module.forward(&hidden)
     }
 
+    /// Like [`forward`](Self::forward) for the per-token heads (Base, TokenClassification,
+    /// QuestionAnswering, MaskedLm), but runs the head only at the given `(row, position)`
+    /// pairs: `[N, X]` in their order. Fill-mask needs the vocabulary logits of the mask tokens
+    /// only, which saves most of the `T × H × vocab` decoder product.
+    pub fn forward_positions(
+        &self,
+        batch: &EncoderBatch,
+        positions: &[(usize, usize)],
+    ) -> Result<Tensor> {
+        if self.head == Head::SequenceClassification {
+            return Err(ModelError::BadBatch {
+                reason: "sequence classification has no per-token output".into(),
+            });
+        }
+        let tensors = BatchTensors::new(batch, &self.device)?;
+        let (rows, len) = tensors.input_ids.dims2()?;
+        let mut flat = Vec::with_capacity(positions.len());
+        for &(row, pos) in positions {
+            if row >= rows || pos >= len {
+                return Err(ModelError::BadBatch {
+                    reason: format!("position ({row}, {pos}) is outside the {rows} x {len} batch"),
+                });
+            }
+            flat.push((row * len + pos) as u32);
+        }
+        let hidden = self.backbone.forward(&tensors)?;
+        let width = hidden.dim(2)?;
+        let index = Tensor::from_vec(flat, positions.len(), &self.device)?;
+        let picked = hidden
+            .reshape((rows * len, width))?
+            .index_select(&index, 0)?
+            .unsqueeze(0)?;
+        Ok(self.head_module.forward(&picked)?.squeeze(0)?)
+    }
+
     /// The head this encoder was loaded with.
     pub fn head(&self) -> Head {
         self.head

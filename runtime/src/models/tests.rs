@@ -1139,3 +1139,46 @@ fn bench_bert_base_forward() {
         );
     }
 }
+
+#[test]
+fn forward_positions_equals_forward_at_those_positions() {
+    let loaded = load("bert-mlm", Head::MaskedLm);
+    let enc = loaded
+        .tokenizer
+        .encode_batch(
+            vec![
+                EncodeInput::Single("The [MASK] of the [MASK].".into()),
+                EncodeInput::Single("Open the [MASK].".into()),
+            ],
+            false,
+        )
+        .expect("encode");
+    let batch = loaded.tokenizer.pad_batch(&enc);
+    let full = loaded.encoder.forward(&batch).expect("forward");
+    let positions = [(0, 2), (1, 3), (0, 5)];
+    let picked = loaded
+        .encoder
+        .forward_positions(&batch, &positions)
+        .expect("positions");
+    assert_eq!(picked.dims(), &[3, 2000]);
+    for (i, &(row, pos)) in positions.iter().enumerate() {
+        let a: Vec<f32> = picked.get(i).expect("row").to_vec1().expect("v");
+        let b: Vec<f32> = full
+            .get(row)
+            .expect("row")
+            .get(pos)
+            .expect("pos")
+            .to_vec1()
+            .expect("v");
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-5, "({row}, {pos}): {diff}");
+    }
+    assert!(matches!(
+        loaded.encoder.forward_positions(&batch, &[(2, 0)]),
+        Err(ModelError::BadBatch { .. })
+    ));
+}
