@@ -367,7 +367,7 @@ impl BertModel {
         }
         // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L497
         let (groups, inner) = (cfg.num_hidden_groups, cfg.inner_group_num);
-        if cfg.num_hidden_layers % groups != 0 {
+        if !cfg.num_hidden_layers.is_multiple_of(groups) {
             return Err(ModelError::ConfigValue {
                 key: "num_hidden_groups".into(),
                 reason: format!(

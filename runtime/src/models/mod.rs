@@ -1,15 +1,23 @@
 //! Models: `config.json` ([`ModelConfig`]), encoder architectures with their task heads
-//! ([`Encoder`]), and weight files (`weights`). Serves spec §4: the numbers every encoder task
-//! (text/token classification, question answering, fill-mask, feature extraction) post-processes.
+//! ([`Encoder`]), and weight files ([`WeightFiles`]). Serves spec §4: the numbers every encoder
+//! task (text/token classification, question answering, fill-mask, feature extraction,
+//! zero-shot) post-processes.
 //!
 //! Does not own tokenization (`crate::tokenizer`) nor task pre/post-processing (`crate::pipelines`).
 //!
-//! Numerics follow transformers 4.51.3 in f32 on CPU. The encoders are ported here rather than
-//! taken from candle-transformers because its versions differ from transformers where it matters
-//! for exact answers: DistilBERT uses the tanh GELU (transformers: erf), XLM-RoBERTa's LM head
-//! drops `lm_head.bias`, BERT has no pooler, and none fuses the Q/K/V projections (a measured
-//! win on this CPU, see `shared/reference/candle-cpu.md`). DeBERTa-v2's base model is
-//! candle-transformers' (`deberta_v2.rs`).
+//! Families (`model_type`): `bert`, `distilbert`, `roberta` / `camembert` / `xlm-roberta`,
+//! `electra`, `albert` (all on `bert.rs` or `distilbert.rs`) and `deberta-v2`, each with the
+//! heads of [`Head`]. Numerics follow transformers 4.51.3 in f32 on CPU: the conformance
+//! fixtures and the tiny checkpoints in `testdata/` (made by `testdata/make_fixtures.py`) are
+//! compared within 1e-4 in `tests.rs`.
+//!
+//! The encoders are ported here rather than taken from candle-transformers because its versions
+//! differ from transformers where it matters for exact answers: DistilBERT uses the tanh GELU
+//! (transformers: erf), XLM-RoBERTa's LM head drops `lm_head.bias`, BERT has no pooler, ALBERT
+//! and ELECTRA are missing, and none fuses the Q/K/V projections (fewer, larger matmuls; see
+//! `shared/reference/candle-cpu.md`). On random BERT-base weights our BERT equals
+//! candle-transformers' `BertModel` to the bit. DeBERTa-v2's base model is candle-transformers'
+//! (`deberta_v2.rs`), with our heads.
 
 mod bert;
 mod deberta_v2;
