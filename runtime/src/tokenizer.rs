@@ -254,11 +254,14 @@ pub struct TextTokenizer {
     /// No truncation, no padding, no post-processor (whole sequences without special tokens).
     raw: Tokenizer,
     /// Tokenizers configured by [`encode_batch_with`](Self::encode_batch_with), by settings.
-    custom: Arc<Mutex<Vec<(TruncationKey, Arc<Tokenizer>)>>>,
+    custom: Arc<Mutex<TruncatingCache>>,
 }
 
 /// The settings of a `TruncationParams` (which has no `PartialEq`).
 type TruncationKey = (TruncationStrategy, usize, usize, bool);
+
+/// Tokenizers with a given truncation, oldest first.
+type TruncatingCache = Vec<(TruncationKey, Arc<Tokenizer>)>;
 
 /// How many differently truncating tokenizers [`TextTokenizer::encode_batch_with`] keeps.
 const CUSTOM_CACHE: usize = 8;

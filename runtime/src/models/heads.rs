@@ -52,7 +52,7 @@ impl HeadModule {
         })
     }
 
-    /// Heads of BERT, RoBERTa / XLM-RoBERTa and ELECTRA. `vb` is the checkpoint root, `base` the
+    /// Heads of BERT, RoBERTa / XLM-RoBERTa, ELECTRA and ALBERT. `vb` is the checkpoint root, `base` the
     /// base model's prefix inside it.
     pub(crate) fn load_bert_like(
         vb: &VarBuilder<'_>,
@@ -85,6 +85,13 @@ impl HeadModule {
                 act: Activation::GeluErf,
                 out: layers::linear(h, labels, vb.pp("classifier.out_proj"))?,
             },
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L868
+            // (pooler: https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L577)
+            (Head::SequenceClassification, Flavor::Albert) => Self::Pooled {
+                dense: layers::linear(h, h, base.pp("pooler"))?,
+                act: Activation::Tanh,
+                out: layers::linear(h, labels, vb.pp("classifier"))?,
+            },
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L1810
             (Head::TokenClassification, _) => {
                 Self::PerToken(layers::linear(h, labels, vb.pp("classifier"))?)
@@ -115,6 +122,22 @@ impl HeadModule {
                     dense: layers::linear(h, h, p.pp("dense"))?,
                     act: Activation::GeluErf,
                     norm: layers::layer_norm(h, cfg.layer_norm_eps, p.pp("layer_norm"))?,
+                    decoder: tied_decoder(
+                        &p,
+                        "decoder",
+                        &["bias", "decoder.bias"],
+                        word_embeddings,
+                    )?,
+                }
+            }
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L769
+            (Head::MaskedLm, Flavor::Albert) => {
+                let e = cfg.embedding_size;
+                let p = vb.pp("predictions");
+                Self::MaskedLm {
+                    dense: layers::linear(h, e, p.pp("dense"))?,
+                    act: cfg.hidden_act,
+                    norm: layers::layer_norm(e, cfg.layer_norm_eps, p.pp("LayerNorm"))?,
                     decoder: tied_decoder(
                         &p,
                         "decoder",

@@ -934,7 +934,7 @@ fn legacy_gamma_beta_names_load() {
     assert_eq!(a, b);
 }
 
-/// Tiny random XLM-RoBERTa, ELECTRA and DeBERTa-v2 models with every head, made by
+/// Tiny random XLM-RoBERTa, ELECTRA, ALBERT and DeBERTa-v2 models with every head, made by
 /// `testdata/make_fixtures.py` with transformers 4.51.3: our outputs on its padded batch equal
 /// transformers' on every real token.
 #[test]
@@ -951,7 +951,7 @@ fn extra_families_match_transformers_on_every_head() {
         .map(|l| l.as_u64().expect("len") as usize)
         .collect();
     let models = expected["models"].as_object().expect("models");
-    assert_eq!(models.len(), 15);
+    assert_eq!(models.len(), 20);
     for (name, want) in models {
         let head = match want["head"].as_str().expect("head") {
             "base" => Head::Base,
@@ -1010,4 +1010,175 @@ fn extra_families_match_transformers_on_every_head() {
         }
         assert!(compared > 0, "{name}");
     }
+}
+
+/// Forward time of a BERT-base-sized encoder (random weights) at 1 × 128 and 8 × 128. Run with
+/// `cargo test --release -p sagebrush --lib bench_bert_base -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: prints timings"]
+fn bench_bert_base_forward() {
+    let config = ModelConfig::from_value(serde_json::json!({
+        "model_type": "bert", "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+        "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
+        "type_vocab_size": 2, "hidden_act": "gelu", "num_labels": 2
+    }))
+    .expect("config");
+    let mut tensors = std::collections::HashMap::new();
+    let mut add = |name: String, shape: &[usize]| {
+        let t = Tensor::randn(0f32, 0.02, shape, &Device::Cpu).expect("randn");
+        tensors.insert(name, t);
+    };
+    let h = 768;
+    add("bert.embeddings.word_embeddings.weight".into(), &[30522, h]);
+    add(
+        "bert.embeddings.position_embeddings.weight".into(),
+        &[512, h],
+    );
+    add(
+        "bert.embeddings.token_type_embeddings.weight".into(),
+        &[2, h],
+    );
+    add("bert.embeddings.LayerNorm.weight".into(), &[h]);
+    add("bert.embeddings.LayerNorm.bias".into(), &[h]);
+    for i in 0..12 {
+        let p = format!("bert.encoder.layer.{i}");
+        for (name, out, inp) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", 3072, h),
+            ("output.dense", h, 3072),
+        ] {
+            add(format!("{p}.{name}.weight"), &[out, inp]);
+            add(format!("{p}.{name}.bias"), &[out]);
+        }
+        for name in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            add(format!("{p}.{name}.weight"), &[h]);
+            add(format!("{p}.{name}.bias"), &[h]);
+        }
+    }
+    add("bert.pooler.dense.weight".into(), &[h, h]);
+    add("bert.pooler.dense.bias".into(), &[h]);
+    add("classifier.weight".into(), &[2, h]);
+    add("classifier.bias".into(), &[2]);
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
+    let encoder =
+        Encoder::from_var_builder(&vb, &config, Head::SequenceClassification).expect("load");
+    // candle-transformers' BERT on the same weights, timed interleaved with ours (the machine
+    // may be busy: compare the two, not the absolute numbers).
+    let cfg: candle_transformers::models::bert::Config =
+        serde_json::from_value(serde_json::json!({
+            "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+            "num_attention_heads": 12, "intermediate_size": 3072, "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.1, "max_position_embeddings": 512, "type_vocab_size": 2,
+            "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+            "classifier_dropout": null, "model_type": "bert"
+        }))
+        .expect("cfg");
+    let reference =
+        candle_transformers::models::bert::BertModel::load(vb.pp("bert"), &cfg).expect("load");
+    let ids = Tensor::new(
+        vec![(0..128u32).map(|i| 1000 + i).collect::<Vec<_>>()],
+        &Device::Cpu,
+    )
+    .expect("ids");
+    let types = ids.zeros_like().expect("types");
+    let batch = EncoderBatch {
+        input_ids: vec![(0..128).map(|i| 1000 + i).collect()],
+        type_ids: vec![vec![0; 128]],
+        attention_mask: vec![vec![1; 128]],
+    };
+    let base = Encoder::from_var_builder(&vb, &config, Head::Base).expect("load");
+    let ours = base.forward(&batch).expect("fwd");
+    let theirs = reference.forward(&ids, &types, None).expect("fwd");
+    let diff: f32 = (ours - &theirs)
+        .expect("sub")
+        .abs()
+        .expect("abs")
+        .flatten_all()
+        .expect("flat")
+        .max(0)
+        .expect("max")
+        .to_scalar()
+        .expect("scalar");
+    eprintln!("max |ours - candle-transformers| = {diff:e}");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        base.forward(&batch).expect("forward");
+        a.push(start.elapsed().as_secs_f64() * 1000.0);
+        let start = std::time::Instant::now();
+        reference.forward(&ids, &types, None).expect("forward");
+        b.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    eprintln!(
+        "1 x 128 median: ours {:.1} ms, candle-transformers {:.1} ms",
+        a[2], b[2]
+    );
+    for rows in [1usize, 8] {
+        let batch = EncoderBatch {
+            input_ids: vec![(0..128).map(|i| 1000 + i).collect(); rows],
+            type_ids: vec![vec![0; 128]; rows],
+            attention_mask: vec![vec![1; 128]; rows],
+        };
+        encoder.forward(&batch).expect("warm-up");
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                encoder.forward(&batch).expect("forward");
+                start.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "bert-base {rows} x 128: median {:.1} ms, min {:.1} ms",
+            times[2], times[0]
+        );
+    }
+}
+
+#[test]
+fn forward_positions_equals_forward_at_those_positions() {
+    let loaded = load("bert-mlm", Head::MaskedLm);
+    let enc = loaded
+        .tokenizer
+        .encode_batch(
+            vec![
+                EncodeInput::Single("The [MASK] of the [MASK].".into()),
+                EncodeInput::Single("Open the [MASK].".into()),
+            ],
+            false,
+        )
+        .expect("encode");
+    let batch = loaded.tokenizer.pad_batch(&enc);
+    let full = loaded.encoder.forward(&batch).expect("forward");
+    let positions = [(0, 2), (1, 3), (0, 5)];
+    let picked = loaded
+        .encoder
+        .forward_positions(&batch, &positions)
+        .expect("positions");
+    assert_eq!(picked.dims(), &[3, 2000]);
+    for (i, &(row, pos)) in positions.iter().enumerate() {
+        let a: Vec<f32> = picked.get(i).expect("row").to_vec1().expect("v");
+        let b: Vec<f32> = full
+            .get(row)
+            .expect("row")
+            .get(pos)
+            .expect("pos")
+            .to_vec1()
+            .expect("v");
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-5, "({row}, {pos}): {diff}");
+    }
+    assert!(matches!(
+        loaded.encoder.forward_positions(&batch, &[(2, 0)]),
+        Err(ModelError::BadBatch { .. })
+    ));
 }

@@ -1,6 +1,6 @@
 """Tiny random encoders with every head, and transformers' outputs on a fixed padded batch.
 
-Covers the families without a conformance fixture (XLM-RoBERTa, ELECTRA, DeBERTa-v2). Run from
+Covers the families without a conformance fixture (XLM-RoBERTa, ELECTRA, ALBERT, DeBERTa-v2). Run from
 this directory with torch==2.6.0, transformers==4.51.3, safetensors (CPU, float32, eager):
 
     python make_fixtures.py
@@ -14,7 +14,7 @@ import os
 import torch
 import transformers
 from transformers import (
-    DebertaV2Config, ElectraConfig, XLMRobertaConfig,
+    AlbertConfig, DebertaV2Config, ElectraConfig, XLMRobertaConfig,
     AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification, AutoModelForTokenClassification,
 )
@@ -38,6 +38,11 @@ FAMILIES = {
                                                   bos_token_id=0, eos_token_id=2, **labels),
     "electra": lambda labels: ElectraConfig(**COMMON, embedding_size=24, type_vocab_size=2,
                                             pad_token_id=0, **labels),
+    # Four layers in two groups of two shared inner layers.
+    "albert": lambda labels: AlbertConfig(**{**COMMON, "num_hidden_layers": 4}, embedding_size=24,
+                                          num_hidden_groups=2, inner_group_num=2,
+                                          hidden_act="gelu_new", type_vocab_size=2,
+                                          pad_token_id=0, **labels),
     # DeBERTa-v3 style: relative attention with log buckets, no absolute positions.
     "deberta-v2": lambda labels: DebertaV2Config(
         **COMMON, type_vocab_size=0, pad_token_id=0, relative_attention=True,
