@@ -368,12 +368,11 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::process::{Child, Command, Stdio};
 
     use bytes::Bytes;
 
     use super::*;
-    use crate::hub::hub_stub::{HubStub, sha256_hex};
+    use crate::hub::hub_stub::{HubStub, Moto, sha256_hex};
 
     fn archive() -> Bytes {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -478,77 +477,6 @@ mod tests {
         );
     }
 
-    /// A moto S3 server on a free port, killed on drop.
-    struct Moto {
-        child: Child,
-        endpoint: String,
-    }
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn moto_command() -> Option<Command> {
-        let probe = |cmd: &mut Command| {
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if probe(Command::new("moto_server").arg("--help")) {
-            return Some(Command::new("moto_server"));
-        }
-        if probe(Command::new("python3").args(["-c", "import moto.server"])) {
-            let mut cmd = Command::new("python3");
-            cmd.args(["-m", "moto.server"]);
-            return Some(cmd);
-        }
-        None
-    }
-
-    async fn start_moto() -> Moto {
-        let mut cmd = moto_command().or_else(|| {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/s3-setup.sh");
-            eprintln!("moto_server not found; running {}", script.display());
-            let _ = Command::new("bash").arg(script).status();
-            moto_command()
-        });
-        let Some(cmd) = cmd.as_mut() else {
-            panic!(
-                "\n\n!!!!! S3 TESTS CANNOT RUN: moto_server is not installed and .ci/s3-setup.sh could not install it \
-                 (pip install 'moto[server]') !!!!!\n\n"
-            );
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let child = cmd
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn moto_server");
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        for _ in 0..600 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return moto;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("moto_server did not listen on port {port}");
-    }
-
     fn s3_fetcher(moto: &Moto) -> Fetcher {
         Fetcher::with_s3(
             AmazonS3Builder::new()
@@ -561,28 +489,9 @@ mod tests {
 
     #[tokio::test]
     async fn s3_archive_is_fetched_from_an_s3_compatible_endpoint() {
-        let moto = start_moto().await;
-        let http = reqwest::Client::new();
-        let put = |path: &str, body: Bytes| {
-            http.put(format!("{}/{path}", moto.endpoint))
-                .body(body)
-                .send()
-        };
-        assert!(
-            put("models", Bytes::new())
-                .await
-                .expect("create bucket")
-                .status()
-                .is_success()
-        );
+        let moto = Moto::start().await;
         let bytes = archive();
-        assert!(
-            put("models/prod/model.tar.gz", bytes.clone())
-                .await
-                .expect("put object")
-                .status()
-                .is_success()
-        );
+        moto.put("models", "prod/model.tar.gz", bytes.clone()).await;
         let dest = tempfile::tempdir().expect("tempdir");
 
         let path = s3_fetcher(&moto)
