@@ -310,8 +310,14 @@ impl Download<'_> {
         names: &[String],
     ) -> Result<()> {
         let snapshot = repo.snapshot_dir(commit);
-        futures_util::stream::iter(names.iter().filter(|n| !snapshot.join(n).is_file()))
+        // Built before the first await: closures held across it would make the future
+        // lifetime-generic and not `Send` for `tokio::spawn`.
+        let fetches: Vec<_> = names
+            .iter()
+            .filter(|n| !snapshot.join(n).is_file())
             .map(|name| self.fetch_file(client, repo, commit, name))
+            .collect();
+        futures_util::stream::iter(fetches)
             .buffer_unordered(CONCURRENT_FILES)
             .try_collect::<()>()
             .await
