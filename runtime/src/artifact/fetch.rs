@@ -278,7 +278,15 @@ impl Fetcher {
         };
         let status = resp.status();
         let append = match status {
-            StatusCode::PARTIAL_CONTENT if offset > 0 => true,
+            StatusCode::PARTIAL_CONTENT if range_start(resp.headers()) == Some(offset) => true,
+            StatusCode::PARTIAL_CONTENT => {
+                // Not the range asked for: start over rather than splice wrong bytes.
+                let _ = tokio::fs::remove_file(part).await;
+                return Ok(Some((
+                    "unexpected Content-Range; restarting".to_owned(),
+                    None,
+                )));
+            }
             StatusCode::OK => false,
             StatusCode::RANGE_NOT_SATISFIABLE => {
                 let _ = tokio::fs::remove_file(part).await;
@@ -358,6 +366,18 @@ fn file_name(url: &str) -> String {
     } else {
         "model.tar.gz".to_owned()
     }
+}
+
+/// The first byte of a 206 answer, from `Content-Range: bytes START-END/TOTAL`.
+fn range_start(headers: &header::HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    value
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The URL without its query string and fragment.

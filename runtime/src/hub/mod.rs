@@ -386,7 +386,16 @@ impl Download<'_> {
                     .await?;
                 let status = resp.status();
                 let append = match status {
-                    StatusCode::PARTIAL_CONTENT if offset > 0 => true,
+                    StatusCode::PARTIAL_CONTENT
+                        if client::range_start(resp.headers()) == Some(offset) =>
+                    {
+                        true
+                    }
+                    StatusCode::PARTIAL_CONTENT => {
+                        // Not the range asked for: start over rather than splice wrong bytes.
+                        remove(part).await?;
+                        return Err(Failure::Transient(Transient::Short));
+                    }
                     StatusCode::OK => false,
                     StatusCode::RANGE_NOT_SATISFIABLE => {
                         // The partial file is longer than the blob: start over.
