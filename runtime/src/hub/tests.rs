@@ -611,3 +611,63 @@ async fn unreachable_hub_is_a_network_error_after_retries() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn unusable_endpoint_or_token_fail_before_any_request() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let err = fetch(&config("not a url", cache.path(), "org/bert"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HubError::BadEndpoint { .. }), "{err:?}");
+
+    let stub = HubStub::start().await;
+    let cfg = HubConfig {
+        token: Some(Secret::new("hf_bad\ntoken")),
+        ..config(&stub.endpoint(), cache.path(), "org/bert")
+    };
+    let err = fetch(&cfg).await.unwrap_err();
+    assert!(matches!(err, HubError::MalformedToken), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("hf_bad"));
+    assert_eq!(stub.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_another_process_is_fetching_is_waited_for_not_fetched_twice() {
+    let stub = HubStub::start().await;
+    let files = fixture_files("bert-seqcls");
+    let weights = files["model.safetensors"].clone();
+    let sha = sha256_hex(&weights);
+    stub.add_commit("org/bert", "main", files);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let repo = RepoCache::new(cache.path(), "org/bert");
+    // Another process (Python's filelock takes the same flock) is fetching the weights.
+    let lock_path = repo.lock_path(&sha);
+    std::fs::create_dir_all(lock_path.parent().expect("parent")).expect("mkdir");
+    let held = std::fs::File::create(&lock_path).expect("lock file");
+    held.lock().expect("flock");
+    let cfg = config(&stub.endpoint(), cache.path(), "org/bert");
+    let task = tokio::spawn(async move { fetch(&cfg).await });
+    while !stub
+        .requests()
+        .iter()
+        .any(|r| r.method == "HEAD" && r.path.ends_with("/model.safetensors"))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The other process finishes: the blob is in place, the lock is released.
+    std::fs::create_dir_all(repo.blob_path(&sha).parent().expect("parent")).expect("mkdir");
+    std::fs::write(repo.blob_path(&sha), &weights).expect("blob");
+    drop(held);
+    let dir = task.await.expect("joins").expect("downloads");
+
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).expect("read"),
+        weights
+    );
+    assert!(
+        cdn_gets(&stub).iter().all(|r| !r.path.ends_with(&sha)),
+        "{:?}",
+        stub.requests()
+    );
+}
