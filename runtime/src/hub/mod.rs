@@ -2,9 +2,10 @@
 //! (spec §2, §3, issue 6). Owns file choice, revision resolution, the cache layout, offline mode
 //! and the token; does not load or unpack anything (that is `load` and `artifact`).
 //!
-//! A hand-written client on `reqwest` rather than the `hf-hub` crate: hf-hub 1.0 pulls in
-//! `hf-xet` and a second HTTP stack, has no sha256 verification, no typed 401/403/404 errors, and
-//! no say over which files are fetched concurrently or where the token goes on a redirect.
+//! A hand-written client on `reqwest` rather than the `hf-hub` crate: hf-hub 1.0 shares the cache
+//! layout and lock files, but it restarts an interrupted file from zero (no Range request on the
+//! `.incomplete` file), does not check sha256, retries the request but not a body cut midway,
+//! cannot tell a missing token from a wrong one, and depends on `hf-xet`.
 //!
 //! When the cache answers without the network ("warm"): the revision is a commit hash, or
 //! `refs/{revision}` names a commit, and that commit's snapshot is complete (a manifest written by
@@ -260,9 +261,16 @@ impl Download<'_> {
     async fn run(&self) -> Result<PathBuf> {
         let cfg = self.cfg;
         let repo = RepoCache::new(&cfg.cache_dir, &cfg.model_id);
-        if let Some(commit) = repo.local_commit(&cfg.revision)
-            && repo.snapshot_complete(&commit, cfg.offline)
-        {
+        let warm = {
+            let (repo, revision, offline) = (repo.clone(), cfg.revision.clone(), cfg.offline);
+            blocking(move || {
+                Ok(repo
+                    .local_commit(&revision)
+                    .filter(|commit| repo.snapshot_complete(commit, offline)))
+            })
+            .await?
+        };
+        if let Some(commit) = warm {
             tracing::info!(model_id = %cfg.model_id, revision = %cfg.revision, commit = %commit, "model found in the Hub cache");
             return Ok(repo.snapshot_dir(&commit));
         }
@@ -348,7 +356,13 @@ impl Download<'_> {
                 self.fetch_blob(client, repo, name, &meta).await?;
             }
         }
-        repo.link(commit, name, &meta.etag)?;
+        let (repo, commit, name, etag) = (
+            repo.clone(),
+            commit.to_owned(),
+            name.to_owned(),
+            meta.etag.clone(),
+        );
+        blocking(move || repo.link(&commit, &name, &etag)).await?;
         Ok(())
     }
 
@@ -425,6 +439,16 @@ impl Download<'_> {
         progress.finish();
         Ok(())
     }
+}
+
+/// Runs cache file-system work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HubError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        })?
 }
 
 /// Appends (or writes from the start) the response body to `part`.
