@@ -450,6 +450,13 @@ mod tests {
     async fn http_errors_are_typed() {
         let (stub, _, _) = serve_archive().await;
         let dest = tempfile::tempdir().expect("tempdir");
+        stub.set_private("org/archive", "hf_token");
+        let private = format!("{}/org/archive/resolve/main/model.tar.gz", stub.endpoint());
+        let err = fast().fetch(&private, dest.path()).await.unwrap_err();
+        assert!(
+            matches!(err, FetchError::AccessDenied { status: 401, .. }),
+            "{err:?}"
+        );
         let err = fast()
             .fetch(
                 &format!("{}/cdn/0000?sig=s3cr3t", stub.endpoint()),
