@@ -142,8 +142,9 @@ fn offline_without_cache_fails_the_load_clearly() {
 
 #[test]
 fn http_archive_url_is_fetched_unpacked_and_served() {
-    // Plain http:// on 127.0.0.1 (the stub Hub's CDN path serves the archive): an https://
-    // URL runs the same code with TLS, which no offline test can get a public certificate for.
+    // Plain http:// on 127.0.0.1 (the stub Hub's CDN path serves the archive): the server only
+    // trusts the system's roots, so https:// over real TLS is tested in `artifact::fetch`'s unit
+    // tests, with a self-signed certificate given as an extra root.
     let rt = runtime();
     let stub = rt.block_on(HubStub::start());
     let archive =
