@@ -28,20 +28,12 @@ pub enum LoadError {
     /// The artifact could not be read or unpacked.
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
-    /// The `s3://` or `https://` archive could not be fetched.
+    /// The archive could not be downloaded.
     #[error(transparent)]
-    Fetch(#[from] artifact::FetchError),
-    /// The `HF_MODEL_ID` download failed.
+    Fetch(#[from] crate::artifact::fetch::FetchError),
+    /// The Hub download failed.
     #[error(transparent)]
     Hub(#[from] crate::hub::HubError),
-    /// This source kind is not available in this build.
-    #[error("model source {source_kind} is not supported yet: {what}")]
-    SourceNotSupported {
-        /// `s3/https URL` or `HF_MODEL_ID`.
-        source_kind: &'static str,
-        /// The URL or id.
-        what: String,
-    },
     /// `config.json` is missing or bad, or the weights cannot be loaded.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -105,14 +97,11 @@ pub async fn load(cfg: LoadConfig) -> Result<LoadedModel, LoadError> {
                 .await?
             }
             ModelSource::Url(url) => {
-                let download_dir = cfg.work_dir.join("download");
-                let archive = artifact::fetch_archive(url, &download_dir).await?;
+                let archive =
+                    artifact::fetch::fetch_archive(url, &cfg.work_dir.join("download")).await?;
                 let (work, max) = (cfg.work_dir.clone(), cfg.max_unpacked_bytes);
                 blocking(move || {
-                    let dir = artifact::resolve_local(&archive, &work, max)?;
-                    // The unpacked copy is what is served; the archive would only take disk.
-                    let _ = std::fs::remove_file(&archive);
-                    Ok(dir)
+                    artifact::resolve_local(&archive, &work, max).map_err(LoadError::from)
                 })
                 .await?
             }

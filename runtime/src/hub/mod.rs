@@ -318,14 +318,15 @@ impl Download<'_> {
         names: &[String],
     ) -> Result<()> {
         let snapshot = repo.snapshot_dir(commit);
-        // Built before the first await: closures held across it would make the future
-        // lifetime-generic and not `Send` for `tokio::spawn`.
-        let fetches: Vec<_> = names
+        // Owned names, and a closure that moves each into its future: a closure taking `&str`
+        // makes the future's lifetime higher-ranked, and then it is not `Send` for `tokio::spawn`.
+        let missing: Vec<String> = names
             .iter()
             .filter(|n| !snapshot.join(n).is_file())
-            .map(|name| self.fetch_file(client, repo, commit, name))
+            .cloned()
             .collect();
-        futures_util::stream::iter(fetches)
+        futures_util::stream::iter(missing)
+            .map(|name: String| async move { self.fetch_file(client, repo, commit, &name).await })
             .buffer_unordered(CONCURRENT_FILES)
             .try_collect::<()>()
             .await

@@ -8,9 +8,11 @@
 //! taken from candle-transformers because its versions differ from transformers where it matters
 //! for exact answers: DistilBERT uses the tanh GELU (transformers: erf), XLM-RoBERTa's LM head
 //! drops `lm_head.bias`, BERT has no pooler, and none fuses the Q/K/V projections (a measured
-//! win on this CPU, see `shared/reference/candle-cpu.md`).
+//! win on this CPU, see `shared/reference/candle-cpu.md`). DeBERTa-v2's base model is
+//! candle-transformers' (`deberta_v2.rs`).
 
 mod bert;
+mod deberta_v2;
 mod distilbert;
 mod heads;
 mod layers;
@@ -274,6 +276,7 @@ enum Family {
     Roberta,
     XlmRoberta,
     Electra,
+    DebertaV2,
 }
 
 impl Family {
@@ -284,6 +287,7 @@ impl Family {
             "roberta" | "camembert" => Self::Roberta,
             "xlm-roberta" => Self::XlmRoberta,
             "electra" => Self::Electra,
+            "deberta-v2" => Self::DebertaV2,
             _ => return None,
         })
     }
@@ -299,6 +303,8 @@ pub(crate) struct BatchTensors {
     pub(crate) input_ids: Tensor,
     /// `[B, T]` u32.
     pub(crate) type_ids: Tensor,
+    /// `[B, T]` u32, 1 = attend.
+    pub(crate) mask: Tensor,
     /// The additive mask `[B, 1, 1, T]` f32: 0 where attended, `f32::MIN` on padding.
     pub(crate) additive_mask: Tensor,
     /// The host-side ids (for position ids that depend on them).
@@ -337,9 +343,11 @@ impl BatchTensors {
             .map(|&m| if m == 0 { f32::MIN } else { 0.0 })
             .collect();
         let additive_mask = Tensor::from_vec(additive, (rows, 1, 1, len), device)?;
+        let mask = Tensor::from_vec(mask_flat, (rows, len), device)?;
         Ok(Self {
             input_ids,
             type_ids,
+            mask,
             additive_mask,
             ids: batch.input_ids.clone(),
         })
@@ -350,6 +358,7 @@ impl BatchTensors {
 enum Backbone {
     Bert(bert::BertModel),
     DistilBert(distilbert::DistilBertModel),
+    DebertaV2(Box<deberta_v2::DebertaV2>),
 }
 
 impl Backbone {
@@ -357,6 +366,7 @@ impl Backbone {
         match self {
             Self::Bert(m) => m.forward(batch),
             Self::DistilBert(m) => m.forward(batch),
+            Self::DebertaV2(m) => m.forward(batch),
         }
     }
 }
@@ -414,6 +424,21 @@ impl Encoder {
                     model.word_embeddings(),
                 )?;
                 (Backbone::DistilBert(model), h)
+            }
+            Family::DebertaV2 => {
+                let cfg = deberta_v2::Config::from_model_config(config)?;
+                let base = if vb.contains_tensor("deberta.embeddings.word_embeddings.weight") {
+                    vb.pp("deberta")
+                } else {
+                    vb.clone()
+                };
+                let model = deberta_v2::DebertaV2::load(&base, &cfg)?;
+                let words = base.get(
+                    (cfg.inner.vocab_size, cfg.embedding_size),
+                    "embeddings.word_embeddings.weight",
+                )?;
+                let h = heads::HeadModule::load_deberta_v2(&vb, &cfg, config, head, &words)?;
+                (Backbone::DebertaV2(Box::new(model)), h)
             }
         };
         Ok(Self {
