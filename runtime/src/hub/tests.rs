@@ -671,3 +671,65 @@ async fn a_blob_another_process_is_fetching_is_waited_for_not_fetched_twice() {
         stub.requests()
     );
 }
+
+/// An `io::Write` into a shared buffer, for capturing log lines.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn progress_is_logged_per_file_and_the_token_never_is() {
+    let stub = HubStub::start().await;
+    stub.add_model_dir("org/private", &fixture("bert-seqcls"));
+    stub.set_private("org/private", "hf_log_secret");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let cfg = HubConfig {
+        token: Some(Secret::new("hf_log_secret")),
+        ..config(&stub.endpoint(), cache.path(), "org/private")
+    };
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let retry = RetryPolicy {
+        attempts: 2,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(1),
+    };
+    stub.fail_next(1); // one retry warning, which names the URL
+
+    Download {
+        cfg: &cfg,
+        retry,
+        progress: Progress::lines(),
+    }
+    .run()
+    .await
+    .expect("downloads");
+
+    let text = String::from_utf8(logs.0.lock().expect("logs").clone()).expect("utf-8");
+    for file in ["config.json", "model.safetensors", "vocab.txt"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("downloaded") && l.contains(&format!("file={file}"))),
+            "{text}"
+        );
+    }
+    assert!(text.contains("retrying"), "{text}");
+    assert!(!text.contains("hf_log_secret"), "{text}");
+}
