@@ -166,15 +166,17 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
 fn load_user_code(
     dir: &Path,
     cfg: &LoadConfig,
-    _native: &Arc<dyn NativePipeline>,
+    native: &Arc<dyn NativePipeline>,
 ) -> Result<Option<Arc<dyn UserCode>>, LoadError> {
     let code = dir.join("code");
     let program = code.join(&cfg.program);
     if program.is_file() {
-        return Err(LoadError::UserCode {
+        let guest = crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, Arc::clone(native))
+            .map_err(|err| LoadError::UserCode {
+            message: crate::server::error::error_chain(&err),
             path: program,
-            message: "WebAssembly user code is not wired in yet".to_owned(),
-        });
+        })?;
+        return Ok(Some(Arc::new(guest)));
     }
     let python = code.join("inference.py");
     if python.is_file() {

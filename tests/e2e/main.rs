@@ -4,6 +4,7 @@
 mod archive;
 mod codec;
 mod conformance;
+mod hooks;
 mod invocations;
 mod ping;
 mod process;

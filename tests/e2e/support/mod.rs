@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod compare;
+pub mod guests;
 pub mod hub_stub;
 
 use std::io::{BufRead, BufReader};
