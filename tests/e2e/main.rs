@@ -8,4 +8,5 @@ mod hooks;
 mod invocations;
 mod ping;
 mod process;
+mod sources;
 mod support;
