@@ -101,7 +101,12 @@ pub async fn load(cfg: LoadConfig) -> Result<LoadedModel, LoadError> {
                     artifact::fetch::fetch_archive(url, &cfg.work_dir.join("download")).await?;
                 let (work, max) = (cfg.work_dir.clone(), cfg.max_unpacked_bytes);
                 blocking(move || {
-                    artifact::resolve_local(&archive, &work, max).map_err(LoadError::from)
+                    let dir = artifact::resolve_local(&archive, &work, max).map_err(LoadError::from);
+                    // The unpacked tree is what is served; the archive only takes disk.
+                    if let Err(err) = std::fs::remove_file(&archive) {
+                        tracing::warn!(archive = %archive.display(), error = %err, "cannot remove the downloaded archive");
+                    }
+                    dir
                 })
                 .await?
             }
