@@ -70,9 +70,13 @@ impl<H: Handler> wit::Guest for Adapter<H> {
         accept: String,
         ctx: wit_types::Context,
     ) -> Result<wit_types::Response, wit_types::Error> {
-        H::output_fn(payload_from_wit(prediction), &accept, &context_from_wit(ctx))
-            .map(response_to_wit)
-            .map_err(error_to_wit)
+        H::output_fn(
+            payload_from_wit(prediction),
+            &accept,
+            &context_from_wit(ctx),
+        )
+        .map(response_to_wit)
+        .map_err(error_to_wit)
     }
 
     fn transform_fn(

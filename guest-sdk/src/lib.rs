@@ -156,7 +156,11 @@ pub trait Handler: 'static {
 
     /// `predict_fn(data, model)`: run the model. `model` is `None` without a `model_fn`; call
     /// [`pipeline::predict`] to use the native pipeline.
-    fn predict_fn(data: Payload, model: Option<&Self::Model>, ctx: &Context) -> Result<Payload, Error> {
+    fn predict_fn(
+        data: Payload,
+        model: Option<&Self::Model>,
+        ctx: &Context,
+    ) -> Result<Payload, Error> {
         let _ = (data, model, ctx);
         Err(Error::NotImplemented)
     }

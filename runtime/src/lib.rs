@@ -15,10 +15,10 @@ pub mod infer;
 pub mod load;
 /// Architectures, heads and weights.
 pub mod models;
-/// Tasks and their pre- and post-processing.
-pub mod pipelines;
 /// `sagebrush package`: a SageMaker `model.tar.gz` from a model directory and a guest.
 pub mod package;
+/// Tasks and their pre- and post-processing.
+pub mod pipelines;
 /// The HTTP server.
 pub mod server;
 /// Logging.

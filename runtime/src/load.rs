@@ -177,9 +177,9 @@ fn load_user_code(
     if program.is_file() {
         let guest = crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, Arc::clone(native))
             .map_err(|err| LoadError::UserCode {
-                message: crate::server::error::error_chain(&err),
-                path: program,
-            })?;
+            message: crate::server::error::error_chain(&err),
+            path: program,
+        })?;
         return Ok(Some(Arc::new(guest)));
     }
     let python = code.join("inference.py");

@@ -72,7 +72,9 @@ pub type Result<T, E = PackageError> = std::result::Result<T, E>;
 /// Writes the archive `args.output` and returns its path.
 pub fn run(args: &PackageArgs) -> Result<PathBuf> {
     if !args.model_dir.is_dir() {
-        return Err(PackageError::NotADirectory { path: args.model_dir.clone() });
+        return Err(PackageError::NotADirectory {
+            path: args.model_dir.clone(),
+        });
     }
     if let Some(code) = &args.code {
         check_component(code)?;
@@ -89,19 +91,34 @@ pub fn run(args: &PackageArgs) -> Result<PathBuf> {
     });
     if let Some(code) = &args.code {
         if !entries.iter().any(|e| e.relative == Path::new("code")) {
-            entries.push(Entry { relative: PathBuf::from("code"), source: code.clone(), dir: true });
+            entries.push(Entry {
+                relative: PathBuf::from("code"),
+                source: code.clone(),
+                dir: true,
+            });
         }
-        entries.push(Entry { relative: PathBuf::from(GUEST_ENTRY), source: code.clone(), dir: false });
+        entries.push(Entry {
+            relative: PathBuf::from(GUEST_ENTRY),
+            source: code.clone(),
+            dir: false,
+        });
     }
     entries.sort_by(|a, b| a.relative.cmp(&b.relative));
 
     let tmp = args.output.with_extension("tmp");
-    let write_err = |source| PackageError::Write { path: args.output.clone(), source };
+    let write_err = |source| PackageError::Write {
+        path: args.output.clone(),
+        source,
+    };
     let file = File::create(&tmp).map_err(write_err)?;
-    let mut builder = tar::Builder::new(GzEncoder::new(BufWriter::new(file), Compression::default()));
+    let mut builder =
+        tar::Builder::new(GzEncoder::new(BufWriter::new(file), Compression::default()));
     for entry in &entries {
         append(&mut builder, entry).map_err(|e| match e {
-            AppendError::Read(source) => PackageError::Read { path: entry.source.clone(), source },
+            AppendError::Read(source) => PackageError::Read {
+                path: entry.source.clone(),
+                source,
+            },
             AppendError::Write(source) => write_err(source),
         })?;
     }
@@ -134,27 +151,47 @@ fn check_component(path: &Path) -> Result<()> {
             path: path.to_path_buf(),
             reason: "is a core module, not a component (target wasm32-wasip2 builds components)",
         }),
-        Ok(()) => Err(PackageError::NotAComponent { path: path.to_path_buf(), reason: "is not WebAssembly" }),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            Err(PackageError::NotAComponent { path: path.to_path_buf(), reason: "is too short to be WebAssembly" })
-        }
-        Err(source) => Err(PackageError::Read { path: path.to_path_buf(), source }),
+        Ok(()) => Err(PackageError::NotAComponent {
+            path: path.to_path_buf(),
+            reason: "is not WebAssembly",
+        }),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(PackageError::NotAComponent {
+            path: path.to_path_buf(),
+            reason: "is too short to be WebAssembly",
+        }),
+        Err(source) => Err(PackageError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 fn collect(dir: &Path, relative: &Path, out: &mut Vec<Entry>) -> Result<()> {
-    let read_err = |source| PackageError::Read { path: dir.to_path_buf(), source };
+    let read_err = |source| PackageError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
     for item in std::fs::read_dir(dir).map_err(read_err)? {
         let item = item.map_err(read_err)?;
         let source = item.path();
         let rel = relative.join(item.file_name());
         // `metadata` follows links: a link to a file packs the file.
-        let meta = std::fs::metadata(&source).map_err(|_| PackageError::Special { path: source.clone() })?;
+        let meta = std::fs::metadata(&source).map_err(|_| PackageError::Special {
+            path: source.clone(),
+        })?;
         if meta.is_dir() {
-            out.push(Entry { relative: rel.clone(), source: source.clone(), dir: true });
+            out.push(Entry {
+                relative: rel.clone(),
+                source: source.clone(),
+                dir: true,
+            });
             collect(&source, &rel, out)?;
         } else if meta.is_file() {
-            out.push(Entry { relative: rel, source, dir: false });
+            out.push(Entry {
+                relative: rel,
+                source,
+                dir: false,
+            });
         } else {
             return Err(PackageError::Special { path: source });
         }
@@ -167,7 +204,10 @@ enum AppendError {
     Write(io::Error),
 }
 
-fn append<W: Write>(builder: &mut tar::Builder<W>, entry: &Entry) -> std::result::Result<(), AppendError> {
+fn append<W: Write>(
+    builder: &mut tar::Builder<W>,
+    entry: &Entry,
+) -> std::result::Result<(), AppendError> {
     let mut header = tar::Header::new_gnu();
     header.set_mtime(0);
     header.set_uid(0);
@@ -176,14 +216,18 @@ fn append<W: Write>(builder: &mut tar::Builder<W>, entry: &Entry) -> std::result
         header.set_entry_type(tar::EntryType::Directory);
         header.set_mode(0o755);
         header.set_size(0);
-        builder.append_data(&mut header, &entry.relative, io::empty()).map_err(AppendError::Write)
+        builder
+            .append_data(&mut header, &entry.relative, io::empty())
+            .map_err(AppendError::Write)
     } else {
         let file = File::open(&entry.source).map_err(AppendError::Read)?;
         let len = file.metadata().map_err(AppendError::Read)?.len();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(0o644);
         header.set_size(len);
-        builder.append_data(&mut header, &entry.relative, file).map_err(AppendError::Write)
+        builder
+            .append_data(&mut header, &entry.relative, file)
+            .map_err(AppendError::Write)
     }
 }
 
@@ -222,15 +266,33 @@ mod tests {
         std::fs::create_dir_all(model.join("sub")).expect("mkdir");
         std::fs::write(model.join("config.json"), b"{}").expect("write");
         std::fs::write(model.join("sub/vocab.txt"), b"a\nb\n").expect("write");
-        std::os::unix::fs::symlink(model.join("config.json"), model.join("linked.json")).expect("symlink");
+        std::os::unix::fs::symlink(model.join("config.json"), model.join("linked.json"))
+            .expect("symlink");
         let guest = component_file(tmp.path());
         let output = tmp.path().join("model.tar.gz");
-        let args = PackageArgs { model_dir: model, code: Some(guest), output: output.clone() };
+        let args = PackageArgs {
+            model_dir: model,
+            code: Some(guest),
+            output: output.clone(),
+        };
         assert_eq!(run(&args).expect("packs"), output);
         let names: Vec<_> = list(&output).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["code", GUEST_ENTRY, "config.json", "linked.json", "sub", "sub/vocab.txt"]);
+        assert_eq!(
+            names,
+            [
+                "code",
+                GUEST_ENTRY,
+                "config.json",
+                "linked.json",
+                "sub",
+                "sub/vocab.txt"
+            ]
+        );
         let entries = list(&output);
-        let linked = entries.iter().find(|(n, _)| n == "linked.json").expect("link packed as a file");
+        let linked = entries
+            .iter()
+            .find(|(n, _)| n == "linked.json")
+            .expect("link packed as a file");
         assert_eq!(linked.1, b"{}");
     }
 
@@ -242,9 +304,19 @@ mod tests {
         std::fs::write(model.join("config.json"), b"{}").expect("write");
         let a = tmp.path().join("a.tar.gz");
         let b = tmp.path().join("b.tar.gz");
-        run(&PackageArgs { model_dir: model.clone(), code: None, output: a.clone() }).expect("packs");
+        run(&PackageArgs {
+            model_dir: model.clone(),
+            code: None,
+            output: a.clone(),
+        })
+        .expect("packs");
         std::thread::sleep(std::time::Duration::from_millis(20));
-        run(&PackageArgs { model_dir: model, code: None, output: b.clone() }).expect("packs");
+        run(&PackageArgs {
+            model_dir: model,
+            code: None,
+            output: b.clone(),
+        })
+        .expect("packs");
         assert_eq!(std::fs::read(a).expect("a"), std::fs::read(b).expect("b"));
     }
 
@@ -254,7 +326,12 @@ mod tests {
         std::fs::write(tmp.path().join("config.json"), b"{}").expect("write");
         let output = tmp.path().join("model.tar.gz");
         std::fs::write(&output, b"old archive").expect("write");
-        run(&PackageArgs { model_dir: tmp.path().to_path_buf(), code: None, output: output.clone() }).expect("packs");
+        run(&PackageArgs {
+            model_dir: tmp.path().to_path_buf(),
+            code: None,
+            output: output.clone(),
+        })
+        .expect("packs");
         let names: Vec<_> = list(&output).into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["config.json"]);
     }
@@ -264,14 +341,28 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let module = tmp.path().join("core.wasm");
         std::fs::write(&module, MODULE_HEADER).expect("write");
-        let args = PackageArgs { model_dir: tmp.path().to_path_buf(), code: Some(module), output: tmp.path().join("m.tar.gz") };
-        assert!(matches!(run(&args), Err(PackageError::NotAComponent { .. })));
+        let args = PackageArgs {
+            model_dir: tmp.path().to_path_buf(),
+            code: Some(module),
+            output: tmp.path().join("m.tar.gz"),
+        };
+        assert!(matches!(
+            run(&args),
+            Err(PackageError::NotAComponent { .. })
+        ));
     }
 
     #[test]
     fn a_missing_model_dir_is_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let args = PackageArgs { model_dir: tmp.path().join("nope"), code: None, output: tmp.path().join("m.tar.gz") };
-        assert!(matches!(run(&args), Err(PackageError::NotADirectory { .. })));
+        let args = PackageArgs {
+            model_dir: tmp.path().join("nope"),
+            code: None,
+            output: tmp.path().join("m.tar.gz"),
+        };
+        assert!(matches!(
+            run(&args),
+            Err(PackageError::NotADirectory { .. })
+        ));
     }
 }

@@ -40,7 +40,15 @@ impl Handler for Postprocess {
 
 /// The first media type of an `Accept` header, without parameters, lower-cased.
 fn media_type(accept: &str) -> String {
-    accept.split(',').next().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    accept
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Renames labels and adds `confident` in every `{"label", "score"}` object, at any depth
@@ -62,7 +70,10 @@ fn relabel(mut object: Map<String, Value>) -> Map<String, Value> {
         };
         object.insert("label".to_owned(), Value::String(renamed));
     }
-    let confident = object.get("score").and_then(Value::as_f64).is_some_and(|s| s >= CONFIDENT);
+    let confident = object
+        .get("score")
+        .and_then(Value::as_f64)
+        .is_some_and(|s| s >= CONFIDENT);
     object.insert("confident".to_owned(), Value::Bool(confident));
     object
 }
@@ -72,13 +83,18 @@ fn to_csv(predictions: &Value) -> Result<String, Error> {
     let mut rows = Vec::new();
     collect(predictions, &mut rows);
     if rows.is_empty() {
-        return Err(Error::internal("the pipeline's answer has no label to write as CSV"));
+        return Err(Error::internal(
+            "the pipeline's answer has no label to write as CSV",
+        ));
     }
     let mut csv = String::from("label,score,confident\n");
     for row in rows {
         let label = row.get("label").and_then(Value::as_str).unwrap_or("");
         let score = row.get("score").and_then(Value::as_f64).unwrap_or(f64::NAN);
-        let confident = row.get("confident").and_then(Value::as_bool).unwrap_or(false);
+        let confident = row
+            .get("confident")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         csv.push_str(&format!("{label},{score},{confident}\n"));
     }
     Ok(csv)

@@ -11,7 +11,12 @@ pub struct PreprocessOnly;
 #[guest_sdk::handler]
 impl Handler for PreprocessOnly {
     fn input_fn(body: Vec<u8>, content_type: &str, ctx: &Context) -> Result<Payload, Error> {
-        let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         let mut request = match media.as_str() {
             "application/json" => match guest_sdk::json::from_slice::<Value>(&body)? {
                 Value::Object(map) if map.contains_key("inputs") => map,
@@ -44,11 +49,15 @@ fn clean_inputs(inputs: Value) -> Result<Value, Error> {
             .into_iter()
             .map(|item| match item {
                 Value::String(text) => Ok(Value::String(clean(&text))),
-                _ => Err(Error::bad_request("`inputs` must be a string or a list of strings")),
+                _ => Err(Error::bad_request(
+                    "`inputs` must be a string or a list of strings",
+                )),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
-        _ => Err(Error::bad_request("`inputs` must be a string or a list of strings")),
+        _ => Err(Error::bad_request(
+            "`inputs` must be a string or a list of strings",
+        )),
     }
 }
 
@@ -81,5 +90,9 @@ fn decode_entities(text: &str) -> String {
         ("&#39;", "'"),
         ("&amp;", "&"), // last, so `&amp;lt;` becomes `&lt;` and not `<`
     ];
-    ENTITIES.iter().fold(text.to_owned(), |acc, (entity, plain)| acc.replace(entity, plain))
+    ENTITIES
+        .iter()
+        .fold(text.to_owned(), |acc, (entity, plain)| {
+            acc.replace(entity, plain)
+        })
 }

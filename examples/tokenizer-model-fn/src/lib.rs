@@ -27,8 +27,14 @@ impl Handler for TokenizerModel {
     fn model_fn(model_dir: &str) -> Result<Vocab, Error> {
         let vocab = std::fs::read_to_string(format!("{model_dir}/vocab.txt"))
             .map_err(|e| Error::internal(format!("cannot read vocab.txt: {e}")))?;
-        let ids: HashMap<String, u64> = vocab.lines().zip(0u64..).map(|(t, i)| (t.to_owned(), i)).collect();
-        let unk = *ids.get("[UNK]").ok_or_else(|| Error::internal("vocab.txt has no [UNK]"))?;
+        let ids: HashMap<String, u64> = vocab
+            .lines()
+            .zip(0u64..)
+            .map(|(t, i)| (t.to_owned(), i))
+            .collect();
+        let unk = *ids
+            .get("[UNK]")
+            .ok_or_else(|| Error::internal("vocab.txt has no [UNK]"))?;
         let config: Value = guest_sdk::json::from_slice(
             &std::fs::read(format!("{model_dir}/config.json"))
                 .map_err(|e| Error::internal(format!("cannot read config.json: {e}")))?,
@@ -42,7 +48,11 @@ impl Handler for TokenizerModel {
             let slot = id.parse::<usize>().ok().and_then(|i| labels.get_mut(i));
             match (slot, label.as_str()) {
                 (Some(slot), Some(label)) => *slot = label.to_owned(),
-                _ => return Err(Error::internal(format!("config.json id2label has a bad entry `{id}`"))),
+                _ => {
+                    return Err(Error::internal(format!(
+                        "config.json id2label has a bad entry `{id}`"
+                    )));
+                }
             }
         }
         guest_sdk::info!("loaded {} tokens and {} labels", ids.len(), labels.len());
@@ -50,11 +60,16 @@ impl Handler for TokenizerModel {
     }
 
     fn model_name(model: &Vocab) -> String {
-        format!("vocab of {} tokens, labels {:?}", model.ids.len(), model.labels)
+        format!(
+            "vocab of {} tokens, labels {:?}",
+            model.ids.len(),
+            model.labels
+        )
     }
 
     fn predict_fn(data: Payload, model: Option<&Vocab>, _ctx: &Context) -> Result<Payload, Error> {
-        let vocab = model.ok_or_else(|| Error::internal("predict_fn needs the model from model_fn"))?;
+        let vocab =
+            model.ok_or_else(|| Error::internal("predict_fn needs the model from model_fn"))?;
         let request: Value = data.to_json()?;
         let inputs = request.get("inputs").unwrap_or(&request);
         let answer = match inputs {
@@ -64,9 +79,15 @@ impl Handler for TokenizerModel {
                     .iter()
                     .map(|item| item.as_str().map(|t| classify(vocab, t)))
                     .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| Error::bad_request("`inputs` must be a string or a list of strings"))?,
+                    .ok_or_else(|| {
+                        Error::bad_request("`inputs` must be a string or a list of strings")
+                    })?,
             ),
-            _ => return Err(Error::bad_request("`inputs` must be a string or a list of strings")),
+            _ => {
+                return Err(Error::bad_request(
+                    "`inputs` must be a string or a list of strings",
+                ));
+            }
         };
         Payload::from_json(&answer)
     }
@@ -96,9 +117,16 @@ pub fn pieces(text: &str) -> Vec<String> {
 
 fn classify(vocab: &Vocab, text: &str) -> Value {
     let pieces = pieces(text);
-    let ids: Vec<u64> = pieces.iter().map(|p| vocab.ids.get(p).copied().unwrap_or(vocab.unk)).collect();
+    let ids: Vec<u64> = pieces
+        .iter()
+        .map(|p| vocab.ids.get(p).copied().unwrap_or(vocab.unk))
+        .collect();
     let known = ids.iter().filter(|&&id| id != vocab.unk).count();
-    let score = if ids.is_empty() { 0.0 } else { known as f64 / ids.len() as f64 };
+    let score = if ids.is_empty() {
+        0.0
+    } else {
+        known as f64 / ids.len() as f64
+    };
     let sum: u64 = ids.iter().sum();
     let label = &vocab.labels[(sum % vocab.labels.len().max(1) as u64) as usize];
     json!({ "label": label, "score": score, "tokens": pieces, "ids": ids })

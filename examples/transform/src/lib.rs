@@ -27,7 +27,10 @@ impl Handler for Transform {
                 }
             }
             "text/plain" => (
-                Value::String(String::from_utf8(body).map_err(|_| Error::bad_request("the body is not UTF-8 text"))?),
+                Value::String(
+                    String::from_utf8(body)
+                        .map_err(|_| Error::bad_request("the body is not UTF-8 text"))?,
+                ),
                 None,
             ),
             other => {
@@ -55,14 +58,24 @@ impl Handler for Transform {
             }
         };
         Ok(match &ctx.custom_attributes {
-            Some(attributes) => response.with_custom_attributes(format!("{attributes};transformed=1")),
+            Some(attributes) => {
+                response.with_custom_attributes(format!("{attributes};transformed=1"))
+            }
             None => response,
         })
     }
 }
 
 fn media_type(value: &str) -> String {
-    value.split(',').next().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    value
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// `label<TAB>score` for every `{"label", "score"}` object in the prediction.
@@ -72,7 +85,10 @@ fn lines(prediction: &Value) -> String {
         Value::Object(object) => format!(
             "{}\t{}\n",
             object.get("label").and_then(Value::as_str).unwrap_or(""),
-            object.get("score").and_then(Value::as_f64).unwrap_or(f64::NAN)
+            object
+                .get("score")
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN)
         ),
         _ => String::new(),
     }

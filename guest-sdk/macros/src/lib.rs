@@ -72,7 +72,11 @@ fn expand(mut item: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
             "`#[guest_sdk::handler]` goes on `impl guest_sdk::Handler for YourType { .. }`",
         ));
     };
-    if trait_path.segments.last().is_none_or(|s| s.ident != "Handler") {
+    if trait_path
+        .segments
+        .last()
+        .is_none_or(|s| s.ident != "Handler")
+    {
         return Err(syn::Error::new_spanned(
             trait_path,
             "`#[guest_sdk::handler]` goes on an implementation of `guest_sdk::Handler`",
@@ -113,7 +117,9 @@ fn expand(mut item: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
         return Err(syn::Error::new_spanned(transform, TRANSFORM_CONFLICT));
     }
 
-    let flags = written.iter().map(|(_, flag, _)| syn::Ident::new(flag, Span::call_site()));
+    let flags = written
+        .iter()
+        .map(|(_, flag, _)| syn::Ident::new(flag, Span::call_site()));
     let hooks_const: ImplItem = syn::parse_quote! {
         const HOOKS: ::guest_sdk::HookSet = ::guest_sdk::HookSet::EMPTY #( .with(::guest_sdk::HookSet::#flags) )*;
     };
@@ -134,7 +140,9 @@ mod tests {
     use super::*;
 
     fn expand_str(item: ItemImpl) -> Result<String, String> {
-        expand(item).map(|t| t.to_string()).map_err(|e| e.to_string())
+        expand(item)
+            .map(|t| t.to_string())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -163,7 +171,10 @@ mod tests {
         let code = expand_str(item).expect("expands");
         assert!(code.contains("HookSet :: EMPTY . with (:: guest_sdk :: HookSet :: INPUT_FN) . with (:: guest_sdk :: HookSet :: OUTPUT_FN) ;"), "{code}");
         assert!(code.contains("type Model = () ;"), "{code}");
-        assert!(code.contains(":: guest_sdk :: export_handler ! (Pre) ;"), "{code}");
+        assert!(
+            code.contains(":: guest_sdk :: export_handler ! (Pre) ;"),
+            "{code}"
+        );
     }
 
     #[test]
@@ -176,19 +187,40 @@ mod tests {
             }
         };
         let code = expand_str(item).expect("expands");
-        assert!(code.contains("MODEL_FN) . with (:: guest_sdk :: HookSet :: TRANSFORM_FN)"), "{code}");
+        assert!(
+            code.contains("MODEL_FN) . with (:: guest_sdk :: HookSet :: TRANSFORM_FN)"),
+            "{code}"
+        );
         assert!(!code.contains("type Model = ()"), "{code}");
     }
 
     #[test]
     fn misuse_is_reported() {
         let inherent: ItemImpl = syn::parse_quote! { impl T { fn input_fn() {} } };
-        assert!(expand_str(inherent).expect_err("no trait").contains("impl guest_sdk::Handler for YourType"));
-        let other: ItemImpl = syn::parse_quote! { impl Clone for T { fn clone(&self) -> Self { todo!() } } };
-        assert!(expand_str(other).expect_err("wrong trait").contains("implementation of `guest_sdk::Handler`"));
-        let manual: ItemImpl = syn::parse_quote! { impl Handler for T { const HOOKS: HookSet = HookSet::EMPTY; } };
-        assert!(expand_str(manual).expect_err("manual HOOKS").contains("`HOOKS` is written by"));
+        assert!(
+            expand_str(inherent)
+                .expect_err("no trait")
+                .contains("impl guest_sdk::Handler for YourType")
+        );
+        let other: ItemImpl =
+            syn::parse_quote! { impl Clone for T { fn clone(&self) -> Self { todo!() } } };
+        assert!(
+            expand_str(other)
+                .expect_err("wrong trait")
+                .contains("implementation of `guest_sdk::Handler`")
+        );
+        let manual: ItemImpl =
+            syn::parse_quote! { impl Handler for T { const HOOKS: HookSet = HookSet::EMPTY; } };
+        assert!(
+            expand_str(manual)
+                .expect_err("manual HOOKS")
+                .contains("`HOOKS` is written by")
+        );
         let generic: ItemImpl = syn::parse_quote! { impl<X> Handler for T<X> {} };
-        assert!(expand_str(generic).expect_err("generic").contains("cannot be generic"));
+        assert!(
+            expand_str(generic)
+                .expect_err("generic")
+                .contains("cannot be generic")
+        );
     }
 }

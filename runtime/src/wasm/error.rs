@@ -156,7 +156,10 @@ impl GuestError {
 
     /// Whether the client caused it (400, 406, 415) rather than the server or the user code.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, Self::BadRequest { .. } | Self::UnsupportedMedia { .. } | Self::NotAcceptable { .. })
+        matches!(
+            self,
+            Self::BadRequest { .. } | Self::UnsupportedMedia { .. } | Self::NotAcceptable { .. }
+        )
     }
 
     pub(crate) fn from_wit(hook: Hook, error: WitError) -> Self {
@@ -189,7 +192,9 @@ pub(crate) fn panic_message(stderr: &str) -> Option<String> {
 }
 
 fn panic_suffix(stderr: &str) -> String {
-    panic_message(stderr).map(|m| format!("; {m}")).unwrap_or_default()
+    panic_message(stderr)
+        .map(|m| format!("; {m}"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -199,9 +204,16 @@ mod tests {
     #[test]
     fn the_panic_message_is_cut_out_of_stderr() {
         let stderr = "some log line\n\nthread '<unnamed>' panicked at src/lib.rs:26:24:\nguest panic: bad input\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
-        assert_eq!(panic_message(stderr).as_deref(), Some("panicked at src/lib.rs:26:24: guest panic: bad input"));
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("panicked at src/lib.rs:26:24: guest panic: bad input")
+        );
         assert_eq!(panic_message("just output\n"), None);
-        let err = GuestError::Trap { hook: Hook::InputFn, detail: "wasm trap: unreachable".into(), stderr: stderr.into() };
+        let err = GuestError::Trap {
+            hook: Hook::InputFn,
+            detail: "wasm trap: unreachable".into(),
+            stderr: stderr.into(),
+        };
         assert_eq!(
             err.to_string(),
             "user code `input_fn` trapped: wasm trap: unreachable; panicked at src/lib.rs:26:24: guest panic: bad input"

@@ -16,11 +16,21 @@ impl host_log::Host for HostState {
         let request_id = self.request_id.as_str();
         let hook = self.hook.map_or("load", |h| h.as_str());
         match level {
-            host_log::Level::Trace => tracing::trace!(target: GUEST_LOG_TARGET, request_id, hook, "{message}"),
-            host_log::Level::Debug => tracing::debug!(target: GUEST_LOG_TARGET, request_id, hook, "{message}"),
-            host_log::Level::Info => tracing::info!(target: GUEST_LOG_TARGET, request_id, hook, "{message}"),
-            host_log::Level::Warn => tracing::warn!(target: GUEST_LOG_TARGET, request_id, hook, "{message}"),
-            host_log::Level::Error => tracing::error!(target: GUEST_LOG_TARGET, request_id, hook, "{message}"),
+            host_log::Level::Trace => {
+                tracing::trace!(target: GUEST_LOG_TARGET, request_id, hook, "{message}")
+            }
+            host_log::Level::Debug => {
+                tracing::debug!(target: GUEST_LOG_TARGET, request_id, hook, "{message}")
+            }
+            host_log::Level::Info => {
+                tracing::info!(target: GUEST_LOG_TARGET, request_id, hook, "{message}")
+            }
+            host_log::Level::Warn => {
+                tracing::warn!(target: GUEST_LOG_TARGET, request_id, hook, "{message}")
+            }
+            host_log::Level::Error => {
+                tracing::error!(target: GUEST_LOG_TARGET, request_id, hook, "{message}")
+            }
         }
     }
 }
@@ -32,7 +42,9 @@ impl pipeline::Host for HostState {
 
     fn predict(&mut self, request_json: String) -> Result<String, types::Error> {
         let request: serde_json::Value = serde_json::from_str(&request_json).map_err(|e| {
-            types::Error::BadRequest(format!("the request given to `pipeline.predict` is not JSON: {e}"))
+            types::Error::BadRequest(format!(
+                "the request given to `pipeline.predict` is not JSON: {e}"
+            ))
         })?;
         let answer = self.native.predict(request).map_err(|err| match err {
             PipelineError::Validation { .. } | PipelineError::UnknownParameters { .. } => {
@@ -43,7 +55,9 @@ impl pipeline::Host for HostState {
                 types::Error::Internal(other.to_string())
             }
         })?;
-        serde_json::to_string(&answer).map_err(|e| types::Error::Internal(format!("cannot encode the pipeline's answer: {e}")))
+        serde_json::to_string(&answer).map_err(|e| {
+            types::Error::Internal(format!("cannot encode the pipeline's answer: {e}"))
+        })
     }
 }
 

@@ -13,6 +13,8 @@ mod bindings;
 mod engine;
 mod error;
 mod host;
+#[cfg(test)]
+mod measure;
 mod pool;
 mod sandbox;
 #[cfg(test)]
@@ -67,11 +69,15 @@ impl GuestProgram {
         limits: &WasmLimits,
         native: Arc<dyn NativePipeline>,
     ) -> Result<Self> {
-        let wasm = std::fs::read(wasm_path)
-            .map_err(|source| GuestError::Read { path: wasm_path.to_path_buf(), source })?;
+        let wasm = std::fs::read(wasm_path).map_err(|source| GuestError::Read {
+            path: wasm_path.to_path_buf(),
+            source,
+        })?;
         let sha256 = hex(&Sha256::digest(&wasm));
         let engine::GuestEngine { engine, cache } =
-            engine::build(limits).map_err(|e| GuestError::Engine { source: error::boxed(e) })?;
+            engine::build(limits).map_err(|e| GuestError::Engine {
+                source: error::boxed(e),
+            })?;
 
         let started = Instant::now();
         let hits_before = cache.as_ref().map_or(0, wasmtime::Cache::cache_hits);
@@ -108,7 +114,10 @@ impl GuestProgram {
         let mut first = factory.create()?;
         let hooks = factory
             .call(&mut first, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
-                i.handler.sagebrush_handler_hooks().call_implemented(&mut i.store).map(Ok)
+                i.handler
+                    .sagebrush_handler_hooks()
+                    .call_implemented(&mut i.store)
+                    .map(Ok)
             })
             .map(hook_set)
             .map_err(GuestError::from)?;
@@ -118,18 +127,26 @@ impl GuestProgram {
             && !hooks.contains(Hook::PredictFn)
             && !hooks.contains(Hook::TransformFn)
         {
-            tracing::warn!("user code has model_fn but neither predict_fn nor transform_fn: its model is never used, the native pipeline predicts");
+            tracing::warn!(
+                "user code has model_fn but neither predict_fn nor transform_fn: its model is never used, the native pipeline predicts"
+            );
         }
 
         factory.model_fn = hooks.contains(Hook::ModelFn);
         if factory.model_fn {
             let model = factory.call(&mut first, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
-                i.handler.sagebrush_handler_hooks().call_model_fn(&mut i.store, sandbox::GUEST_MODEL_DIR)
+                i.handler
+                    .sagebrush_handler_hooks()
+                    .call_model_fn(&mut i.store, sandbox::GUEST_MODEL_DIR)
             })?;
             first.model = Some(model);
             let name = factory
                 .call(&mut first, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
-                    i.handler.sagebrush_handler_hooks().model().call_name(&mut i.store, model).map(Ok)
+                    i.handler
+                        .sagebrush_handler_hooks()
+                        .model()
+                        .call_name(&mut i.store, model)
+                        .map(Ok)
                 })
                 .map_err(GuestError::from)?;
             tracing::info!(model = %name, "user code model_fn loaded its model");
@@ -137,7 +154,11 @@ impl GuestProgram {
 
         let pool = Pool::new(factory, limits.instances, vec![first]);
         pool.fill()?;
-        Ok(Self { hooks, compile, pool })
+        Ok(Self {
+            hooks,
+            compile,
+            pool,
+        })
     }
 
     /// The hooks the guest implements.
@@ -151,10 +172,20 @@ impl GuestProgram {
     }
 
     /// `input_fn(body, content_type)`: the guest decodes the request body.
-    pub fn input_fn(&self, ctx: &RequestContext, body: &[u8], content_type: &str) -> Result<Payload> {
+    pub fn input_fn(
+        &self,
+        ctx: &RequestContext,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<Payload> {
         let wit_ctx = context(ctx);
         let payload = self.pool.call(Hook::InputFn, &ctx.request_id, |i| {
-            i.handler.sagebrush_handler_hooks().call_input_fn(&mut i.store, body, content_type, &wit_ctx)
+            i.handler.sagebrush_handler_hooks().call_input_fn(
+                &mut i.store,
+                body,
+                content_type,
+                &wit_ctx,
+            )
         })?;
         payload_from_wit(Hook::InputFn, payload)
     }
@@ -166,17 +197,32 @@ impl GuestProgram {
         let data = payload_to_wit(data);
         let payload = self.pool.call(Hook::PredictFn, &ctx.request_id, |i| {
             let model = i.model;
-            i.handler.sagebrush_handler_hooks().call_predict_fn(&mut i.store, &data, model, &wit_ctx)
+            i.handler.sagebrush_handler_hooks().call_predict_fn(
+                &mut i.store,
+                &data,
+                model,
+                &wit_ctx,
+            )
         })?;
         payload_from_wit(Hook::PredictFn, payload)
     }
 
     /// `output_fn(prediction, accept)`: the guest encodes the prediction.
-    pub fn output_fn(&self, ctx: &RequestContext, prediction: Payload, accept: &str) -> Result<HookResponse> {
+    pub fn output_fn(
+        &self,
+        ctx: &RequestContext,
+        prediction: Payload,
+        accept: &str,
+    ) -> Result<HookResponse> {
         let wit_ctx = context(ctx);
         let prediction = payload_to_wit(prediction);
         let response = self.pool.call(Hook::OutputFn, &ctx.request_id, |i| {
-            i.handler.sagebrush_handler_hooks().call_output_fn(&mut i.store, &prediction, accept, &wit_ctx)
+            i.handler.sagebrush_handler_hooks().call_output_fn(
+                &mut i.store,
+                &prediction,
+                accept,
+                &wit_ctx,
+            )
         })?;
         Ok(response_from_wit(response))
     }
@@ -192,9 +238,14 @@ impl GuestProgram {
         let wit_ctx = context(ctx);
         let response = self.pool.call(Hook::TransformFn, &ctx.request_id, |i| {
             let model = i.model;
-            i.handler
-                .sagebrush_handler_hooks()
-                .call_transform_fn(&mut i.store, model, body, content_type, accept, &wit_ctx)
+            i.handler.sagebrush_handler_hooks().call_transform_fn(
+                &mut i.store,
+                model,
+                body,
+                content_type,
+                accept,
+                &wit_ctx,
+            )
         })?;
         Ok(response_from_wit(response))
     }
@@ -202,7 +253,9 @@ impl GuestProgram {
 
 impl std::fmt::Debug for GuestProgram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestProgram").field("hooks", &self.hooks).finish_non_exhaustive()
+        f.debug_struct("GuestProgram")
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
     }
 }
 
@@ -211,11 +264,15 @@ fn link(engine: &wasmtime::Engine, component: &Component) -> Result<HandlerPre<H
     let mut linker = Linker::<HostState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
         .and_then(|()| Handler::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s))
-        .map_err(|e| GuestError::Engine { source: error::boxed(e) })?;
+        .map_err(|e| GuestError::Engine {
+            source: error::boxed(e),
+        })?;
     linker
         .instantiate_pre(component)
         .and_then(HandlerPre::new)
-        .map_err(|e| GuestError::Link { source: error::boxed(e) })
+        .map_err(|e| GuestError::Link {
+            source: error::boxed(e),
+        })
 }
 
 fn hook_set(set: WitHookSet) -> HookSet {
@@ -249,9 +306,14 @@ fn payload_to_wit(payload: Payload) -> WitPayload {
 
 fn payload_from_wit(hook: Hook, payload: WitPayload) -> Result<Payload> {
     match payload {
-        WitPayload::Json(text) => serde_json::from_str(&text)
-            .map(Payload::Json)
-            .map_err(|e| GuestError::InvalidJson { hook, detail: e.to_string() }),
+        WitPayload::Json(text) => {
+            serde_json::from_str(&text)
+                .map(Payload::Json)
+                .map_err(|e| GuestError::InvalidJson {
+                    hook,
+                    detail: e.to_string(),
+                })
+        }
         WitPayload::Bytes(bytes) => Ok(Payload::Bytes(bytes)),
     }
 }

@@ -52,10 +52,16 @@ impl Factory {
             .pre
             .instantiate(&mut store)
             .map_err(|e| GuestError::Instantiate { source: boxed(e) })?;
-        let mut instance = Instance { store, handler, model: None };
+        let mut instance = Instance {
+            store,
+            handler,
+            model: None,
+        };
         if self.model_fn {
             let model = self.call(&mut instance, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
-                i.handler.sagebrush_handler_hooks().call_model_fn(&mut i.store, GUEST_MODEL_DIR)
+                i.handler
+                    .sagebrush_handler_hooks()
+                    .call_model_fn(&mut i.store, GUEST_MODEL_DIR)
             })?;
             instance.model = Some(model);
         }
@@ -84,15 +90,25 @@ impl Factory {
             Err(err) => {
                 tracing::debug!(request_id, %hook, error = ?err, "guest call trapped");
                 let error = if state.memory.exceeded {
-                    GuestError::OutOfMemory { hook, limit_bytes: self.memory_bytes }
+                    GuestError::OutOfMemory {
+                        hook,
+                        limit_bytes: self.memory_bytes,
+                    }
                 } else if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-                    GuestError::Timeout { hook, limit: self.call_timeout }
+                    GuestError::Timeout {
+                        hook,
+                        limit: self.call_timeout,
+                    }
                 } else {
                     let detail = match err.downcast_ref::<Trap>() {
                         Some(trap) => trap.to_string(),
                         None => err.root_cause().to_string(),
                     };
-                    GuestError::Trap { hook, detail, stderr: String::from_utf8_lossy(&stderr).into_owned() }
+                    GuestError::Trap {
+                        hook,
+                        detail,
+                        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                    }
                 };
                 Err(Fault::Poisoned(error))
             }
@@ -138,7 +154,10 @@ impl Pool {
         Self {
             factory,
             capacity: capacity.max(live).max(1),
-            slots: Mutex::new(Slots { idle: initial, live }),
+            slots: Mutex::new(Slots {
+                idle: initial,
+                live,
+            }),
             freed: Condvar::new(),
         }
     }
@@ -195,24 +214,43 @@ impl Pool {
         self.lock().live
     }
 
+    /// The linear-memory high-water mark of each idle instance.
+    #[cfg(test)]
+    pub(crate) fn peak_memory(&self) -> Vec<usize> {
+        self.lock()
+            .idle
+            .iter()
+            .map(|i| i.store.data().memory.peak_bytes)
+            .collect()
+    }
+
     fn checkout(&self) -> Result<Checkout<'_>, GuestError> {
         let mut slots = self.lock();
         loop {
             if let Some(instance) = slots.idle.pop() {
-                return Ok(Checkout { pool: self, instance: Some(instance) });
+                return Ok(Checkout {
+                    pool: self,
+                    instance: Some(instance),
+                });
             }
             if slots.live < self.capacity {
                 slots.live += 1;
                 drop(slots);
                 return match self.factory.create() {
-                    Ok(instance) => Ok(Checkout { pool: self, instance: Some(instance) }),
+                    Ok(instance) => Ok(Checkout {
+                        pool: self,
+                        instance: Some(instance),
+                    }),
                     Err(err) => {
                         self.release_slot();
                         Err(err)
                     }
                 };
             }
-            slots = self.freed.wait(slots).unwrap_or_else(PoisonError::into_inner);
+            slots = self
+                .freed
+                .wait(slots)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 

@@ -66,7 +66,11 @@ impl HostState {
         Ok(Self {
             wasi: builder.build(),
             table: ResourceTable::new(),
-            memory: MemoryCap { limit_bytes: memory_bytes, exceeded: false },
+            memory: MemoryCap {
+                limit_bytes: memory_bytes,
+                exceeded: false,
+                peak_bytes: 0,
+            },
             stdout,
             stderr,
             native,
@@ -87,7 +91,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -96,6 +103,8 @@ impl WasiView for HostState {
 pub(crate) struct MemoryCap {
     pub(crate) limit_bytes: usize,
     pub(crate) exceeded: bool,
+    /// The largest linear memory granted so far (memory never shrinks).
+    pub(crate) peak_bytes: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -114,7 +123,11 @@ impl ResourceLimiter for MemoryCap {
                 self.limit_bytes
             )));
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        let granted = maximum.is_none_or(|max| desired <= max);
+        if granted {
+            self.peak_bytes = self.peak_bytes.max(desired);
+        }
+        Ok(granted)
     }
 
     fn table_growing(
@@ -136,7 +149,9 @@ pub(crate) struct CapturedOutput {
 
 impl CapturedOutput {
     fn new() -> Self {
-        Self { buffer: Arc::new(Mutex::new(Vec::new())) }
+        Self {
+            buffer: Arc::new(Mutex::new(Vec::new())),
+        }
     }
 
     /// Takes what was written since the last call.
@@ -191,7 +206,11 @@ impl Pollable for CapturedOutput {
 }
 
 impl tokio::io::AsyncWrite for CapturedOutput {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.append(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -214,9 +233,11 @@ mod tests {
         let mut out = CapturedOutput::new();
         let chunk = vec![b'a'; OUTPUT_TAIL_BYTES];
         for _ in 0..3 {
-            out.write(Bytes::from(chunk.clone())).expect("writes never fail");
+            out.write(Bytes::from(chunk.clone()))
+                .expect("writes never fail");
         }
-        out.write(Bytes::from_static(b"panicked at the end")).expect("writes never fail");
+        out.write(Bytes::from_static(b"panicked at the end"))
+            .expect("writes never fail");
         let kept = out.take();
         assert_eq!(kept.len(), OUTPUT_TAIL_BYTES);
         assert!(kept.ends_with(b"panicked at the end"));
@@ -225,9 +246,14 @@ mod tests {
 
     #[test]
     fn memory_cap_refuses_growth_past_the_limit_and_remembers_it() {
-        let mut cap = MemoryCap { limit_bytes: 1 << 20, exceeded: false };
+        let mut cap = MemoryCap {
+            limit_bytes: 1 << 20,
+            exceeded: false,
+            peak_bytes: 0,
+        };
         assert!(cap.memory_growing(0, 1 << 19, None).expect("under the cap"));
         assert!(!cap.exceeded);
+        assert_eq!(cap.peak_bytes, 1 << 19);
         assert!(cap.memory_growing(1 << 19, (1 << 20) + 1, None).is_err());
         assert!(cap.exceeded);
     }

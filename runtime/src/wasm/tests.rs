@@ -15,7 +15,7 @@ use crate::handler::TRANSFORM_CONFLICT;
 use crate::pipelines::{PipelineError, Task};
 
 /// Every guest crate the tests use, by package name.
-const GUESTS: [&str; 7] = [
+const GUESTS: [&str; 8] = [
     "preprocess-only",
     "postprocess",
     "tokenizer-model-fn",
@@ -23,6 +23,7 @@ const GUESTS: [&str; 7] = [
     "transform-conflict",
     "misbehave",
     "sandbox-probe",
+    "passthrough",
 ];
 
 fn workspace_root() -> PathBuf {
@@ -31,7 +32,7 @@ fn workspace_root() -> PathBuf {
 
 /// Builds all guests once (`cargo build --target wasm32-wasip2 --release`, separate target
 /// dir) and returns the path of `name`'s component.
-fn guest(name: &str) -> PathBuf {
+pub(super) fn guest(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let out = BUILT.get_or_init(|| {
         let target_dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -46,7 +47,10 @@ fn guest(name: &str) -> PathBuf {
             cmd.args(["-p", guest]);
         }
         let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "building the guests failed (is the wasm32-wasip2 target installed?)");
+        assert!(
+            status.success(),
+            "building the guests failed (is the wasm32-wasip2 target installed?)"
+        );
         target_dir.join("wasm32-wasip2/release")
     });
     let path = out.join(format!("{}.wasm", name.replace('-', "_")));
@@ -54,8 +58,10 @@ fn guest(name: &str) -> PathBuf {
     path
 }
 
-fn fixture(name: &str) -> PathBuf {
-    workspace_root().join("tests/fixtures/conformance/models").join(name)
+pub(super) fn fixture(name: &str) -> PathBuf {
+    workspace_root()
+        .join("tests/fixtures/conformance/models")
+        .join(name)
 }
 
 /// THE TEST PIPELINE: a real `NativePipeline` standing in for candle, so these tests need no
@@ -63,14 +69,18 @@ fn fixture(name: &str) -> PathBuf {
 /// words/(words+1)), refuses unknown parameters like the real pipelines, and records what it
 /// was asked.
 #[derive(Default)]
-struct WordCountPipeline {
+pub(super) struct WordCountPipeline {
     requests: Mutex<Vec<Value>>,
 }
 
 impl WordCountPipeline {
     fn answer(text: &str) -> Value {
         let words = text.split_whitespace().count();
-        let label = if words % 2 == 0 { "POSITIVE" } else { "NEGATIVE" };
+        let label = if words.is_multiple_of(2) {
+            "POSITIVE"
+        } else {
+            "NEGATIVE"
+        };
         json!({ "label": label, "score": words as f64 / (words as f64 + 1.0) })
     }
 }
@@ -81,7 +91,10 @@ impl NativePipeline for WordCountPipeline {
     }
 
     fn predict(&self, request: Value) -> std::result::Result<Value, PipelineError> {
-        self.requests.lock().unwrap_or_else(PoisonError::into_inner).push(request.clone());
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(request.clone());
         if let Some(params) = request.get("parameters").and_then(Value::as_object)
             && let Some(name) = params.keys().next()
         {
@@ -95,10 +108,16 @@ impl NativePipeline for WordCountPipeline {
             Value::String(text) => Ok(json!([Self::answer(text)])),
             Value::Array(items) => items
                 .iter()
-                .map(|i| i.as_str().map(Self::answer).ok_or_else(|| PipelineError::validation("inputs must be strings")))
+                .map(|i| {
+                    i.as_str()
+                        .map(Self::answer)
+                        .ok_or_else(|| PipelineError::validation("inputs must be strings"))
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map(Value::Array),
-            _ => Err(PipelineError::validation("`inputs` must be a string or a list of strings")),
+            _ => Err(PipelineError::validation(
+                "`inputs` must be a string or a list of strings",
+            )),
         }
     }
 }
@@ -112,15 +131,28 @@ fn limits(dir: &Path) -> WasmLimits {
     }
 }
 
-fn load(name: &str, model_dir: &Path, limits: &WasmLimits) -> (GuestProgram, Arc<WordCountPipeline>) {
+fn load(
+    name: &str,
+    model_dir: &Path,
+    limits: &WasmLimits,
+) -> (GuestProgram, Arc<WordCountPipeline>) {
     let native = Arc::new(WordCountPipeline::default());
-    let program = GuestProgram::load(&guest(name), model_dir, limits, Arc::clone(&native) as Arc<dyn NativePipeline>)
-        .unwrap_or_else(|e| panic!("{name} loads: {e:?}"));
+    let program = GuestProgram::load(
+        &guest(name),
+        model_dir,
+        limits,
+        Arc::clone(&native) as Arc<dyn NativePipeline>,
+    )
+    .unwrap_or_else(|e| panic!("{name} loads: {e:?}"));
     (program, native)
 }
 
 fn ctx(request_id: &str) -> RequestContext {
-    RequestContext { request_id: request_id.to_owned(), headers: vec![("accept".into(), "*/*".into())], custom_attributes: None }
+    RequestContext {
+        request_id: request_id.to_owned(),
+        headers: vec![("accept".into(), "*/*".into())],
+        custom_attributes: None,
+    }
 }
 
 fn set(hooks: &[Hook]) -> HookSet {
@@ -137,7 +169,10 @@ fn capture_logs(f: impl FnOnce()) -> String {
     struct Shared(Arc<Mutex<Vec<u8>>>);
     impl Write for Shared {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(buf);
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -152,35 +187,75 @@ fn capture_logs(f: impl FnOnce()) -> String {
         .with_writer(move || writer.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, f);
-    let bytes = shared.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let bytes = shared
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     String::from_utf8(bytes).expect("logs are UTF-8")
 }
 
 #[test]
 fn preprocess_only_cleans_text_and_leaves_predict_to_the_native_pipeline() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (program, native) = load("preprocess-only", &fixture("bert-seqcls"), &limits(tmp.path()));
+    let (program, native) = load(
+        "preprocess-only",
+        &fixture("bert-seqcls"),
+        &limits(tmp.path()),
+    );
     assert_eq!(program.hooks(), set(&[Hook::InputFn]));
 
     let body = br#"{"inputs": "  <p>Hello&nbsp;&amp;   <b>big</b>\n\tworld</p> ", "parameters": {"top_k": 1}}"#;
-    let payload = program.input_fn(&ctx("r1"), body, "application/json; charset=utf-8").expect("input_fn");
-    assert_eq!(payload, Payload::Json(json!({"inputs": "Hello & big world", "parameters": {"top_k": 1}})));
+    let payload = program
+        .input_fn(&ctx("r1"), body, "application/json; charset=utf-8")
+        .expect("input_fn");
+    assert_eq!(
+        payload,
+        Payload::Json(json!({"inputs": "Hello & big world", "parameters": {"top_k": 1}}))
+    );
 
     let list = program
-        .input_fn(&ctx("r2"), br#"{"inputs": ["a<br>b", " c  d "]}"#, "application/json")
+        .input_fn(
+            &ctx("r2"),
+            br#"{"inputs": ["a<br>b", " c  d "]}"#,
+            "application/json",
+        )
         .expect("input_fn on a list");
     assert_eq!(list, Payload::Json(json!({"inputs": ["a b", "c d"]})));
 
-    let text = program.input_fn(&ctx("r3"), b"<i>plain</i>   text", "text/plain").expect("text/plain");
+    let text = program
+        .input_fn(&ctx("r3"), b"<i>plain</i>   text", "text/plain")
+        .expect("text/plain");
     assert_eq!(text, Payload::Json(json!({"inputs": "plain text"})));
     // The guest's payload is exactly what the native predict_fn accepts.
-    let Payload::Json(request) = text else { unreachable!() };
-    assert_eq!(native.predict(request).expect("native predict"), json!([{"label": "POSITIVE", "score": 2.0 / 3.0}]));
+    let Payload::Json(request) = text else {
+        unreachable!()
+    };
+    assert_eq!(
+        native.predict(request).expect("native predict"),
+        json!([{"label": "POSITIVE", "score": 2.0 / 3.0}])
+    );
 
-    let err = program.input_fn(&ctx("r4"), b"x", "application/octet-stream").expect_err("415");
-    assert!(matches!(err, GuestError::UnsupportedMedia { hook: Hook::InputFn, .. }), "{err:?}");
-    let err = program.input_fn(&ctx("r5"), b"{not json", "application/json").expect_err("400");
-    assert!(matches!(err, GuestError::BadRequest { hook: Hook::InputFn, ref message } if message.contains("invalid JSON")), "{err:?}");
+    let err = program
+        .input_fn(&ctx("r4"), b"x", "application/octet-stream")
+        .expect_err("415");
+    assert!(
+        matches!(
+            err,
+            GuestError::UnsupportedMedia {
+                hook: Hook::InputFn,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = program
+        .input_fn(&ctx("r5"), b"{not json", "application/json")
+        .expect_err("400");
+    assert!(
+        matches!(err, GuestError::BadRequest { hook: Hook::InputFn, ref message } if message.contains("invalid JSON")),
+        "{err:?}"
+    );
     assert!(err.is_client_error());
 }
 
@@ -190,10 +265,18 @@ fn postprocess_reshapes_the_native_answer_and_honours_accept() {
     let (program, native) = load("postprocess", &fixture("bert-seqcls"), &limits(tmp.path()));
     assert_eq!(program.hooks(), set(&[Hook::OutputFn]));
 
-    let prediction = native.predict(json!({"inputs": ["one two", "one two three"]})).expect("native");
+    let prediction = native
+        .predict(json!({"inputs": ["one two", "one two three"]}))
+        .expect("native");
     let mut context = ctx("r1");
     context.custom_attributes = Some("trace=abc".to_owned());
-    let response = program.output_fn(&context, Payload::Json(prediction.clone()), "application/json").expect("json");
+    let response = program
+        .output_fn(
+            &context,
+            Payload::Json(prediction.clone()),
+            "application/json",
+        )
+        .expect("json");
     assert_eq!(response.content_type, "application/json");
     assert_eq!(
         json_body(&response),
@@ -206,25 +289,49 @@ fn postprocess_reshapes_the_native_answer_and_honours_accept() {
         })
     );
     assert_eq!(response.custom_attributes.as_deref(), Some("trace=abc"));
-    assert_eq!(response.headers, vec![("x-sagebrush-guest".to_owned(), "postprocess".to_owned())]);
+    assert_eq!(
+        response.headers,
+        vec![("x-sagebrush-guest".to_owned(), "postprocess".to_owned())]
+    );
 
-    let csv = program.output_fn(&ctx("r2"), Payload::Json(prediction.clone()), "text/csv").expect("csv");
+    let csv = program
+        .output_fn(&ctx("r2"), Payload::Json(prediction.clone()), "text/csv")
+        .expect("csv");
     assert_eq!(csv.content_type, "text/csv");
     assert_eq!(
         String::from_utf8(csv.body).expect("utf-8"),
-        format!("label,score,confident\ngood,{},false\nbad,0.75,false\n", 2.0 / 3.0)
+        format!(
+            "label,score,confident\ngood,{},false\nbad,0.75,false\n",
+            2.0 / 3.0
+        )
     );
-    assert_eq!(csv.custom_attributes, None, "nothing to echo when the client sent none");
+    assert_eq!(
+        csv.custom_attributes, None,
+        "nothing to echo when the client sent none"
+    );
 
-    let err = program.output_fn(&ctx("r3"), Payload::Json(prediction), "application/xml").expect_err("406");
-    assert!(matches!(err, GuestError::NotAcceptable { hook: Hook::OutputFn, .. }), "{err:?}");
+    let err = program
+        .output_fn(&ctx("r3"), Payload::Json(prediction), "application/xml")
+        .expect_err("406");
+    assert!(
+        matches!(
+            err,
+            GuestError::NotAcceptable {
+                hook: Hook::OutputFn,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 /// The tokenizer example's algorithm, recomputed from the fixture files.
 fn expected_tokenizer_answer(model_dir: &Path, text: &str) -> Value {
     let vocab = std::fs::read_to_string(model_dir.join("vocab.txt")).expect("vocab");
     let ids: std::collections::HashMap<&str, u64> = vocab.lines().zip(0u64..).collect();
-    let config: Value = serde_json::from_slice(&std::fs::read(model_dir.join("config.json")).expect("config")).expect("json");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(model_dir.join("config.json")).expect("config"))
+            .expect("json");
     let labels = config["id2label"].as_object().expect("id2label");
     let mut pieces = Vec::new();
     let mut word = String::new();
@@ -244,7 +351,10 @@ fn expected_tokenizer_answer(model_dir: &Path, text: &str) -> Value {
         pieces.push(word);
     }
     let unk = ids["[UNK]"];
-    let token_ids: Vec<u64> = pieces.iter().map(|p| ids.get(p.as_str()).copied().unwrap_or(unk)).collect();
+    let token_ids: Vec<u64> = pieces
+        .iter()
+        .map(|p| ids.get(p.as_str()).copied().unwrap_or(unk))
+        .collect();
     let known = token_ids.iter().filter(|&&i| i != unk).count();
     let sum: u64 = token_ids.iter().sum();
     let label = &labels[&(sum % labels.len() as u64).to_string()];
@@ -260,13 +370,21 @@ fn tokenizer_model_fn_predicts_from_the_model_directory_in_every_instance() {
 
     let text = "Hello, wonderful world! zzqx";
     let expected = expected_tokenizer_answer(&model_dir, text);
-    assert!(expected["score"].as_f64().expect("score") < 1.0, "the case has an unknown word");
+    assert!(
+        expected["score"].as_f64().expect("score") < 1.0,
+        "the case has an unknown word"
+    );
     // Two instances, two threads at once: both have their own model from model_fn.
     let program = Arc::new(program);
     let answers: Vec<_> = (0..2)
         .map(|i| {
             let program = Arc::clone(&program);
-            std::thread::spawn(move || program.predict_fn(&ctx(&format!("r{i}")), Payload::Json(json!({"inputs": text}))))
+            std::thread::spawn(move || {
+                program.predict_fn(
+                    &ctx(&format!("r{i}")),
+                    Payload::Json(json!({"inputs": text})),
+                )
+            })
         })
         .collect::<Vec<_>>()
         .into_iter()
@@ -276,10 +394,24 @@ fn tokenizer_model_fn_predicts_from_the_model_directory_in_every_instance() {
         assert_eq!(answer.expect("predict_fn"), Payload::Json(expected.clone()));
     }
     assert_eq!(program.pool.live(), 2);
-    assert!(native.requests.lock().expect("lock").is_empty(), "no native pipeline involved");
+    assert!(
+        native.requests.lock().expect("lock").is_empty(),
+        "no native pipeline involved"
+    );
 
-    let err = program.predict_fn(&ctx("r3"), Payload::Json(json!({"inputs": 3}))).expect_err("400");
-    assert!(matches!(err, GuestError::BadRequest { hook: Hook::PredictFn, .. }), "{err:?}");
+    let err = program
+        .predict_fn(&ctx("r3"), Payload::Json(json!({"inputs": 3})))
+        .expect_err("400");
+    assert!(
+        matches!(
+            err,
+            GuestError::BadRequest {
+                hook: Hook::PredictFn,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -288,8 +420,17 @@ fn a_failing_model_fn_fails_the_load_naming_it() {
     let empty_model = tmp.path().join("model");
     std::fs::create_dir_all(&empty_model).expect("mkdir");
     let native: Arc<dyn NativePipeline> = Arc::new(WordCountPipeline::default());
-    let err = GuestProgram::load(&guest("tokenizer-model-fn"), &empty_model, &limits(tmp.path()), native).expect_err("no vocab.txt");
-    assert!(matches!(err, GuestError::Internal { hook: Hook::ModelFn, ref message } if message.contains("vocab.txt")), "{err:?}");
+    let err = GuestProgram::load(
+        &guest("tokenizer-model-fn"),
+        &empty_model,
+        &limits(tmp.path()),
+        native,
+    )
+    .expect_err("no vocab.txt");
+    assert!(
+        matches!(err, GuestError::Internal { hook: Hook::ModelFn, ref message } if message.contains("vocab.txt")),
+        "{err:?}"
+    );
     assert_eq!(err.hook(), Some(Hook::ModelFn));
 }
 
@@ -302,7 +443,12 @@ fn transform_answers_the_whole_request_around_the_native_pipeline() {
     let mut context = ctx("req-7");
     context.custom_attributes = Some("a=1".to_owned());
     let response = program
-        .transform_fn(&context, br#"{"inputs": "three little words"}"#, "application/json", "application/json")
+        .transform_fn(
+            &context,
+            br#"{"inputs": "three little words"}"#,
+            "application/json",
+            "application/json",
+        )
         .expect("transform_fn");
     assert_eq!(
         json_body(&response),
@@ -312,35 +458,92 @@ fn transform_answers_the_whole_request_around_the_native_pipeline() {
             "prediction": [{"label": "NEGATIVE", "score": 0.75}],
         })
     );
-    assert_eq!(response.custom_attributes.as_deref(), Some("a=1;transformed=1"));
-    assert_eq!(native.requests.lock().expect("lock").as_slice(), [json!({"inputs": "three little words"})]);
+    assert_eq!(
+        response.custom_attributes.as_deref(),
+        Some("a=1;transformed=1")
+    );
+    assert_eq!(
+        native.requests.lock().expect("lock").as_slice(),
+        [json!({"inputs": "three little words"})]
+    );
 
-    let text = program.transform_fn(&ctx("r2"), b"two words", "text/plain", "text/plain").expect("text");
-    assert_eq!((text.content_type.as_str(), text.body.as_slice()), ("text/plain", b"POSITIVE\t0.6666666666666666\n".as_slice()));
+    let text = program
+        .transform_fn(&ctx("r2"), b"two words", "text/plain", "text/plain")
+        .expect("text");
+    assert_eq!(
+        (text.content_type.as_str(), text.body.as_slice()),
+        ("text/plain", b"POSITIVE\t0.6666666666666666\n".as_slice())
+    );
 
-    let err = program.transform_fn(&ctx("r3"), b"a,b", "text/csv", "application/json").expect_err("415");
-    assert!(matches!(err, GuestError::UnsupportedMedia { hook: Hook::TransformFn, .. }), "{err:?}");
+    let err = program
+        .transform_fn(&ctx("r3"), b"a,b", "text/csv", "application/json")
+        .expect_err("415");
+    assert!(
+        matches!(
+            err,
+            GuestError::UnsupportedMedia {
+                hook: Hook::TransformFn,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // The native pipeline's client errors reach the caller as a bad request.
     let err = program
-        .transform_fn(&ctx("r4"), br#"{"inputs": "x"}"#, "application/json", "application/xml")
+        .transform_fn(
+            &ctx("r4"),
+            br#"{"inputs": "x"}"#,
+            "application/json",
+            "application/xml",
+        )
         .expect_err("406");
-    assert!(matches!(err, GuestError::NotAcceptable { hook: Hook::TransformFn, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            GuestError::NotAcceptable {
+                hook: Hook::TransformFn,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = program
-        .transform_fn(&ctx("r5"), br#"{"inputs": {"nested": true}}"#, "application/json", "application/json")
+        .transform_fn(
+            &ctx("r5"),
+            br#"{"inputs": {"nested": true}}"#,
+            "application/json",
+            "application/json",
+        )
         .expect_err("400");
-    assert!(matches!(err, GuestError::BadRequest { hook: Hook::TransformFn, ref message } if message.contains("inputs")), "{err:?}");
+    assert!(
+        matches!(err, GuestError::BadRequest { hook: Hook::TransformFn, ref message } if message.contains("inputs")),
+        "{err:?}"
+    );
     let err = program
-        .transform_fn(&ctx("r6"), br#"{"inputs": "x", "parameters": {"nonsense": 1}}"#, "application/json", "application/json")
+        .transform_fn(
+            &ctx("r6"),
+            br#"{"inputs": "x", "parameters": {"nonsense": 1}}"#,
+            "application/json",
+            "application/json",
+        )
         .expect_err("400");
-    assert!(matches!(err, GuestError::BadRequest { hook: Hook::TransformFn, ref message } if message.contains("nonsense")), "{err:?}");
+    assert!(
+        matches!(err, GuestError::BadRequest { hook: Hook::TransformFn, ref message } if message.contains("nonsense")),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn transform_fn_with_input_fn_is_refused_at_load_with_the_spec_message() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let native: Arc<dyn NativePipeline> = Arc::new(WordCountPipeline::default());
-    let err = GuestProgram::load(&guest("transform-conflict"), &fixture("bert-seqcls"), &limits(tmp.path()), native)
-        .expect_err("conflict");
+    let err = GuestProgram::load(
+        &guest("transform-conflict"),
+        &fixture("bert-seqcls"),
+        &limits(tmp.path()),
+        native,
+    )
+    .expect_err("conflict");
     assert!(matches!(err, GuestError::TransformConflict), "{err:?}");
     assert_eq!(err.to_string(), TRANSFORM_CONFLICT);
     assert_eq!(
@@ -359,29 +562,69 @@ fn fault_limits(dir: &Path) -> WasmLimits {
 }
 
 fn assert_next_call_works(program: &GuestProgram, request_id: &str) {
-    let payload = program.input_fn(&ctx(request_id), b"hello", "text/plain").expect("the next call works");
+    let payload = program
+        .input_fn(&ctx(request_id), b"hello", "text/plain")
+        .expect("the next call works");
     assert_eq!(payload, Payload::Json(json!({"inputs": "hello"})));
-    assert_eq!(program.pool.live(), 1, "the poisoned instance was replaced, not added to");
+    assert_eq!(
+        program.pool.live(),
+        1,
+        "the poisoned instance was replaced, not added to"
+    );
 }
 
 #[test]
 fn a_guest_panic_fails_only_its_call_with_the_panic_text() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (program, _) = load("misbehave", &fixture("bert-seqcls"), &fault_limits(tmp.path()));
+    let (program, _) = load(
+        "misbehave",
+        &fixture("bert-seqcls"),
+        &fault_limits(tmp.path()),
+    );
     assert_eq!(program.hooks(), set(&[Hook::InputFn, Hook::OutputFn]));
 
-    let err = program.input_fn(&ctx("req-panic"), b"panic", "text/plain").expect_err("trap");
-    let GuestError::Trap { hook, ref detail, ref stderr } = err else { panic!("expected a trap, got {err:?}") };
+    let err = program
+        .input_fn(&ctx("req-panic"), b"panic", "text/plain")
+        .expect_err("trap");
+    let GuestError::Trap {
+        hook,
+        ref detail,
+        ref stderr,
+    } = err
+    else {
+        panic!("expected a trap, got {err:?}")
+    };
     assert_eq!(hook, Hook::InputFn);
     assert!(detail.contains("unreachable"), "{detail}");
-    assert!(stderr.contains("guest panic: asked to by request req-panic"), "{stderr}");
+    assert!(
+        stderr.contains("guest panic: asked to by request req-panic"),
+        "{stderr}"
+    );
     let message = err.to_string();
-    assert!(message.contains("`input_fn`") && message.contains("guest panic: asked to"), "{message}");
+    assert!(
+        message.contains("`input_fn`") && message.contains("guest panic: asked to"),
+        "{message}"
+    );
     assert_next_call_works(&program, "after-panic");
 
-    let err = program.output_fn(&ctx("req-out"), Payload::Json(json!("panic-in-output")), "*/*").expect_err("trap");
-    assert!(matches!(err, GuestError::Trap { hook: Hook::OutputFn, ref stderr, .. } if stderr.contains("guest panic in output_fn")), "{err:?}");
-    let ok = program.output_fn(&ctx("req-out2"), Payload::Json(json!({"fine": true})), "*/*").expect("next output_fn");
+    let err = program
+        .output_fn(
+            &ctx("req-out"),
+            Payload::Json(json!("panic-in-output")),
+            "*/*",
+        )
+        .expect_err("trap");
+    assert!(
+        matches!(err, GuestError::Trap { hook: Hook::OutputFn, ref stderr, .. } if stderr.contains("guest panic in output_fn")),
+        "{err:?}"
+    );
+    let ok = program
+        .output_fn(
+            &ctx("req-out2"),
+            Payload::Json(json!({"fine": true})),
+            "*/*",
+        )
+        .expect("next output_fn");
     assert_eq!(json_body(&ok), json!({"fine": true}));
 }
 
@@ -390,9 +633,18 @@ fn a_runaway_guest_is_interrupted_and_the_next_call_works() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let limits = fault_limits(tmp.path());
     let (program, _) = load("misbehave", &fixture("bert-seqcls"), &limits);
-    let err = program.input_fn(&ctx("req-loop"), b"loop", "text/plain").expect_err("timeout");
-    assert!(matches!(err, GuestError::Timeout { hook: Hook::InputFn, limit } if limit == limits.call_timeout), "{err:?}");
-    assert!(err.to_string().contains("`input_fn` did not finish within 300 ms"), "{err}");
+    let err = program
+        .input_fn(&ctx("req-loop"), b"loop", "text/plain")
+        .expect_err("timeout");
+    assert!(
+        matches!(err, GuestError::Timeout { hook: Hook::InputFn, limit } if limit == limits.call_timeout),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("`input_fn` did not finish within 300 ms"),
+        "{err}"
+    );
     assert_next_call_works(&program, "after-loop");
 }
 
@@ -401,7 +653,9 @@ fn a_memory_hog_hits_the_cap_and_the_next_call_works() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let limits = fault_limits(tmp.path());
     let (program, _) = load("misbehave", &fixture("bert-seqcls"), &limits);
-    let err = program.input_fn(&ctx("req-oom"), b"oom", "text/plain").expect_err("oom");
+    let err = program
+        .input_fn(&ctx("req-oom"), b"oom", "text/plain")
+        .expect_err("oom");
     assert!(
         matches!(err, GuestError::OutOfMemory { hook: Hook::InputFn, limit_bytes } if limit_bytes == limits.memory_bytes),
         "{err:?}"
@@ -413,29 +667,57 @@ fn a_memory_hog_hits_the_cap_and_the_next_call_works() {
 #[test]
 fn guest_stdout_and_stderr_are_logged_with_the_request_id() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (program, _) = load("misbehave", &fixture("bert-seqcls"), &fault_limits(tmp.path()));
+    let (program, _) = load(
+        "misbehave",
+        &fixture("bert-seqcls"),
+        &fault_limits(tmp.path()),
+    );
     let logs = capture_logs(|| {
-        program.input_fn(&ctx("req-logs"), b"hi", "text/plain").expect("input_fn");
+        program
+            .input_fn(&ctx("req-logs"), b"hi", "text/plain")
+            .expect("input_fn");
     });
-    assert!(logs.contains("misbehave input_fn req-logs stdout"), "{logs}");
-    assert!(logs.contains("misbehave input_fn req-logs stderr"), "{logs}");
+    assert!(
+        logs.contains("misbehave input_fn req-logs stdout"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("misbehave input_fn req-logs stderr"),
+        "{logs}"
+    );
     assert!(logs.contains("request_id=req-logs"), "{logs}");
-    assert!(logs.contains("hook=\"input_fn\"") || logs.contains("hook=input_fn"), "{logs}");
+    assert!(
+        logs.contains("hook=\"input_fn\"") || logs.contains("hook=input_fn"),
+        "{logs}"
+    );
 }
 
 #[test]
 fn one_instance_serves_concurrent_callers_one_at_a_time() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (program, _) = load("misbehave", &fixture("bert-seqcls"), &fault_limits(tmp.path()));
+    let (program, _) = load(
+        "misbehave",
+        &fixture("bert-seqcls"),
+        &fault_limits(tmp.path()),
+    );
     let program = Arc::new(program);
     let handles: Vec<_> = (0..4)
         .map(|i| {
             let program = Arc::clone(&program);
-            std::thread::spawn(move || program.input_fn(&ctx(&format!("c{i}")), format!("w{i}").as_bytes(), "text/plain"))
+            std::thread::spawn(move || {
+                program.input_fn(
+                    &ctx(&format!("c{i}")),
+                    format!("w{i}").as_bytes(),
+                    "text/plain",
+                )
+            })
         })
         .collect();
     for (i, handle) in handles.into_iter().enumerate() {
-        assert_eq!(handle.join().expect("thread").expect("call"), Payload::Json(json!({"inputs": format!("w{i}")})));
+        assert_eq!(
+            handle.join().expect("thread").expect("call"),
+            Payload::Json(json!({"inputs": format!("w{i}")}))
+        );
     }
     assert_eq!(program.pool.live(), 1);
 }
@@ -445,7 +727,11 @@ fn the_sandbox_gives_a_guest_the_model_directory_read_only_and_nothing_else() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let model_dir = tmp.path().join("model");
     std::fs::create_dir_all(&model_dir).expect("mkdir");
-    std::fs::write(model_dir.join("config.json"), br#"{"id2label": {"0": "A"}}"#).expect("write");
+    std::fs::write(
+        model_dir.join("config.json"),
+        br#"{"id2label": {"0": "A"}}"#,
+    )
+    .expect("write");
     std::fs::write(tmp.path().join("secret.txt"), b"outside the model dir").expect("write");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
@@ -453,7 +739,16 @@ fn the_sandbox_gives_a_guest_the_model_directory_read_only_and_nothing_else() {
 
     let (program, _) = load("sandbox-probe", &model_dir, &limits(tmp.path()));
     let body = json!({"connect": addr.to_string()}).to_string();
-    let report = json_body(&program.transform_fn(&ctx("probe"), body.as_bytes(), "application/json", "application/json").expect("probe"));
+    let report = json_body(
+        &program
+            .transform_fn(
+                &ctx("probe"),
+                body.as_bytes(),
+                "application/json",
+                "application/json",
+            )
+            .expect("probe"),
+    );
 
     assert!(report["etc_passwd"]["err"].is_string(), "{report}");
     assert!(report["root_dir"]["err"].is_string(), "{report}");
@@ -465,7 +760,10 @@ fn the_sandbox_gives_a_guest_the_model_directory_read_only_and_nothing_else() {
     assert_eq!(report["hf_token"], Value::Null);
     assert_eq!(report["args"], json!([]), "{report}");
     assert!(report["tcp_connect"]["err"].is_string(), "{report}");
-    assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "no connection arrived");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "no connection arrived"
+    );
     assert!(report["dns_lookup"]["err"].is_string(), "{report}");
     assert!(report["udp_bind"]["err"].is_string(), "{report}");
 }
@@ -475,12 +773,21 @@ fn the_second_load_of_a_guest_comes_from_the_compile_cache() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let limits = limits(tmp.path());
     let (first, _) = load("preprocess-only", &fixture("bert-seqcls"), &limits);
-    assert!(!first.compile_info().from_cache, "a fresh cache directory cannot hit");
+    assert!(
+        !first.compile_info().from_cache,
+        "a fresh cache directory cannot hit"
+    );
     drop(first);
     let (second, _) = load("preprocess-only", &fixture("bert-seqcls"), &limits);
-    assert!(second.compile_info().from_cache, "same bytes, same engine: a cache hit");
+    assert!(
+        second.compile_info().from_cache,
+        "same bytes, same engine: a cache hit"
+    );
     let wasm = std::fs::read(guest("preprocess-only")).expect("read");
-    assert_eq!(second.compile_info().sha256, super::hex(&Sha256::digest(&wasm)));
+    assert_eq!(
+        second.compile_info().sha256,
+        super::hex(&Sha256::digest(&wasm))
+    );
 }
 
 #[test]
@@ -489,8 +796,44 @@ fn a_file_that_is_not_a_component_is_refused() {
     let bogus = tmp.path().join("inference.wasm");
     std::fs::write(&bogus, b"\0asm\x01\0\0\0 not really").expect("write");
     let native: Arc<dyn NativePipeline> = Arc::new(WordCountPipeline::default());
-    let err = GuestProgram::load(&bogus, tmp.path(), &limits(tmp.path()), Arc::clone(&native)).expect_err("refused");
+    let err = GuestProgram::load(&bogus, tmp.path(), &limits(tmp.path()), Arc::clone(&native))
+        .expect_err("refused");
     assert!(matches!(err, GuestError::Compile { .. }), "{err:?}");
-    let err = GuestProgram::load(&tmp.path().join("missing.wasm"), tmp.path(), &limits(tmp.path()), native).expect_err("refused");
+    let err = GuestProgram::load(
+        &tmp.path().join("missing.wasm"),
+        tmp.path(),
+        &limits(tmp.path()),
+        native,
+    )
+    .expect_err("refused");
     assert!(matches!(err, GuestError::Read { .. }), "{err:?}");
+}
+
+#[test]
+fn passthrough_hooks_decode_and_encode_like_the_native_defaults() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (program, _) = load("passthrough", &fixture("bert-seqcls"), &limits(tmp.path()));
+    assert_eq!(program.hooks(), set(&[Hook::InputFn, Hook::OutputFn]));
+    let body = br#"{"inputs": ["a", "b"], "parameters": {"top_k": null}}"#;
+    let decoded = program
+        .input_fn(&ctx("r1"), body, "application/json")
+        .expect("input_fn");
+    assert_eq!(
+        decoded,
+        Payload::Json(serde_json::from_slice(body).expect("json"))
+    );
+    let response = program
+        .output_fn(&ctx("r2"), decoded, "application/json")
+        .expect("output_fn");
+    assert_eq!(
+        json_body(&response),
+        serde_json::from_slice::<Value>(body).expect("json")
+    );
+    assert!(
+        program
+            .pool
+            .peak_memory()
+            .iter()
+            .all(|&peak| peak > 0 && peak < 64 * 1024 * 1024)
+    );
 }

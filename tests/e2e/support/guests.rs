@@ -17,7 +17,12 @@ fn packages() -> Vec<String> {
         for entry in std::fs::read_dir(repo_root().join(dir)).expect("guest dir") {
             let path = entry.expect("entry").path();
             if path.join("Cargo.toml").is_file() {
-                names.push(path.file_name().expect("name").to_string_lossy().into_owned());
+                names.push(
+                    path.file_name()
+                        .expect("name")
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }

@@ -22,7 +22,10 @@ impl Handler for SandboxProbe {
         _ctx: &Context,
     ) -> Result<Response, Error> {
         let request: Value = guest_sdk::json::from_slice(&body)?;
-        let connect = request["connect"].as_str().unwrap_or("127.0.0.1:9").to_owned();
+        let connect = request["connect"]
+            .as_str()
+            .unwrap_or("127.0.0.1:9")
+            .to_owned();
         let report = json!({
             "etc_passwd": outcome(std::fs::read_to_string("/etc/passwd").map(|s| s.len())),
             "root_dir": outcome(std::fs::read_dir("/").map(|d| d.count())),

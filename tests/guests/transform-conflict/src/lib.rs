@@ -7,7 +7,9 @@ wit_bindgen::generate!({
     path: "../../../wit",
 });
 
-use exports::sagebrush::handler::hooks::{Context, Error, Guest, GuestModel, HookSet, Model, ModelBorrow, Payload, Response};
+use exports::sagebrush::handler::hooks::{
+    Context, Error, Guest, GuestModel, HookSet, Model, ModelBorrow, Payload, Response,
+};
 
 struct Conflict;
 
@@ -34,7 +36,11 @@ impl Guest for Conflict {
         Ok(Payload::Bytes(body))
     }
 
-    fn predict_fn(_data: Payload, _model: Option<ModelBorrow<'_>>, _ctx: Context) -> Result<Payload, Error> {
+    fn predict_fn(
+        _data: Payload,
+        _model: Option<ModelBorrow<'_>>,
+        _ctx: Context,
+    ) -> Result<Payload, Error> {
         Err(Error::NotImplemented)
     }
 
@@ -49,7 +55,12 @@ impl Guest for Conflict {
         _accept: String,
         _ctx: Context,
     ) -> Result<Response, Error> {
-        Ok(Response { body, content_type, custom_attributes: None, headers: Vec::new() })
+        Ok(Response {
+            body,
+            content_type,
+            custom_attributes: None,
+            headers: Vec::new(),
+        })
     }
 }
 
