@@ -13,6 +13,8 @@ mod bindings;
 mod engine;
 mod error;
 mod host;
+#[cfg(test)]
+mod measure;
 mod pool;
 mod sandbox;
 #[cfg(test)]

@@ -214,6 +214,16 @@ impl Pool {
         self.lock().live
     }
 
+    /// The linear-memory high-water mark of each idle instance.
+    #[cfg(test)]
+    pub(crate) fn peak_memory(&self) -> Vec<usize> {
+        self.lock()
+            .idle
+            .iter()
+            .map(|i| i.store.data().memory.peak_bytes)
+            .collect()
+    }
+
     fn checkout(&self) -> Result<Checkout<'_>, GuestError> {
         let mut slots = self.lock();
         loop {

@@ -69,6 +69,7 @@ impl HostState {
             memory: MemoryCap {
                 limit_bytes: memory_bytes,
                 exceeded: false,
+                peak_bytes: 0,
             },
             stdout,
             stderr,
@@ -102,6 +103,8 @@ impl WasiView for HostState {
 pub(crate) struct MemoryCap {
     pub(crate) limit_bytes: usize,
     pub(crate) exceeded: bool,
+    /// The largest linear memory granted so far (memory never shrinks).
+    pub(crate) peak_bytes: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -120,7 +123,11 @@ impl ResourceLimiter for MemoryCap {
                 self.limit_bytes
             )));
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        let granted = maximum.is_none_or(|max| desired <= max);
+        if granted {
+            self.peak_bytes = self.peak_bytes.max(desired);
+        }
+        Ok(granted)
     }
 
     fn table_growing(
@@ -242,9 +249,11 @@ mod tests {
         let mut cap = MemoryCap {
             limit_bytes: 1 << 20,
             exceeded: false,
+            peak_bytes: 0,
         };
         assert!(cap.memory_growing(0, 1 << 19, None).expect("under the cap"));
         assert!(!cap.exceeded);
+        assert_eq!(cap.peak_bytes, 1 << 19);
         assert!(cap.memory_growing(1 << 19, (1 << 20) + 1, None).is_err());
         assert!(cap.exceeded);
     }

@@ -15,7 +15,7 @@ use crate::handler::TRANSFORM_CONFLICT;
 use crate::pipelines::{PipelineError, Task};
 
 /// Every guest crate the tests use, by package name.
-const GUESTS: [&str; 7] = [
+const GUESTS: [&str; 8] = [
     "preprocess-only",
     "postprocess",
     "tokenizer-model-fn",
@@ -23,6 +23,7 @@ const GUESTS: [&str; 7] = [
     "transform-conflict",
     "misbehave",
     "sandbox-probe",
+    "passthrough",
 ];
 
 fn workspace_root() -> PathBuf {
@@ -31,7 +32,7 @@ fn workspace_root() -> PathBuf {
 
 /// Builds all guests once (`cargo build --target wasm32-wasip2 --release`, separate target
 /// dir) and returns the path of `name`'s component.
-fn guest(name: &str) -> PathBuf {
+pub(super) fn guest(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let out = BUILT.get_or_init(|| {
         let target_dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -57,7 +58,7 @@ fn guest(name: &str) -> PathBuf {
     path
 }
 
-fn fixture(name: &str) -> PathBuf {
+pub(super) fn fixture(name: &str) -> PathBuf {
     workspace_root()
         .join("tests/fixtures/conformance/models")
         .join(name)
@@ -68,14 +69,14 @@ fn fixture(name: &str) -> PathBuf {
 /// words/(words+1)), refuses unknown parameters like the real pipelines, and records what it
 /// was asked.
 #[derive(Default)]
-struct WordCountPipeline {
+pub(super) struct WordCountPipeline {
     requests: Mutex<Vec<Value>>,
 }
 
 impl WordCountPipeline {
     fn answer(text: &str) -> Value {
         let words = text.split_whitespace().count();
-        let label = if words % 2 == 0 {
+        let label = if words.is_multiple_of(2) {
             "POSITIVE"
         } else {
             "NEGATIVE"
@@ -806,4 +807,33 @@ fn a_file_that_is_not_a_component_is_refused() {
     )
     .expect_err("refused");
     assert!(matches!(err, GuestError::Read { .. }), "{err:?}");
+}
+
+#[test]
+fn passthrough_hooks_decode_and_encode_like_the_native_defaults() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (program, _) = load("passthrough", &fixture("bert-seqcls"), &limits(tmp.path()));
+    assert_eq!(program.hooks(), set(&[Hook::InputFn, Hook::OutputFn]));
+    let body = br#"{"inputs": ["a", "b"], "parameters": {"top_k": null}}"#;
+    let decoded = program
+        .input_fn(&ctx("r1"), body, "application/json")
+        .expect("input_fn");
+    assert_eq!(
+        decoded,
+        Payload::Json(serde_json::from_slice(body).expect("json"))
+    );
+    let response = program
+        .output_fn(&ctx("r2"), decoded, "application/json")
+        .expect("output_fn");
+    assert_eq!(
+        json_body(&response),
+        serde_json::from_slice::<Value>(body).expect("json")
+    );
+    assert!(
+        program
+            .pool
+            .peak_memory()
+            .iter()
+            .all(|&peak| peak > 0 && peak < 64 * 1024 * 1024)
+    );
 }

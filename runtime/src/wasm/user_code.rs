@@ -10,7 +10,7 @@ use super::{GuestError, GuestProgram};
 
 impl UserCode for GuestProgram {
     fn hooks(&self) -> HookSet {
-        GuestProgram::hooks(self)
+        Self::hooks(self)
     }
 
     fn input_fn(
@@ -19,11 +19,11 @@ impl UserCode for GuestProgram {
         body: &[u8],
         content_type: &str,
     ) -> Result<Payload, HookError> {
-        GuestProgram::input_fn(self, ctx, body, content_type).map_err(hook_error)
+        Self::input_fn(self, ctx, body, content_type).map_err(hook_error)
     }
 
     fn predict_fn(&self, ctx: &RequestContext, data: Payload) -> Result<Payload, HookError> {
-        GuestProgram::predict_fn(self, ctx, data).map_err(hook_error)
+        Self::predict_fn(self, ctx, data).map_err(hook_error)
     }
 
     fn output_fn(
@@ -32,7 +32,7 @@ impl UserCode for GuestProgram {
         prediction: Payload,
         accept: &str,
     ) -> Result<HookResponse, HookError> {
-        GuestProgram::output_fn(self, ctx, prediction, accept).map_err(hook_error)
+        Self::output_fn(self, ctx, prediction, accept).map_err(hook_error)
     }
 
     fn transform_fn(
@@ -42,7 +42,7 @@ impl UserCode for GuestProgram {
         content_type: &str,
         accept: &str,
     ) -> Result<HookResponse, HookError> {
-        GuestProgram::transform_fn(self, ctx, body, content_type, accept).map_err(hook_error)
+        Self::transform_fn(self, ctx, body, content_type, accept).map_err(hook_error)
     }
 }
 
