@@ -361,7 +361,7 @@ impl Config {
             load: LoadConfig {
                 source,
                 work_dir,
-                task: args.task,
+                task: args.task.clone(),
                 trust_remote_code: args.trust_remote_code,
                 program: args.program.clone(),
                 max_unpacked_bytes: args.max_unpacked_mb * 1024 * 1024,

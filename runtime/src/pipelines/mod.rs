@@ -2,7 +2,13 @@
 //! `{"inputs", "parameters"}` envelope, and one module per task with its `Params`, pre- and
 //! post-processing (spec §3, §4).
 
+pub mod encode;
+pub mod feature_extraction;
+pub mod fill_mask;
+pub mod question_answering;
 pub mod text_classification;
+pub mod token_classification;
+pub mod zero_shot_classification;
 
 use std::fmt;
 
