@@ -305,7 +305,9 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Multi-model mode is not built yet.
-    #[error("`SAGEMAKER_MULTI_MODEL=true` (multi-model endpoints) is not supported yet; unset it or set it to false")]
+    #[error(
+        "`SAGEMAKER_MULTI_MODEL=true` (multi-model endpoints) is not supported yet; unset it or set it to false"
+    )]
     MultiModelUnsupported,
     /// `--model` and `HF_MODEL_ID` both given.
     #[error("`--model` ({model}) and `HF_MODEL_ID` ({model_id}) are both set; choose one")]
@@ -338,7 +340,11 @@ impl Config {
                 });
             }
             (None, Some(model_id)) => ModelSource::Hub(hub_config(&args.hub, model_id)),
-            (Some(model), None) if model.starts_with("s3://") || model.starts_with("https://") || model.starts_with("http://") => {
+            (Some(model), None)
+                if model.starts_with("s3://")
+                    || model.starts_with("https://")
+                    || model.starts_with("http://") =>
+            {
                 ModelSource::Url(model.clone())
             }
             (Some(model), None) => ModelSource::Path(PathBuf::from(model)),
@@ -382,9 +388,16 @@ impl Config {
 }
 
 fn hub_config(hub: &HubArgs, model_id: &str) -> HubConfig {
-    let hf_home = hub.hf_home.clone().unwrap_or_else(|| home_dir().join(".cache/huggingface"));
+    let hf_home = hub
+        .hf_home
+        .clone()
+        .unwrap_or_else(|| home_dir().join(".cache/huggingface"));
     // HF_TOKEN wins over the older HF_API_TOKEN.
-    let token = hub.token.clone().or_else(|| hub.api_token.clone()).filter(|t| !t.is_empty());
+    let token = hub
+        .token
+        .clone()
+        .or_else(|| hub.api_token.clone())
+        .filter(|t| !t.is_empty());
     HubConfig {
         model_id: model_id.to_owned(),
         revision: hub.revision.clone().unwrap_or_else(|| "main".to_owned()),
@@ -431,7 +444,9 @@ fn parse_number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
 ) -> Result<T, String> {
     match value.trim().parse::<T>() {
         Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(format!("`{var}` must be {what} from {min} to {max}, got {value:?}")),
+        _ => Err(format!(
+            "`{var}` must be {what} from {min} to {max}, got {value:?}"
+        )),
     }
 }
 
@@ -443,18 +458,102 @@ macro_rules! number_parser {
     };
 }
 
-number_parser!(parse_port, u16, "SAGEMAKER_BIND_TO_PORT", 0, u16::MAX, "a port number");
-number_parser!(parse_timeout_seconds, u64, "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", 1, 86_400, "a whole number of seconds");
-number_parser!(parse_timeout, u64, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 1, 86_400, "a whole number of seconds");
-number_parser!(parse_startup_timeout, u64, "SAGEMAKER_STARTUP_TIMEOUT", 0, 86_400, "a whole number of seconds");
-number_parser!(parse_payload_mb, u64, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 1, 102_400, "a whole number of MiB");
-number_parser!(parse_workers, usize, "SAGEMAKER_MODEL_SERVER_WORKERS", 1, 1024, "a whole number");
-number_parser!(parse_queue_size, usize, "SAGEBRUSH_QUEUE_SIZE", 1, 1_000_000, "a whole number");
-number_parser!(parse_max_batch, usize, "SAGEBRUSH_MAX_BATCH_SIZE", 1, 4096, "a whole number");
-number_parser!(parse_concurrent_transforms, usize, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", 1, 1024, "a whole number");
-number_parser!(parse_guest_memory, u64, "SAGEBRUSH_GUEST_MEMORY_MB", 1, 4096, "a whole number of MiB");
-number_parser!(parse_guest_timeout, u64, "SAGEBRUSH_GUEST_TIMEOUT_MS", 1, 3_600_000, "a whole number of milliseconds");
-number_parser!(parse_unpacked_mb, u64, "SAGEBRUSH_MAX_UNPACKED_MB", 1, 16_777_216, "a whole number of MiB");
+number_parser!(
+    parse_port,
+    u16,
+    "SAGEMAKER_BIND_TO_PORT",
+    0,
+    u16::MAX,
+    "a port number"
+);
+number_parser!(
+    parse_timeout_seconds,
+    u64,
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS",
+    1,
+    86_400,
+    "a whole number of seconds"
+);
+number_parser!(
+    parse_timeout,
+    u64,
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+    1,
+    86_400,
+    "a whole number of seconds"
+);
+number_parser!(
+    parse_startup_timeout,
+    u64,
+    "SAGEMAKER_STARTUP_TIMEOUT",
+    0,
+    86_400,
+    "a whole number of seconds"
+);
+number_parser!(
+    parse_payload_mb,
+    u64,
+    "SAGEMAKER_MAX_PAYLOAD_IN_MB",
+    1,
+    102_400,
+    "a whole number of MiB"
+);
+number_parser!(
+    parse_workers,
+    usize,
+    "SAGEMAKER_MODEL_SERVER_WORKERS",
+    1,
+    1024,
+    "a whole number"
+);
+number_parser!(
+    parse_queue_size,
+    usize,
+    "SAGEBRUSH_QUEUE_SIZE",
+    1,
+    1_000_000,
+    "a whole number"
+);
+number_parser!(
+    parse_max_batch,
+    usize,
+    "SAGEBRUSH_MAX_BATCH_SIZE",
+    1,
+    4096,
+    "a whole number"
+);
+number_parser!(
+    parse_concurrent_transforms,
+    usize,
+    "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",
+    1,
+    1024,
+    "a whole number"
+);
+number_parser!(
+    parse_guest_memory,
+    u64,
+    "SAGEBRUSH_GUEST_MEMORY_MB",
+    1,
+    4096,
+    "a whole number of MiB"
+);
+number_parser!(
+    parse_guest_timeout,
+    u64,
+    "SAGEBRUSH_GUEST_TIMEOUT_MS",
+    1,
+    3_600_000,
+    "a whole number of milliseconds"
+);
+number_parser!(
+    parse_unpacked_mb,
+    u64,
+    "SAGEBRUSH_MAX_UNPACKED_MB",
+    1,
+    16_777_216,
+    "a whole number of MiB"
+);
 
 fn parse_trust_remote_code(value: &str) -> Result<bool, String> {
     parse_bool("HF_TRUST_REMOTE_CODE", value)
@@ -524,9 +623,19 @@ mod tests {
 
     #[test]
     fn batch_strategy_accepts_both_spellings() {
-        assert_eq!(parse_batch_strategy("MultiRecord"), Ok(BatchStrategy::MultiRecord));
-        assert_eq!(parse_batch_strategy("SINGLE_RECORD"), Ok(BatchStrategy::SingleRecord));
-        assert!(parse_batch_strategy("all").unwrap_err().contains("SAGEMAKER_BATCH_STRATEGY"));
+        assert_eq!(
+            parse_batch_strategy("MultiRecord"),
+            Ok(BatchStrategy::MultiRecord)
+        );
+        assert_eq!(
+            parse_batch_strategy("SINGLE_RECORD"),
+            Ok(BatchStrategy::SingleRecord)
+        );
+        assert!(
+            parse_batch_strategy("all")
+                .unwrap_err()
+                .contains("SAGEMAKER_BATCH_STRATEGY")
+        );
     }
 
     #[test]

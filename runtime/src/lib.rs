@@ -1,13 +1,77 @@
 //! sagebrush: a SageMaker Hugging Face inference runtime. Native candle pipelines, user code as
-//! WebAssembly components, the SageMaker HTTP contract.
+//! WebAssembly components, the SageMaker HTTP contract (see `shared/spec.md`).
 
-/// Command line, environment and the checked configuration.
-pub mod config;
+/// Model artifacts: directories and safely unpacked `model.tar.gz`.
+pub mod artifact;
 /// Media types: decode request bodies, encode answers, negotiate.
 pub mod codec;
+/// Command line, environment and the checked configuration.
+pub mod config;
 /// The hook chain and the types its stages share.
 pub mod handler;
+/// The model worker thread.
+pub mod infer;
+/// Source → loaded model, in the background.
+pub mod load;
 /// Architectures, heads and weights.
 pub mod models;
 /// Tasks and their pre- and post-processing.
 pub mod pipelines;
+/// The HTTP server.
+pub mod server;
+/// Logging.
+pub mod telemetry;
+/// Tokenizers from `tokenizer.json` or the slow files.
+pub mod tokenizer;
+
+use std::sync::Arc;
+
+use config::{Cli, Command, Config};
+use server::{AppState, ModelState};
+
+/// Runs a parsed command line. Returns when the command is done (for `serve`: after a
+/// graceful shutdown).
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::from_serve_args(&args)?;
+            serve(config).await
+        }
+        Command::Package(_) => anyhow::bail!("`sagebrush package` is not built yet"),
+    }
+}
+
+/// Binds the port at once, loads the model in the background, serves until SIGTERM/Ctrl-C.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.server.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening on {addr}");
+    let state = AppState::new(config.server.clone());
+    let loader_state = state.clone();
+    let load_config = config.load.clone();
+    let startup_timeout = load_config.startup_timeout;
+    tokio::spawn(async move {
+        let load = load::load(load_config);
+        let result = match startup_timeout {
+            Some(limit) => tokio::time::timeout(limit, load).await.unwrap_or(Err(
+                load::LoadError::StartupTimeout {
+                    seconds: limit.as_secs(),
+                },
+            )),
+            None => load.await,
+        };
+        match result {
+            Ok(model) => loader_state.set_model(ModelState::Ready(Arc::new(model))),
+            Err(err) => {
+                let chain = server::error::error_chain(&err);
+                tracing::error!(error = %chain, "model failed to load");
+                loader_state.set_model(ModelState::Failed(Arc::new(err)));
+            }
+        }
+    });
+    server::serve(listener, state, server::shutdown::signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

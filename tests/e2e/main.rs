@@ -1,1 +1,10 @@
-fn main(){}
+//! The one integration-test binary: every test starts the real `sagebrush` binary on a free
+//! port and speaks HTTP to it (see `support`).
+
+mod archive;
+mod codec;
+mod conformance;
+mod invocations;
+mod ping;
+mod process;
+mod support;

@@ -25,7 +25,13 @@ pub enum Hook {
 
 impl Hook {
     /// All hooks in call order.
-    pub const ALL: [Self; 5] = [Self::ModelFn, Self::InputFn, Self::PredictFn, Self::OutputFn, Self::TransformFn];
+    pub const ALL: [Self; 5] = [
+        Self::ModelFn,
+        Self::InputFn,
+        Self::PredictFn,
+        Self::OutputFn,
+        Self::TransformFn,
+    ];
 
     /// The SageMaker name, e.g. `input_fn`.
     pub fn as_str(self) -> &'static str {
@@ -81,8 +87,14 @@ impl HookSet {
 
     /// Spec §6: transform_fn excludes input_fn, predict_fn and output_fn.
     pub fn check(self) -> Result<(), &'static str> {
-        let mixed = self.contains(Hook::InputFn) || self.contains(Hook::PredictFn) || self.contains(Hook::OutputFn);
-        if self.contains(Hook::TransformFn) && mixed { Err(TRANSFORM_CONFLICT) } else { Ok(()) }
+        let mixed = self.contains(Hook::InputFn)
+            || self.contains(Hook::PredictFn)
+            || self.contains(Hook::OutputFn);
+        if self.contains(Hook::TransformFn) && mixed {
+            Err(TRANSFORM_CONFLICT)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -95,7 +107,11 @@ impl FromIterator<Hook> for HookSet {
 impl fmt::Display for HookSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<_> = self.iter().map(Hook::as_str).collect();
-        if names.is_empty() { f.write_str("none") } else { f.write_str(&names.join(", ")) }
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(", "))
+        }
     }
 }
 
@@ -141,6 +157,87 @@ pub trait NativePipeline: Send + Sync {
     /// Runs one decoded request (`{"inputs", "parameters"}` or a bare input) and returns the
     /// pipeline's JSON answer.
     fn predict(&self, request: serde_json::Value) -> Result<serde_json::Value, PipelineError>;
+}
+
+/// Why a user-code hook failed; decides the status (spec §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserErrorKind {
+    /// The hook rejected the request (400).
+    BadRequest,
+    /// The hook does not take this `Content-Type` (415).
+    UnsupportedMedia,
+    /// The hook cannot produce this `Accept` (406).
+    NotAcceptable,
+    /// The hook reported an internal failure (500).
+    Internal,
+    /// The guest trapped (panic, bad memory access) (500).
+    Trap,
+    /// The hook ran past its time limit (500).
+    Timeout,
+    /// The guest ran out of its memory limit (500).
+    OutOfMemory,
+}
+
+/// A failed hook chain.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// Decoding the body or encoding the answer failed (default input_fn / output_fn).
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    /// The native pipeline failed (default predict_fn).
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// A stage produced bytes where the next, native, stage needs JSON.
+    #[error(
+        "`{hook}` returned bytes that are not JSON, but the next stage is the native default, which needs JSON"
+    )]
+    NotJson {
+        /// The hook that produced the bytes.
+        hook: Hook,
+    },
+    /// User code failed.
+    #[error("`{hook}` failed: {message}")]
+    User {
+        /// The hook.
+        hook: Hook,
+        /// Why.
+        kind: UserErrorKind,
+        /// What the client is told.
+        message: String,
+        /// Extra detail for the log only (e.g. captured guest stderr).
+        detail: Option<String>,
+    },
+}
+
+/// User code: the hooks a guest implements. Absent hooks are never called; the chain runs the
+/// native default instead. Calls block: run them off the async runtime.
+pub trait UserCode: Send + Sync {
+    /// The hooks implemented.
+    fn hooks(&self) -> HookSet;
+    /// `input_fn(body, content_type)`.
+    fn input_fn(
+        &self,
+        ctx: &RequestContext,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<Payload, HookError>;
+    /// `predict_fn(data, model)`.
+    fn predict_fn(&self, ctx: &RequestContext, data: Payload) -> Result<Payload, HookError>;
+    /// `output_fn(prediction, accept)`.
+    fn output_fn(
+        &self,
+        ctx: &RequestContext,
+        prediction: Payload,
+        accept: &str,
+    ) -> Result<HookResponse, HookError>;
+    /// `transform_fn(model, body, content_type, accept)`.
+    fn transform_fn(
+        &self,
+        ctx: &RequestContext,
+        body: &[u8],
+        content_type: &str,
+        accept: &str,
+    ) -> Result<HookResponse, HookError>;
 }
 
 #[cfg(test)]

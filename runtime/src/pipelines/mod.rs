@@ -11,8 +11,15 @@ pub mod token_classification;
 pub mod zero_shot_classification;
 
 use std::fmt;
+use std::sync::Arc;
 
+use candle_core::Tensor;
 use serde_json::Value;
+
+use crate::handler::NativePipeline;
+use crate::infer::ModelWorker;
+use crate::models::{Encoder, Head, ModelConfig};
+use crate::tokenizer::TextTokenizer;
 
 /// A pipeline task (spec §4).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -78,15 +85,23 @@ impl Task {
             "text-generation" => Self::TextGeneration,
             "text2text-generation" => Self::Text2TextGeneration,
             "summarization" => Self::Summarization,
-            "translation" => Self::Translation { src: None, tgt: None },
+            "translation" => Self::Translation {
+                src: None,
+                tgt: None,
+            },
             other => {
                 let rest = other.strip_prefix("translation_")?;
                 let (src, tgt) = rest.split_once("_to_")?;
-                let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+                let valid = |s: &str| {
+                    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                };
                 if !valid(src) || !valid(tgt) {
                     return None;
                 }
-                Self::Translation { src: Some(src.to_owned()), tgt: Some(tgt.to_owned()) }
+                Self::Translation {
+                    src: Some(src.to_owned()),
+                    tgt: Some(tgt.to_owned()),
+                }
             }
         };
         Some(task)
@@ -108,7 +123,10 @@ impl Task {
             ("ForConditionalGeneration", Self::Text2TextGeneration),
             ("MTModel", Self::Text2TextGeneration),
         ];
-        table.into_iter().find(|(suffix, _)| arch.ends_with(suffix)).map(|(_, task)| task)
+        table
+            .into_iter()
+            .find(|(suffix, _)| arch.ends_with(suffix))
+            .map(|(_, task)| task)
     }
 }
 
@@ -125,7 +143,10 @@ impl fmt::Display for Task {
             Self::TextGeneration => "text-generation",
             Self::Text2TextGeneration => "text2text-generation",
             Self::Summarization => "summarization",
-            Self::Translation { src: Some(s), tgt: Some(t) } => return write!(f, "translation_{s}_to_{t}"),
+            Self::Translation {
+                src: Some(s),
+                tgt: Some(t),
+            } => return write!(f, "translation_{s}_to_{t}"),
             Self::Translation { .. } => "translation",
         };
         f.write_str(name)
@@ -171,12 +192,18 @@ pub enum PipelineError {
 impl PipelineError {
     /// A validation error with a message that says what to fix.
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::Validation { message: message.into() }
+        Self::Validation {
+            message: message.into(),
+        }
     }
 }
 
 fn quote_all(names: &[String]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Shorthand for pipeline results.
@@ -210,8 +237,180 @@ impl Envelope {
                 };
                 Ok(Self { inputs, parameters })
             }
-            other => Ok(Self { inputs: other, parameters: serde_json::Map::new() }),
+            other => Ok(Self {
+                inputs: other,
+                parameters: serde_json::Map::new(),
+            }),
         }
+    }
+}
+
+/// What a pipeline runs on: tokenizer, model config, and the worker that owns the model.
+#[derive(Clone)]
+pub struct Resources {
+    /// The tokenizer.
+    pub tokenizer: Arc<TextTokenizer>,
+    /// `config.json`.
+    pub config: Arc<ModelConfig>,
+    /// The thread that owns the encoder.
+    pub worker: Arc<ModelWorker<Encoder>>,
+    /// Most inputs per forward pass.
+    pub max_batch_size: usize,
+}
+
+/// A task pipeline. `run` blocks (tokenization and the forward pass): call it off the async
+/// runtime.
+pub trait Pipeline: Send + Sync {
+    /// The task served.
+    fn task(&self) -> Task;
+    /// Answers one request.
+    fn run(&self, request: Envelope) -> Result<Value>;
+}
+
+/// The model head a task needs, or `None` when the task is not served natively yet.
+pub fn head_for(task: &Task) -> Option<Head> {
+    match task {
+        Task::TextClassification | Task::ZeroShotClassification => {
+            Some(Head::SequenceClassification)
+        }
+        Task::TokenClassification => Some(Head::TokenClassification),
+        Task::FeatureExtraction => Some(Head::Base),
+        Task::FillMask => Some(Head::MaskedLm),
+        Task::QuestionAnswering => Some(Head::QuestionAnswering),
+        _ => None,
+    }
+}
+
+/// Builds the pipeline of `task`, or `None` when the task is not served natively yet.
+pub fn build(task: &Task, resources: Resources) -> Option<Arc<dyn Pipeline>> {
+    match task {
+        Task::TextClassification => Some(Arc::new(text_classification::TextClassification::new(
+            resources,
+        ))),
+        _ => None,
+    }
+}
+
+/// A pipeline as the hook chain's native stage.
+pub struct Native(pub Arc<dyn Pipeline>);
+
+impl NativePipeline for Native {
+    fn task(&self) -> Task {
+        self.0.task()
+    }
+
+    fn predict(&self, request: Value) -> Result<Value> {
+        self.0.run(Envelope::from_value(request)?)
+    }
+}
+
+/// Runs encodings through the model in padded batches of at most `max_batch_size` (sorted by
+/// length so that each batch pads little) and returns one output row per encoding, in input
+/// order: `[labels]` for sequence heads, `[tokens, ...]` for token heads (padded positions
+/// included; use the encoding's length).
+pub fn forward_encodings(
+    res: &Resources,
+    encodings: &[tokenizers::Encoding],
+) -> Result<Vec<Tensor>> {
+    let mut order: Vec<usize> = (0..encodings.len()).collect();
+    order.sort_by_key(|&i| encodings[i].len());
+    let mut rows: Vec<Option<Tensor>> = vec![None; encodings.len()];
+    for chunk in order.chunks(res.max_batch_size.max(1)) {
+        let batch_encodings: Vec<tokenizers::Encoding> =
+            chunk.iter().map(|&i| encodings[i].clone()).collect();
+        let batch = res.tokenizer.pad_batch(&batch_encodings);
+        let output = res
+            .worker
+            .run(move |encoder| encoder.forward(&batch))?
+            .map_err(PipelineError::Model)?;
+        for (row, &i) in chunk.iter().enumerate() {
+            rows[i] = Some(
+                output
+                    .get(row)
+                    .map_err(|e| PipelineError::Model(e.into()))?,
+            );
+        }
+    }
+    Ok(rows.into_iter().flatten().collect())
+}
+
+/// Checks `params` against the names a task accepts (unknown → 400 naming them) and
+/// deserializes them.
+pub fn parse_params<P: serde::de::DeserializeOwned>(
+    task: &Task,
+    accepted: &[&str],
+    params: serde_json::Map<String, Value>,
+) -> Result<P> {
+    check_names(task, accepted, &params)?;
+    serde_json::from_value(Value::Object(params))
+        .map_err(|e| PipelineError::validation(format!("bad parameters: {e}")))
+}
+
+/// Refuses parameter names a task does not accept (400 naming them).
+pub fn check_names(
+    task: &Task,
+    accepted: &[&str],
+    params: &serde_json::Map<String, Value>,
+) -> Result<()> {
+    let unknown: Vec<String> = params
+        .keys()
+        .filter(|k| !accepted.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(PipelineError::UnknownParameters {
+        names: unknown,
+        task: task.clone(),
+        accepted: accepted.iter().map(|s| (*s).to_owned()).collect(),
+    })
+}
+
+/// A JSON number from a float; NaN and infinity are errors, never `null`.
+pub fn finite(x: f32) -> Result<Value> {
+    serde_json::Number::from_f64(f64::from(x))
+        .map(Value::Number)
+        .ok_or(PipelineError::NonFinite)
+}
+
+/// Whether to truncate to the model maximum: the `truncation` parameter (bool or a strategy
+/// name), true by default (spec §4: the reference crashes instead).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Truncation {
+    /// `true` / `false`.
+    Flag(bool),
+    /// A strategy name such as `longest_first`, `only_first`, `do_not_truncate`.
+    Strategy(String),
+    /// Not given.
+    #[default]
+    #[serde(skip)]
+    Default,
+}
+
+impl Truncation {
+    /// Whether inputs are cut to the model maximum.
+    pub fn enabled(&self) -> bool {
+        match self {
+            Self::Flag(b) => *b,
+            Self::Strategy(s) => s != "do_not_truncate",
+            Self::Default => true,
+        }
+    }
+}
+
+/// With truncation off, an over-long input is a 400 naming its length.
+pub fn check_lengths(encodings: &[tokenizers::Encoding], max_len: usize) -> Result<()> {
+    match encodings
+        .iter()
+        .map(tokenizers::Encoding::len)
+        .find(|&n| n > max_len)
+    {
+        Some(n) => Err(PipelineError::validation(format!(
+            "the input is {n} tokens long, more than the model maximum of {max_len}; remove `truncation: false` to truncate it"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -233,11 +432,17 @@ mod tests {
 
     #[test]
     fn aliases_and_translation_names() {
-        assert_eq!(Task::parse("sentiment-analysis"), Some(Task::TextClassification));
+        assert_eq!(
+            Task::parse("sentiment-analysis"),
+            Some(Task::TextClassification)
+        );
         assert_eq!(Task::parse("ner"), Some(Task::TokenClassification));
         assert_eq!(
             Task::parse("translation_en_to_de"),
-            Some(Task::Translation { src: Some("en".into()), tgt: Some("de".into()) })
+            Some(Task::Translation {
+                src: Some("en".into()),
+                tgt: Some("de".into())
+            })
         );
         assert_eq!(Task::parse("translation_en_de"), None);
         assert_eq!(Task::parse("sentiment"), None);
@@ -245,10 +450,22 @@ mod tests {
 
     #[test]
     fn architecture_suffixes() {
-        assert_eq!(Task::from_architecture("TapasForQuestionAnswering"), Some(Task::TableQuestionAnswering));
-        assert_eq!(Task::from_architecture("BertForQuestionAnswering"), Some(Task::QuestionAnswering));
-        assert_eq!(Task::from_architecture("GPT2LMHeadModel"), Some(Task::TextGeneration));
-        assert_eq!(Task::from_architecture("MarianMTModel"), Some(Task::Text2TextGeneration));
+        assert_eq!(
+            Task::from_architecture("TapasForQuestionAnswering"),
+            Some(Task::TableQuestionAnswering)
+        );
+        assert_eq!(
+            Task::from_architecture("BertForQuestionAnswering"),
+            Some(Task::QuestionAnswering)
+        );
+        assert_eq!(
+            Task::from_architecture("GPT2LMHeadModel"),
+            Some(Task::TextGeneration)
+        );
+        assert_eq!(
+            Task::from_architecture("MarianMTModel"),
+            Some(Task::Text2TextGeneration)
+        );
         assert_eq!(Task::from_architecture("BertModel"), None);
     }
 
@@ -257,7 +474,8 @@ mod tests {
         let e = Envelope::from_value(serde_json::json!({"question": "q", "context": "c"})).unwrap();
         assert_eq!(e.inputs["question"], "q");
         assert!(e.parameters.is_empty());
-        let e = Envelope::from_value(serde_json::json!({"inputs": "x", "parameters": null})).unwrap();
+        let e =
+            Envelope::from_value(serde_json::json!({"inputs": "x", "parameters": null})).unwrap();
         assert_eq!(e.inputs, "x");
     }
 }

@@ -1,0 +1,188 @@
+//! Model loading: source → model directory → config, task, tokenizer, model worker, pipeline
+//! and hook chain. Runs in the background while `/ping` says 503 (spec §1, §3).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::artifact::{self, ArtifactError};
+use crate::config::{LoadConfig, ModelSource};
+use crate::handler::{HookChain, NativePipeline, UserCode};
+use crate::infer::ModelWorker;
+use crate::models::{Encoder, ModelConfig, ModelError};
+use crate::pipelines::{self, Native, Resources, Task};
+use crate::tokenizer::{TextTokenizer, TokenizerError};
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    /// The request handler.
+    pub chain: HookChain,
+    /// The task served.
+    pub task: Task,
+    /// The model directory.
+    pub model_dir: PathBuf,
+}
+
+/// Why the model could not be loaded. `/ping` reports it as 503 and it is logged once.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The artifact could not be read or unpacked.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// This source kind is not available in this build.
+    #[error("model source {source_kind} is not supported yet: {what}")]
+    SourceNotSupported {
+        /// `s3/https URL` or `HF_MODEL_ID`.
+        source_kind: &'static str,
+        /// The URL or id.
+        what: String,
+    },
+    /// `config.json` is missing or bad, or the weights cannot be loaded.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The tokenizer cannot be loaded.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// No `HF_TASK` and no task can be inferred.
+    #[error(
+        "cannot infer the task from config.json architectures[0] = {architecture}; set HF_TASK (e.g. HF_TASK=text-classification)"
+    )]
+    NoTask {
+        /// `architectures[0]`, or `(none)`.
+        architecture: String,
+    },
+    /// The task is known but has no native pipeline yet.
+    #[error("the task {task} is not served natively yet; see the README's list of what is done")]
+    TaskNotServed {
+        /// The task.
+        task: Task,
+    },
+    /// The user code is Python, which sagebrush does not run.
+    #[error(
+        "{path} is Python user code; sagebrush runs user code compiled to WebAssembly as code/inference.wasm (see the README, \"Custom code in WebAssembly\")"
+    )]
+    PythonUserCode {
+        /// The file found.
+        path: PathBuf,
+    },
+    /// The user code could not be loaded or breaks the hook rules.
+    #[error("user code {path}: {message}")]
+    UserCode {
+        /// The `.wasm` file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The model worker thread could not be started.
+    #[error("cannot start the model worker thread")]
+    Worker(#[source] std::io::Error),
+    /// The load took longer than `SAGEMAKER_STARTUP_TIMEOUT`.
+    #[error("the model did not load within SAGEMAKER_STARTUP_TIMEOUT ({seconds} s)")]
+    StartupTimeout {
+        /// The limit.
+        seconds: u64,
+    },
+    /// The loading task panicked.
+    #[error("the model loader crashed: {0}")]
+    Crashed(String),
+}
+
+/// Loads the model named by `cfg`. Blocking parts run on the blocking pool.
+pub async fn load(cfg: LoadConfig) -> Result<LoadedModel, LoadError> {
+    let load = async move {
+        let dir = match &cfg.source {
+            ModelSource::Path(path) => {
+                let (path, work, max) =
+                    (path.clone(), cfg.work_dir.clone(), cfg.max_unpacked_bytes);
+                blocking(move || {
+                    artifact::resolve_local(&path, &work, max).map_err(LoadError::from)
+                })
+                .await?
+            }
+            ModelSource::Url(url) => {
+                return Err(LoadError::SourceNotSupported {
+                    source_kind: "s3/https URL",
+                    what: url.clone(),
+                });
+            }
+            ModelSource::Hub(hub) => {
+                return Err(LoadError::SourceNotSupported {
+                    source_kind: "HF_MODEL_ID",
+                    what: hub.model_id.clone(),
+                });
+            }
+        };
+        blocking(move || load_dir(&dir, &cfg)).await
+    };
+    load.await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
+) -> Result<T, LoadError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LoadError::Crashed(e.to_string()))?
+}
+
+/// Loads a model directory.
+pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> {
+    let config = ModelConfig::from_dir(dir)?;
+    let architecture = config.architectures.first().cloned();
+    let task = match &cfg.task {
+        Some(task) => task.clone(),
+        None => architecture
+            .as_deref()
+            .and_then(Task::from_architecture)
+            .ok_or_else(|| LoadError::NoTask {
+                architecture: architecture.clone().unwrap_or_else(|| "(none)".to_owned()),
+            })?,
+    };
+    let head = pipelines::head_for(&task)
+        .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
+    let tokenizer = TextTokenizer::from_dir(dir, &config)?;
+    let encoder = Encoder::load(dir, &config, head)?;
+    let worker =
+        ModelWorker::spawn(encoder, cfg.queue_size, "model-worker").map_err(LoadError::Worker)?;
+    let resources = Resources {
+        tokenizer: Arc::new(tokenizer),
+        config: Arc::new(config),
+        worker: Arc::new(worker),
+        max_batch_size: cfg.max_batch_size,
+    };
+    let pipeline = pipelines::build(&task, resources)
+        .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
+    let native: Arc<dyn NativePipeline> = Arc::new(Native(pipeline));
+    let user = load_user_code(dir, cfg, &native)?;
+    let chain = HookChain::new(native, user).map_err(|message| LoadError::UserCode {
+        path: dir.join("code").join(&cfg.program),
+        message: message.to_owned(),
+    })?;
+    tracing::info!(task = %task, architecture = architecture.as_deref().unwrap_or("-"), dir = %dir.display(), "model loaded");
+    Ok(LoadedModel {
+        chain,
+        task,
+        model_dir: dir.to_owned(),
+    })
+}
+
+/// Finds user code in `code/`: the WebAssembly component named by `SAGEMAKER_PROGRAM`, or
+/// nothing. A Python `inference.py` without a `.wasm` is refused rather than silently ignored.
+fn load_user_code(
+    dir: &Path,
+    cfg: &LoadConfig,
+    _native: &Arc<dyn NativePipeline>,
+) -> Result<Option<Arc<dyn UserCode>>, LoadError> {
+    let code = dir.join("code");
+    let program = code.join(&cfg.program);
+    if program.is_file() {
+        return Err(LoadError::UserCode {
+            path: program,
+            message: "WebAssembly user code is not wired in yet".to_owned(),
+        });
+    }
+    let python = code.join("inference.py");
+    if python.is_file() {
+        return Err(LoadError::PythonUserCode { path: python });
+    }
+    Ok(None)
+}

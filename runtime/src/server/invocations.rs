@@ -1,0 +1,123 @@
+//! `POST /invocations`: read the body within the limit, negotiate, run the hook chain off the
+//! async runtime, answer with the produced content type (spec §1, §5).
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::handler::{Invocation, RequestContext};
+
+use super::error::{ApiError, ErrorType};
+use super::middleware::REQUEST_ID;
+use super::state::AppState;
+
+/// The custom-attributes header SageMaker passes through (spec §1).
+pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
+
+/// Headers never shown to user code.
+const PRIVATE_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+pub(crate) async fn invocations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let model = state.ready_model()?;
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = text(header::CONTENT_TYPE);
+    let accept = text(header::ACCEPT);
+    let plan = model.chain.negotiate(
+        content_type.as_deref(),
+        accept.as_deref(),
+        state.config.default_accept,
+    )?;
+    let body = read_body(&headers, body, state.config.max_payload_bytes).await?;
+    let ctx = RequestContext {
+        request_id: headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        headers: headers
+            .iter()
+            .filter(|(name, _)| !PRIVATE_HEADERS.contains(&name.as_str()))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect(),
+        custom_attributes: headers
+            .get(CUSTOM_ATTRIBUTES)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    let invocation = Invocation {
+        body,
+        content_type,
+        accept,
+        plan,
+        ctx,
+    };
+    let span = tracing::Span::current();
+    let answer = tokio::task::spawn_blocking(move || {
+        let _enter = span.enter();
+        model.chain.invoke(&invocation)
+    })
+    .await
+    .map_err(|join| ApiError::new(ErrorType::Internal, "internal error").with_cause(&join))??;
+
+    let mut response = (StatusCode::OK, answer.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&answer.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Some(attrs) = answer
+        .custom_attributes
+        .and_then(|a| HeaderValue::from_str(&a).ok())
+    {
+        headers.insert(HeaderName::from_static(CUSTOM_ATTRIBUTES), attrs);
+    }
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
+            headers.insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorType::PayloadTooLarge,
+            format!(
+                "the request body is larger than the limit of {} MiB (SAGEMAKER_MAX_PAYLOAD_IN_MB)",
+                limit / (1024 * 1024)
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let over = std::error::Error::source(&err)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over {
+            too_large()
+        } else {
+            ApiError::new(ErrorType::Validation, "the request body could not be read")
+                .with_cause(&err)
+        }
+    })
+}

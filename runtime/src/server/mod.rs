@@ -1,0 +1,48 @@
+//! The HTTP server: routes, layers, graceful shutdown (spec §1).
+
+pub mod error;
+mod invocations;
+pub mod middleware;
+mod ping;
+pub mod shutdown;
+pub mod state;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+pub use invocations::CUSTOM_ATTRIBUTES;
+pub use state::{AppState, ModelState};
+
+/// All routes with their layers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ping", get(ping::ping))
+        .route("/execution-parameters", get(ping::execution_parameters))
+        .route("/invocations", post(invocations::invocations))
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,354 @@
+//! Test support: start the real server binary, find fixtures, compare answers.
+
+#![allow(dead_code, unreachable_pub)]
+
+pub mod compare;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A conformance fixture model directory, e.g. `fixture("bert-seqcls")`.
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root()
+        .join("tests/fixtures/conformance/models")
+        .join(name)
+}
+
+/// A conformance case file.
+pub fn cases_file(model: &str) -> PathBuf {
+    repo_root()
+        .join("tests/fixtures/conformance/cases")
+        .join(format!("{model}.jsonl"))
+}
+
+/// How to start a server.
+#[derive(Default, Clone)]
+pub struct ServerBuilder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    bare: bool,
+}
+
+impl ServerBuilder {
+    /// `--model PATH`.
+    pub fn model(mut self, path: impl AsRef<Path>) -> Self {
+        self.args.push("--model".into());
+        self.args.push(path.as_ref().display().to_string());
+        self
+    }
+
+    /// Any extra flag.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// An environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Start with the bare argument `serve` and configuration from the environment only.
+    pub fn bare(mut self) -> Self {
+        self.bare = true;
+        self
+    }
+
+    /// Spawns the binary and waits for its "listening on" log line.
+    pub fn start(self) -> Server {
+        let (child, logs, addr) = spawn(&self);
+        let addr = addr.unwrap_or_else(|| {
+            panic!(
+                "server did not log its address; logs:\n{}",
+                logs.lock().unwrap()
+            )
+        });
+        Server { child, addr, logs }
+    }
+
+    /// Spawns the binary and waits for it to exit (for start-up errors).
+    pub fn run_to_exit(self) -> (ExitStatus, String) {
+        let (mut child, logs, _) = spawn(&self);
+        let status = wait_with_timeout(&mut child, Duration::from_secs(30)).expect("server exits");
+        std::thread::sleep(Duration::from_millis(50));
+        let text = logs.lock().unwrap().clone();
+        (status, text)
+    }
+}
+
+type Spawned = (Child, Arc<Mutex<String>>, Option<SocketAddr>);
+
+fn spawn(builder: &ServerBuilder) -> Spawned {
+    let home = std::env::temp_dir().join("sagebrush-e2e-home");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagebrush"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if builder.bare {
+        cmd.arg("serve");
+    } else {
+        cmd.args(["serve", "--host", "127.0.0.1", "--port", "0"]);
+    }
+    cmd.args(&builder.args);
+    for (k, v) in &builder.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn sagebrush");
+    let logs = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().expect("stdout")),
+    ] {
+        let (logs, tx) = (logs.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let addr = addr
+                        .split(|c: char| c.is_whitespace() || c == '"')
+                        .next()
+                        .unwrap_or("");
+                    if let Ok(addr) = addr.parse::<SocketAddr>() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut l = logs.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    drop(tx);
+    let addr = rx.recv_timeout(Duration::from_secs(30)).ok();
+    (child, logs, addr)
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A running server process; killed on drop.
+pub struct Server {
+    child: Child,
+    /// Its address.
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<String>>,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Headers (lower-case names).
+    pub headers: reqwest::header::HeaderMap,
+    /// Body text.
+    pub body: String,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the spec §7 error shape and status, and returns the message.
+    pub fn expect_error(&self, status: u16, error_type: &str) -> String {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        let body = self.json();
+        assert_eq!(body["code"], status, "{body}");
+        assert_eq!(body["error_type"], error_type, "{body}");
+        assert!(body["type"].is_string(), "{body}");
+        let rid = self.header("x-request-id").expect("x-request-id");
+        assert_eq!(body["request_id"], rid, "{body}");
+        body["message"].as_str().expect("message").to_owned()
+    }
+}
+
+impl Server {
+    /// Starts a server with the defaults and `model`.
+    pub fn start(model: impl AsRef<Path>) -> Self {
+        ServerBuilder::default().model(model).start()
+    }
+
+    /// A builder.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Waits until `/ping` is 200 (panics after 120 s with the logs).
+    pub fn wait_ready(self) -> Self {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(120) {
+            if client()
+                .get(self.url("/ping"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return self;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("server never became ready; logs:\n{}", self.logs());
+    }
+
+    /// Waits until `/ping` stops saying "loading" and returns its answer.
+    pub fn wait_settled(&self) -> Answer {
+        let start = Instant::now();
+        loop {
+            let a = self.get("/ping");
+            let loading = a.status == 503 && a.body.contains("still loading");
+            if !loading || start.elapsed() > Duration::from_secs(120) {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until the log holds a line containing every one of `needles` (up to 10 s) and
+    /// returns that line.
+    pub fn wait_for_log(&self, needles: &[&str]) -> String {
+        let start = Instant::now();
+        loop {
+            let logs = self.logs();
+            if let Some(line) = logs.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_owned();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no log line with {needles:?} in:\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// GET.
+    pub fn get(&self, path: &str) -> Answer {
+        answer(client().get(self.url(path)).send().expect("GET"))
+    }
+
+    /// POST with headers.
+    pub fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> Answer {
+        let mut req = client().post(self.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        answer(req.send().expect("POST"))
+    }
+
+    /// POST a JSON body to /invocations.
+    pub fn invoke(&self, body: &serde_json::Value) -> Answer {
+        self.post(
+            "/invocations",
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_with_timeout(&mut self.child, limit)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+fn answer(r: reqwest::blocking::Response) -> Answer {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.text().expect("body");
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A temporary SageMaker base dir whose `model` is a copy of `fixture`.
+pub fn base_dir_with(fixture_dir: &Path) -> tempfile::TempDir {
+    let base = tempfile::tempdir().expect("tempdir");
+    copy_dir(fixture_dir, &base.path().join("model"));
+    base
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
