@@ -122,6 +122,8 @@ pub(crate) struct TokenizerConfig {
     #[serde(default)]
     pub(crate) tokenizer_class: Option<String>,
     #[serde(default)]
+    clean_up_tokenization_spaces: Option<bool>,
+    #[serde(default)]
     cls_token: Option<SpecialToken>,
     #[serde(default)]
     sep_token: Option<SpecialToken>,
@@ -205,6 +207,8 @@ pub struct TextTokenizer {
     max_len: usize,
     pad_id: u32,
     mask_token: Option<String>,
+    /// `tokenizer_config.json` + `special_tokens_map.json`, for [`special_token`](Self::special_token).
+    config: TokenizerConfig,
 }
 
 impl TextTokenizer {
@@ -283,6 +287,7 @@ impl TextTokenizer {
             max_len,
             pad_id,
             mask_token,
+            config: tok_config.clone(),
         })
     }
 
@@ -352,6 +357,17 @@ impl TextTokenizer {
     /// The padding token id.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    /// A special token named in the tokenizer config by its key (`cls_token`, `unk_token`, ...).
+    pub fn special_token(&self, key: &str) -> Option<&str> {
+        self.config.special(key)
+    }
+
+    /// `clean_up_tokenization_spaces` (transformers' default: false): whether decoded text gets
+    /// `clean_up_tokenization` (" ." -> "." and the like).
+    pub fn clean_up_tokenization_spaces(&self) -> bool {
+        self.config.clean_up_tokenization_spaces.unwrap_or(false)
     }
 }
 

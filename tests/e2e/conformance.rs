@@ -11,12 +11,6 @@ use crate::support::{Server, cases_file, compare, fixture, repo_root};
 
 /// Tasks whose pipelines are not built yet.
 const NOT_SERVED_YET: &[&str] = &[
-    "token-classification",
-    "ner",
-    "feature-extraction",
-    "fill-mask",
-    "question-answering",
-    "zero-shot-classification",
     "table-question-answering",
     "text-generation",
     "text2text-generation",
@@ -195,4 +189,24 @@ fn conformance_distilbert_seqcls() {
 #[test]
 fn conformance_roberta_seqcls() {
     assert!(run_model("roberta-seqcls", None) >= 6);
+}
+
+#[test]
+fn conformance_bert_tokcls() {
+    assert_eq!(run_model("bert-tokcls", None), 13);
+}
+
+#[test]
+fn conformance_bert_tokcls_slowtok() {
+    assert_eq!(run_model("bert-tokcls-slowtok", None), 3);
+}
+
+#[test]
+fn conformance_bert_qa() {
+    assert_eq!(run_model("bert-qa", None), 13);
+}
+
+#[test]
+fn conformance_bert_mlm() {
+    assert_eq!(run_model("bert-mlm", None), 8);
 }

@@ -1,4 +1,5 @@
-//! Text to `tokenizers::Encoding`s the way transformers' fast tokenizers do it for the
+//! What the encoder pipelines share: `inputs` as texts, model output rows as numbers, and text
+//! to `tokenizers::Encoding`s the way transformers' fast tokenizers do it for the
 //! pipelines: character offsets (Python slices strings by characters), truncation that leaves
 //! room for the special tokens, and overflowing windows with a stride (question answering,
 //! token classification with `stride`). Owns no model and no batching (that is
@@ -282,6 +283,62 @@ pub fn deserialize_truncation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<
 /// Default of `truncation`: on (spec §4, long inputs are truncated to the model maximum).
 pub fn truncation_default() -> bool {
     true
+}
+
+/// The first `n` rows of a `[tokens, k]` model output as `f32`; NaN or infinity is an error
+/// (it cannot be answered as JSON, spec §5).
+pub fn matrix(t: &candle_core::Tensor, n: usize) -> Result<Vec<Vec<f32>>> {
+    let rows = t
+        .narrow(0, 0, n)
+        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+        .and_then(|t| t.to_vec2::<f32>())
+        .map_err(|e| PipelineError::Model(e.into()))?;
+    if rows.iter().flatten().any(|v| !v.is_finite()) {
+        return Err(PipelineError::NonFinite);
+    }
+    Ok(rows)
+}
+
+/// A `[k]` model output row as `f32`; NaN or infinity is an error.
+pub fn vector(t: &candle_core::Tensor) -> Result<Vec<f32>> {
+    let row = t
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| PipelineError::Model(e.into()))?;
+    if row.iter().any(|v| !v.is_finite()) {
+        return Err(PipelineError::NonFinite);
+    }
+    Ok(row)
+}
+
+/// The cut for a single text: `longest_first` to `max_length` with `truncation` on; nothing
+/// with it off (the caller then checks the length with [`check_length`]).
+pub fn single_truncation(truncation: bool, max_length: usize) -> Option<Truncation> {
+    truncation.then(|| Truncation::longest_first(max_length))
+}
+
+/// Encodes each text with special tokens for a one-window-per-text task: truncated to
+/// `max_length` with `truncation` on (overflow dropped), else refused when too long.
+pub fn encode_texts(
+    tokenizer: &Tokenizer,
+    texts: &[String],
+    truncation: bool,
+    max_length: usize,
+) -> Result<Vec<Encoding>> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let first = encode_single(tokenizer, text, single_truncation(truncation, max_length))?
+                .into_iter()
+                .next()
+                .expect("encode_single returns at least the main encoding");
+            if !truncation {
+                check_length(&first, i, max_length)?;
+            }
+            Ok(first)
+        })
+        .collect()
 }
 
 fn tokenizer_error(err: &tokenizers::Error) -> PipelineError {

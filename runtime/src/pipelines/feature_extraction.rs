@@ -6,8 +6,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::encode::{deserialize_truncation, truncation_default};
-use super::{PipelineError, Result};
+use super::encode::{deserialize_truncation, encode_texts, matrix, texts, truncation_default};
+use super::{
+    Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, parse_params,
+};
 
 /// Parameter names this task accepts (spec §4).
 pub const ACCEPTED: &[&str] = &["truncation"];
@@ -41,6 +43,48 @@ pub fn features_json(rows: Vec<Vec<f32>>) -> Result<Value> {
         .map(|row| Value::Array(row.into_iter().map(|v| Value::from(f64::from(v))).collect()))
         .collect();
     Ok(Value::Array(vec![Value::Array(tokens)]))
+}
+
+/// The feature-extraction pipeline.
+pub struct FeatureExtraction {
+    res: Resources,
+}
+
+impl FeatureExtraction {
+    /// A pipeline over a base encoder (no head).
+    pub fn new(res: Resources) -> Self {
+        Self { res }
+    }
+}
+
+impl Pipeline for FeatureExtraction {
+    fn task(&self) -> Task {
+        Task::FeatureExtraction
+    }
+
+    fn run(&self, request: Envelope) -> Result<Value> {
+        let task = Task::FeatureExtraction;
+        let params: Params = parse_params(&task, ACCEPTED, request.parameters)?;
+        let (texts, listed) = texts(&task, &request.inputs)?;
+        let tokenizer = self.res.tokenizer.inner();
+        let encodings = encode_texts(
+            tokenizer,
+            &texts,
+            params.truncation,
+            self.res.tokenizer.max_len(),
+        )?;
+        let outputs = forward_encodings(&self.res, &encodings)?;
+        let answers = encodings
+            .iter()
+            .zip(&outputs)
+            .map(|(encoding, output)| features_json(matrix(output, encoding.len())?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(if listed {
+            Value::Array(answers)
+        } else {
+            answers.into_iter().next().unwrap_or(Value::Null)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::encode::{deserialize_truncation, truncation_default};
-use super::{PipelineError, Result};
+use super::encode::{deserialize_truncation, encode_texts, texts, truncation_default, vector};
+use super::{
+    Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, parse_params,
+};
 
 /// Parameter names this task accepts (spec §4, plus `truncation`).
 pub const ACCEPTED: &[&str] = &["top_k", "targets", "truncation"];
@@ -224,6 +226,97 @@ pub fn clean_up_tokenization(text: &str) -> String {
         .replace(" 's", "'s")
         .replace(" 've", "'ve")
         .replace(" 're", "'re")
+}
+
+/// The fill-mask pipeline.
+pub struct FillMask {
+    res: Resources,
+}
+
+impl FillMask {
+    /// A pipeline over a masked-LM model.
+    pub fn new(res: Resources) -> Self {
+        Self { res }
+    }
+
+    /// `tokenizer.decode` with transformers' clean-up when the tokenizer config asks for it.
+    fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> String {
+        let text = self
+            .res
+            .tokenizer
+            .inner()
+            .decode(ids, skip_special_tokens)
+            .unwrap_or_default();
+        if self.res.tokenizer.clean_up_tokenization_spaces() {
+            clean_up_tokenization(&text)
+        } else {
+            text
+        }
+    }
+}
+
+impl Pipeline for FillMask {
+    fn task(&self) -> Task {
+        Task::FillMask
+    }
+
+    fn run(&self, request: Envelope) -> Result<Value> {
+        let task = Task::FillMask;
+        let params: Params = parse_params(&task, ACCEPTED, request.parameters)?;
+        params.validate()?;
+        let tokenizer = self.res.tokenizer.inner();
+        let (mask_token, mask_id) = self
+            .res
+            .tokenizer
+            .mask_token()
+            .and_then(|t| Some((t, tokenizer.token_to_id(t)?)))
+            .ok_or_else(|| {
+                PipelineError::validation("the tokenizer does not define a `mask_token`")
+            })?;
+        let targets = params
+            .targets
+            .as_ref()
+            .map(|t| target_ids(tokenizer, t))
+            .transpose()?;
+        let (texts, _) = texts(&task, &request.inputs)?;
+        let encodings = encode_texts(
+            tokenizer,
+            &texts,
+            params.truncation,
+            self.res.tokenizer.max_len(),
+        )?;
+        let masks = encodings
+            .iter()
+            .map(|e| mask_positions(e.get_ids(), mask_id, mask_token))
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = forward_encodings(&self.res, &encodings)?;
+        let pad_id = Some(self.res.tokenizer.pad_id());
+        let decode = |ids: &[u32], skip: bool| self.decode(ids, skip);
+        let mut answers = Vec::with_capacity(texts.len());
+        for ((encoding, masks), output) in encodings.iter().zip(&masks).zip(&outputs) {
+            let rows = masks
+                .iter()
+                .map(|&m| vector(&output.get(m).map_err(|e| PipelineError::Model(e.into()))?))
+                .collect::<Result<Vec<_>>>()?;
+            let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+            let per_mask = postprocess(
+                encoding.get_ids(),
+                masks,
+                &rows,
+                &params,
+                targets.as_deref(),
+                pad_id,
+                &decode,
+            );
+            answers.push(input_json(&per_mask));
+        }
+        // transformers answers a list of one text like the text alone.
+        Ok(if answers.len() == 1 {
+            answers.remove(0)
+        } else {
+            Value::Array(answers)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -287,6 +287,19 @@ pub fn build(task: &Task, resources: Resources) -> Option<Arc<dyn Pipeline>> {
         Task::TextClassification => Some(Arc::new(text_classification::TextClassification::new(
             resources,
         ))),
+        Task::TokenClassification => Some(Arc::new(
+            token_classification::TokenClassification::new(resources),
+        )),
+        Task::FeatureExtraction => Some(Arc::new(feature_extraction::FeatureExtraction::new(
+            resources,
+        ))),
+        Task::FillMask => Some(Arc::new(fill_mask::FillMask::new(resources))),
+        Task::QuestionAnswering => Some(Arc::new(question_answering::QuestionAnswering::new(
+            resources,
+        ))),
+        Task::ZeroShotClassification => Some(Arc::new(
+            zero_shot_classification::ZeroShotClassification::new(resources),
+        )),
         _ => None,
     }
 }

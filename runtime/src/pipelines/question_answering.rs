@@ -14,8 +14,11 @@ use serde_json::Value;
 use tokenizers::utils::truncation::TruncationStrategy;
 use tokenizers::{Encoding, Tokenizer};
 
-use super::encode::{CharIndex, Truncation, encode_pair};
-use super::{PipelineError, Result, json_kind};
+use super::encode::{CharIndex, Truncation, encode_pair, matrix};
+use super::{
+    Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, json_kind,
+    parse_params,
+};
 
 /// Parameter names this task accepts (spec §4, plus transformers' `align_to_words`).
 pub const ACCEPTED: &[&str] = &[
@@ -387,6 +390,65 @@ pub fn answers_json(answers: &[Answer]) -> Value {
         many => serde_json::to_value(many),
     }
     .unwrap_or(Value::Null)
+}
+
+/// The question-answering pipeline.
+pub struct QuestionAnswering {
+    res: Resources,
+    cls_id: Option<u32>,
+}
+
+impl QuestionAnswering {
+    /// A pipeline over a question-answering model.
+    pub fn new(res: Resources) -> Self {
+        let tokenizer = res.tokenizer.inner();
+        let cls_id = res
+            .tokenizer
+            .special_token("cls_token")
+            .and_then(|t| tokenizer.token_to_id(t));
+        Self { res, cls_id }
+    }
+}
+
+impl Pipeline for QuestionAnswering {
+    fn task(&self) -> Task {
+        Task::QuestionAnswering
+    }
+
+    fn run(&self, request: Envelope) -> Result<Value> {
+        let params: Params = parse_params(&Task::QuestionAnswering, ACCEPTED, request.parameters)?;
+        let windowing = params.windowing(self.res.tokenizer.max_len())?;
+        let examples = parse_inputs(&request.inputs)?;
+        let tokenizer = self.res.tokenizer.inner();
+        let spans: Vec<Vec<Span>> = examples
+            .iter()
+            .map(|example| spans(tokenizer, example, windowing, self.cls_id))
+            .collect::<Result<_>>()?;
+        // The windows of every example in padded batches.
+        let encodings: Vec<Encoding> = spans.iter().flatten().map(|s| s.encoding.clone()).collect();
+        let mut outputs = forward_encodings(&self.res, &encodings)?.into_iter();
+        let mut answers = Vec::with_capacity(examples.len());
+        for (example, spans) in examples.iter().zip(&spans) {
+            let logits = spans
+                .iter()
+                .map(|span| {
+                    let output = outputs.next().ok_or(PipelineError::WorkerGone)?;
+                    let rows = matrix(&output, span.encoding.len())?;
+                    Ok(SpanLogits {
+                        start: rows.iter().map(|r| r[0]).collect(),
+                        end: rows.iter().map(|r| r[1]).collect(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            answers.push(answers_json(&postprocess(example, spans, &logits, &params)));
+        }
+        // transformers answers a list of one example like the example alone.
+        Ok(if answers.len() == 1 {
+            answers.remove(0)
+        } else {
+            Value::Array(answers)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,16 @@ use serde::{Deserialize, Serialize};
 use tokenizers::models::ModelWrapper;
 use tokenizers::{Encoding, Tokenizer};
 
-use super::encode::{CharIndex, deserialize_truncation, truncation_default};
-use super::{PipelineError, Result};
+use serde_json::Value;
+use tokenizers::utils::truncation::TruncationStrategy;
+
+use super::encode::{
+    CharIndex, Truncation, check_length, deserialize_truncation, encode_single, matrix, texts,
+    truncation_default,
+};
+use super::{
+    Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, parse_params,
+};
 
 /// Parameter names this task accepts (spec §4, plus transformers' `stride` and our `truncation`).
 pub const ACCEPTED: &[&str] = &[
@@ -591,6 +599,96 @@ pub fn postprocess(
         aggregate_overlapping_entities(all)
     } else {
         all
+    }
+}
+
+/// The token-classification pipeline.
+pub struct TokenClassification {
+    res: Resources,
+    facts: TokenizerFacts,
+}
+
+impl TokenClassification {
+    /// A pipeline over a token-classification model.
+    pub fn new(res: Resources) -> Self {
+        let facts = TokenizerFacts::of(
+            res.tokenizer.inner(),
+            res.tokenizer.special_token("unk_token"),
+        );
+        Self { res, facts }
+    }
+
+    /// The windows of one text: one (truncated or checked) encoding, or every window with `stride`.
+    fn windows(&self, text: &str, input: usize, params: &Params) -> Result<Vec<Encoding>> {
+        let tokenizer = self.res.tokenizer.inner();
+        let max_length = self.res.tokenizer.max_len();
+        if let Some(stride) = params.stride {
+            let t = Truncation {
+                max_length,
+                stride,
+                strategy: TruncationStrategy::LongestFirst,
+            };
+            return encode_single(tokenizer, text, Some(t));
+        }
+        let truncation = params
+            .truncation
+            .then(|| Truncation::longest_first(max_length));
+        let mut encodings = encode_single(tokenizer, text, truncation)?;
+        encodings.truncate(1);
+        if !params.truncation {
+            check_length(&encodings[0], input, max_length)?;
+        }
+        Ok(encodings)
+    }
+}
+
+impl Pipeline for TokenClassification {
+    fn task(&self) -> Task {
+        Task::TokenClassification
+    }
+
+    fn run(&self, request: Envelope) -> Result<Value> {
+        let task = Task::TokenClassification;
+        let params: Params = parse_params(&task, ACCEPTED, request.parameters)?;
+        params.validate(self.res.tokenizer.max_len())?;
+        let (texts, listed) = texts(&task, &request.inputs)?;
+        let mut encodings = Vec::new();
+        let mut owner = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            for encoding in self.windows(text, i, &params)? {
+                encodings.push(encoding);
+                owner.push(i);
+            }
+        }
+        // Every window of every text in padded batches, not one forward pass per text.
+        let outputs = forward_encodings(&self.res, &encodings)?;
+        let mut chunks: Vec<Vec<Chunk>> = texts.iter().map(|_| Vec::new()).collect();
+        for ((encoding, output), i) in encodings.iter().zip(&outputs).zip(owner) {
+            let logits = matrix(output, encoding.len())?;
+            chunks[i].push(Chunk {
+                tokens: token_views(encoding, self.res.tokenizer.inner()),
+                logits,
+            });
+        }
+        let tokenizer = self.res.tokenizer.inner();
+        let join = |tokens: &[String]| tokens_to_string(tokenizer, tokens);
+        let labels = Labels {
+            id2label: &self.res.config.id2label,
+            join: &join,
+        };
+        let answers = texts
+            .iter()
+            .zip(&chunks)
+            .map(|(text, chunks)| {
+                let entities = postprocess(text, chunks, &params, self.facts, &labels);
+                serde_json::to_value(entities).map_err(|_| PipelineError::NonFinite)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(if listed {
+            Value::Array(answers)
+        } else {
+            answers.into_iter().next().unwrap_or(Value::Null)
+        })
     }
 }
 

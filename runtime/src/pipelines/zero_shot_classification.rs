@@ -8,8 +8,13 @@
 //! Not here: tokenization (`encode`, pairs truncated `only_first`) and running the model.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokenizers::utils::truncation::TruncationStrategy;
 
-use super::{PipelineError, Result};
+use super::encode::{Truncation, check_length, encode_pair, texts, vector};
+use super::{
+    Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, parse_params,
+};
 
 /// Parameter names this task accepts (spec §4).
 pub const ACCEPTED: &[&str] = &["candidate_labels", "hypothesis_template", "multi_label"];
@@ -170,6 +175,113 @@ pub fn rank(sequence: &str, labels: &[String], scores: &[f32]) -> Classified {
         sequence: sequence.to_owned(),
         labels: order.iter().map(|i| labels[*i].clone()).collect(),
         scores: order.iter().map(|i| scores[*i]).collect(),
+    }
+}
+
+/// The zero-shot-classification pipeline.
+pub struct ZeroShotClassification {
+    res: Resources,
+}
+
+impl ZeroShotClassification {
+    /// A pipeline over an NLI sequence-classification model.
+    pub fn new(res: Resources) -> Self {
+        Self { res }
+    }
+
+    /// The entailment class, looked up in `label2id` in the order of `config.json`.
+    fn entailment(&self) -> Result<usize> {
+        let config = &self.res.config;
+        match config.raw.get("label2id").and_then(Value::as_object) {
+            Some(map) => entailment_id(map.iter().filter_map(|(label, id)| {
+                Some((label.as_str(), usize::try_from(id.as_u64()?).ok()?))
+            })),
+            None => entailment_id(
+                config
+                    .label2id
+                    .iter()
+                    .map(|(label, id)| (label.as_str(), *id)),
+            ),
+        }
+    }
+
+    /// transformers' `_parse_and_tokenize`: `only_first` truncation so the hypothesis stays
+    /// whole; when the premise cannot be cut enough, no truncation (then too long is a 400).
+    fn encode(
+        &self,
+        premise: &str,
+        hypothesis: &str,
+        input: usize,
+    ) -> Result<tokenizers::Encoding> {
+        let tokenizer = self.res.tokenizer.inner();
+        let max_length = self.res.tokenizer.max_len();
+        let t = Truncation {
+            max_length,
+            stride: 0,
+            strategy: TruncationStrategy::OnlyFirst,
+        };
+        let encodings = match encode_pair(tokenizer, premise, hypothesis, Some(t)) {
+            Err(PipelineError::Validation { .. }) => {
+                encode_pair(tokenizer, premise, hypothesis, None)?
+            }
+            other => other?,
+        };
+        let first = encodings
+            .into_iter()
+            .next()
+            .expect("encode_pair returns at least the main encoding");
+        check_length(&first, input, max_length)?;
+        Ok(first)
+    }
+}
+
+impl Pipeline for ZeroShotClassification {
+    fn task(&self) -> Task {
+        Task::ZeroShotClassification
+    }
+
+    fn run(&self, request: Envelope) -> Result<Value> {
+        let task = Task::ZeroShotClassification;
+        let params: Params = parse_params(&task, ACCEPTED, request.parameters)?;
+        let labels = params.labels()?;
+        let entailment = self.entailment()?;
+        let (sequences, listed) = texts(&task, &request.inputs)?;
+        let hypotheses = labels
+            .iter()
+            .map(|l| hypothesis(&params.hypothesis_template, l))
+            .collect::<Result<Vec<_>>>()?;
+        // Every (sequence, hypothesis) pair of the request in padded batches.
+        let mut encodings = Vec::with_capacity(sequences.len() * labels.len());
+        for (i, sequence) in sequences.iter().enumerate() {
+            for h in &hypotheses {
+                encodings.push(self.encode(sequence, h, i)?);
+            }
+        }
+        let outputs = forward_encodings(&self.res, &encodings)?;
+        let rows = outputs.iter().map(vector).collect::<Result<Vec<_>>>()?;
+        if rows.iter().any(|r| entailment >= r.len()) {
+            return Err(PipelineError::validation(format!(
+                "the entailment label id {entailment} is not one of the model's {} classes",
+                rows.first().map_or(0, Vec::len)
+            )));
+        }
+        let answers = sequences
+            .iter()
+            .zip(rows.chunks(labels.len()))
+            .map(|(sequence, logits)| {
+                let classified = rank(
+                    sequence,
+                    &labels,
+                    &scores(logits, entailment, params.multi_label),
+                );
+                serde_json::to_value(classified).map_err(|_| PipelineError::NonFinite)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(if listed {
+            Value::Array(answers)
+        } else {
+            answers.into_iter().next().unwrap_or(Value::Null)
+        })
     }
 }
 
