@@ -8,3 +8,4 @@ mod invocations;
 mod ping;
 mod process;
 mod support;
+mod tasks;
