@@ -19,7 +19,7 @@ use tokenizers::{Encoding, Tokenizer};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{PipelineError, Result, Task, json_kind};
+use super::{PipelineError, Result, Task, check_names, json_kind};
 
 /// A copy of `tokenizer` without truncation or padding, for the functions of this module.
 pub fn plain(tokenizer: &Tokenizer) -> Tokenizer {
@@ -244,6 +244,33 @@ pub fn texts(task: &Task, inputs: &Value) -> Result<(Vec<String>, bool)> {
         }
         other => Err(wrong(other)),
     }
+}
+
+/// `parameters` into a task's `Params`, as transformers reads keyword arguments: unknown names
+/// are a 400 naming them, a `null` value means "not given" (the default), and a bad value is a
+/// 400 naming its parameter.
+pub fn params<P: serde::de::DeserializeOwned>(
+    task: &Task,
+    accepted: &[&str],
+    mut parameters: serde_json::Map<String, Value>,
+) -> Result<P> {
+    check_names(task, accepted, &parameters)?;
+    parameters.retain(|_, v| !v.is_null());
+    // Each value alone first, so that the message names the parameter that is wrong.
+    for (name, value) in &parameters {
+        let one = serde_json::Map::from_iter([(name.clone(), value.clone())]);
+        if let Err(e) = serde_json::from_value::<P>(Value::Object(one)) {
+            let e = e.to_string();
+            let message = if e.contains(&format!("`{name}`")) {
+                e
+            } else {
+                format!("`{name}`: {e}")
+            };
+            return Err(PipelineError::validation(message));
+        }
+    }
+    serde_json::from_value(Value::Object(parameters))
+        .map_err(|e| PipelineError::validation(format!("bad parameters for {task}: {e}")))
 }
 
 /// Rejects an encoding longer than the model accepts (with `truncation` off), naming its length.
@@ -542,6 +569,37 @@ pub(crate) mod tests {
         };
         let err = encode_pair(&tok, &long_question, CONTEXT, Some(t)).unwrap_err();
         assert!(matches!(err, PipelineError::Validation { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn params_name_the_bad_one_and_treat_null_as_absent() {
+        use crate::pipelines::question_answering::{ACCEPTED, Params};
+        let task = Task::QuestionAnswering;
+        let map = |v: Value| v.as_object().unwrap().clone();
+        let p: Params = params(
+            &task,
+            ACCEPTED,
+            map(serde_json::json!({"top_k": null, "doc_stride": 8})),
+        )
+        .unwrap();
+        assert_eq!((p.top_k, p.doc_stride), (1, Some(8)));
+        let err = params::<Params>(
+            &task,
+            ACCEPTED,
+            map(serde_json::json!({"top_k": 2, "max_answer_len": "x"})),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("`max_answer_len`: invalid type"),
+            "{err}"
+        );
+        let err = params::<Params>(&task, ACCEPTED, map(serde_json::json!({"top_kk": null})))
+            .unwrap_err();
+        assert!(
+            matches!(err, PipelineError::UnknownParameters { .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,9 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::encode::{deserialize_truncation, encode_texts, matrix, texts, truncation_default};
-use super::{
-    Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, parse_params,
-};
+use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
 /// Parameter names this task accepts (spec §4).
 pub const ACCEPTED: &[&str] = &["truncation"];
@@ -64,7 +62,7 @@ impl Pipeline for FeatureExtraction {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::FeatureExtraction;
-        let params: Params = parse_params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
         let (texts, listed) = texts(&task, &request.inputs)?;
         let tokenizer = self.res.tokenizer.inner();
         let encodings = encode_texts(

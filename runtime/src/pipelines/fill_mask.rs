@@ -12,9 +12,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::encode::{deserialize_truncation, encode_texts, texts, truncation_default, vector};
-use super::{
-    Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, parse_params,
-};
+use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
 /// Parameter names this task accepts (spec §4, plus `truncation`).
 pub const ACCEPTED: &[&str] = &["top_k", "targets", "truncation"];
@@ -262,7 +260,7 @@ impl Pipeline for FillMask {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::FillMask;
-        let params: Params = parse_params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
         params.validate()?;
         let tokenizer = self.res.tokenizer.inner();
         let (mask_token, mask_id) = self

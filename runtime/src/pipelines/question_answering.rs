@@ -17,7 +17,6 @@ use tokenizers::{Encoding, Tokenizer};
 use super::encode::{CharIndex, Truncation, encode_pair, matrix};
 use super::{
     Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, json_kind,
-    parse_params,
 };
 
 /// Parameter names this task accepts (spec §4, plus transformers' `align_to_words`).
@@ -416,7 +415,8 @@ impl Pipeline for QuestionAnswering {
     }
 
     fn run(&self, request: Envelope) -> Result<Value> {
-        let params: Params = parse_params(&Task::QuestionAnswering, ACCEPTED, request.parameters)?;
+        let params: Params =
+            super::encode::params(&Task::QuestionAnswering, ACCEPTED, request.parameters)?;
         let windowing = params.windowing(self.res.tokenizer.max_len())?;
         let examples = parse_inputs(&request.inputs)?;
         let tokenizer = self.res.tokenizer.inner();

@@ -20,9 +20,7 @@ use super::encode::{
     CharIndex, Truncation, check_length, deserialize_truncation, encode_single, matrix, texts,
     truncation_default,
 };
-use super::{
-    Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, parse_params,
-};
+use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
 /// Parameter names this task accepts (spec §4, plus transformers' `stride` and our `truncation`).
 pub const ACCEPTED: &[&str] = &[
@@ -649,7 +647,7 @@ impl Pipeline for TokenClassification {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::TokenClassification;
-        let params: Params = parse_params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
         params.validate(self.res.tokenizer.max_len())?;
         let (texts, listed) = texts(&task, &request.inputs)?;
         let mut encodings = Vec::new();

@@ -12,9 +12,7 @@ use serde_json::Value;
 use tokenizers::utils::truncation::TruncationStrategy;
 
 use super::encode::{Truncation, check_length, encode_pair, texts, vector};
-use super::{
-    Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, parse_params,
-};
+use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
 /// Parameter names this task accepts (spec §4).
 pub const ACCEPTED: &[&str] = &["candidate_labels", "hypothesis_template", "multi_label"];
@@ -242,10 +240,15 @@ impl Pipeline for ZeroShotClassification {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::ZeroShotClassification;
-        let params: Params = parse_params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
         let labels = params.labels()?;
         let entailment = self.entailment()?;
         let (sequences, listed) = texts(&task, &request.inputs)?;
+        if sequences.iter().any(String::is_empty) {
+            return Err(PipelineError::validation(
+                "zero-shot-classification needs a non-empty sequence to classify",
+            ));
+        }
         let hypotheses = labels
             .iter()
             .map(|l| hypothesis(&params.hypothesis_template, l))
