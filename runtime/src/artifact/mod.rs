@@ -1,6 +1,7 @@
 //! Model artifacts: a local directory, or a `model.tar.gz` unpacked safely into a private
 //! directory (spec §3).
 
+pub mod fetch;
 pub mod unpack;
 
 use std::path::{Path, PathBuf};
