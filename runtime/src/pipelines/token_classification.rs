@@ -1,9 +1,10 @@
 //! token-classification (alias `ner`, spec §4): per-token labels, optionally grouped into
 //! entities. A port of transformers 4.51.3 `pipelines/token_classification.py`
 //! (<https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/pipelines/token_classification.py>):
-//! `gather_pre_entities`, `aggregate`, `aggregate_words`, `group_entities` and
-//! `aggregate_overlapping_entities` keep their names and their rules, including the `is_subword`
-//! heuristics and `word` as the decoder's join of the group's tokens.
+//! parameters, the tokenizer facts the rules need, windows of a long text (`stride`), and the
+//! pipeline. The rules themselves (`gather_pre_entities`, `aggregate`, `group_entities`, ...,
+//! with the `is_subword` heuristics and `word` as the decoder's join of the group's tokens) are
+//! in [`aggregate`].
 //!
 //! Not here: tokenization and truncation (`encode`), running the model (`forward_encodings`).
 
