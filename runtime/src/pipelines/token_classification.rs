@@ -4,7 +4,7 @@
 //! parameters, the tokenizer facts the rules need, windows of a long text (`stride`), and the
 //! pipeline. The rules themselves (`gather_pre_entities`, `aggregate`, `group_entities`, ...,
 //! with the `is_subword` heuristics and `word` as the decoder's join of the group's tokens) are
-//! in [`aggregate`].
+//! in `token_classification/aggregate.rs`.
 //!
 //! Not here: tokenization and truncation (`encode`), running the model (`forward_encodings`).
 
