@@ -200,6 +200,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// A loaded tokenizer with the model's length limit and padding id.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
+    /// `tokenizer_config.json` + `special_tokens_map.json`, for [`special_token`](Self::special_token).
+    config: TokenizerConfig,
     /// No truncation, no padding.
     plain: Tokenizer,
     /// Truncation to `max_len` (longest first), no padding.
@@ -207,8 +209,6 @@ pub struct TextTokenizer {
     max_len: usize,
     pad_id: u32,
     mask_token: Option<String>,
-    /// `tokenizer_config.json` + `special_tokens_map.json`, for [`special_token`](Self::special_token).
-    config: TokenizerConfig,
 }
 
 impl TextTokenizer {
@@ -282,12 +282,12 @@ impl TextTokenizer {
             .clone()
             .into();
         Ok(Self {
+            config: tok_config.clone(),
             plain,
             truncating,
             max_len,
             pad_id,
             mask_token,
-            config: tok_config.clone(),
         })
     }
 
