@@ -210,3 +210,31 @@ fn conformance_bert_qa() {
 fn conformance_bert_mlm() {
     assert_eq!(run_model("bert-mlm", None), 8);
 }
+
+// Made by tests/fixtures/build_extra_fixtures.py: SentencePiece (Metaspace) tokenizers, so the
+// word heuristics, offsets and decoding differ from the WordPiece fixtures.
+
+#[test]
+fn conformance_xlmr_tokcls() {
+    assert_eq!(run_model("xlmr-tokcls", None), 12);
+}
+
+#[test]
+fn conformance_xlmr_qa() {
+    assert_eq!(run_model("xlmr-qa", None), 7);
+}
+
+#[test]
+fn conformance_xlmr_mlm() {
+    assert_eq!(run_model("xlmr-mlm", None), 6);
+}
+
+#[test]
+fn conformance_deberta_v2_nli() {
+    assert_eq!(run_model("deberta-v2-nli", None), 8);
+}
+
+#[test]
+fn conformance_deberta_v2_tokcls() {
+    assert_eq!(run_model("deberta-v2-tokcls", None), 12);
+}

@@ -87,7 +87,35 @@ pub fn encode_pair(
     let encoding = tokenizer
         .post_process(first, Some(second), true)
         .map_err(|e| tokenizer_error(&e))?;
-    Ok(flatten(encoding))
+    let mut windows = flatten(encoding);
+    same_pair_type_ids(&mut windows);
+    Ok(windows)
+}
+
+/// Gives the second text's tokens of every window the type id the post-processor gave them in
+/// the first window. BERT-style templates give 1 (unchanged); RoBERTa-style ones give 0, while
+/// later windows would keep the 1 of their encoding — transformers never feeds those to a
+/// RoBERTa-family model (`token_type_ids` is not in its tokenizer's `model_input_names`), and
+/// our encoders read them, where 1 is out of range for `type_vocab_size` 1.
+fn same_pair_type_ids(windows: &mut [Encoding]) {
+    let Some(first) = windows.first() else { return };
+    let ids = first.get_sequence_ids();
+    let Some(pair_type) = ids
+        .iter()
+        .position(|s| *s == Some(1))
+        .map(|i| first.get_type_ids()[i])
+    else {
+        return;
+    };
+    for window in windows.iter_mut().skip(1) {
+        let types = window
+            .get_sequence_ids()
+            .iter()
+            .zip(window.get_type_ids())
+            .map(|(seq, t)| if *seq == Some(1) { pair_type } else { *t })
+            .collect();
+        window.set_type_ids(types);
+    }
 }
 
 /// One text tokenized on its own, without special tokens: what the tokenizer's private
@@ -504,6 +532,25 @@ pub(crate) mod tests {
             &ours[0],
             &tok.encode_char_offsets((question, CONTEXT), true).unwrap(),
         );
+    }
+
+    #[test]
+    fn roberta_style_pairs_keep_type_id_zero_in_every_window() {
+        let tok = plain(&fixture_tokenizer("xlmr-qa"));
+        let t = Truncation {
+            max_length: 24,
+            stride: 4,
+            strategy: TruncationStrategy::OnlySecond,
+        };
+        let windows = encode_pair(&tok, "Where is the tower?", CONTEXT, Some(t)).unwrap();
+        assert!(windows.len() > 2);
+        for w in &windows {
+            assert!(
+                w.get_type_ids().iter().all(|t| *t == 0),
+                "{:?}",
+                w.get_type_ids()
+            );
+        }
     }
 
     #[test]
