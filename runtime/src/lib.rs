@@ -17,6 +17,8 @@ pub mod infer;
 pub mod load;
 /// Architectures, heads and weights.
 pub mod models;
+/// `sagebrush package`: a SageMaker `model.tar.gz` from a model directory and a guest.
+pub mod package;
 /// Tasks and their pre- and post-processing.
 pub mod pipelines;
 /// The HTTP server.
@@ -25,6 +27,8 @@ pub mod server;
 pub mod telemetry;
 /// Tokenizers from `tokenizer.json` or the slow files.
 pub mod tokenizer;
+/// User code as WebAssembly components: compile, sandbox, pool, call the hooks.
+pub mod wasm;
 
 use std::sync::Arc;
 
@@ -39,7 +43,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_serve_args(&args)?;
             serve(config).await
         }
-        Command::Package(_) => anyhow::bail!("`sagebrush package` is not built yet"),
+        Command::Package(args) => {
+            let archive = package::run(&args)?;
+            println!("{}", archive.display());
+            Ok(())
+        }
     }
 }
 

@@ -85,6 +85,13 @@ pub enum FetchError {
         #[source]
         source: object_store::Error,
     },
+    /// A PEM certificate that cannot be read.
+    #[error("cannot read the PEM certificates given as extra trust roots")]
+    BadCertificate {
+        /// Cause.
+        #[source]
+        source: reqwest::Error,
+    },
     /// Writing the archive.
     #[error("i/o on {path}")]
     Io {
@@ -106,6 +113,7 @@ pub async fn fetch_archive(url: &str, dest_dir: &Path) -> Result<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     s3: AmazonS3Builder,
+    roots: Vec<reqwest::Certificate>,
     attempts: u32,
     base_delay: Duration,
 }
@@ -120,6 +128,7 @@ impl Fetcher {
     pub fn with_s3(s3: AmazonS3Builder) -> Self {
         Self {
             s3,
+            roots: Vec::new(),
             attempts: 5,
             base_delay: Duration::from_millis(500),
         }
@@ -131,6 +140,15 @@ impl Fetcher {
         self.attempts = attempts.max(1);
         self.base_delay = base_delay;
         self
+    }
+
+    /// Also trusts the certificates of `pem` for `https://` (a private CA); the system's roots
+    /// stay trusted.
+    pub fn with_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|source| FetchError::BadCertificate { source })?;
+        self.roots.extend(certs);
+        Ok(self)
     }
 
     /// Fetches `url` into `dest_dir`; returns the archive's path.
@@ -220,7 +238,11 @@ impl Fetcher {
             url: shown.clone(),
             reason: e.to_string(),
         })?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for cert in &self.roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        let client = builder
             .user_agent(concat!("sagebrush/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
@@ -278,7 +300,15 @@ impl Fetcher {
         };
         let status = resp.status();
         let append = match status {
-            StatusCode::PARTIAL_CONTENT if offset > 0 => true,
+            StatusCode::PARTIAL_CONTENT if range_start(resp.headers()) == Some(offset) => true,
+            StatusCode::PARTIAL_CONTENT => {
+                // Not the range asked for: start over rather than splice wrong bytes.
+                let _ = tokio::fs::remove_file(part).await;
+                return Ok(Some((
+                    "unexpected Content-Range; restarting".to_owned(),
+                    None,
+                )));
+            }
             StatusCode::OK => false,
             StatusCode::RANGE_NOT_SATISFIABLE => {
                 let _ = tokio::fs::remove_file(part).await;
@@ -360,6 +390,18 @@ fn file_name(url: &str) -> String {
     }
 }
 
+/// The first byte of a 206 answer, from `Content-Range: bytes START-END/TOTAL`.
+fn range_start(headers: &header::HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    value
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The URL without its query string and fragment.
 fn redact(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or(url).to_owned()
@@ -368,12 +410,11 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::process::{Child, Command, Stdio};
 
     use bytes::Bytes;
 
     use super::*;
-    use crate::hub::hub_stub::{HubStub, sha256_hex};
+    use crate::hub::hub_stub::{HubStub, Moto, sha256_hex};
 
     fn archive() -> Bytes {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -396,10 +437,74 @@ mod tests {
         (stub, sha, bytes)
     }
 
+    /// An https server on 127.0.0.1 (name `localhost`) with a fresh self-signed certificate
+    /// that answers every request with `body`. Returns the URL and the certificate (PEM).
+    async fn serve_tls(body: Bytes) -> (String, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(vec![key.cert.der().clone()], der)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, body) = (acceptor.clone(), body.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let status = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = tls.write_all(status.as_bytes()).await;
+                    let _ = tls.write_all(&body).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (
+            format!("https://localhost:{port}/model.tar.gz"),
+            key.cert.pem(),
+        )
+    }
+
+    #[tokio::test]
+    async fn https_archive_is_fetched_over_tls_from_a_trusted_server_only() {
+        let bytes = archive();
+        let (url, ca) = serve_tls(bytes.clone()).await;
+        let dest = tempfile::tempdir().expect("tempdir");
+
+        let err = fast().fetch(&url, dest.path()).await.unwrap_err();
+        assert!(matches!(err, FetchError::Network { .. }), "{err:?}");
+        let trusting = fast()
+            .with_root_certificates_pem(ca.as_bytes())
+            .expect("pem");
+        let path = trusting.fetch(&url, dest.path()).await.expect("fetches");
+
+        assert_eq!(path, dest.path().join("model.tar.gz"));
+        assert_eq!(std::fs::read(&path).expect("read"), bytes);
+    }
+
     #[tokio::test]
     async fn http_archive_is_streamed_to_disk() {
-        // Plain http:// against 127.0.0.1: the https:// path is the same reqwest code with
-        // rustls, which needs a certificate no offline test can get from a public CA.
         let (stub, sha, bytes) = serve_archive().await;
         let dest = tempfile::tempdir().expect("tempdir");
         let url = format!("{}/cdn/{sha}?X-Amz-Signature=s3cr3t", stub.endpoint());
@@ -431,6 +536,13 @@ mod tests {
     async fn http_errors_are_typed() {
         let (stub, _, _) = serve_archive().await;
         let dest = tempfile::tempdir().expect("tempdir");
+        stub.set_private("org/archive", "hf_token");
+        let private = format!("{}/org/archive/resolve/main/model.tar.gz", stub.endpoint());
+        let err = fast().fetch(&private, dest.path()).await.unwrap_err();
+        assert!(
+            matches!(err, FetchError::AccessDenied { status: 401, .. }),
+            "{err:?}"
+        );
         let err = fast()
             .fetch(
                 &format!("{}/cdn/0000?sig=s3cr3t", stub.endpoint()),
@@ -478,77 +590,6 @@ mod tests {
         );
     }
 
-    /// A moto S3 server on a free port, killed on drop.
-    struct Moto {
-        child: Child,
-        endpoint: String,
-    }
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn moto_command() -> Option<Command> {
-        let probe = |cmd: &mut Command| {
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if probe(Command::new("moto_server").arg("--help")) {
-            return Some(Command::new("moto_server"));
-        }
-        if probe(Command::new("python3").args(["-c", "import moto.server"])) {
-            let mut cmd = Command::new("python3");
-            cmd.args(["-m", "moto.server"]);
-            return Some(cmd);
-        }
-        None
-    }
-
-    async fn start_moto() -> Moto {
-        let mut cmd = moto_command().or_else(|| {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/s3-setup.sh");
-            eprintln!("moto_server not found; running {}", script.display());
-            let _ = Command::new("bash").arg(script).status();
-            moto_command()
-        });
-        let Some(cmd) = cmd.as_mut() else {
-            panic!(
-                "\n\n!!!!! S3 TESTS CANNOT RUN: moto_server is not installed and .ci/s3-setup.sh could not install it \
-                 (pip install 'moto[server]') !!!!!\n\n"
-            );
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let child = cmd
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn moto_server");
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        for _ in 0..600 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return moto;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("moto_server did not listen on port {port}");
-    }
-
     fn s3_fetcher(moto: &Moto) -> Fetcher {
         Fetcher::with_s3(
             AmazonS3Builder::new()
@@ -561,28 +602,9 @@ mod tests {
 
     #[tokio::test]
     async fn s3_archive_is_fetched_from_an_s3_compatible_endpoint() {
-        let moto = start_moto().await;
-        let http = reqwest::Client::new();
-        let put = |path: &str, body: Bytes| {
-            http.put(format!("{}/{path}", moto.endpoint))
-                .body(body)
-                .send()
-        };
-        assert!(
-            put("models", Bytes::new())
-                .await
-                .expect("create bucket")
-                .status()
-                .is_success()
-        );
+        let moto = Moto::start().await;
         let bytes = archive();
-        assert!(
-            put("models/prod/model.tar.gz", bytes.clone())
-                .await
-                .expect("put object")
-                .status()
-                .is_success()
-        );
+        moto.put("models", "prod/model.tar.gz", bytes.clone()).await;
         let dest = tempfile::tempdir().expect("tempdir");
 
         let path = s3_fetcher(&moto)

@@ -6,6 +6,7 @@ pub mod unpack;
 
 use std::path::{Path, PathBuf};
 
+pub use fetch::{FetchError, fetch_archive};
 pub use unpack::{UnpackError, unpack, unpack_reader};
 
 /// A model artifact that cannot be used.

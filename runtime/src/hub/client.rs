@@ -113,6 +113,17 @@ fn normalize_etag(raw: &str) -> String {
         .to_owned()
 }
 
+/// The first byte of a 206 answer, from `Content-Range: bytes START-END/TOTAL`.
+pub(crate) fn range_start(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, "content-range")?
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -446,6 +457,19 @@ mod tests {
         };
         let waits: Vec<u128> = (1..=5).map(|a| p.delay(a).as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 500, 500]);
+    }
+
+    #[test]
+    fn content_range_start_is_parsed() {
+        let mut h = HeaderMap::new();
+        assert_eq!(range_start(&h), None);
+        h.insert(
+            "content-range",
+            HeaderValue::from_static("bytes 100-199/200"),
+        );
+        assert_eq!(range_start(&h), Some(100));
+        h.insert("content-range", HeaderValue::from_static("bytes */200"));
+        assert_eq!(range_start(&h), None);
     }
 
     #[test]

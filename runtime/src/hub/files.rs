@@ -7,18 +7,25 @@ use std::path::Path;
 
 use super::{HubError, Result, cache::safe_relative};
 
-/// Tokenizer files at the repository root that any of our tokenizers may read.
-pub(crate) const TOKENIZER_FILES: [&str; 10] = [
+/// Tokenizer files at the repository root that any of our tokenizers may read (the slow
+/// SentencePiece names of Llama, XLM-R and DeBERTa included, and the chat template files that
+/// newer transformers write beside `tokenizer_config.json`).
+pub(crate) const TOKENIZER_FILES: [&str; 15] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
     "vocab.txt",
     "vocab.json",
     "merges.txt",
     "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+    "spm.model",
     "source.spm",
     "target.spm",
-    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
 ];
 
 const SAFETENSORS: &str = "model.safetensors";
@@ -145,6 +152,26 @@ mod tests {
             ])
         );
         assert_eq!(sel.index, None);
+    }
+
+    #[test]
+    fn every_file_of_every_conformance_model_is_selected() {
+        let models =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/conformance/models");
+        for entry in std::fs::read_dir(models).expect("fixtures") {
+            let dir = entry.expect("entry").path();
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .expect("model dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|f| f != "model.tar.gz")
+                .collect();
+            if files.is_empty() {
+                continue;
+            }
+            files.sort();
+            let sel = select("o/m", "main", &files).expect("selects");
+            assert_eq!(sel.files, files, "{}", dir.display());
+        }
     }
 
     #[test]

@@ -22,6 +22,12 @@ impl Progress {
         Self { bars }
     }
 
+    /// Log lines only, terminal or not.
+    #[cfg(test)]
+    pub(crate) fn lines() -> Self {
+        Self { bars: None }
+    }
+
     /// Starts reporting one file of `size` bytes (when known), `resumed_from` already on disk.
     pub(crate) fn file(&self, name: &str, size: Option<u64>, resumed_from: u64) -> FileProgress {
         match &self.bars {

@@ -611,3 +611,125 @@ async fn unreachable_hub_is_a_network_error_after_retries() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn unusable_endpoint_or_token_fail_before_any_request() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let err = fetch(&config("not a url", cache.path(), "org/bert"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HubError::BadEndpoint { .. }), "{err:?}");
+
+    let stub = HubStub::start().await;
+    let cfg = HubConfig {
+        token: Some(Secret::new("hf_bad\ntoken")),
+        ..config(&stub.endpoint(), cache.path(), "org/bert")
+    };
+    let err = fetch(&cfg).await.unwrap_err();
+    assert!(matches!(err, HubError::MalformedToken), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("hf_bad"));
+    assert_eq!(stub.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_another_process_is_fetching_is_waited_for_not_fetched_twice() {
+    let stub = HubStub::start().await;
+    let files = fixture_files("bert-seqcls");
+    let weights = files["model.safetensors"].clone();
+    let sha = sha256_hex(&weights);
+    stub.add_commit("org/bert", "main", files);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let repo = RepoCache::new(cache.path(), "org/bert");
+    // Another process (Python's filelock takes the same flock) is fetching the weights.
+    let lock_path = repo.lock_path(&sha);
+    std::fs::create_dir_all(lock_path.parent().expect("parent")).expect("mkdir");
+    let held = std::fs::File::create(&lock_path).expect("lock file");
+    held.lock().expect("flock");
+    let cfg = config(&stub.endpoint(), cache.path(), "org/bert");
+    let task = tokio::spawn(async move { fetch(&cfg).await });
+    while !stub
+        .requests()
+        .iter()
+        .any(|r| r.method == "HEAD" && r.path.ends_with("/model.safetensors"))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The other process finishes: the blob is in place, the lock is released.
+    std::fs::create_dir_all(repo.blob_path(&sha).parent().expect("parent")).expect("mkdir");
+    std::fs::write(repo.blob_path(&sha), &weights).expect("blob");
+    drop(held);
+    let dir = task.await.expect("joins").expect("downloads");
+
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).expect("read"),
+        weights
+    );
+    assert!(
+        cdn_gets(&stub).iter().all(|r| !r.path.ends_with(&sha)),
+        "{:?}",
+        stub.requests()
+    );
+}
+
+/// An `io::Write` into a shared buffer, for capturing log lines.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn progress_is_logged_per_file_and_the_token_never_is() {
+    let stub = HubStub::start().await;
+    stub.add_model_dir("org/private", &fixture("bert-seqcls"));
+    stub.set_private("org/private", "hf_log_secret");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let cfg = HubConfig {
+        token: Some(Secret::new("hf_log_secret")),
+        ..config(&stub.endpoint(), cache.path(), "org/private")
+    };
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let retry = RetryPolicy {
+        attempts: 2,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(1),
+    };
+    stub.fail_next(1); // one retry warning, which names the URL
+
+    Download {
+        cfg: &cfg,
+        retry,
+        progress: Progress::lines(),
+    }
+    .run()
+    .await
+    .expect("downloads");
+
+    let text = String::from_utf8(logs.0.lock().expect("logs").clone()).expect("utf-8");
+    for file in ["config.json", "model.safetensors", "vocab.txt"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("downloaded") && l.contains(&format!("file={file}"))),
+            "{text}"
+        );
+    }
+    assert!(text.contains("retrying"), "{text}");
+    assert!(!text.contains("hf_log_secret"), "{text}");
+}

@@ -96,6 +96,8 @@ struct StubState {
     corrupt: Mutex<std::collections::HashSet<String>>,
     /// Requests still to be answered with 500.
     fail_next: Mutex<usize>,
+    /// `false` while file bodies are held back ([`HubStub::hold_downloads`]).
+    gate: Option<tokio::sync::watch::Sender<bool>>,
     /// Base URL the CDN redirects point to.
     cdn_base: Mutex<String>,
 }
@@ -124,7 +126,10 @@ impl HubStub {
             .await
             .expect("bind stub hub");
         let addr = listener.local_addr().expect("stub hub address");
-        let state = Arc::new(StubState::default());
+        let state = Arc::new(StubState {
+            gate: Some(tokio::sync::watch::Sender::new(true)),
+            ..StubState::default()
+        });
         *lock(&state.cdn_base) = format!("http://localhost:{}", addr.port());
         let app = Router::new()
             .fallback(handle)
@@ -197,6 +202,21 @@ impl HubStub {
     /// Answers the next `n` requests with `500 Internal Server Error`.
     pub(crate) fn fail_next(&self, n: usize) {
         *lock(&self.state.fail_next) = n;
+    }
+
+    /// Holds every file body (resolve and CDN `GET`s) until [`HubStub::release_downloads`];
+    /// listings and `HEAD`s still answer.
+    pub(crate) fn hold_downloads(&self) {
+        if let Some(gate) = &self.state.gate {
+            gate.send_replace(false);
+        }
+    }
+
+    /// Lets held and future downloads go on.
+    pub(crate) fn release_downloads(&self) {
+        if let Some(gate) = &self.state.gate {
+            gate.send_replace(true);
+        }
     }
 
     /// Number of requests received so far.
@@ -311,6 +331,13 @@ async fn handle(State(state): State<Arc<StubState>>, req: Request) -> Response {
         }
     }
     let method = req.method().clone();
+    if method == Method::GET
+        && !path.starts_with("/api/")
+        && let Some(gate) = &state.gate
+    {
+        let mut open = gate.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+    }
     if method != Method::GET && method != Method::HEAD {
         return error(StatusCode::METHOD_NOT_ALLOWED, None, "method not allowed");
     }
@@ -554,4 +581,99 @@ fn body_response(
     let mut resp = builder.body(body).expect("valid response");
     resp.headers_mut().extend(extra);
     resp
+}
+
+/// A moto S3 server (`moto_server`, pip package `moto[server]`) on a free port of 127.0.0.1,
+/// killed on drop. `.ci/s3-setup.sh` installs it when missing; without it this panics loudly.
+pub(crate) struct Moto {
+    child: std::process::Child,
+    /// `http://127.0.0.1:{port}`.
+    pub(crate) endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto_command() -> Option<std::process::Command> {
+    use std::process::{Command, Stdio};
+    let works = |cmd: &mut Command| {
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if works(Command::new("moto_server").arg("--help")) {
+        return Some(Command::new("moto_server"));
+    }
+    if works(Command::new("python3").args(["-c", "import moto.server"])) {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "moto.server"]);
+        return Some(cmd);
+    }
+    None
+}
+
+impl Moto {
+    /// Starts moto and waits until it accepts connections.
+    pub(crate) async fn start() -> Self {
+        use std::process::{Command, Stdio};
+        let found = moto_command().or_else(|| {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/s3-setup.sh");
+            eprintln!("moto_server not found; running {}", script.display());
+            let _ = Command::new("bash").arg(script).status();
+            moto_command()
+        });
+        let Some(mut cmd) = found else {
+            panic!(
+                "\n\n!!!!! S3 TESTS CANNOT RUN: moto_server is not installed and .ci/s3-setup.sh \
+                 could not install it (pip install 'moto[server]') !!!!!\n\n"
+            );
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = cmd
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn moto_server");
+        let moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..600 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return moto;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("moto_server did not listen on port {port}");
+    }
+
+    /// Creates `bucket` and stores `body` under `key` (moto accepts unsigned requests).
+    pub(crate) async fn put(&self, bucket: &str, key: &str, body: Bytes) {
+        let http = reqwest::Client::new();
+        let bucket_url = format!("{}/{bucket}", self.endpoint);
+        let created = http.put(&bucket_url).send().await.expect("create bucket");
+        assert!(
+            created.status().is_success() || created.status() == 409,
+            "{created:?}"
+        );
+        let put = http
+            .put(format!("{bucket_url}/{key}"))
+            .body(body)
+            .send()
+            .await
+            .expect("put");
+        assert!(put.status().is_success(), "{put:?}");
+    }
 }
