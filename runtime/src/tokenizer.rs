@@ -127,6 +127,8 @@ pub(crate) struct TokenizerConfig {
     #[serde(default)]
     pub(crate) tokenizer_class: Option<String>,
     #[serde(default)]
+    clean_up_tokenization_spaces: Option<bool>,
+    #[serde(default)]
     cls_token: Option<SpecialToken>,
     #[serde(default)]
     sep_token: Option<SpecialToken>,
@@ -244,6 +246,8 @@ fn align_bert_normalizer(
 /// A loaded tokenizer with the model's length limit and padding id.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
+    /// `tokenizer_config.json` + `special_tokens_map.json`, for [`special_token`](Self::special_token).
+    config: TokenizerConfig,
     /// No truncation, no padding.
     plain: Tokenizer,
     /// Truncation to `max_len` (longest first), no padding.
@@ -347,6 +351,7 @@ impl TextTokenizer {
             .clone()
             .into();
         Ok(Self {
+            config: tok_config.clone(),
             plain,
             truncating,
             max_len,
@@ -483,6 +488,17 @@ impl TextTokenizer {
     /// The padding token id.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    /// A special token named in the tokenizer config by its key (`cls_token`, `unk_token`, ...).
+    pub fn special_token(&self, key: &str) -> Option<&str> {
+        self.config.special(key)
+    }
+
+    /// `clean_up_tokenization_spaces` (transformers' default: false): whether decoded text gets
+    /// `clean_up_tokenization` (" ." -> "." and the like).
+    pub fn clean_up_tokenization_spaces(&self) -> bool {
+        self.config.clean_up_tokenization_spaces.unwrap_or(false)
     }
 }
 

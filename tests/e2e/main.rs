@@ -10,3 +10,4 @@ mod ping;
 mod process;
 mod sources;
 mod support;
+mod tasks;
