@@ -434,6 +434,12 @@ impl Pipeline for QuestionAnswering {
                 .map(|span| {
                     let output = outputs.next().ok_or(PipelineError::WorkerGone)?;
                     let rows = matrix(&output, span.encoding.len())?;
+                    if rows.iter().any(|r| r.len() < 2) {
+                        let message = "a question-answering head gives 2 logits per token";
+                        return Err(PipelineError::Model(
+                            candle_core::Error::Msg(message.into()).into(),
+                        ));
+                    }
                     Ok(SpanLogits {
                         start: rows.iter().map(|r| r[0]).collect(),
                         end: rows.iter().map(|r| r[1]).collect(),
