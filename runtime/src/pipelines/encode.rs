@@ -274,6 +274,16 @@ pub fn texts(task: &Task, inputs: &Value) -> Result<(Vec<String>, bool)> {
     }
 }
 
+/// The answer shape that goes with [`texts`]: the list of answers for a list input, the one
+/// answer for a single input.
+pub fn one_or_list(answers: Vec<Value>, listed: bool) -> Value {
+    if listed {
+        Value::Array(answers)
+    } else {
+        answers.into_iter().next().unwrap_or(Value::Null)
+    }
+}
+
 /// `parameters` into a task's `Params`, as transformers reads keyword arguments: unknown names
 /// are a 400 naming them, a `null` value means "not given" (the default), and a bad value is a
 /// 400 naming its parameter.

@@ -77,11 +77,7 @@ impl Pipeline for FeatureExtraction {
             .zip(&outputs)
             .map(|(encoding, output)| features_json(matrix(output, encoding.len())?))
             .collect::<Result<Vec<_>>>()?;
-        Ok(if listed {
-            Value::Array(answers)
-        } else {
-            answers.into_iter().next().unwrap_or(Value::Null)
-        })
+        Ok(super::encode::one_or_list(answers, listed))
     }
 }
 

@@ -305,11 +305,7 @@ impl Pipeline for TokenClassification {
                 serde_json::to_value(entities).map_err(|_| PipelineError::NonFinite)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(if listed {
-            Value::Array(answers)
-        } else {
-            answers.into_iter().next().unwrap_or(Value::Null)
-        })
+        Ok(super::encode::one_or_list(answers, listed))
     }
 }
 

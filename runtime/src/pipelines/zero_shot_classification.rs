@@ -280,11 +280,7 @@ impl Pipeline for ZeroShotClassification {
                 serde_json::to_value(classified).map_err(|_| PipelineError::NonFinite)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(if listed {
-            Value::Array(answers)
-        } else {
-            answers.into_iter().next().unwrap_or(Value::Null)
-        })
+        Ok(super::encode::one_or_list(answers, listed))
     }
 }
 
