@@ -9,6 +9,8 @@ pub mod codec;
 pub mod config;
 /// The hook chain and the types its stages share.
 pub mod handler;
+/// `HF_MODEL_ID`: Hub download, revision, cache, offline mode, token.
+pub mod hub;
 /// The model worker thread.
 pub mod infer;
 /// Source → loaded model, in the background.

@@ -8,4 +8,6 @@ mod hooks;
 mod invocations;
 mod ping;
 mod process;
+mod sources;
 mod support;
+mod tasks;

@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod guests;
+pub mod hub_stub;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
