@@ -1,4 +1,4 @@
-//! Measurements behind the numbers in `docs/custom-code.md`: a measurement, not a test (no
+//! Measurements behind the numbers in the README ("Custom code in WebAssembly", measured cost): a measurement, not a test (no
 //! thresholds; ignored by default). Run it alone, so nothing else shares the process:
 //! `cargo test -p sagebrush --lib wasm::measure -- --ignored --nocapture --test-threads 1`.
 
@@ -70,7 +70,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 #[test]
-#[ignore = "measurement for docs/custom-code.md; prints numbers, asserts nothing"]
+#[ignore = "measurement for the README (Custom code in WebAssembly); prints numbers, asserts nothing"]
 fn measure_guest_overhead() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ctx = RequestContext {
