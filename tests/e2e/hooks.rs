@@ -266,6 +266,25 @@ fn a_panicking_guest_fails_only_its_request() {
 }
 
 #[test]
+fn a_guest_cannot_overwrite_server_owned_response_headers() {
+    let (server, _base) = serve("misbehave", &["--workers", "1"]);
+    let answer = server.post(
+        "/invocations",
+        &[
+            ("content-type", "text/plain"),
+            ("x-test-forge-headers", "1"),
+            ("x-request-id", "real-id"),
+        ],
+        "hello",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("x-request-id"), Some("real-id"));
+    assert_eq!(answer.header("x-guest-extra"), Some("kept"));
+    assert!(answer.json()[0]["label"].is_string(), "{}", answer.body);
+    server.wait_for_log(&["may not set this response header", "x-request-id"]);
+}
+
+#[test]
 fn a_runaway_guest_is_interrupted_and_the_next_request_works() {
     let (server, _base) = serve(
         "misbehave",

@@ -15,6 +15,17 @@ use super::state::AppState;
 /// The custom-attributes header SageMaker passes through (spec §1).
 pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
 
+/// Response headers user code may not set: the server owns the request id, the framing and the
+/// content type (which user code sets through its response's `content_type`).
+const RESERVED_RESPONSE_HEADERS: [&str; 6] = [
+    "x-request-id",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "date",
+];
+
 /// Headers never shown to user code.
 const PRIVATE_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
@@ -85,9 +96,15 @@ pub(crate) async fn invocations(
         headers.insert(HeaderName::from_static(CUSTOM_ATTRIBUTES), attrs);
     }
     for (name, value) in answer.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
-            headers.insert(name, value);
+        let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value))
+        else {
+            continue;
+        };
+        if RESERVED_RESPONSE_HEADERS.contains(&name.as_str()) {
+            tracing::warn!(header = %name, "user code may not set this response header; ignored");
+            continue;
         }
+        headers.insert(name, value);
     }
     Ok(response)
 }

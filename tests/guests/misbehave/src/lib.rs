@@ -1,7 +1,8 @@
 //! Test guest for the runtime's limits. `input_fn` looks at the body: `panic` panics, `loop`
 //! never returns, `oom` allocates until the memory limit stops it; anything else is wrapped as
-//! `{"inputs": body}`. `output_fn` echoes the prediction as JSON and panics when the prediction
-//! contains `panic-in-output`. Each call also writes a line to stdout and stderr so the runtime's
+//! `{"inputs": body}`. `output_fn` echoes the prediction as JSON, panics when the prediction
+//! contains `panic-in-output`, and tries to set server-owned response headers when the request
+//! has `x-test-forge-headers`. Each call also writes a line to stdout and stderr so the runtime's
 //! capture is exercised.
 
 use std::hint::black_box;
@@ -37,11 +38,19 @@ impl Handler for Misbehave {
         }
     }
 
-    fn output_fn(prediction: Payload, _accept: &str, _ctx: &Context) -> Result<Response, Error> {
+    fn output_fn(prediction: Payload, _accept: &str, ctx: &Context) -> Result<Response, Error> {
         let text = String::from_utf8_lossy(prediction.as_bytes()).into_owned();
         if text.contains("panic-in-output") {
             panic!("guest panic in output_fn");
         }
-        Ok(Response::new(text, "application/json"))
+        let response = Response::new(text, "application/json");
+        if ctx.header("x-test-forge-headers").is_some() {
+            // Headers the server owns: it must ignore these and keep the extra one.
+            return Ok(response
+                .with_header("x-request-id", "forged-by-guest")
+                .with_header("content-length", "1")
+                .with_header("x-guest-extra", "kept"));
+        }
+        Ok(response)
     }
 }
