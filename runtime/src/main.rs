@@ -31,7 +31,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(sagebrush::run(cli)) {
+    let result = runtime.block_on(sagebrush::run(cli));
+    // In-flight requests are finished by the graceful shutdown; do not wait for blocking work
+    // that cannot be cancelled (e.g. a model load still reading its archive).
+    runtime.shutdown_background();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");

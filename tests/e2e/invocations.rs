@@ -40,11 +40,7 @@ fn every_response_has_a_request_id_and_a_given_one_is_kept() {
         r#"{"inputs":"x"}"#,
     );
     assert_eq!(b.header("x-request-id"), Some("my-id-1"));
-    let logs = server.logs();
-    assert!(
-        logs.contains("my-id-1") && logs.contains("/invocations") && logs.contains("latency_ms"),
-        "{logs}"
-    );
+    server.wait_for_log(&["my-id-1", "/invocations", "latency_ms", "status=200"]);
 }
 
 #[test]

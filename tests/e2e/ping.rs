@@ -88,3 +88,40 @@ fn execution_parameters_report_capacity() {
     assert_eq!(answer["BatchStrategy"], "SINGLE_RECORD");
     assert_eq!(answer["MaxConcurrentTransforms"], 5);
 }
+
+#[test]
+fn a_load_past_the_startup_timeout_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.tar.gz");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let server = Server::builder()
+        .model(&fifo)
+        .env("SAGEMAKER_STARTUP_TIMEOUT", "1")
+        .start();
+    let message = server.wait_settled().expect_error(503, "model_not_ready");
+    assert!(message.contains("SAGEMAKER_STARTUP_TIMEOUT"), "{message}");
+}
+
+#[test]
+fn python_user_code_is_refused_at_load_with_advice() {
+    let base = crate::support::base_dir_with(&fixture("bert-seqcls"));
+    let model = base.path().join("model");
+    std::fs::create_dir_all(model.join("code")).unwrap();
+    std::fs::write(
+        model.join("code/inference.py"),
+        "def model_fn(model_dir):\n    return None\n",
+    )
+    .unwrap();
+    let server = Server::start(&model);
+    let message = server.wait_settled().expect_error(503, "model_not_ready");
+    assert!(
+        message.contains("inference.py") && message.contains("inference.wasm"),
+        "{message}"
+    );
+}

@@ -133,12 +133,7 @@ fn json_logs_carry_the_request_id() {
         r#"{"inputs":"x"}"#,
     );
     assert_eq!(a.status, 200);
-    std::thread::sleep(Duration::from_millis(100));
-    let logs = server.logs();
-    let line = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v.to_string().contains("json-log-id") && v["status"] == 200)
-        .unwrap_or_else(|| panic!("no JSON request line in:\n{logs}"));
+    let line = server.wait_for_log(&["json-log-id", "latency_ms", "\"status\":200"]);
+    let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
     assert!(line["latency_ms"].is_number(), "{line}");
 }

@@ -1,9 +1,443 @@
-//! Models: `config.json`, architectures and heads, weights. (Being written; see issue 5.)
+//! Models: `config.json` ([`ModelConfig`]), encoder architectures with their task heads
+//! ([`Encoder`]), and weight files (`weights`). Serves spec §4: the numbers every encoder task
+//! (text/token classification, question answering, fill-mask, feature extraction) post-processes.
+//!
+//! Does not own tokenization (`crate::tokenizer`) nor task pre/post-processing (`crate::pipelines`).
+//!
+//! Numerics follow transformers 4.51.3 in f32 on CPU. The encoders are ported here rather than
+//! taken from candle-transformers because its versions differ from transformers where it matters
+//! for exact answers: DistilBERT uses the tanh GELU (transformers: erf), XLM-RoBERTa's LM head
+//! drops `lm_head.bias`, BERT has no pooler, and none fuses the Q/K/V projections (a measured
+//! win on this CPU, see `shared/reference/candle-cpu.md`).
+
+mod bert;
+mod distilbert;
+mod heads;
+mod layers;
+mod roberta;
+mod weights;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use weights::WeightFiles;
+
+/// `Result` with [`ModelError`].
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 /// A model that cannot be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// A candle failure.
+    /// A candle failure (shape mismatch, missing tensor, bad file contents).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// `config.json` could not be read.
+    #[error("cannot read `{}`", path.display())]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `config.json` (or another JSON file next to it) is not valid JSON or has a bad field.
+    #[error("invalid `{}`", path.display())]
+    Config {
+        /// The file (`config.json` when parsed from a value).
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A `config.json` key has a value we cannot use.
+    #[error("`config.json` key `{key}` has an unusable value: {reason}")]
+    ConfigValue {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The directory holds none of the weight files we read.
+    #[error(
+        "no weights in `{}`: expected `model.safetensors`, `model.safetensors.index.json`, `pytorch_model.bin` or `pytorch_model.bin.index.json`",
+        dir.display()
+    )]
+    MissingWeights {
+        /// The model directory.
+        dir: PathBuf,
+    },
+    /// A weight index file could not be read or parsed.
+    #[error("invalid weight index `{}`", path.display())]
+    WeightIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `config.json` `model_type` names an architecture we do not run.
+    #[error("unsupported architecture: `model_type` is `{model_type}`")]
+    UnsupportedArchitecture {
+        /// The `model_type` value.
+        model_type: String,
+    },
+    /// The architecture has no such head.
+    #[error("`{model_type}` has no {head:?} head")]
+    UnsupportedHead {
+        /// The `model_type` value.
+        model_type: String,
+        /// The head asked for.
+        head: Head,
+    },
+    /// `hidden_act` / `activation` names an activation we do not implement.
+    #[error("unsupported activation `{name}`")]
+    UnsupportedActivation {
+        /// The activation name from `config.json`.
+        name: String,
+    },
+    /// The batch given to `forward` is malformed.
+    #[error("bad batch: {reason}")]
+    BadBatch {
+        /// What is wrong.
+        reason: String,
+    },
 }
+
+/// The parsed `config.json` of a model: the fields every layer needs, plus the whole file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// `model_type`, e.g. `bert`, `roberta`, `distilbert`.
+    pub model_type: String,
+    /// `architectures`, e.g. `["BertForSequenceClassification"]` (empty when absent).
+    pub architectures: Vec<String>,
+    /// Label of each class index; `LABEL_i` when `id2label` is absent (`num_labels`, default 2).
+    pub id2label: Vec<String>,
+    /// `label2id`, or the inverse of `id2label` when absent.
+    pub label2id: BTreeMap<String, usize>,
+    /// `problem_type`, e.g. `multi_label_classification`.
+    pub problem_type: Option<String>,
+    /// `max_position_embeddings`.
+    pub max_position_embeddings: Option<usize>,
+    /// `pad_token_id`.
+    pub pad_token_id: Option<u32>,
+    /// `task_specific_params`.
+    pub task_specific_params: Option<Value>,
+    /// The whole file, for architecture-specific fields.
+    pub raw: Value,
+}
+
+/// The subset of `config.json` read by [`ModelConfig`].
+#[derive(Deserialize)]
+struct RawCommon {
+    #[serde(default)]
+    model_type: Option<String>,
+    #[serde(default)]
+    architectures: Option<Vec<String>>,
+    #[serde(default)]
+    id2label: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    label2id: Option<BTreeMap<String, usize>>,
+    #[serde(default)]
+    num_labels: Option<usize>,
+    #[serde(default)]
+    problem_type: Option<String>,
+    #[serde(default)]
+    max_position_embeddings: Option<usize>,
+    #[serde(default)]
+    pad_token_id: Option<u32>,
+    #[serde(default)]
+    task_specific_params: Option<Value>,
+}
+
+impl ModelConfig {
+    /// Reads and parses `dir/config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::ConfigRead {
+            path: path.clone(),
+            source,
+        })?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|source| ModelError::Config { path, source })?;
+        Self::from_value(value)
+    }
+
+    /// Parses an already-read `config.json` value.
+    pub fn from_value(v: Value) -> Result<Self> {
+        let common: RawCommon =
+            serde_json::from_value(v.clone()).map_err(|source| ModelError::Config {
+                path: PathBuf::from("config.json"),
+                source,
+            })?;
+        // transformers `PretrainedConfig.__init__`: `id2label` wins over `num_labels`, whose
+        // default is 2; JSON keys are strings and become ints.
+        let id2label = match common.id2label {
+            Some(map) => {
+                let mut pairs = Vec::with_capacity(map.len());
+                for (key, label) in map {
+                    let index: usize = key.trim().parse().map_err(|_| ModelError::ConfigValue {
+                        key: "id2label".into(),
+                        reason: format!("key `{key}` is not a class index"),
+                    })?;
+                    pairs.push((index, label));
+                }
+                let len = pairs.iter().map(|(i, _)| i + 1).max().unwrap_or(0);
+                let mut labels: Vec<String> = (0..len).map(|i| format!("LABEL_{i}")).collect();
+                for (i, label) in pairs {
+                    labels[i] = label;
+                }
+                labels
+            }
+            None => (0..common.num_labels.unwrap_or(2))
+                .map(|i| format!("LABEL_{i}"))
+                .collect(),
+        };
+        let label2id = common.label2id.unwrap_or_else(|| {
+            id2label
+                .iter()
+                .enumerate()
+                .map(|(i, label)| (label.clone(), i))
+                .collect()
+        });
+        Ok(Self {
+            model_type: common.model_type.unwrap_or_default(),
+            architectures: common.architectures.unwrap_or_default(),
+            id2label,
+            label2id,
+            problem_type: common.problem_type,
+            max_position_embeddings: common.max_position_embeddings,
+            pad_token_id: common.pad_token_id,
+            task_specific_params: common.task_specific_params,
+            raw: v,
+        })
+    }
+
+    /// Number of classes (`id2label.len()`).
+    pub fn num_labels(&self) -> usize {
+        self.id2label.len()
+    }
+
+    /// How far RoBERTa-style position ids are shifted: `pad_token_id + 1` for the families that
+    /// number positions after the padding index, else 0.
+    pub fn position_offset(&self) -> usize {
+        if Family::of(&self.model_type).is_some_and(Family::pads_positions) {
+            self.pad_token_id.map_or(2, |p| p as usize + 1)
+        } else {
+            0
+        }
+    }
+
+    /// Parses the whole file into an architecture's own config struct.
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.raw.clone()).map_err(|source| ModelError::Config {
+            path: PathBuf::from("config.json"),
+            source,
+        })
+    }
+}
+
+/// Which output an [`Encoder`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// The last hidden state `[B, T, H]`.
+    Base,
+    /// Sequence classification logits `[B, num_labels]`.
+    SequenceClassification,
+    /// Token classification logits `[B, T, num_labels]`.
+    TokenClassification,
+    /// Extractive QA logits `[B, T, 2]` (start, end).
+    QuestionAnswering,
+    /// Masked-LM logits `[B, T, vocab]`.
+    MaskedLm,
+}
+
+/// One padded batch; every row has the same length.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncoderBatch {
+    /// Token ids.
+    pub input_ids: Vec<Vec<u32>>,
+    /// Segment (token type) ids.
+    pub type_ids: Vec<Vec<u32>>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<Vec<u32>>,
+}
+
+/// The encoder families we run, by `model_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Bert,
+    DistilBert,
+    Roberta,
+    XlmRoberta,
+    Electra,
+}
+
+impl Family {
+    fn of(model_type: &str) -> Option<Self> {
+        Some(match model_type {
+            "bert" => Self::Bert,
+            "distilbert" => Self::DistilBert,
+            "roberta" | "camembert" => Self::Roberta,
+            "xlm-roberta" => Self::XlmRoberta,
+            "electra" => Self::Electra,
+            _ => return None,
+        })
+    }
+
+    fn pads_positions(self) -> bool {
+        matches!(self, Self::Roberta | Self::XlmRoberta)
+    }
+}
+
+/// Tensors of one batch, on the model's device.
+pub(crate) struct BatchTensors {
+    /// `[B, T]` u32.
+    pub(crate) input_ids: Tensor,
+    /// `[B, T]` u32.
+    pub(crate) type_ids: Tensor,
+    /// The additive mask `[B, 1, 1, T]` f32: 0 where attended, `f32::MIN` on padding.
+    pub(crate) additive_mask: Tensor,
+    /// The host-side ids (for position ids that depend on them).
+    pub(crate) ids: Vec<Vec<u32>>,
+}
+
+impl BatchTensors {
+    fn new(batch: &EncoderBatch, device: &Device) -> Result<Self> {
+        let rows = batch.input_ids.len();
+        if rows == 0 {
+            return Err(ModelError::BadBatch {
+                reason: "no rows".into(),
+            });
+        }
+        let len = batch.input_ids[0].len();
+        if len == 0 {
+            return Err(ModelError::BadBatch {
+                reason: "rows are empty".into(),
+            });
+        }
+        let same = |v: &[Vec<u32>]| v.len() == rows && v.iter().all(|r| r.len() == len);
+        if !same(&batch.input_ids) || !same(&batch.type_ids) || !same(&batch.attention_mask) {
+            return Err(ModelError::BadBatch {
+                reason: format!(
+                    "`input_ids`, `type_ids` and `attention_mask` must all be {rows} rows of {len}"
+                ),
+            });
+        }
+        let flat = |v: &[Vec<u32>]| v.iter().flatten().copied().collect::<Vec<u32>>();
+        let input_ids = Tensor::from_vec(flat(&batch.input_ids), (rows, len), device)?;
+        let type_ids = Tensor::from_vec(flat(&batch.type_ids), (rows, len), device)?;
+        let mask_flat = flat(&batch.attention_mask);
+        // transformers `get_extended_attention_mask`: (1 - mask) * finfo(float32).min.
+        let additive: Vec<f32> = mask_flat
+            .iter()
+            .map(|&m| if m == 0 { f32::MIN } else { 0.0 })
+            .collect();
+        let additive_mask = Tensor::from_vec(additive, (rows, 1, 1, len), device)?;
+        Ok(Self {
+            input_ids,
+            type_ids,
+            additive_mask,
+            ids: batch.input_ids.clone(),
+        })
+    }
+}
+
+/// The base network of one family.
+enum Backbone {
+    Bert(bert::BertModel),
+    DistilBert(distilbert::DistilBertModel),
+}
+
+impl Backbone {
+    fn forward(&self, batch: &BatchTensors) -> Result<Tensor> {
+        match self {
+            Self::Bert(m) => m.forward(batch),
+            Self::DistilBert(m) => m.forward(batch),
+        }
+    }
+}
+
+/// An encoder model with one head, loaded once and run on a worker thread.
+pub struct Encoder {
+    backbone: Backbone,
+    head_module: heads::HeadModule,
+    head: Head,
+    device: Device,
+}
+
+impl Encoder {
+    /// Loads the weights in `dir` for `config`'s architecture with the given head.
+    pub fn load(dir: &Path, config: &ModelConfig, head: Head) -> Result<Self> {
+        let device = Device::Cpu;
+        let family =
+            Family::of(&config.model_type).ok_or_else(|| ModelError::UnsupportedArchitecture {
+                model_type: config.model_type.clone(),
+            })?;
+        let files = WeightFiles::find(dir)?;
+        let vb = files.var_builder(DType::F32, &device)?;
+        let (backbone, head_module) = match family {
+            Family::Bert | Family::Electra | Family::Roberta | Family::XlmRoberta => {
+                let cfg = if family.pads_positions() {
+                    roberta::config(config)?
+                } else {
+                    bert::Config::from_model_config(config, bert::Flavor::of(family))?
+                };
+                let base = bert::base_prefix(&vb, &cfg);
+                let model = bert::BertModel::load(&base, &cfg)?;
+                let h = heads::HeadModule::load_bert_like(
+                    &vb,
+                    &base,
+                    &cfg,
+                    config,
+                    head,
+                    model.word_embeddings(),
+                )?;
+                (Backbone::Bert(model), h)
+            }
+            Family::DistilBert => {
+                let cfg: distilbert::Config = config.parse()?;
+                let base = if vb.contains_tensor("distilbert.embeddings.word_embeddings.weight") {
+                    vb.pp("distilbert")
+                } else {
+                    vb.clone()
+                };
+                let model = distilbert::DistilBertModel::load(&base, &cfg)?;
+                let h = heads::HeadModule::load_distilbert(
+                    &vb,
+                    &cfg,
+                    config,
+                    head,
+                    model.word_embeddings(),
+                )?;
+                (Backbone::DistilBert(model), h)
+            }
+        };
+        Ok(Self {
+            backbone,
+            head_module,
+            head,
+            device,
+        })
+    }
+
+    /// Runs the model. f32 on CPU. Base: `[B,T,H]` last hidden state; SequenceClassification:
+    /// `[B,num_labels]` logits; TokenClassification: `[B,T,num_labels]`; QuestionAnswering:
+    /// `[B,T,2]` (start, end logits); MaskedLm: `[B,T,vocab]`.
+    pub fn forward(&self, batch: &EncoderBatch) -> Result<Tensor> {
+        let tensors = BatchTensors::new(batch, &self.device)?;
+        let hidden = self.backbone.forward(&tensors)?;
+        self.head_module.forward(&hidden)
+    }
+
+    /// The head this encoder was loaded with.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+}
+
+#[cfg(test)]
+mod tests;

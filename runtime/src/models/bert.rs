@@ -1,0 +1,316 @@
+//! The BERT encoder, also used by RoBERTa / XLM-RoBERTa (`roberta.rs`: position ids after the
+//! padding index) and ELECTRA (separate embedding size + `embeddings_project`).
+//!
+//! Ported from transformers 4.51.3 `models/bert/modeling_bert.py` (eager attention path);
+//! state-dict names are kept (`embeddings.word_embeddings`, `encoder.layer.{i}.attention.self.query`…).
+//! Q/K/V are fused into one matmul at load time (see `layers::SelfAttention`).
+
+use candle_core::{Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+use super::layers::{self, Activation, SelfAttention};
+use super::{BatchTensors, Family, ModelConfig, ModelError, Result};
+
+/// Differences between the families that share this encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// BERT: positions `0..T`, prefix `bert`.
+    Bert,
+    /// RoBERTa / XLM-RoBERTa / CamemBERT: positions after `padding_idx`, prefix `roberta`.
+    Roberta,
+    /// ELECTRA: embedding size may differ from the hidden size, prefix `electra`.
+    Electra,
+}
+
+impl Flavor {
+    pub(super) fn of(family: Family) -> Self {
+        match family {
+            Family::Roberta | Family::XlmRoberta => Self::Roberta,
+            Family::Electra => Self::Electra,
+            _ => Self::Bert,
+        }
+    }
+
+    /// The state-dict prefix of the base model inside a model with a head.
+    pub(crate) fn prefix(self) -> &'static str {
+        match self {
+            Self::Bert => "bert",
+            Self::Roberta => "roberta",
+            Self::Electra => "electra",
+        }
+    }
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_position_type() -> String {
+    "absolute".into()
+}
+
+/// `config.json` of BERT-like models (`BertConfig`, `RobertaConfig`, `ElectraConfig`).
+#[derive(Debug, Clone, Deserialize)]
+struct RawConfig {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default)]
+    pad_token_id: Option<u32>,
+    #[serde(default = "default_position_type")]
+    position_embedding_type: String,
+    #[serde(default)]
+    embedding_size: Option<usize>,
+}
+
+/// The checked configuration of a BERT-like encoder.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) vocab_size: usize,
+    pub(crate) hidden_size: usize,
+    pub(crate) num_hidden_layers: usize,
+    pub(crate) num_attention_heads: usize,
+    pub(crate) intermediate_size: usize,
+    pub(crate) hidden_act: Activation,
+    pub(crate) max_position_embeddings: usize,
+    pub(crate) type_vocab_size: usize,
+    pub(crate) layer_norm_eps: f64,
+    pub(crate) pad_token_id: u32,
+    /// ELECTRA's `embedding_size` (equals `hidden_size` elsewhere).
+    pub(crate) embedding_size: usize,
+    pub(crate) flavor: Flavor,
+}
+
+impl Config {
+    /// Reads the BERT-like fields of `config.json`.
+    pub(crate) fn from_model_config(config: &ModelConfig, flavor: Flavor) -> Result<Self> {
+        let raw: RawConfig = config.parse()?;
+        if raw.position_embedding_type != "absolute" {
+            return Err(ModelError::ConfigValue {
+                key: "position_embedding_type".into(),
+                reason: format!(
+                    "only `absolute` is supported, got `{}`",
+                    raw.position_embedding_type
+                ),
+            });
+        }
+        let default_pad = if flavor == Flavor::Roberta { 1 } else { 0 };
+        Ok(Self {
+            vocab_size: raw.vocab_size,
+            hidden_size: raw.hidden_size,
+            num_hidden_layers: raw.num_hidden_layers,
+            num_attention_heads: raw.num_attention_heads,
+            intermediate_size: raw.intermediate_size,
+            hidden_act: Activation::from_name(&raw.hidden_act)?,
+            max_position_embeddings: raw.max_position_embeddings,
+            type_vocab_size: raw.type_vocab_size,
+            layer_norm_eps: raw.layer_norm_eps,
+            pad_token_id: raw.pad_token_id.unwrap_or(default_pad),
+            embedding_size: raw.embedding_size.unwrap_or(raw.hidden_size),
+            flavor,
+        })
+    }
+}
+
+/// `vb` at the base model: `vb.pp("bert")` for checkpoints with a head, `vb` for bare ones.
+pub(crate) fn base_prefix<'a>(vb: &VarBuilder<'a>, cfg: &Config) -> VarBuilder<'a> {
+    let prefix = cfg.flavor.prefix();
+    if vb.contains_tensor(&format!("{prefix}.embeddings.word_embeddings.weight")) {
+        vb.pp(prefix)
+    } else {
+        vb.clone()
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L184
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/roberta/modeling_roberta.py#L64
+#[derive(Debug)]
+struct Embeddings {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    layer_norm: LayerNorm,
+    /// ELECTRA `embeddings_project` when `embedding_size != hidden_size`.
+    project: Option<Linear>,
+    flavor: Flavor,
+    padding_idx: u32,
+    max_positions: usize,
+}
+
+impl Embeddings {
+    fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
+        let e = vb.pp("embeddings");
+        let dim = cfg.embedding_size;
+        let project = if cfg.flavor == Flavor::Electra && dim != cfg.hidden_size {
+            Some(layers::linear(
+                dim,
+                cfg.hidden_size,
+                vb.pp("embeddings_project"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            word: candle_nn::embedding(cfg.vocab_size, dim, e.pp("word_embeddings"))?,
+            position: candle_nn::embedding(
+                cfg.max_position_embeddings,
+                dim,
+                e.pp("position_embeddings"),
+            )?,
+            token_type: candle_nn::embedding(
+                cfg.type_vocab_size,
+                dim,
+                e.pp("token_type_embeddings"),
+            )?,
+            layer_norm: layers::layer_norm(dim, cfg.layer_norm_eps, e.pp("LayerNorm"))?,
+            project,
+            flavor: cfg.flavor,
+            padding_idx: cfg.pad_token_id,
+            max_positions: cfg.max_position_embeddings,
+        })
+    }
+
+    /// Position ids: `0..T` (BERT) or, for RoBERTa, `padding_idx + cumsum(ids != pad)` on real
+    /// tokens and `padding_idx` on padding (`create_position_ids_from_input_ids`).
+    fn position_ids(&self, batch: &BatchTensors) -> Result<Tensor> {
+        let (rows, len) = batch.input_ids.dims2()?;
+        let ids: Vec<u32> = match self.flavor {
+            Flavor::Roberta => batch
+                .ids
+                .iter()
+                .flat_map(|row| {
+                    let mut seen = 0u32;
+                    row.iter()
+                        .map(move |&id| {
+                            if id == self.padding_idx {
+                                self.padding_idx
+                            } else {
+                                seen += 1;
+                                self.padding_idx + seen
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            Flavor::Bert | Flavor::Electra => (0..rows).flat_map(|_| 0..len as u32).collect(),
+        };
+        if let Some(&max) = ids.iter().max()
+            && max as usize >= self.max_positions
+        {
+            return Err(ModelError::BadBatch {
+                reason: format!(
+                    "position id {max} is beyond `max_position_embeddings` {}",
+                    self.max_positions
+                ),
+            });
+        }
+        Ok(Tensor::from_vec(
+            ids,
+            (rows, len),
+            batch.input_ids.device(),
+        )?)
+    }
+
+    fn forward(&self, batch: &BatchTensors) -> Result<Tensor> {
+        let words = self.word.forward(&batch.input_ids)?;
+        let types = self.token_type.forward(&batch.type_ids)?;
+        let positions = self.position.forward(&self.position_ids(batch)?)?;
+        let xs = ((words + types)? + positions)?;
+        let xs = self.layer_norm.forward(&xs)?;
+        Ok(match &self.project {
+            Some(p) => p.forward(&xs)?,
+            None => xs,
+        })
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L523
+#[derive(Debug)]
+struct Layer {
+    attention: SelfAttention,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    act: Activation,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+impl Layer {
+    fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let att = vb.pp("attention");
+        Ok(Self {
+            attention: SelfAttention::load(
+                &att.pp("self"),
+                ["query", "key", "value"],
+                h,
+                cfg.num_attention_heads,
+            )?,
+            attention_out: layers::linear(h, h, att.pp("output.dense"))?,
+            attention_norm: layers::layer_norm(h, cfg.layer_norm_eps, att.pp("output.LayerNorm"))?,
+            intermediate: layers::linear(h, cfg.intermediate_size, vb.pp("intermediate.dense"))?,
+            act: cfg.hidden_act,
+            output: layers::linear(cfg.intermediate_size, h, vb.pp("output.dense"))?,
+            output_norm: layers::layer_norm(h, cfg.layer_norm_eps, vb.pp("output.LayerNorm"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, additive_mask: &Tensor) -> Result<Tensor> {
+        let context = self.attention.forward(xs, additive_mask)?;
+        let attended = self
+            .attention_norm
+            .forward(&(self.attention_out.forward(&context)? + xs)?)?;
+        let inner = self.act.forward(&self.intermediate.forward(&attended)?)?;
+        let out = (self.output.forward(&inner)? + attended)?;
+        Ok(self.output_norm.forward(&out)?)
+    }
+}
+
+/// The BERT-like base model: embeddings and encoder layers (no pooler; see `heads`).
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L949
+#[derive(Debug)]
+pub(crate) struct BertModel {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+}
+
+impl BertModel {
+    /// Loads from `vb` positioned at the base model (`embeddings.*`, `encoder.layer.*`).
+    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
+        let embeddings = Embeddings::load(vb, cfg)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { embeddings, layers })
+    }
+
+    /// The last hidden state `[B, T, H]`.
+    pub(crate) fn forward(&self, batch: &BatchTensors) -> Result<Tensor> {
+        let mut xs = self.embeddings.forward(batch)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs, &batch.additive_mask)?;
+        }
+        Ok(xs)
+    }
+
+    /// The input word embedding matrix `[vocab, E]` (tied to the masked-LM decoder).
+    pub(crate) fn word_embeddings(&self) -> &Tensor {
+        self.embeddings.word.embeddings()
+    }
+}

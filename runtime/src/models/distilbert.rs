@@ -1,0 +1,154 @@
+//! DistilBERT, ported from transformers 4.51.3 `models/distilbert/modeling_distilbert.py`.
+//!
+//! candle-transformers' `distilbert.rs` is not used: it applies the tanh GELU where transformers
+//! uses the exact (erf) one for `activation: "gelu"`, which moves logits by ~1e-3.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+use super::layers::{self, Activation, SelfAttention};
+use super::{BatchTensors, ModelError, Result};
+
+/// transformers hard-codes this epsilon for every DistilBERT LayerNorm.
+pub(crate) const LAYER_NORM_EPS: f64 = 1e-12;
+
+fn default_activation() -> String {
+    "gelu".into()
+}
+
+/// `DistilBertConfig` (the fields the forward pass needs).
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Config {
+    pub(crate) vocab_size: usize,
+    pub(crate) dim: usize,
+    pub(crate) n_layers: usize,
+    pub(crate) n_heads: usize,
+    pub(crate) hidden_dim: usize,
+    #[serde(default = "default_activation")]
+    pub(crate) activation: String,
+    pub(crate) max_position_embeddings: usize,
+}
+
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L89
+#[derive(Debug)]
+struct Embeddings {
+    word: Embedding,
+    position: Embedding,
+    layer_norm: LayerNorm,
+    max_positions: usize,
+}
+
+impl Embeddings {
+    fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
+        Ok(Self {
+            word: candle_nn::embedding(cfg.vocab_size, cfg.dim, vb.pp("word_embeddings"))?,
+            // `sinusoidal_pos_embds` models store the sinusoids in this same weight.
+            position: candle_nn::embedding(
+                cfg.max_position_embeddings,
+                cfg.dim,
+                vb.pp("position_embeddings"),
+            )?,
+            layer_norm: layers::layer_norm(cfg.dim, LAYER_NORM_EPS, vb.pp("LayerNorm"))?,
+            max_positions: cfg.max_position_embeddings,
+        })
+    }
+
+    fn forward(&self, batch: &BatchTensors) -> Result<Tensor> {
+        let (_, len) = batch.input_ids.dims2()?;
+        if len > self.max_positions {
+            return Err(ModelError::BadBatch {
+                reason: format!(
+                    "{len} tokens is more than `max_position_embeddings` {}",
+                    self.max_positions
+                ),
+            });
+        }
+        let positions = Tensor::arange(0u32, len as u32, batch.input_ids.device())?;
+        let xs = self
+            .word
+            .forward(&batch.input_ids)?
+            .broadcast_add(&self.position.forward(&positions)?)?;
+        Ok(self.layer_norm.forward(&xs)?)
+    }
+}
+
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L468
+#[derive(Debug)]
+struct TransformerBlock {
+    attention: SelfAttention,
+    out_lin: Linear,
+    sa_layer_norm: LayerNorm,
+    lin1: Linear,
+    act: Activation,
+    lin2: Linear,
+    output_layer_norm: LayerNorm,
+}
+
+impl TransformerBlock {
+    fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
+        let att = vb.pp("attention");
+        Ok(Self {
+            attention: SelfAttention::load(
+                &att,
+                ["q_lin", "k_lin", "v_lin"],
+                cfg.dim,
+                cfg.n_heads,
+            )?,
+            out_lin: layers::linear(cfg.dim, cfg.dim, att.pp("out_lin"))?,
+            sa_layer_norm: layers::layer_norm(cfg.dim, LAYER_NORM_EPS, vb.pp("sa_layer_norm"))?,
+            lin1: layers::linear(cfg.dim, cfg.hidden_dim, vb.pp("ffn.lin1"))?,
+            act: Activation::from_name(&cfg.activation)?,
+            lin2: layers::linear(cfg.hidden_dim, cfg.dim, vb.pp("ffn.lin2"))?,
+            output_layer_norm: layers::layer_norm(
+                cfg.dim,
+                LAYER_NORM_EPS,
+                vb.pp("output_layer_norm"),
+            )?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, additive_mask: &Tensor) -> Result<Tensor> {
+        let context = self.attention.forward(xs, additive_mask)?;
+        let sa = self
+            .sa_layer_norm
+            .forward(&(self.out_lin.forward(&context)? + xs)?)?;
+        let ffn = self
+            .lin2
+            .forward(&self.act.forward(&self.lin1.forward(&sa)?)?)?;
+        Ok(self.output_layer_norm.forward(&(ffn + sa)?)?)
+    }
+}
+
+/// The DistilBERT base model (`embeddings.*`, `transformer.layer.{i}.*`).
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L579
+#[derive(Debug)]
+pub(crate) struct DistilBertModel {
+    embeddings: Embeddings,
+    layers: Vec<TransformerBlock>,
+}
+
+impl DistilBertModel {
+    /// Loads from `vb` positioned at the base model.
+    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
+        let embeddings = Embeddings::load(&vb.pp("embeddings"), cfg)?;
+        let layers = (0..cfg.n_layers)
+            .map(|i| TransformerBlock::load(&vb.pp(format!("transformer.layer.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { embeddings, layers })
+    }
+
+    /// The last hidden state `[B, T, dim]`.
+    pub(crate) fn forward(&self, batch: &BatchTensors) -> Result<Tensor> {
+        let mut xs = self.embeddings.forward(batch)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs, &batch.additive_mask)?;
+        }
+        Ok(xs)
+    }
+
+    /// The input word embedding matrix `[vocab, dim]` (tied to `vocab_projector`).
+    pub(crate) fn word_embeddings(&self) -> &Tensor {
+        self.embeddings.word.embeddings()
+    }
+}

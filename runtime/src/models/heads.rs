@@ -1,0 +1,210 @@
+//! Task heads on top of an encoder's last hidden state, for every family: one small set of
+//! shapes ([`HeadModule`]) and, per family, which state-dict names fill them.
+//!
+//! Dropout is the identity at inference and is left out.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use super::bert::{self, Flavor};
+use super::distilbert;
+use super::layers::{self, Activation};
+use super::{Head, ModelConfig, ModelError, Result};
+
+/// A loaded head.
+#[derive(Debug)]
+pub(crate) enum HeadModule {
+    /// The last hidden state itself.
+    Identity,
+    /// First token → `dense` → `act` → `out` (sequence classification).
+    Pooled {
+        dense: Linear,
+        act: Activation,
+        out: Linear,
+    },
+    /// One linear layer on every token (token classification, QA start/end).
+    PerToken(Linear),
+    /// `dense` → `act` → `norm` → `decoder` on every token (masked LM).
+    MaskedLm {
+        dense: Linear,
+        act: Activation,
+        norm: LayerNorm,
+        decoder: Linear,
+    },
+}
+
+impl HeadModule {
+    /// Applies the head to `hidden` `[B, T, H]`.
+    pub(crate) fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Identity => hidden.clone(),
+            Self::Pooled { dense, act, out } => {
+                let first = hidden.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
+                out.forward(&act.forward(&dense.forward(&first)?)?)?
+            }
+            Self::PerToken(linear) => linear.forward(hidden)?,
+            Self::MaskedLm {
+                dense,
+                act,
+                norm,
+                decoder,
+            } => decoder.forward(&norm.forward(&act.forward(&dense.forward(hidden)?)?)?)?,
+        })
+    }
+
+    /// Heads of BERT, RoBERTa / XLM-RoBERTa and ELECTRA. `vb` is the checkpoint root, `base` the
+    /// base model's prefix inside it.
+    pub(crate) fn load_bert_like(
+        vb: &VarBuilder<'_>,
+        base: &VarBuilder<'_>,
+        cfg: &bert::Config,
+        model: &ModelConfig,
+        head: Head,
+        word_embeddings: &Tensor,
+    ) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let labels = model.num_labels();
+        Ok(match (head, cfg.flavor) {
+            (Head::Base, _) => Self::Identity,
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L1623
+            // (pooler: https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L737)
+            (Head::SequenceClassification, Flavor::Bert) => Self::Pooled {
+                dense: layers::linear(h, h, base.pp("pooler.dense"))?,
+                act: Activation::Tanh,
+                out: layers::linear(h, labels, vb.pp("classifier"))?,
+            },
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/roberta/modeling_roberta.py#L1446
+            (Head::SequenceClassification, Flavor::Roberta) => Self::Pooled {
+                dense: layers::linear(h, h, vb.pp("classifier.dense"))?,
+                act: Activation::Tanh,
+                out: layers::linear(h, labels, vb.pp("classifier.out_proj"))?,
+            },
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/electra/modeling_electra.py#L895
+            (Head::SequenceClassification, Flavor::Electra) => Self::Pooled {
+                dense: layers::linear(h, h, vb.pp("classifier.dense"))?,
+                act: Activation::GeluErf,
+                out: layers::linear(h, labels, vb.pp("classifier.out_proj"))?,
+            },
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L1810
+            (Head::TokenClassification, _) => {
+                Self::PerToken(layers::linear(h, labels, vb.pp("classifier"))?)
+            }
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L1885
+            (Head::QuestionAnswering, _) => {
+                Self::PerToken(layers::linear(h, 2, vb.pp("qa_outputs"))?)
+            }
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L691
+            (Head::MaskedLm, Flavor::Bert) => {
+                let p = vb.pp("cls.predictions");
+                Self::MaskedLm {
+                    dense: layers::linear(h, h, p.pp("transform.dense"))?,
+                    act: cfg.hidden_act,
+                    norm: layers::layer_norm(h, cfg.layer_norm_eps, p.pp("transform.LayerNorm"))?,
+                    decoder: tied_decoder(
+                        &p,
+                        "decoder",
+                        &["bias", "decoder.bias"],
+                        word_embeddings,
+                    )?,
+                }
+            }
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/roberta/modeling_roberta.py#L1128
+            (Head::MaskedLm, Flavor::Roberta) => {
+                let p = vb.pp("lm_head");
+                Self::MaskedLm {
+                    dense: layers::linear(h, h, p.pp("dense"))?,
+                    act: Activation::GeluErf,
+                    norm: layers::layer_norm(h, cfg.layer_norm_eps, p.pp("layer_norm"))?,
+                    decoder: tied_decoder(
+                        &p,
+                        "decoder",
+                        &["bias", "decoder.bias"],
+                        word_embeddings,
+                    )?,
+                }
+            }
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/electra/modeling_electra.py#L657
+            (Head::MaskedLm, Flavor::Electra) => {
+                let e = cfg.embedding_size;
+                let p = vb.pp("generator_predictions");
+                Self::MaskedLm {
+                    dense: layers::linear(h, e, p.pp("dense"))?,
+                    act: Activation::GeluErf,
+                    norm: layers::layer_norm(e, cfg.layer_norm_eps, p.pp("LayerNorm"))?,
+                    decoder: tied_decoder(
+                        vb,
+                        "generator_lm_head",
+                        &["generator_lm_head.bias"],
+                        word_embeddings,
+                    )?,
+                }
+            }
+        })
+    }
+
+    /// Heads of DistilBERT. `vb` is the checkpoint root.
+    pub(crate) fn load_distilbert(
+        vb: &VarBuilder<'_>,
+        cfg: &distilbert::Config,
+        model: &ModelConfig,
+        head: Head,
+        word_embeddings: &Tensor,
+    ) -> Result<Self> {
+        let d = cfg.dim;
+        Ok(match head {
+            Head::Base => Self::Identity,
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L927
+            Head::SequenceClassification => Self::Pooled {
+                dense: layers::linear(d, d, vb.pp("pre_classifier"))?,
+                act: Activation::Relu,
+                out: layers::linear(d, model.num_labels(), vb.pp("classifier"))?,
+            },
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L1143
+            Head::TokenClassification => {
+                Self::PerToken(layers::linear(d, model.num_labels(), vb.pp("classifier"))?)
+            }
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L1029
+            Head::QuestionAnswering => Self::PerToken(layers::linear(d, 2, vb.pp("qa_outputs"))?),
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L794
+            Head::MaskedLm => Self::MaskedLm {
+                dense: layers::linear(d, d, vb.pp("vocab_transform"))?,
+                act: Activation::from_name(&cfg.activation)?,
+                norm: layers::layer_norm(d, distilbert::LAYER_NORM_EPS, vb.pp("vocab_layer_norm"))?,
+                decoder: tied_decoder(
+                    vb,
+                    "vocab_projector",
+                    &["vocab_projector.bias"],
+                    word_embeddings,
+                )?,
+            },
+        })
+    }
+}
+
+/// An LM decoder whose weight is tied to the input embeddings: `{name}.weight` when the
+/// checkpoint stores it, else `word_embeddings` (transformers drops tied copies when saving
+/// safetensors). The bias is the first of `bias_names` present.
+fn tied_decoder(
+    vb: &VarBuilder<'_>,
+    name: &str,
+    bias_names: &[&str],
+    word_embeddings: &Tensor,
+) -> Result<Linear> {
+    let (vocab, dim) = word_embeddings.dims2()?;
+    let weight_name = format!("{name}.weight");
+    let weight = if vb.contains_tensor(&weight_name) {
+        vb.get((vocab, dim), &weight_name)?
+    } else {
+        word_embeddings.clone()
+    };
+    let bias_name = bias_names
+        .iter()
+        .find(|b| vb.contains_tensor(b))
+        .or(bias_names.first())
+        .ok_or_else(|| ModelError::ConfigValue {
+            key: name.into(),
+            reason: "no bias name".into(),
+        })?;
+    let bias = vb.get(vocab, bias_name)?;
+    Ok(Linear::new(weight, Some(bias)))
+}

@@ -1,0 +1,130 @@
+//! Building blocks shared by the encoder families: activations by their transformers names,
+//! linear layers, and multi-head self-attention with one fused Q/K/V projection.
+
+use candle_core::{D, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+
+use super::{ModelError, Result};
+
+/// An activation, named as in transformers `ACT2FN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// `gelu`: the exact (erf) GELU.
+    GeluErf,
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    /// `relu`.
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
+    /// `tanh`.
+    Tanh,
+}
+
+impl Activation {
+    /// Maps a transformers activation name.
+    pub(crate) fn from_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "gelu" => Self::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            "tanh" => Self::Tanh,
+            other => {
+                return Err(ModelError::UnsupportedActivation {
+                    name: other.to_owned(),
+                });
+            }
+        })
+    }
+}
+
+impl Module for Activation {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::GeluErf => xs.gelu_erf(),
+            Self::GeluTanh => xs.gelu(),
+            Self::Relu => xs.relu(),
+            Self::Silu => xs.silu(),
+            Self::Tanh => xs.tanh(),
+        }
+    }
+}
+
+/// `nn.Linear(in_dim, out_dim)` with a bias, from `vb` (`weight`, `bias`).
+pub(crate) fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder<'_>) -> Result<Linear> {
+    Ok(candle_nn::linear(in_dim, out_dim, vb)?)
+}
+
+/// `nn.LayerNorm(dim, eps)` from `vb` (`weight`, `bias`).
+pub(crate) fn layer_norm(dim: usize, eps: f64, vb: VarBuilder<'_>) -> Result<candle_nn::LayerNorm> {
+    Ok(candle_nn::layer_norm(dim, eps, vb)?)
+}
+
+/// Multi-head scaled dot-product self-attention (no output projection): the eager path of
+/// transformers' `BertSelfAttention` / DistilBERT `MultiHeadSelfAttention`, with Q, K and V
+/// computed by one matmul over the concatenated weights.
+#[derive(Clone, Debug)]
+pub(crate) struct SelfAttention {
+    qkv: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl SelfAttention {
+    /// Loads the three projections named `q`, `k`, `v` under `vb` and fuses them.
+    pub(crate) fn load(
+        vb: &VarBuilder<'_>,
+        names: [&str; 3],
+        hidden: usize,
+        heads: usize,
+    ) -> Result<Self> {
+        if heads == 0 || !hidden.is_multiple_of(heads) {
+            return Err(ModelError::ConfigValue {
+                key: "num_attention_heads".into(),
+                reason: format!("hidden size {hidden} is not a multiple of {heads} heads"),
+            });
+        }
+        let mut weights = Vec::with_capacity(3);
+        let mut biases = Vec::with_capacity(3);
+        for name in names {
+            let l = linear(hidden, hidden, vb.pp(name))?;
+            weights.push(l.weight().clone());
+            biases.push(
+                l.bias()
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg(format!("{name} has no bias")))?,
+            );
+        }
+        let weight = Tensor::cat(&weights, 0)?;
+        let bias = Tensor::cat(&biases, 0)?;
+        Ok(Self {
+            qkv: Linear::new(weight, Some(bias)),
+            heads,
+            head_dim: hidden / heads,
+        })
+    }
+
+    /// `xs` `[B, T, H]`, `additive_mask` `[B, 1, 1, T]` → context `[B, T, H]`.
+    pub(crate) fn forward(&self, xs: &Tensor, additive_mask: &Tensor) -> Result<Tensor> {
+        let (b, t, hidden) = xs.dims3()?;
+        let qkv = self.qkv.forward(xs)?;
+        let split = |i: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(D::Minus1, i * hidden, hidden)?
+                .reshape((b, t, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        // Scaling q before the product (as DistilBERT does; BERT scales the scores) is the same
+        // number for power-of-two head sizes and costs T·H instead of heads·T² multiplications.
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let q = (split(0)? * scale)?;
+        let k = split(1)?;
+        let v = split(2)?;
+        let scores = q.matmul(&k.t()?)?;
+        let scores = scores.broadcast_add(additive_mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = probs.matmul(&v)?;
+        Ok(context.transpose(1, 2)?.reshape((b, t, hidden))?)
+    }
+}
