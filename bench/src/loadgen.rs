@@ -59,6 +59,16 @@ pub enum LoadError {
         /// The last failure.
         last: String,
     },
+    /// The server answered that its model failed to load.
+    #[error("`{url}` answered {status}, the model will not load: {body}")]
+    LoadFailed {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: StatusCode,
+        /// The start of the body.
+        body: String,
+    },
     /// The server process exited before it answered 200.
     #[error("the server behind `{url}` exited before a successful invocation (last: {last})")]
     ServerExited {
@@ -245,6 +255,15 @@ pub struct ColdStart {
     pub failed_probes: usize,
 }
 
+/// When the cold-start probe stops waiting before its timeout.
+#[derive(Debug, Clone, Default)]
+pub struct ReadyStop {
+    /// Stop when this process (the server) has exited.
+    pub server_pid: Option<u32>,
+    /// Stop when an error answer's body contains one of these (a load that failed for good).
+    pub fail_on: Vec<String>,
+}
+
 /// Sends `body` every `interval` until a 200, and times it from `started_at` (Unix seconds).
 pub async fn ready(
     url: &str,
@@ -252,7 +271,7 @@ pub async fn ready(
     started_at: f64,
     timeout: Duration,
     interval: Duration,
-    server_pid: Option<u32>,
+    stop: &ReadyStop,
 ) -> Result<ColdStart> {
     let client = client();
     let deadline = Instant::now() + timeout;
@@ -271,7 +290,16 @@ pub async fn ready(
                     failed_probes: failed,
                 });
             }
-            Err(err) if server_pid.is_some_and(|p| !alive(p)) => {
+            Err(LoadError::Status { status, body, .. })
+                if stop.fail_on.iter().any(|s| body.contains(s.as_str())) =>
+            {
+                return Err(LoadError::LoadFailed {
+                    url: url.to_owned(),
+                    status,
+                    body,
+                });
+            }
+            Err(err) if stop.server_pid.is_some_and(|p| !alive(p)) => {
                 return Err(LoadError::ServerExited {
                     url: url.to_owned(),
                     last: err.to_string(),

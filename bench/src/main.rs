@@ -76,6 +76,9 @@ enum Command {
         /// Give up at once when this process (the server) has exited.
         #[arg(long)]
         pid: Option<u32>,
+        /// Give up at once when an error answer contains this text (repeatable).
+        #[arg(long)]
+        fail_on: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -230,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             timeout,
             interval_ms,
             pid,
+            fail_on,
             common,
         } => {
             let texts = Texts::load(&common.model)?;
@@ -240,7 +244,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 started_at,
                 Duration::from_secs(timeout),
                 Duration::from_millis(interval_ms),
-                pid,
+                &loadgen::ReadyStop {
+                    server_pid: pid,
+                    fail_on,
+                },
             ))?;
             common.emit("cold", Some(workload.to_string()), None, &cold)?;
         }
