@@ -193,6 +193,11 @@ impl BatchStrategy {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     /// The secret value; call only where it is sent.
     pub fn expose(&self) -> &str {
         &self.0

@@ -9,12 +9,16 @@ pub mod codec;
 pub mod config;
 /// The hook chain and the types its stages share.
 pub mod handler;
+/// `HF_MODEL_ID`: Hub download, revision, cache, offline mode, token.
+pub mod hub;
 /// The model worker thread.
 pub mod infer;
 /// Source → loaded model, in the background.
 pub mod load;
 /// Architectures, heads and weights.
 pub mod models;
+/// `sagebrush package`: a SageMaker `model.tar.gz` from a model directory and a guest.
+pub mod package;
 /// Tasks and their pre- and post-processing.
 pub mod pipelines;
 /// The HTTP server.
@@ -23,6 +27,8 @@ pub mod server;
 pub mod telemetry;
 /// Tokenizers from `tokenizer.json` or the slow files.
 pub mod tokenizer;
+/// User code as WebAssembly components: compile, sandbox, pool, call the hooks.
+pub mod wasm;
 
 use std::sync::Arc;
 
@@ -37,7 +43,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_serve_args(&args)?;
             serve(config).await
         }
-        Command::Package(_) => anyhow::bail!("`sagebrush package` is not built yet"),
+        Command::Package(args) => {
+            let archive = package::run(&args)?;
+            println!("{}", archive.display());
+            Ok(())
+        }
     }
 }
 

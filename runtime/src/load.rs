@@ -28,14 +28,12 @@ pub enum LoadError {
     /// The artifact could not be read or unpacked.
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
-    /// This source kind is not available in this build.
-    #[error("model source {source_kind} is not supported yet: {what}")]
-    SourceNotSupported {
-        /// `s3/https URL` or `HF_MODEL_ID`.
-        source_kind: &'static str,
-        /// The URL or id.
-        what: String,
-    },
+    /// The archive could not be downloaded.
+    #[error(transparent)]
+    Fetch(#[from] crate::artifact::fetch::FetchError),
+    /// The Hub download failed.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     /// `config.json` is missing or bad, or the weights cannot be loaded.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -99,17 +97,20 @@ pub async fn load(cfg: LoadConfig) -> Result<LoadedModel, LoadError> {
                 .await?
             }
             ModelSource::Url(url) => {
-                return Err(LoadError::SourceNotSupported {
-                    source_kind: "s3/https URL",
-                    what: url.clone(),
-                });
+                let archive =
+                    artifact::fetch::fetch_archive(url, &cfg.work_dir.join("download")).await?;
+                let (work, max) = (cfg.work_dir.clone(), cfg.max_unpacked_bytes);
+                blocking(move || {
+                    let dir = artifact::resolve_local(&archive, &work, max).map_err(LoadError::from);
+                    // The unpacked tree is what is served; the archive only takes disk.
+                    if let Err(err) = std::fs::remove_file(&archive) {
+                        tracing::warn!(archive = %archive.display(), error = %err, "cannot remove the downloaded archive");
+                    }
+                    dir
+                })
+                .await?
             }
-            ModelSource::Hub(hub) => {
-                return Err(LoadError::SourceNotSupported {
-                    source_kind: "HF_MODEL_ID",
-                    what: hub.model_id.clone(),
-                });
-            }
+            ModelSource::Hub(hub) => crate::hub::download(hub).await?,
         };
         blocking(move || load_dir(&dir, &cfg)).await
     };
@@ -170,15 +171,17 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
 fn load_user_code(
     dir: &Path,
     cfg: &LoadConfig,
-    _native: &Arc<dyn NativePipeline>,
+    native: &Arc<dyn NativePipeline>,
 ) -> Result<Option<Arc<dyn UserCode>>, LoadError> {
     let code = dir.join("code");
     let program = code.join(&cfg.program);
     if program.is_file() {
-        return Err(LoadError::UserCode {
+        let guest = crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, Arc::clone(native))
+            .map_err(|err| LoadError::UserCode {
+            message: crate::server::error::error_chain(&err),
             path: program,
-            message: "WebAssembly user code is not wired in yet".to_owned(),
-        });
+        })?;
+        return Ok(Some(Arc::new(guest)));
     }
     let python = code.join("inference.py");
     if python.is_file() {

@@ -6,10 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::Value;
-use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::{
+    Encoding, NormalizerWrapper, PostProcessorWrapper, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
+};
 
 use crate::models::{EncoderBatch, ModelConfig};
 
@@ -122,6 +127,8 @@ pub(crate) struct TokenizerConfig {
     #[serde(default)]
     pub(crate) tokenizer_class: Option<String>,
     #[serde(default)]
+    clean_up_tokenization_spaces: Option<bool>,
+    #[serde(default)]
     cls_token: Option<SpecialToken>,
     #[serde(default)]
     sep_token: Option<SpecialToken>,
@@ -195,9 +202,52 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         })
 }
 
+/// `BertTokenizerFast.__init__` (also DistilBERT's and ELECTRA's): when the `BertNormalizer` of
+/// `tokenizer.json` disagrees with `tokenizer_config.json` (`do_lower_case` default true,
+/// `strip_accents`, `tokenize_chinese_chars` default true), the config wins.
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/tokenization_bert_fast.py#L83
+fn align_bert_normalizer(
+    tokenizer: &mut Tokenizer,
+    tok_config: &TokenizerConfig,
+    config: &ModelConfig,
+) -> tokenizers::Result<()> {
+    let class = tok_config
+        .tokenizer_class
+        .as_deref()
+        .map(|c| c.trim_end_matches("Fast").to_owned())
+        .unwrap_or_else(|| match config.model_type.as_str() {
+            "bert" => "BertTokenizer".into(),
+            "distilbert" => "DistilBertTokenizer".into(),
+            "electra" => "ElectraTokenizer".into(),
+            _ => String::new(),
+        });
+    if !matches!(
+        class.as_str(),
+        "BertTokenizer" | "DistilBertTokenizer" | "ElectraTokenizer"
+    ) {
+        return Ok(());
+    }
+    let Some(NormalizerWrapper::BertNormalizer(current)) = tokenizer.get_normalizer() else {
+        return Ok(());
+    };
+    let lowercase = tok_config.do_lower_case.unwrap_or(true);
+    let chinese = tok_config.tokenize_chinese_chars.unwrap_or(true);
+    let accents = tok_config.strip_accents;
+    if current.lowercase != lowercase
+        || current.strip_accents != accents
+        || current.handle_chinese_chars != chinese
+    {
+        let aligned = BertNormalizer::new(current.clean_text, chinese, accents, lowercase);
+        tokenizer.with_normalizer(Some(aligned))?;
+    }
+    Ok(())
+}
+
 /// A loaded tokenizer with the model's length limit and padding id.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
+    /// `tokenizer_config.json` + `special_tokens_map.json`, for [`special_token`](Self::special_token).
+    config: TokenizerConfig,
     /// No truncation, no padding.
     plain: Tokenizer,
     /// Truncation to `max_len` (longest first), no padding.
@@ -205,7 +255,20 @@ pub struct TextTokenizer {
     max_len: usize,
     pad_id: u32,
     mask_token: Option<String>,
+    /// No truncation, no padding, no post-processor (whole sequences without special tokens).
+    raw: Tokenizer,
+    /// Tokenizers configured by [`encode_batch_with`](Self::encode_batch_with), by settings.
+    custom: Arc<Mutex<TruncatingCache>>,
 }
+
+/// The settings of a `TruncationParams` (which has no `PartialEq`).
+type TruncationKey = (TruncationStrategy, usize, usize, bool);
+
+/// Tokenizers with a given truncation, oldest first.
+type TruncatingCache = Vec<(TruncationKey, Arc<Tokenizer>)>;
+
+/// How many differently truncating tokenizers [`TextTokenizer::encode_batch_with`] keeps.
+const CUSTOM_CACHE: usize = 8;
 
 impl TextTokenizer {
     /// `tokenizer.json` when present; otherwise the slow files: WordPiece `vocab.txt` (+
@@ -217,10 +280,18 @@ impl TextTokenizer {
         let tok_config = TokenizerConfig::from_dir(dir)?;
         let json = dir.join("tokenizer.json");
         let tokenizer = if json.is_file() {
-            Tokenizer::from_file(&json).map_err(|source| TokenizerError::Build {
-                path: json.clone(),
-                source,
-            })?
+            let mut tokenizer =
+                Tokenizer::from_file(&json).map_err(|source| TokenizerError::Build {
+                    path: json.clone(),
+                    source,
+                })?;
+            align_bert_normalizer(&mut tokenizer, &tok_config, config).map_err(|source| {
+                TokenizerError::Build {
+                    path: json.clone(),
+                    source,
+                }
+            })?;
+            tokenizer
         } else {
             slow::build(dir, &tok_config, config)?
         };
@@ -267,6 +338,8 @@ impl TextTokenizer {
             .map_err(|source| TokenizerError::Encode { source })?
             .clone()
             .into();
+        let mut raw = plain.clone();
+        raw.with_post_processor(None::<PostProcessorWrapper>);
         let truncating: Tokenizer = tokenizer
             .with_truncation(Some(TruncationParams {
                 direction: TruncationDirection::Right,
@@ -278,11 +351,14 @@ impl TextTokenizer {
             .clone()
             .into();
         Ok(Self {
+            config: tok_config.clone(),
             plain,
             truncating,
             max_len,
+            raw,
             pad_id,
             mask_token,
+            custom: Arc::default(),
         })
     }
 
@@ -290,21 +366,81 @@ impl TextTokenizer {
     /// them); truncates to [`max_len`](Self::max_len) when `truncate` (pairs: longest first) and
     /// does no padding (see [`pad_batch`](Self::pad_batch)).
     pub fn encode_batch(&self, inputs: Vec<EncodeInput>, truncate: bool) -> Result<Vec<Encoding>> {
-        let inputs: Vec<tokenizers::EncodeInput<'_>> = inputs
-            .into_iter()
-            .map(|input| match input {
-                EncodeInput::Single(a) => tokenizers::EncodeInput::Single(a.into()),
-                EncodeInput::Pair(a, b) => tokenizers::EncodeInput::Dual(a.into(), b.into()),
-            })
-            .collect();
         let tokenizer = if truncate {
             &self.truncating
         } else {
             &self.plain
         };
         tokenizer
-            .encode_batch_char_offsets(inputs, true)
+            .encode_batch_char_offsets(to_encode_inputs(inputs), true)
             .map_err(|source| TokenizerError::Encode { source })
+    }
+
+    /// Like [`encode_batch`](Self::encode_batch) with explicit truncation, e.g. question
+    /// answering's `OnlySecond` with a `stride`: the extra windows are in
+    /// `Encoding::get_overflowing()`. No padding.
+    pub fn encode_batch_with(
+        &self,
+        inputs: Vec<EncodeInput>,
+        truncation: &TruncationParams,
+    ) -> Result<Vec<Encoding>> {
+        let key = (
+            truncation.strategy,
+            truncation.max_length,
+            truncation.stride,
+            matches!(truncation.direction, TruncationDirection::Left),
+        );
+        let tokenizer = self.custom_tokenizer(key, truncation)?;
+        // tokenizers 0.23 stops tokenizing each sequence at `max_length` tokens when truncation
+        // is set (`do_tokenize`), which loses every overflowing window past the first. So the
+        // sequences are tokenized whole, without special tokens, and then truncated and
+        // post-processed as `Tokenizer::encode` would.
+        let encode = |text: String| {
+            self.raw
+                .encode_char_offsets(text, false)
+                .map_err(|source| TokenizerError::Encode { source })
+        };
+        inputs
+            .into_iter()
+            .map(|input| {
+                let (first, second) = match input {
+                    EncodeInput::Single(a) => (encode(a)?, None),
+                    EncodeInput::Pair(a, b) => {
+                        // As `encode_single_sequence(b, 1, ..)`: the windows cut from the
+                        // second sequence keep these type ids.
+                        let mut second = encode(b)?;
+                        second.set_type_ids(vec![1; second.len()]);
+                        (encode(a)?, Some(second))
+                    }
+                };
+                tokenizer
+                    .post_process(first, second, true)
+                    .map_err(|source| TokenizerError::Encode { source })
+            })
+            .collect()
+    }
+
+    fn custom_tokenizer(
+        &self,
+        key: TruncationKey,
+        truncation: &TruncationParams,
+    ) -> Result<Arc<Tokenizer>> {
+        // A poisoned lock only means another thread panicked while holding it; the cache
+        // itself is still valid.
+        let mut cache = self.custom.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {
+            return Ok(Arc::clone(t));
+        }
+        let mut tokenizer = self.plain.clone();
+        tokenizer
+            .with_truncation(Some(truncation.clone()))
+            .map_err(|source| TokenizerError::Encode { source })?;
+        let tokenizer = Arc::new(tokenizer);
+        if cache.len() >= CUSTOM_CACHE {
+            cache.remove(0);
+        }
+        cache.push((key, Arc::clone(&tokenizer)));
+        Ok(tokenizer)
     }
 
     /// min(`tokenizer_config.json` `model_max_length`, `max_position_embeddings` minus the
@@ -353,6 +489,27 @@ impl TextTokenizer {
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }
+
+    /// A special token named in the tokenizer config by its key (`cls_token`, `unk_token`, ...).
+    pub fn special_token(&self, key: &str) -> Option<&str> {
+        self.config.special(key)
+    }
+
+    /// `clean_up_tokenization_spaces` (transformers' default: false): whether decoded text gets
+    /// `clean_up_tokenization` (" ." -> "." and the like).
+    pub fn clean_up_tokenization_spaces(&self) -> bool {
+        self.config.clean_up_tokenization_spaces.unwrap_or(false)
+    }
+}
+
+fn to_encode_inputs(inputs: Vec<EncodeInput>) -> Vec<tokenizers::EncodeInput<'static>> {
+    inputs
+        .into_iter()
+        .map(|input| match input {
+            EncodeInput::Single(a) => tokenizers::EncodeInput::Single(a.into()),
+            EncodeInput::Pair(a, b) => tokenizers::EncodeInput::Dual(a.into(), b.into()),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,12 +11,6 @@ use crate::support::{Server, cases_file, compare, fixture, repo_root};
 
 /// Tasks whose pipelines are not built yet.
 const NOT_SERVED_YET: &[&str] = &[
-    "token-classification",
-    "ner",
-    "feature-extraction",
-    "fill-mask",
-    "question-answering",
-    "zero-shot-classification",
     "table-question-answering",
     "text-generation",
     "text2text-generation",
@@ -195,4 +189,52 @@ fn conformance_distilbert_seqcls() {
 #[test]
 fn conformance_roberta_seqcls() {
     assert!(run_model("roberta-seqcls", None) >= 6);
+}
+
+#[test]
+fn conformance_bert_tokcls() {
+    assert_eq!(run_model("bert-tokcls", None), 13);
+}
+
+#[test]
+fn conformance_bert_tokcls_slowtok() {
+    assert_eq!(run_model("bert-tokcls-slowtok", None), 3);
+}
+
+#[test]
+fn conformance_bert_qa() {
+    assert_eq!(run_model("bert-qa", None), 13);
+}
+
+#[test]
+fn conformance_bert_mlm() {
+    assert_eq!(run_model("bert-mlm", None), 8);
+}
+
+// Made by tests/fixtures/build_extra_fixtures.py: SentencePiece (Metaspace) tokenizers, so the
+// word heuristics, offsets and decoding differ from the WordPiece fixtures.
+
+#[test]
+fn conformance_xlmr_tokcls() {
+    assert_eq!(run_model("xlmr-tokcls", None), 12);
+}
+
+#[test]
+fn conformance_xlmr_qa() {
+    assert_eq!(run_model("xlmr-qa", None), 7);
+}
+
+#[test]
+fn conformance_xlmr_mlm() {
+    assert_eq!(run_model("xlmr-mlm", None), 6);
+}
+
+#[test]
+fn conformance_deberta_v2_nli() {
+    assert_eq!(run_model("deberta-v2-nli", None), 8);
+}
+
+#[test]
+fn conformance_deberta_v2_tokcls() {
+    assert_eq!(run_model("deberta-v2-tokcls", None), 12);
 }

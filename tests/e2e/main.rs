@@ -4,7 +4,10 @@
 mod archive;
 mod codec;
 mod conformance;
+mod hooks;
 mod invocations;
 mod ping;
 mod process;
+mod sources;
 mod support;
+mod tasks;

@@ -1,10 +1,12 @@
 //! Model artifacts: a local directory, or a `model.tar.gz` unpacked safely into a private
 //! directory (spec §3).
 
+pub mod fetch;
 pub mod unpack;
 
 use std::path::{Path, PathBuf};
 
+pub use fetch::{FetchError, fetch_archive};
 pub use unpack::{UnpackError, unpack, unpack_reader};
 
 /// A model artifact that cannot be used.

@@ -1,5 +1,6 @@
 //! The BERT encoder, also used by RoBERTa / XLM-RoBERTa (`roberta.rs`: position ids after the
-//! padding index) and ELECTRA (separate embedding size + `embeddings_project`).
+//! padding index), ELECTRA (separate embedding size + `embeddings_project`) and ALBERT
+//! (`modeling_albert.py`: factorized embeddings, layers shared within groups, other names).
 //!
 //! Ported from transformers 4.51.3 `models/bert/modeling_bert.py` (eager attention path);
 //! state-dict names are kept (`embeddings.word_embeddings`, `encoder.layer.{i}.attention.self.query`…).
@@ -21,6 +22,9 @@ pub(crate) enum Flavor {
     Roberta,
     /// ELECTRA: embedding size may differ from the hidden size, prefix `electra`.
     Electra,
+    /// ALBERT: factorized embeddings (`encoder.embedding_hidden_mapping_in`), layers shared
+    /// within groups and named differently, prefix `albert`.
+    Albert,
 }
 
 impl Flavor {
@@ -28,6 +32,7 @@ impl Flavor {
         match family {
             Family::Roberta | Family::XlmRoberta => Self::Roberta,
             Family::Electra => Self::Electra,
+            Family::Albert => Self::Albert,
             _ => Self::Bert,
         }
     }
@@ -38,13 +43,11 @@ impl Flavor {
             Self::Bert => "bert",
             Self::Roberta => "roberta",
             Self::Electra => "electra",
+            Self::Albert => "albert",
         }
     }
 }
 
-fn default_act() -> String {
-    "gelu".into()
-}
 fn default_type_vocab() -> usize {
     2
 }
@@ -63,8 +66,8 @@ struct RawConfig {
     num_hidden_layers: usize,
     num_attention_heads: usize,
     intermediate_size: usize,
-    #[serde(default = "default_act")]
-    hidden_act: String,
+    #[serde(default)]
+    hidden_act: Option<String>,
     max_position_embeddings: usize,
     #[serde(default = "default_type_vocab")]
     type_vocab_size: usize,
@@ -76,6 +79,10 @@ struct RawConfig {
     position_embedding_type: String,
     #[serde(default)]
     embedding_size: Option<usize>,
+    #[serde(default)]
+    num_hidden_groups: Option<usize>,
+    #[serde(default)]
+    inner_group_num: Option<usize>,
 }
 
 /// The checked configuration of a BERT-like encoder.
@@ -91,8 +98,12 @@ pub(crate) struct Config {
     pub(crate) type_vocab_size: usize,
     pub(crate) layer_norm_eps: f64,
     pub(crate) pad_token_id: u32,
-    /// ELECTRA's `embedding_size` (equals `hidden_size` elsewhere).
+    /// ELECTRA's and ALBERT's `embedding_size` (equals `hidden_size` elsewhere).
     pub(crate) embedding_size: usize,
+    /// ALBERT's `num_hidden_groups` (1 elsewhere).
+    pub(crate) num_hidden_groups: usize,
+    /// ALBERT's `inner_group_num` (1 elsewhere).
+    pub(crate) inner_group_num: usize,
     pub(crate) flavor: Flavor,
 }
 
@@ -116,12 +127,25 @@ impl Config {
             num_hidden_layers: raw.num_hidden_layers,
             num_attention_heads: raw.num_attention_heads,
             intermediate_size: raw.intermediate_size,
-            hidden_act: Activation::from_name(&raw.hidden_act)?,
+            hidden_act: Activation::from_name(raw.hidden_act.as_deref().unwrap_or(
+                if flavor == Flavor::Albert {
+                    "gelu_new"
+                } else {
+                    "gelu"
+                },
+            ))?,
             max_position_embeddings: raw.max_position_embeddings,
             type_vocab_size: raw.type_vocab_size,
             layer_norm_eps: raw.layer_norm_eps,
             pad_token_id: raw.pad_token_id.unwrap_or(default_pad),
-            embedding_size: raw.embedding_size.unwrap_or(raw.hidden_size),
+            // `AlbertConfig` defaults `embedding_size` to 128.
+            embedding_size: raw.embedding_size.unwrap_or(if flavor == Flavor::Albert {
+                128
+            } else {
+                raw.hidden_size
+            }),
+            num_hidden_groups: raw.num_hidden_groups.unwrap_or(1).max(1),
+            inner_group_num: raw.inner_group_num.unwrap_or(1).max(1),
             flavor,
         })
     }
@@ -207,7 +231,9 @@ impl Embeddings {
                         .collect::<Vec<_>>()
                 })
                 .collect(),
-            Flavor::Bert | Flavor::Electra => (0..rows).flat_map(|_| 0..len as u32).collect(),
+            Flavor::Bert | Flavor::Electra | Flavor::Albert => {
+                (0..rows).flat_map(|_| 0..len as u32).collect()
+            }
         };
         if let Some(&max) = ids.iter().max()
             && max as usize >= self.max_positions
@@ -239,6 +265,39 @@ impl Embeddings {
     }
 }
 
+/// Where a layer's parameters live, relative to the layer.
+struct LayerNames {
+    qkv: [&'static str; 3],
+    attention_out: &'static str,
+    attention_norm: &'static str,
+    intermediate: &'static str,
+    output: &'static str,
+    output_norm: &'static str,
+}
+
+const BERT_NAMES: LayerNames = LayerNames {
+    qkv: [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+    ],
+    attention_out: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+    intermediate: "intermediate.dense",
+    output: "output.dense",
+    output_norm: "output.LayerNorm",
+};
+
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L419
+const ALBERT_NAMES: LayerNames = LayerNames {
+    qkv: ["attention.query", "attention.key", "attention.value"],
+    attention_out: "attention.dense",
+    attention_norm: "attention.LayerNorm",
+    intermediate: "ffn",
+    output: "ffn_output",
+    output_norm: "full_layer_layer_norm",
+};
+
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L523
 #[derive(Debug)]
 struct Layer {
@@ -252,22 +311,17 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
+    fn load(vb: &VarBuilder<'_>, cfg: &Config, names: &LayerNames) -> Result<Self> {
         let h = cfg.hidden_size;
-        let att = vb.pp("attention");
+        let eps = cfg.layer_norm_eps;
         Ok(Self {
-            attention: SelfAttention::load(
-                &att.pp("self"),
-                ["query", "key", "value"],
-                h,
-                cfg.num_attention_heads,
-            )?,
-            attention_out: layers::linear(h, h, att.pp("output.dense"))?,
-            attention_norm: layers::layer_norm(h, cfg.layer_norm_eps, att.pp("output.LayerNorm"))?,
-            intermediate: layers::linear(h, cfg.intermediate_size, vb.pp("intermediate.dense"))?,
+            attention: SelfAttention::load(vb, names.qkv, h, cfg.num_attention_heads)?,
+            attention_out: layers::linear(h, h, vb.pp(names.attention_out))?,
+            attention_norm: layers::layer_norm(h, eps, vb.pp(names.attention_norm))?,
+            intermediate: layers::linear(h, cfg.intermediate_size, vb.pp(names.intermediate))?,
             act: cfg.hidden_act,
-            output: layers::linear(cfg.intermediate_size, h, vb.pp("output.dense"))?,
-            output_norm: layers::layer_norm(h, cfg.layer_norm_eps, vb.pp("output.LayerNorm"))?,
+            output: layers::linear(cfg.intermediate_size, h, vb.pp(names.output))?,
+            output_norm: layers::layer_norm(h, eps, vb.pp(names.output_norm))?,
         })
     }
 
@@ -287,24 +341,72 @@ impl Layer {
 #[derive(Debug)]
 pub(crate) struct BertModel {
     embeddings: Embeddings,
+    /// ALBERT `encoder.embedding_hidden_mapping_in` (embedding size → hidden size).
+    mapping_in: Option<Linear>,
+    /// The distinct layers.
     layers: Vec<Layer>,
+    /// Which layer runs at each step (ALBERT repeats shared layers).
+    order: Vec<usize>,
 }
 
 impl BertModel {
-    /// Loads from `vb` positioned at the base model (`embeddings.*`, `encoder.layer.*`).
+    /// Loads from `vb` positioned at the base model (`embeddings.*`, `encoder.layer.*`, or
+    /// ALBERT's `encoder.albert_layer_groups.{g}.albert_layers.{j}.*`).
     pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
         let embeddings = Embeddings::load(vb, cfg)?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), cfg))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { embeddings, layers })
+        if cfg.flavor != Flavor::Albert {
+            let layers = (0..cfg.num_hidden_layers)
+                .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), cfg, &BERT_NAMES))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Self {
+                embeddings,
+                mapping_in: None,
+                order: (0..layers.len()).collect(),
+                layers,
+            });
+        }
+        // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L497
+        let (groups, inner) = (cfg.num_hidden_groups, cfg.inner_group_num);
+        if !cfg.num_hidden_layers.is_multiple_of(groups) {
+            return Err(ModelError::ConfigValue {
+                key: "num_hidden_groups".into(),
+                reason: format!(
+                    "{} layers do not split into {groups} groups",
+                    cfg.num_hidden_layers
+                ),
+            });
+        }
+        let mut layers = Vec::with_capacity(groups * inner);
+        for g in 0..groups {
+            for j in 0..inner {
+                let path = format!("encoder.albert_layer_groups.{g}.albert_layers.{j}");
+                layers.push(Layer::load(&vb.pp(path), cfg, &ALBERT_NAMES)?);
+            }
+        }
+        let per_group = cfg.num_hidden_layers / groups;
+        let order = (0..cfg.num_hidden_layers)
+            .flat_map(|i| (0..inner).map(move |j| (i / per_group) * inner + j))
+            .collect();
+        Ok(Self {
+            embeddings,
+            mapping_in: Some(layers::linear(
+                cfg.embedding_size,
+                cfg.hidden_size,
+                vb.pp("encoder.embedding_hidden_mapping_in"),
+            )?),
+            layers,
+            order,
+        })
     }
 
     /// The last hidden state `[B, T, H]`.
     pub(crate) fn forward(&self, batch: &BatchTensors) -> Result<Tensor> {
         let mut xs = self.embeddings.forward(batch)?;
-        for layer in &self.layers {
-            xs = layer.forward(&xs, &batch.additive_mask)?;
+        if let Some(mapping) = &self.mapping_in {
+            xs = mapping.forward(&xs)?;
+        }
+        for &i in &self.order {
+            xs = self.layers[i].forward(&xs, &batch.additive_mask)?;
         }
         Ok(xs)
     }

@@ -7,9 +7,9 @@ use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::bert::{self, Flavor};
-use super::distilbert;
 use super::layers::{self, Activation};
 use super::{Head, ModelConfig, ModelError, Result};
+use super::{deberta_v2, distilbert};
 
 /// A loaded head.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ impl HeadModule {
         })
     }
 
-    /// Heads of BERT, RoBERTa / XLM-RoBERTa and ELECTRA. `vb` is the checkpoint root, `base` the
+    /// Heads of BERT, RoBERTa / XLM-RoBERTa, ELECTRA and ALBERT. `vb` is the checkpoint root, `base` the
     /// base model's prefix inside it.
     pub(crate) fn load_bert_like(
         vb: &VarBuilder<'_>,
@@ -85,6 +85,13 @@ impl HeadModule {
                 act: Activation::GeluErf,
                 out: layers::linear(h, labels, vb.pp("classifier.out_proj"))?,
             },
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L868
+            // (pooler: https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L577)
+            (Head::SequenceClassification, Flavor::Albert) => Self::Pooled {
+                dense: layers::linear(h, h, base.pp("pooler"))?,
+                act: Activation::Tanh,
+                out: layers::linear(h, labels, vb.pp("classifier"))?,
+            },
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L1810
             (Head::TokenClassification, _) => {
                 Self::PerToken(layers::linear(h, labels, vb.pp("classifier"))?)
@@ -115,6 +122,22 @@ impl HeadModule {
                     dense: layers::linear(h, h, p.pp("dense"))?,
                     act: Activation::GeluErf,
                     norm: layers::layer_norm(h, cfg.layer_norm_eps, p.pp("layer_norm"))?,
+                    decoder: tied_decoder(
+                        &p,
+                        "decoder",
+                        &["bias", "decoder.bias"],
+                        word_embeddings,
+                    )?,
+                }
+            }
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L769
+            (Head::MaskedLm, Flavor::Albert) => {
+                let e = cfg.embedding_size;
+                let p = vb.pp("predictions");
+                Self::MaskedLm {
+                    dense: layers::linear(h, e, p.pp("dense"))?,
+                    act: cfg.hidden_act,
+                    norm: layers::layer_norm(e, cfg.layer_norm_eps, p.pp("LayerNorm"))?,
                     decoder: tied_decoder(
                         &p,
                         "decoder",
@@ -177,6 +200,63 @@ impl HeadModule {
                     word_embeddings,
                 )?,
             },
+        })
+    }
+
+    /// Heads of DeBERTa-v2. `vb` is the checkpoint root.
+    pub(crate) fn load_deberta_v2(
+        vb: &VarBuilder<'_>,
+        cfg: &deberta_v2::Config,
+        model: &ModelConfig,
+        head: Head,
+        word_embeddings: &Tensor,
+    ) -> Result<Self> {
+        let h = cfg.inner.hidden_size;
+        let e = cfg.embedding_size;
+        let eps = cfg.inner.layer_norm_eps;
+        Ok(match head {
+            Head::Base => Self::Identity,
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L1036
+            // (ContextPooler: https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L43)
+            Head::SequenceClassification => {
+                let p = cfg.pooler_hidden_size;
+                Self::Pooled {
+                    dense: layers::linear(h, p, vb.pp("pooler.dense"))?,
+                    act: Activation::from_name(&cfg.pooler_hidden_act)?,
+                    out: layers::linear(p, model.num_labels(), vb.pp("classifier"))?,
+                }
+            }
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L1137
+            Head::TokenClassification => {
+                Self::PerToken(layers::linear(h, model.num_labels(), vb.pp("classifier"))?)
+            }
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L1198
+            Head::QuestionAnswering => Self::PerToken(layers::linear(h, 2, vb.pp("qa_outputs"))?),
+            // legacy: https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L857
+            Head::MaskedLm if cfg.legacy => {
+                let p = vb.pp("cls.predictions");
+                Self::MaskedLm {
+                    dense: layers::linear(h, e, p.pp("transform.dense"))?,
+                    act: Activation::from_name(&cfg.hidden_act)?,
+                    norm: layers::layer_norm(e, eps, p.pp("transform.LayerNorm"))?,
+                    decoder: tied_decoder(
+                        &p,
+                        "decoder",
+                        &["bias", "decoder.bias"],
+                        word_embeddings,
+                    )?,
+                }
+            }
+            // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L907
+            Head::MaskedLm => {
+                let p = vb.pp("lm_predictions.lm_head");
+                Self::MaskedLm {
+                    dense: layers::linear(h, e, p.pp("dense"))?,
+                    act: Activation::from_name(&cfg.hidden_act)?,
+                    norm: layers::layer_norm(e, eps, p.pp("LayerNorm"))?,
+                    decoder: tied_decoder(&p, "decoder", &["bias"], word_embeddings)?,
+                }
+            }
         })
     }
 }

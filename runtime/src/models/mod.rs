@@ -1,16 +1,26 @@
 //! Models: `config.json` ([`ModelConfig`]), encoder architectures with their task heads
-//! ([`Encoder`]), and weight files (`weights`). Serves spec §4: the numbers every encoder task
-//! (text/token classification, question answering, fill-mask, feature extraction) post-processes.
+//! ([`Encoder`]), and weight files ([`WeightFiles`]). Serves spec §4: the numbers every encoder
+//! task (text/token classification, question answering, fill-mask, feature extraction,
+//! zero-shot) post-processes.
 //!
 //! Does not own tokenization (`crate::tokenizer`) nor task pre/post-processing (`crate::pipelines`).
 //!
-//! Numerics follow transformers 4.51.3 in f32 on CPU. The encoders are ported here rather than
-//! taken from candle-transformers because its versions differ from transformers where it matters
-//! for exact answers: DistilBERT uses the tanh GELU (transformers: erf), XLM-RoBERTa's LM head
-//! drops `lm_head.bias`, BERT has no pooler, and none fuses the Q/K/V projections (a measured
-//! win on this CPU, see `shared/reference/candle-cpu.md`).
+//! Families (`model_type`): `bert`, `distilbert`, `roberta` / `camembert` / `xlm-roberta`,
+//! `electra`, `albert` (all on `bert.rs` or `distilbert.rs`) and `deberta-v2`, each with the
+//! heads of [`Head`]. Numerics follow transformers 4.51.3 in f32 on CPU: the conformance
+//! fixtures and the tiny checkpoints in `testdata/` (made by `testdata/make_fixtures.py`) are
+//! compared within 1e-4 in `tests.rs`.
+//!
+//! The encoders are ported here rather than taken from candle-transformers because its versions
+//! differ from transformers where it matters for exact answers: DistilBERT uses the tanh GELU
+//! (transformers: erf), XLM-RoBERTa's LM head drops `lm_head.bias`, BERT has no pooler, ALBERT
+//! and ELECTRA are missing, and none fuses the Q/K/V projections (fewer, larger matmuls; see
+//! `shared/reference/candle-cpu.md`). On random BERT-base weights our BERT equals
+//! candle-transformers' `BertModel` to the bit. DeBERTa-v2's base model is candle-transformers'
+//! (`deberta_v2.rs`), with our heads.
 
 mod bert;
+mod deberta_v2;
 mod distilbert;
 mod heads;
 mod layers;
@@ -274,6 +284,8 @@ enum Family {
     Roberta,
     XlmRoberta,
     Electra,
+    Albert,
+    DebertaV2,
 }
 
 impl Family {
@@ -284,6 +296,8 @@ impl Family {
             "roberta" | "camembert" => Self::Roberta,
             "xlm-roberta" => Self::XlmRoberta,
             "electra" => Self::Electra,
+            "albert" => Self::Albert,
+            "deberta-v2" => Self::DebertaV2,
             _ => return None,
         })
     }
@@ -299,6 +313,8 @@ pub(crate) struct BatchTensors {
     pub(crate) input_ids: Tensor,
     /// `[B, T]` u32.
     pub(crate) type_ids: Tensor,
+    /// `[B, T]` u32, 1 = attend.
+    pub(crate) mask: Tensor,
     /// The additive mask `[B, 1, 1, T]` f32: 0 where attended, `f32::MIN` on padding.
     pub(crate) additive_mask: Tensor,
     /// The host-side ids (for position ids that depend on them).
@@ -337,9 +353,11 @@ impl BatchTensors {
             .map(|&m| if m == 0 { f32::MIN } else { 0.0 })
             .collect();
         let additive_mask = Tensor::from_vec(additive, (rows, 1, 1, len), device)?;
+        let mask = Tensor::from_vec(mask_flat, (rows, len), device)?;
         Ok(Self {
             input_ids,
             type_ids,
+            mask,
             additive_mask,
             ids: batch.input_ids.clone(),
         })
@@ -350,6 +368,7 @@ impl BatchTensors {
 enum Backbone {
     Bert(bert::BertModel),
     DistilBert(distilbert::DistilBertModel),
+    DebertaV2(Box<deberta_v2::DebertaV2>),
 }
 
 impl Backbone {
@@ -357,6 +376,7 @@ impl Backbone {
         match self {
             Self::Bert(m) => m.forward(batch),
             Self::DistilBert(m) => m.forward(batch),
+            Self::DebertaV2(m) => m.forward(batch),
         }
     }
 }
@@ -372,24 +392,41 @@ pub struct Encoder {
 impl Encoder {
     /// Loads the weights in `dir` for `config`'s architecture with the given head.
     pub fn load(dir: &Path, config: &ModelConfig, head: Head) -> Result<Self> {
-        let device = Device::Cpu;
+        // Before touching the weights, so an unknown architecture is reported as such.
+        Family::of(&config.model_type).ok_or_else(|| ModelError::UnsupportedArchitecture {
+            model_type: config.model_type.clone(),
+        })?;
+        let files = WeightFiles::find(dir)?;
+        let vb = files.var_builder(DType::F32, &Device::Cpu)?;
+        Self::from_var_builder(&vb, config, head)
+    }
+
+    /// Builds the model from tensors already at hand (state-dict names, on the CPU).
+    pub fn from_var_builder(
+        vb: &candle_nn::VarBuilder<'_>,
+        config: &ModelConfig,
+        head: Head,
+    ) -> Result<Self> {
+        let device = vb.device().clone();
         let family =
             Family::of(&config.model_type).ok_or_else(|| ModelError::UnsupportedArchitecture {
                 model_type: config.model_type.clone(),
             })?;
-        let files = WeightFiles::find(dir)?;
-        let vb = files.var_builder(DType::F32, &device)?;
         let (backbone, head_module) = match family {
-            Family::Bert | Family::Electra | Family::Roberta | Family::XlmRoberta => {
+            Family::Bert
+            | Family::Electra
+            | Family::Albert
+            | Family::Roberta
+            | Family::XlmRoberta => {
                 let cfg = if family.pads_positions() {
                     roberta::config(config)?
                 } else {
                     bert::Config::from_model_config(config, bert::Flavor::of(family))?
                 };
-                let base = bert::base_prefix(&vb, &cfg);
+                let base = bert::base_prefix(vb, &cfg);
                 let model = bert::BertModel::load(&base, &cfg)?;
                 let h = heads::HeadModule::load_bert_like(
-                    &vb,
+                    vb,
                     &base,
                     &cfg,
                     config,
@@ -407,13 +444,28 @@ impl Encoder {
                 };
                 let model = distilbert::DistilBertModel::load(&base, &cfg)?;
                 let h = heads::HeadModule::load_distilbert(
-                    &vb,
+                    vb,
                     &cfg,
                     config,
                     head,
                     model.word_embeddings(),
                 )?;
                 (Backbone::DistilBert(model), h)
+            }
+            Family::DebertaV2 => {
+                let cfg = deberta_v2::Config::from_model_config(config)?;
+                let base = if vb.contains_tensor("deberta.embeddings.word_embeddings.weight") {
+                    vb.pp("deberta")
+                } else {
+                    vb.clone()
+                };
+                let model = deberta_v2::DebertaV2::load(&base, &cfg)?;
+                let words = base.get(
+                    (cfg.inner.vocab_size, cfg.embedding_size),
+                    "embeddings.word_embeddings.weight",
+                )?;
+                let h = heads::HeadModule::load_deberta_v2(vb, &cfg, config, head, &words)?;
+                (Backbone::DebertaV2(Box::new(model)), h)
             }
         };
         Ok(Self {
@@ -431,6 +483,41 @@ impl Encoder {
         let tensors = BatchTensors::new(batch, &self.device)?;
         let hidden = self.backbone.forward(&tensors)?;
         self.head_module.forward(&hidden)
+    }
+
+    /// Like [`forward`](Self::forward) for the per-token heads (Base, TokenClassification,
+    /// QuestionAnswering, MaskedLm), but runs the head only at the given `(row, position)`
+    /// pairs: `[N, X]` in their order. Fill-mask needs the vocabulary logits of the mask tokens
+    /// only, which saves most of the `T × H × vocab` decoder product.
+    pub fn forward_positions(
+        &self,
+        batch: &EncoderBatch,
+        positions: &[(usize, usize)],
+    ) -> Result<Tensor> {
+        if self.head == Head::SequenceClassification {
+            return Err(ModelError::BadBatch {
+                reason: "sequence classification has no per-token output".into(),
+            });
+        }
+        let tensors = BatchTensors::new(batch, &self.device)?;
+        let (rows, len) = tensors.input_ids.dims2()?;
+        let mut flat = Vec::with_capacity(positions.len());
+        for &(row, pos) in positions {
+            if row >= rows || pos >= len {
+                return Err(ModelError::BadBatch {
+                    reason: format!("position ({row}, {pos}) is outside the {rows} x {len} batch"),
+                });
+            }
+            flat.push((row * len + pos) as u32);
+        }
+        let hidden = self.backbone.forward(&tensors)?;
+        let width = hidden.dim(2)?;
+        let index = Tensor::from_vec(flat, positions.len(), &self.device)?;
+        let picked = hidden
+            .reshape((rows * len, width))?
+            .index_select(&index, 0)?
+            .unsqueeze(0)?;
+        Ok(self.head_module.forward(&picked)?.squeeze(0)?)
     }
 
     /// The head this encoder was loaded with.

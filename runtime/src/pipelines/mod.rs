@@ -2,7 +2,13 @@
 //! `{"inputs", "parameters"}` envelope, and one module per task with its `Params`, pre- and
 //! post-processing (spec §3, §4).
 
+pub mod encode;
+pub mod feature_extraction;
+pub mod fill_mask;
+pub mod question_answering;
 pub mod text_classification;
+pub mod token_classification;
+pub mod zero_shot_classification;
 
 use std::fmt;
 use std::sync::Arc;
@@ -281,6 +287,19 @@ pub fn build(task: &Task, resources: Resources) -> Option<Arc<dyn Pipeline>> {
         Task::TextClassification => Some(Arc::new(text_classification::TextClassification::new(
             resources,
         ))),
+        Task::TokenClassification => Some(Arc::new(
+            token_classification::TokenClassification::new(resources),
+        )),
+        Task::FeatureExtraction => Some(Arc::new(feature_extraction::FeatureExtraction::new(
+            resources,
+        ))),
+        Task::FillMask => Some(Arc::new(fill_mask::FillMask::new(resources))),
+        Task::QuestionAnswering => Some(Arc::new(question_answering::QuestionAnswering::new(
+            resources,
+        ))),
+        Task::ZeroShotClassification => Some(Arc::new(
+            zero_shot_classification::ZeroShotClassification::new(resources),
+        )),
         _ => None,
     }
 }

@@ -1,6 +1,6 @@
 //! Tokenizer loading, limits, truncation and padding on the conformance fixtures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::*;
 
@@ -105,4 +105,185 @@ fn pad_batch_right_pads_with_pad_id_and_zero_mask() {
     assert_eq!(batch.attention_mask[0].iter().sum::<u32>() as usize, short);
     assert!(batch.attention_mask[1].iter().all(|&m| m == 1));
     assert!(batch.type_ids[0].iter().all(|&t| t == 0));
+}
+
+const SAMPLES: [&str; 8] = [
+    "John Smith lives in Paris and works for the United Nations.",
+    "Café naïve résumé — 東京 👍 is this ok?",
+    "Schwarzenegger visited Kraków with Zbigniew Brzezinski last Tuesday.",
+    "  leading and trailing spaces   ",
+    "The capital of France is [MASK].",
+    "The capital of France is <mask>.",
+    "tabs\tand\nnewlines\r\n and \u{0}control \u{200b}zero-width",
+    "",
+];
+
+/// Builds `dir`'s tokenizer from its slow files, ignoring any `tokenizer.json`.
+fn load_slow(dir: &Path) -> TextTokenizer {
+    let config = ModelConfig::from_dir(dir).expect("config");
+    let tok_config = TokenizerConfig::from_dir(dir).expect("tokenizer config");
+    let tokenizer = slow::build(dir, &tok_config, &config).expect("slow build");
+    TextTokenizer::new(tokenizer, &tok_config, &config).expect("tokenizer")
+}
+
+fn assert_same_encodings(a: &TextTokenizer, b: &TextTokenizer) {
+    let mut inputs: Vec<EncodeInput> = SAMPLES
+        .iter()
+        .map(|s| EncodeInput::Single((*s).into()))
+        .collect();
+    inputs.push(EncodeInput::Pair(SAMPLES[0].into(), SAMPLES[1].into()));
+    inputs.push(EncodeInput::Pair(SAMPLES[4].into(), SAMPLES[2].into()));
+    for truncate in [false, true] {
+        let x = a.encode_batch(inputs.clone(), truncate).expect("encode");
+        let y = b.encode_batch(inputs.clone(), truncate).expect("encode");
+        for ((ex, ey), input) in x.iter().zip(&y).zip(&inputs) {
+            assert_eq!(ex.get_ids(), ey.get_ids(), "ids of {input:?}");
+            assert_eq!(ex.get_offsets(), ey.get_offsets(), "offsets of {input:?}");
+            assert_eq!(
+                ex.get_type_ids(),
+                ey.get_type_ids(),
+                "type ids of {input:?}"
+            );
+            assert_eq!(ex.get_tokens(), ey.get_tokens(), "tokens of {input:?}");
+        }
+    }
+    assert_eq!(a.max_len(), b.max_len());
+    assert_eq!(a.pad_id(), b.pad_id());
+    assert_eq!(a.mask_token(), b.mask_token());
+}
+
+#[test]
+fn slow_wordpiece_equals_tokenizer_json() {
+    let slow = load("bert-tokcls-slowtok");
+    let fast = load("bert-tokcls");
+    assert_same_encodings(&slow, &fast);
+    // The same holds for the other WordPiece fixtures rebuilt from their vocab.txt.
+    for name in ["bert-seqcls", "distilbert-seqcls", "bert-mlm"] {
+        assert_same_encodings(&load_slow(&fixture(name)), &load(name));
+    }
+}
+
+#[test]
+fn slow_byte_level_bpe_equals_tokenizer_json() {
+    let dir = fixture("roberta-seqcls");
+    assert_same_encodings(&load_slow(&dir), &load("roberta-seqcls"));
+}
+
+#[test]
+fn slow_gpt2_bpe_equals_tokenizer_json() {
+    let dir = fixture("gpt2-gen");
+    let config = ModelConfig::from_dir(&dir).expect("config");
+    let fast = TextTokenizer::from_dir(&dir, &config).expect("fast");
+    assert_same_encodings(&load_slow(&dir), &fast);
+}
+
+#[test]
+fn directory_without_tokenizer_files_is_missing_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config =
+        ModelConfig::from_value(serde_json::json!({"model_type": "bert"})).expect("config");
+    assert!(matches!(
+        TextTokenizer::from_dir(dir.path(), &config),
+        Err(TokenizerError::MissingFiles { .. })
+    ));
+}
+
+#[test]
+fn tokenizer_config_overrides_bert_normalizer_of_tokenizer_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = fixture("bert-seqcls");
+    for file in ["tokenizer.json", "config.json", "special_tokens_map.json"] {
+        std::fs::copy(src.join(file), dir.path().join(file)).expect("copy");
+    }
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"tokenizer_class": "BertTokenizer", "do_lower_case": false, "model_max_length": 128}"#,
+    )
+    .expect("write");
+    let config = ModelConfig::from_dir(dir.path()).expect("config");
+    let cased = TextTokenizer::from_dir(dir.path(), &config).expect("tokenizer");
+    let lower = load("bert-seqcls");
+    let text = vec![EncodeInput::Single("Paris".into())];
+    let a = cased.encode_batch(text.clone(), false).expect("encode");
+    let b = lower.encode_batch(text, false).expect("encode");
+    assert_ne!(a[0].get_ids(), b[0].get_ids());
+}
+
+#[test]
+fn encode_with_only_second_and_stride_returns_every_window() {
+    let bert = load("bert-qa");
+    let context = std::iter::repeat_n(LONG, 10).collect::<Vec<_>>().join(" ");
+    let question = "How tall is the tower?";
+    let pair = || vec![EncodeInput::Pair(question.into(), context.clone())];
+    let full = &bert.encode_batch(pair(), false).expect("encode")[0];
+    let params = TruncationParams {
+        direction: TruncationDirection::Right,
+        max_length: 64,
+        strategy: TruncationStrategy::OnlySecond,
+        stride: 16,
+    };
+    let enc = bert.encode_batch_with(pair(), &params).expect("encode");
+    let windows: Vec<&Encoding> = std::iter::once(&enc[0])
+        .chain(enc[0].get_overflowing())
+        .collect();
+    // The context part (type id 1, without the final [SEP]) of each window.
+    let context_ids = |e: &Encoding| -> Vec<u32> {
+        let ids: Vec<u32> = e
+            .get_ids()
+            .iter()
+            .zip(e.get_type_ids())
+            .filter(|(_, t)| **t == 1)
+            .map(|(id, _)| *id)
+            .collect();
+        ids[..ids.len() - 1].to_vec()
+    };
+    let full_context = context_ids(full);
+    let question_len = full.get_type_ids().iter().filter(|&&t| t == 0).count();
+    let per_window = 64 - question_len - 1;
+    let expected_windows = (full_context.len() - 16).div_ceil(per_window - 16);
+    assert_eq!(windows.len(), expected_windows);
+    // Windows advance by `per_window - stride` tokens and together cover the whole context.
+    let mut rebuilt: Vec<u32> = Vec::new();
+    for (i, w) in windows.iter().enumerate() {
+        assert!(w.len() <= 64);
+        assert_eq!(
+            w.get_type_ids().iter().filter(|&&t| t == 0).count(),
+            question_len
+        );
+        let part = context_ids(w);
+        let start = i * (per_window - 16);
+        assert_eq!(part, full_context[start..start + part.len()], "window {i}");
+        rebuilt.truncate(start);
+        rebuilt.extend(part);
+    }
+    assert_eq!(rebuilt, full_context);
+}
+
+#[test]
+fn encode_with_large_limit_equals_plain_encode() {
+    for name in ["bert-seqcls", "roberta-seqcls"] {
+        let tok = load(name);
+        let inputs: Vec<EncodeInput> = vec![
+            EncodeInput::Single(SAMPLES[1].into()),
+            EncodeInput::Pair(SAMPLES[0].into(), SAMPLES[2].into()),
+            EncodeInput::Single(" spaced  words ".into()),
+        ];
+        let params = TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: 10_000,
+            strategy: TruncationStrategy::OnlySecond,
+            stride: 0,
+        };
+        let a = tok
+            .encode_batch_with(inputs.clone(), &params)
+            .expect("encode");
+        let b = tok.encode_batch(inputs, false).expect("encode");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.get_ids(), y.get_ids(), "{name}");
+            assert_eq!(x.get_offsets(), y.get_offsets(), "{name}");
+            assert_eq!(x.get_type_ids(), y.get_type_ids(), "{name}");
+            assert_eq!(x.get_sequence_ids(), y.get_sequence_ids(), "{name}");
+            assert_eq!(x.get_word_ids(), y.get_word_ids(), "{name}");
+        }
+    }
 }

@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod compare;
+pub mod guests;
+pub mod hub_stub;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,0 +1,47 @@
+//! Test guest for the runtime's limits. `input_fn` looks at the body: `panic` panics, `loop`
+//! never returns, `oom` allocates until the memory limit stops it; anything else is wrapped as
+//! `{"inputs": body}`. `output_fn` echoes the prediction as JSON and panics when the prediction
+//! contains `panic-in-output`. Each call also writes a line to stdout and stderr so the runtime's
+//! capture is exercised.
+
+use std::hint::black_box;
+
+use guest_sdk::serde_json::json;
+use guest_sdk::{Context, Error, Handler, Payload, Response};
+
+/// The handler.
+pub struct Misbehave;
+
+#[guest_sdk::handler]
+impl Handler for Misbehave {
+    fn input_fn(body: Vec<u8>, _content_type: &str, ctx: &Context) -> Result<Payload, Error> {
+        let text = String::from_utf8_lossy(&body).trim().to_owned();
+        println!("misbehave input_fn {} stdout", ctx.request_id);
+        eprintln!("misbehave input_fn {} stderr", ctx.request_id);
+        match text.as_str() {
+            "panic" => panic!("guest panic: asked to by request {}", ctx.request_id),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = black_box(n.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(black_box(vec![1u8; 1 << 20]));
+                    black_box(&hoard);
+                }
+            }
+            _ => Payload::from_json(&json!({ "inputs": text })),
+        }
+    }
+
+    fn output_fn(prediction: Payload, _accept: &str, _ctx: &Context) -> Result<Response, Error> {
+        let text = String::from_utf8_lossy(prediction.as_bytes()).into_owned();
+        if text.contains("panic-in-output") {
+            panic!("guest panic in output_fn");
+        }
+        Ok(Response::new(text, "application/json"))
+    }
+}
