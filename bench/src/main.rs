@@ -136,7 +136,7 @@ impl Common {
     fn emit(
         &self,
         kind: &str,
-        workload: Option<String>,
+        workload: Option<&str>,
         concurrency: Option<usize>,
         figures: &impl serde::Serialize,
     ) -> anyhow::Result<()> {
@@ -224,7 +224,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 warmup: warmup.unwrap_or(2 * concurrency),
             };
             let stats = client_runtime()?.block_on(loadgen::run(spec))?;
-            common.emit("run", Some(workload.to_string()), Some(concurrency), &stats)?;
+            common.emit(
+                "run",
+                Some(&workload.to_string()),
+                Some(concurrency),
+                &stats,
+            )?;
         }
         Command::Ready {
             url,
@@ -249,7 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     fail_on,
                 },
             ))?;
-            common.emit("cold", Some(workload.to_string()), None, &cold)?;
+            common.emit("cold", Some(&workload.to_string()), None, &cold)?;
         }
         Command::Mem {
             pid,
@@ -263,7 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("give `--pid` or `--session`"),
             };
             let mem = procmem::tree_memory(selection)?;
-            common.emit("mem", workload, None, &mem)?;
+            common.emit("mem", workload.as_deref(), None, &mem)?;
         }
         Command::Forward {
             workload,
@@ -271,7 +276,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             common,
         } => {
             let stats = forward::measure(&common.model, workload, iters)?;
-            common.emit("forward", Some(workload.to_string()), None, &stats)?;
+            common.emit("forward", Some(&workload.to_string()), None, &stats)?;
         }
         Command::Report { results, baseline } => {
             let records = report::load(&results)?;

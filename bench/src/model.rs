@@ -99,7 +99,7 @@ const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 
 /// Writes `config.json`, `model.safetensors` and the tokenizer files into `out`.
 pub fn make_model(spec: &ModelSpec, out: &Path, tokenizer_from: &Path) -> Result<()> {
-    if spec.heads == 0 || spec.hidden % spec.heads != 0 {
+    if spec.heads == 0 || !spec.hidden.is_multiple_of(spec.heads) {
         return Err(ModelError::HeadsDontDivide {
             hidden: spec.hidden,
             heads: spec.heads,

@@ -39,8 +39,11 @@ pub enum ReportError {
 /// Result of this module.
 pub type Result<T, E = ReportError> = std::result::Result<T, E>;
 
-/// Kinds of record and the figures each shows in the table: (JSON key, row label, decimals).
-const FIGURES: [(&str, &[(&str, &str, usize)]); 4] = [
+/// One figure of a record: (JSON key, row label, decimals).
+type Figure = (&'static str, &'static str, usize);
+
+/// Kinds of record and the figures each shows in the table.
+const FIGURES: [(&str, &[Figure]); 4] = [
     (
         "run",
         &[
