@@ -1,0 +1,117 @@
+//! `forward`: the floor under the HTTP figures. Times, in this process and without a server,
+//! tokenizing a workload's texts and one forward pass of candle-transformers' `BertModel` (plus
+//! the pooler and classifier matmuls) over them, so that the server's overhead is the HTTP p50
+//! minus these. This is candle-transformers' BERT, not sagebrush's own model code: it measures
+//! what candle itself can do on this machine.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use serde::Serialize;
+
+use crate::workload::{Texts, Workload, WorkloadError};
+
+/// The in-process measurement failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// `config.json` could not be read.
+    #[error("cannot read `config.json` of `{dir}`")]
+    Config {
+        /// The model directory.
+        dir: String,
+        /// The cause.
+        #[source]
+        err: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The texts could not be built.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    /// candle failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Result of this module.
+pub type Result<T, E = ForwardError> = std::result::Result<T, E>;
+
+/// Median times in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardStats {
+    /// Tokenizing the workload's inputs (`encode_batch`).
+    pub tokenize_ms: f64,
+    /// One forward pass over all inputs (encoder + pooler + classifier).
+    pub forward_ms: f64,
+    /// Timed iterations.
+    pub iters: usize,
+    /// candle's element-wise pool spin limit in effect (`CANDLE_BARRIER_POOL_SPIN_LIMIT`).
+    pub spin_limit: Option<String>,
+}
+
+/// Loads `model.safetensors` without mmap (the workspace denies `unsafe`).
+pub fn var_builder(dir: &Path) -> Result<VarBuilder<'static>> {
+    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
+    Ok(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
+}
+
+/// Times tokenizing and one forward pass of `workload` (`iters` times after one warm-up).
+pub fn measure(dir: &Path, workload: Workload, iters: usize) -> Result<ForwardStats> {
+    let cfg_err = |err: Box<dyn std::error::Error + Send + Sync>| ForwardError::Config {
+        dir: dir.display().to_string(),
+        err,
+    };
+    let text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| cfg_err(e.into()))?;
+    let cfg: Config = serde_json::from_str(&text).map_err(|e| cfg_err(e.into()))?;
+    let labels: serde_json::Value = serde_json::from_str(&text).map_err(|e| cfg_err(e.into()))?;
+    let n_labels = labels["id2label"].as_object().map_or(2, |m| m.len());
+    let vb = var_builder(dir)?;
+    let bert = BertModel::load(vb.pp("bert"), &cfg)?;
+    let pooler = candle_nn::linear(cfg.hidden_size, cfg.hidden_size, vb.pp("bert.pooler.dense"))?;
+    let classifier = candle_nn::linear(cfg.hidden_size, n_labels, vb.pp("classifier"))?;
+
+    let texts = Texts::load(dir)?;
+    let inputs = texts.make(workload.inputs, workload.tokens)?;
+    let tokenize = || -> Result<Vec<Vec<u32>>> {
+        let encs = texts
+            .tokenizer()
+            .encode_batch(inputs.clone(), true)
+            .map_err(|e| WorkloadError::Encode {
+                message: e.to_string(),
+            })?;
+        Ok(encs.iter().map(|e| e.get_ids().to_vec()).collect())
+    };
+    let forward = |ids: &[Vec<u32>]| -> Result<Tensor> {
+        let ids = Tensor::new(ids.to_vec(), &Device::Cpu)?;
+        let types = ids.zeros_like()?;
+        let mask = ids.ones_like()?;
+        let hidden = bert.forward(&ids, &types, Some(&mask))?;
+        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        let pooled = candle_nn::Module::forward(&pooler, &cls)?.tanh()?;
+        Ok(candle_nn::Module::forward(&classifier, &pooled)?)
+    };
+
+    let ids = tokenize()?;
+    forward(&ids)?;
+    let (mut tok, mut fwd) = (Vec::new(), Vec::new());
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        let ids = tokenize()?;
+        tok.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        forward(&ids)?.to_vec2::<f32>()?;
+        fwd.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(ForwardStats {
+        tokenize_ms: median(&mut tok),
+        forward_ms: median(&mut fwd),
+        iters: iters.max(1),
+        spin_limit: std::env::var("CANDLE_BARRIER_POOL_SPIN_LIMIT").ok(),
+    })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
