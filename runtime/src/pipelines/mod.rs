@@ -387,46 +387,6 @@ pub fn finite(x: f32) -> Result<Value> {
         .ok_or(PipelineError::NonFinite)
 }
 
-/// Whether to truncate to the model maximum: the `truncation` parameter (bool or a strategy
-/// name), true by default (spec §4: the reference crashes instead).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(untagged)]
-pub enum Truncation {
-    /// `true` / `false`.
-    Flag(bool),
-    /// A strategy name such as `longest_first`, `only_first`, `do_not_truncate`.
-    Strategy(String),
-    /// Not given.
-    #[default]
-    #[serde(skip)]
-    Default,
-}
-
-impl Truncation {
-    /// Whether inputs are cut to the model maximum.
-    pub fn enabled(&self) -> bool {
-        match self {
-            Self::Flag(b) => *b,
-            Self::Strategy(s) => s != "do_not_truncate",
-            Self::Default => true,
-        }
-    }
-}
-
-/// With truncation off, an over-long input is a 400 naming its length.
-pub fn check_lengths(encodings: &[tokenizers::Encoding], max_len: usize) -> Result<()> {
-    match encodings
-        .iter()
-        .map(tokenizers::Encoding::len)
-        .find(|&n| n > max_len)
-    {
-        Some(n) => Err(PipelineError::validation(format!(
-            "the input is {n} tokens long, more than the model maximum of {max_len}; remove `truncation: false` to truncate it"
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// A short name of a JSON value's kind, for error messages.
 pub fn json_kind(value: &Value) -> &'static str {
     match value {

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, Truncation, finite};
+use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, finite};
 use crate::tokenizer::EncodeInput;
 
 const ACCEPTED: &[&str] = &["top_k", "function_to_apply", "truncation"];
@@ -78,7 +78,7 @@ enum TopK {
 struct Params {
     top_k: TopK,
     function: Option<Function>,
-    truncation: Truncation,
+    truncation: bool,
 }
 
 impl Params {
@@ -107,12 +107,9 @@ impl Params {
             }
         };
         let truncation = match params.get("truncation") {
-            None | Some(Value::Null) => Truncation::Default,
-            Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
-                PipelineError::validation(format!(
-                    "`truncation` must be true, false or a strategy name, got {v}"
-                ))
-            })?,
+            None | Some(Value::Null) => super::encode::truncation_default(),
+            Some(v) => super::encode::deserialize_truncation(v.clone())
+                .map_err(|e| PipelineError::validation(e.to_string()))?,
         };
         Ok(Self {
             top_k,
@@ -243,14 +240,17 @@ impl Pipeline for TextClassification {
         if items.is_empty() {
             return Ok(Value::Array(Vec::new()));
         }
-        let truncate = params.truncation.enabled();
+        let truncate = params.truncation;
         let encodings = self
             .res
             .tokenizer
             .encode_batch(items, truncate)
             .map_err(|e| PipelineError::Tokenizer(e.to_string()))?;
         if !truncate {
-            super::check_lengths(&encodings, self.res.tokenizer.max_len())?;
+            let max_len = self.res.tokenizer.max_len();
+            for (i, encoding) in encodings.iter().enumerate() {
+                super::encode::check_length(encoding, i, max_len)?;
+            }
         }
         let rows = super::forward_encodings(&self.res, &encodings)?;
         let mut answers = Vec::with_capacity(rows.len());
