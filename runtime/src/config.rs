@@ -1,7 +1,7 @@
 //! Command line and environment: the clap derive `Cli`, and the checked `Config` built from it.
 //!
 //! This is the only module that reads the environment (through clap's `env`). Every variable of
-//! spec §2 has a flag; a bad value fails start-up with a message naming the variable and the
+//! contract §2 has a flag; a bad value fails start-up with a message naming the variable and the
 //! accepted values. Everything else takes `&Config` or one of its sub-structs.
 
 use std::fmt;
@@ -128,7 +128,7 @@ pub struct ServeArgs {
     pub hub: HubArgs,
 }
 
-/// Hub download flags (spec §3).
+/// Hub download flags (contract §3).
 #[derive(Debug, Args)]
 pub struct HubArgs {
     /// Hub repository to download at start-up instead of reading `<base-dir>/model`.
@@ -169,7 +169,7 @@ pub struct PackageArgs {
     pub output: PathBuf,
 }
 
-/// Batch Transform strategy (spec §8).
+/// Batch Transform strategy (contract §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchStrategy {
     /// One record per request.
@@ -423,7 +423,7 @@ fn default_cache_dir() -> PathBuf {
         .join("sagebrush")
 }
 
-/// Accepted spellings of a boolean variable (spec §2).
+/// Accepted spellings of a boolean variable (contract §2).
 const TRUTHY: [&str; 6] = ["y", "yes", "t", "true", "on", "1"];
 const FALSY: [&str; 6] = ["n", "no", "f", "false", "off", "0"];
 

@@ -1,5 +1,5 @@
 //! Model loading: source → model directory → config, task, tokenizer, model worker, pipeline
-//! and hook chain. Runs in the background while `/ping` says 503 (spec §1, §3).
+//! and hook chain. Runs in the background while `/ping` says 503 (contract §1, §3).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! `sagebrush package --model-dir DIR [--code FILE.wasm] -o model.tar.gz`: writes a SageMaker
 //! `model.tar.gz` with the model files at the archive root and the guest component at
-//! `code/inference.wasm` (spec §3, §6).
+//! `code/inference.wasm` (contract §3, §6).
 //!
 //! The archive is reproducible: entries sorted by path, owner 0, mtime 0, modes 0644/0755.
 //! Symbolic links are followed (a Hugging Face cache snapshot is made of links), so the archive

@@ -1,6 +1,6 @@
 //! Tokenizers: `tokenizer.json`, or the slow files (`vocab.txt` WordPiece, `vocab.json` +
 //! `merges.txt` byte-level BPE) rebuilt with the `tokenizers` crate the way transformers'
-//! converters build the fast tokenizer; the truncation policy; batch padding (spec §4, step 6).
+//! converters build the fast tokenizer; the truncation policy; batch padding (contract §4, step 6).
 //!
 //! Does not choose what to tokenize (the pipelines do) nor run models.
 

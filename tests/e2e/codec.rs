@@ -1,4 +1,4 @@
-//! Content negotiation over HTTP (spec §5).
+//! Content negotiation over HTTP (contract §5).
 
 use serde_json::json;
 

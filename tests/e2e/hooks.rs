@@ -1,4 +1,4 @@
-//! User code in WebAssembly over HTTP (spec §6): each example guest and each test guest in a
+//! User code in WebAssembly over HTTP (contract §6): each example guest and each test guest in a
 //! real server with the `bert-seqcls` fixture, its guest as `code/inference.wasm`.
 
 use std::collections::HashMap;

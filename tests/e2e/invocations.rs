@@ -1,4 +1,4 @@
-//! `/invocations` errors and headers (spec §1, §4, §7): each status with its JSON body.
+//! `/invocations` errors and headers (contract §1, §4, §7): each status with its JSON body.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

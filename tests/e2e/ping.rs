@@ -1,4 +1,4 @@
-//! `/ping` lifecycle and `/execution-parameters` (spec §1).
+//! `/ping` lifecycle and `/execution-parameters` (contract §1).
 
 use std::io::Write;
 

@@ -1,4 +1,4 @@
-//! Model sources end to end (spec §3, issue 6): the real binary started with `HF_MODEL_ID`
+//! Model sources end to end (contract §3, issue 6): the real binary started with `HF_MODEL_ID`
 //! against the stub Hub, with `--model s3://…` against moto, and with `--model http://…`.
 //! `/ping` says 503 while the model is fetched, then the model serves the conformance answer.
 

@@ -1,4 +1,4 @@
-//! The encoder task pipelines over HTTP beyond the conformance cases (spec §4): batched answers
+//! The encoder task pipelines over HTTP beyond the conformance cases (contract §4): batched answers
 //! equal single ones (with a small `SAGEBRUSH_MAX_BATCH_SIZE` so batches split), unknown and
 //! bad parameters are 400s that name them, `truncation: false` refuses an over-long input naming
 //! its length, token-classification `stride` covers a long text, and bad inputs are 400s that

@@ -1,6 +1,6 @@
 //! `#[guest_sdk::handler]`: turns an `impl guest_sdk::Handler for T` block into an exported
 //! sagebrush guest. Use it through `guest_sdk::handler`; this crate is an implementation detail
-//! of `guest-sdk` (spec §6, STYLE §6).
+//! of `guest-sdk` (contract §6, STYLE §6).
 
 use proc_macro::TokenStream;
 use proc_macro2::Span;

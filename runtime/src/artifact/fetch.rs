@@ -1,4 +1,4 @@
-//! Fetch a `model.tar.gz` from `s3://bucket/key` or `https://…` into a local folder (spec §3).
+//! Fetch a `model.tar.gz` from `s3://bucket/key` or `https://…` into a local folder (contract §3).
 //! Unpacking is `artifact::unpack`'s job.
 //!
 //! S3 goes through `object_store` (SigV4, the AWS credential chain: environment variables, web

@@ -1,5 +1,5 @@
 //! Model artifacts: a local directory, or a `model.tar.gz` unpacked safely into a private
-//! directory (spec §3).
+//! directory (contract §3).
 
 pub mod fetch;
 pub mod unpack;

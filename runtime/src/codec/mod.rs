@@ -1,4 +1,4 @@
-//! Media types (spec §5): which request bodies we decode and which answers we encode.
+//! Media types (contract §5): which request bodies we decode and which answers we encode.
 //! `negotiate()` decides 406 and 415 before any model work; `decode()` turns a body into
 //! records (one per JSON line, one for a JSON/CSV/text body); `encode()` turns predictions
 //! into bytes, records kept in order.

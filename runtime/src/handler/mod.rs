@@ -1,4 +1,4 @@
-//! The hook chain (spec §6): `transform_fn`, or `input_fn` → `predict_fn` → `output_fn`, each
+//! The hook chain (contract §6): `transform_fn`, or `input_fn` → `predict_fn` → `output_fn`, each
 //! stage user code when the guest implements it and the native default otherwise.
 //!
 //! The chain does not know wasm: user code is any [`UserCode`]; the native defaults live in
@@ -49,7 +49,7 @@ pub struct HookChain {
 
 impl HookChain {
     /// A chain over the native pipeline and, when given, user code. Refuses a hook set that
-    /// mixes transform_fn with the others (spec §6).
+    /// mixes transform_fn with the others (contract §6).
     pub fn new(
         native: Arc<dyn NativePipeline>,
         user: Option<Arc<dyn UserCode>>,

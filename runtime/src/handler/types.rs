@@ -159,7 +159,7 @@ pub trait NativePipeline: Send + Sync {
     fn predict(&self, request: serde_json::Value) -> Result<serde_json::Value, PipelineError>;
 }
 
-/// Why a user-code hook failed; decides the status (spec §7).
+/// Why a user-code hook failed; decides the status (contract §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserErrorKind {
     /// The hook rejected the request (400).

@@ -1,5 +1,5 @@
 //! The on-disk cache, laid out exactly like Python `huggingface_hub`'s so that either fills it for
-//! the other (spec §3):
+//! the other (contract §3):
 //!
 //! ```text
 //! <cache>/models--{org}--{name}/

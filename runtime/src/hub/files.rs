@@ -1,4 +1,4 @@
-//! Which files of a Hub repository a model needs (spec §3): `config.json`, the tokenizer files,
+//! Which files of a Hub repository a model needs (contract §3): `config.json`, the tokenizer files,
 //! `generation_config.json`, one set of weights (safetensors preferred, sharded or not, else
 //! PyTorch pickles) and everything under `code/`. Nothing else is downloaded.
 

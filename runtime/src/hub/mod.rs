@@ -1,5 +1,5 @@
 //! `HF_MODEL_ID`: download a model from the Hugging Face Hub into a cache that survives restarts
-//! (spec §2, §3, issue 6). Owns file choice, revision resolution, the cache layout, offline mode
+//! (contract §2, §3, issue 6). Owns file choice, revision resolution, the cache layout, offline mode
 //! and the token; does not load or unpack anything (that is `load` and `artifact`).
 //!
 //! A hand-written client on `reqwest` rather than the `hf-hub` crate: hf-hub 1.0 shares the cache

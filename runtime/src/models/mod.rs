@@ -1,5 +1,5 @@
 //! Models: `config.json` ([`ModelConfig`]), encoder architectures with their task heads
-//! ([`Encoder`]), and weight files ([`WeightFiles`]). Serves spec §4: the numbers every encoder
+//! ([`Encoder`]), and weight files ([`WeightFiles`]). Serves contract §4: the numbers every encoder
 //! task (text/token classification, question answering, fill-mask, feature extraction,
 //! zero-shot) post-processes.
 //!

@@ -3,7 +3,7 @@
 //! pipelines: character offsets (Python slices strings by characters), truncation that leaves
 //! room for the special tokens, and overflowing windows with a stride (question answering,
 //! token classification with `stride`). Owns no model and no batching (that is
-//! `forward_encodings`); serves spec §4 ("long inputs are truncated to the model's maximum").
+//! `forward_encodings`); serves contract §4 ("long inputs are truncated to the model's maximum").
 //!
 //! Mirrors `PreTrainedTokenizerFast._batch_encode_plus` with `return_overflowing_tokens=True`:
 //! the tokenizer's truncation params get `max_length`, `stride` and the strategy, the Rust
@@ -345,13 +345,13 @@ pub fn deserialize_truncation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<
     }
 }
 
-/// Default of `truncation`: on (spec §4, long inputs are truncated to the model maximum).
+/// Default of `truncation`: on (contract §4, long inputs are truncated to the model maximum).
 pub fn truncation_default() -> bool {
     true
 }
 
 /// The first `n` rows of a `[tokens, k]` model output as `f32`; NaN or infinity is an error
-/// (it cannot be answered as JSON, spec §5).
+/// (it cannot be answered as JSON, contract §5).
 pub fn matrix(t: &candle_core::Tensor, n: usize) -> Result<Vec<Vec<f32>>> {
     let rows = t
         .narrow(0, 0, n)

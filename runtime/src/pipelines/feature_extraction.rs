@@ -1,4 +1,4 @@
-//! feature-extraction (spec §4): the base model's last hidden state, token by token, for each
+//! feature-extraction (contract §4): the base model's last hidden state, token by token, for each
 //! input (`1 × tokens × hidden`, as transformers' `pipelines/feature_extraction.py` returns
 //! `model_outputs[0].tolist()` for a batch of one). Long inputs are truncated to the model
 //! maximum unless `truncation` is false (the reference does not truncate by default and fails).
@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::encode::{deserialize_truncation, encode_texts, matrix, texts, truncation_default};
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
-/// Parameter names this task accepts (spec §4).
+/// Parameter names this task accepts (contract §4).
 pub const ACCEPTED: &[&str] = &["truncation"];
 
 /// The parameters of feature-extraction.

@@ -1,4 +1,4 @@
-//! fill-mask (spec §4): the most likely tokens for each mask token of a text. A port of
+//! fill-mask (contract §4): the most likely tokens for each mask token of a text. A port of
 //! transformers 4.51.3 `pipelines/fill_mask.py`
 //! (<https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/pipelines/fill_mask.py>):
 //! softmax over the vocabulary at each mask, optionally restricted to `targets`, `top_k` best;
@@ -14,7 +14,7 @@ use tokenizers::Tokenizer;
 use super::encode::{deserialize_truncation, encode_texts, texts, truncation_default, vector};
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
-/// Parameter names this task accepts (spec §4, plus `truncation`).
+/// Parameter names this task accepts (contract §4, plus `truncation`).
 pub const ACCEPTED: &[&str] = &["top_k", "targets", "truncation"];
 
 /// `targets`: one token or a list.

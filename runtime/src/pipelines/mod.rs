@@ -1,6 +1,6 @@
 //! Pipelines: the `Task` (names, aliases, inference from `config.json`), the
 //! `{"inputs", "parameters"}` envelope, and one module per task with its `Params`, pre- and
-//! post-processing (spec §3, §4).
+//! post-processing (contract §3, §4).
 
 pub mod encode;
 pub mod feature_extraction;
@@ -21,7 +21,7 @@ use crate::infer::ModelWorker;
 use crate::models::{Encoder, Head, ModelConfig};
 use crate::tokenizer::TextTokenizer;
 
-/// A pipeline task (spec §4).
+/// A pipeline task (contract §4).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Task {
     /// `text-classification` (alias `sentiment-analysis`).
@@ -72,7 +72,7 @@ impl Task {
         "translation_xx_to_yy",
     ];
 
-    /// Parses a task name or alias (spec §2).
+    /// Parses a task name or alias (contract §2).
     pub fn parse(name: &str) -> Option<Self> {
         let task = match name.trim() {
             "text-classification" | "sentiment-analysis" => Self::TextClassification,
@@ -107,7 +107,7 @@ impl Task {
         Some(task)
     }
 
-    /// Infers the task from `config.json` `architectures[0]` by suffix (spec §3).
+    /// Infers the task from `config.json` `architectures[0]` by suffix (contract §3).
     pub fn from_architecture(arch: &str) -> Option<Self> {
         // TAPAS first: its QA head is table question answering, not extractive QA.
         if arch == "TapasForQuestionAnswering" {
@@ -210,7 +210,7 @@ fn quote_all(names: &[String]) -> String {
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
 
 /// The request envelope: `{"inputs": X, "parameters": {...}}`; without `inputs` the whole
-/// object is the input (spec §4).
+/// object is the input (contract §4).
 #[derive(Debug, Clone)]
 pub struct Envelope {
     /// The inputs.

@@ -1,4 +1,4 @@
-//! question-answering (spec §4): extractive answers from a context. A port of transformers
+//! question-answering (contract §4): extractive answers from a context. A port of transformers
 //! 4.51.3 `pipelines/question_answering.py`
 //! (<https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/pipelines/question_answering.py>)
 //! for fast tokenizers: the question goes first and the context is cut into windows
@@ -19,7 +19,7 @@ use super::{
     Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, json_kind,
 };
 
-/// Parameter names this task accepts (spec §4, plus transformers' `align_to_words`).
+/// Parameter names this task accepts (contract §4, plus transformers' `align_to_words`).
 pub const ACCEPTED: &[&str] = &[
     "top_k",
     "doc_stride",
@@ -139,7 +139,7 @@ pub struct Example {
 
 const EXPECTS: &str = "question-answering expects `inputs` as {\"question\": str, \"context\": str} or a list of them";
 
-/// `inputs` as one `{"question","context"}` object or a list of them (spec §4). The answer is a
+/// `inputs` as one `{"question","context"}` object or a list of them (contract §4). The answer is a
 /// list when more than one example is given (a list of one answers like a single object, as
 /// transformers does).
 pub fn parse_inputs(inputs: &Value) -> Result<Vec<Example>> {

@@ -1,4 +1,4 @@
-//! text-classification (spec §4), as transformers 4.51.3 `TextClassificationPipeline` answers:
+//! text-classification (contract §4), as transformers 4.51.3 `TextClassificationPipeline` answers:
 //! <https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/pipelines/text_classification.py>
 //!
 //! Output shapes follow the pipeline's legacy rule: without `top_k`, a string input gives

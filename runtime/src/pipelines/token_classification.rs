@@ -1,4 +1,4 @@
-//! token-classification (alias `ner`, spec §4): per-token labels, optionally grouped into
+//! token-classification (alias `ner`, contract §4): per-token labels, optionally grouped into
 //! entities. A port of transformers 4.51.3 `pipelines/token_classification.py`
 //! (<https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/pipelines/token_classification.py>):
 //! parameters, the tokenizer facts the rules need, windows of a long text (`stride`), and the
@@ -30,7 +30,7 @@ use super::encode::{
 };
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
-/// Parameter names this task accepts (spec §4, plus transformers' `stride` and our `truncation`).
+/// Parameter names this task accepts (contract §4, plus transformers' `stride` and our `truncation`).
 pub const ACCEPTED: &[&str] = &[
     "aggregation_strategy",
     "ignore_labels",

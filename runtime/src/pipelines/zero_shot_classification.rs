@@ -1,4 +1,4 @@
-//! zero-shot-classification (spec §4): NLI-based classification into labels chosen per request.
+//! zero-shot-classification (contract §4): NLI-based classification into labels chosen per request.
 //! A port of transformers 4.51.3 `pipelines/zero_shot_classification.py`
 //! (<https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/pipelines/zero_shot_classification.py>):
 //! each (sequence, hypothesis) pair — the hypothesis is `hypothesis_template` with the label —
@@ -14,7 +14,7 @@ use tokenizers::utils::truncation::TruncationStrategy;
 use super::encode::{Truncation, check_length, encode_pair, texts, vector};
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
-/// Parameter names this task accepts (spec §4).
+/// Parameter names this task accepts (contract §4).
 pub const ACCEPTED: &[&str] = &["candidate_labels", "hypothesis_template", "multi_label"];
 
 /// The default hypothesis (transformers').

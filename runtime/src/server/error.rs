@@ -1,4 +1,4 @@
-//! `ApiError`: the only place that picks a status and the error JSON (spec §7).
+//! `ApiError`: the only place that picks a status and the error JSON (contract §7).
 //!
 //! `IntoResponse` does not log and does not write the body: it stores an [`ErrorReport`] in
 //! the response extensions, and `middleware::observe` writes the JSON (with the request id)
@@ -131,7 +131,7 @@ impl ApiError {
         self
     }
 
-    /// The JSON body (spec §7 shape).
+    /// The JSON body (contract §7 shape).
     pub fn body(&self, request_id: &str) -> serde_json::Value {
         json!({
             "code": self.error_type.status().as_u16(),

@@ -1,5 +1,5 @@
 //! `POST /invocations`: read the body within the limit, negotiate, run the hook chain off the
-//! async runtime, answer with the produced content type (spec §1, §5).
+//! async runtime, answer with the produced content type (contract §1, §5).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -12,7 +12,7 @@ use super::error::{ApiError, ErrorType};
 use super::middleware::REQUEST_ID;
 use super::state::AppState;
 
-/// The custom-attributes header SageMaker passes through (spec §1).
+/// The custom-attributes header SageMaker passes through (contract §1).
 pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
 
 /// Response headers user code may not set: the server owns the request id, the framing and the

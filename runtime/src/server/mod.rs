@@ -1,4 +1,4 @@
-//! The HTTP server: routes, layers, graceful shutdown (spec §1).
+//! The HTTP server: routes, layers, graceful shutdown (contract §1).
 
 pub mod error;
 mod invocations;

@@ -1,4 +1,4 @@
-//! `GET /ping` (200 only when the model is ready, spec §1) and `GET /execution-parameters`.
+//! `GET /ping` (200 only when the model is ready, contract §1) and `GET /execution-parameters`.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,7 +13,7 @@ pub(crate) async fn ping(State(state): State<AppState>) -> Result<StatusCode, Ap
     state.ready_model().map(|_| StatusCode::OK)
 }
 
-/// What Batch Transform asks before it sends work (spec §1, §8).
+/// What Batch Transform asks before it sends work (contract §1, §8).
 pub(crate) async fn execution_parameters(State(state): State<AppState>) -> Json<Value> {
     let cfg = &state.config;
     Json(json!({

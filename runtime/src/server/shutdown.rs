@@ -1,4 +1,4 @@
-//! The future that resolves on SIGTERM or Ctrl-C (spec §1: stop accepting, finish in-flight
+//! The future that resolves on SIGTERM or Ctrl-C (contract §1: stop accepting, finish in-flight
 //! requests, exit 0).
 
 /// Resolves on the first SIGTERM or SIGINT.

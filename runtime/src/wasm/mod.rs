@@ -1,4 +1,4 @@
-//! User code as WebAssembly (spec §6): `code/inference.wasm` is a component of the
+//! User code as WebAssembly (contract §6): `code/inference.wasm` is a component of the
 //! `sagebrush:handler@0.1.0` world (`wit/sagebrush.wit`). [`GuestProgram`] compiles it (with an
 //! on-disk cache), checks which hooks it implements, runs `model_fn` in each pooled instance,
 //! and calls the hooks with a memory cap per instance and a time limit per call.

@@ -3,7 +3,7 @@
 //! memory cap, and the per-call state the host imports read (request id, current hook).
 //!
 //! Never call `inherit_env`, `inherit_network` or `inherit_stdio` here: tokens live in the
-//! environment (spec §2, §6).
+//! environment (contract §2, §6).
 
 use std::path::Path;
 use std::pin::Pin;

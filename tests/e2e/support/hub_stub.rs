@@ -1,4 +1,4 @@
-//! A Hugging Face Hub-shaped HTTP server on `127.0.0.1:0` for tests (issue 6, spec §3).
+//! A Hugging Face Hub-shaped HTTP server on `127.0.0.1:0` for tests (issue 6, contract §3).
 //!
 //! It serves what the runtime's `hub` module asks for, the way huggingface.co answers:
 //! - `GET /api/models/{org}/{name}/revision/{rev}` → `{"id", "sha", "siblings": [{"rfilename"}]}`;

@@ -181,7 +181,7 @@ impl Answer {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Asserts the spec §7 error shape and status, and returns the message.
+    /// Asserts the contract §7 error shape and status, and returns the message.
     pub fn expect_error(&self, status: u16, error_type: &str) -> String {
         assert_eq!(self.status, status, "body: {}", self.body);
         assert_eq!(
