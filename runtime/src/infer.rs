@@ -3,7 +3,7 @@
 //! is what turns overload into 429 instead of unbounded memory.
 //!
 //! One forward pass at a time using all cores gives the best latency on CPU, and batching
-//! gives the best throughput (see `shared/reference/candle-cpu.md`), so there is one thread per
+//! gives the best throughput (see `docs/candle-cpu.md`), so there is one thread per
 //! model, not one per request.
 
 use std::sync::mpsc::{self, SyncSender, TrySendError};

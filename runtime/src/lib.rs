@@ -1,5 +1,5 @@
 //! sagebrush: a SageMaker Hugging Face inference runtime. Native candle pipelines, user code as
-//! WebAssembly components, the SageMaker HTTP contract (see `shared/spec.md`).
+//! WebAssembly components, the SageMaker HTTP contract (see `docs/contract.md`).
 
 /// Model artifacts: directories and safely unpacked `model.tar.gz`.
 pub mod artifact;
