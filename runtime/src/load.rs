@@ -79,9 +79,10 @@ pub enum LoadError {
         /// The limit.
         seconds: u64,
     },
-    /// The loading task panicked.
-    #[error("the model loader crashed: {0}")]
-    Crashed(String),
+    /// A loading step on the blocking pool panicked (or was cancelled); the source carries the
+    /// panic message.
+    #[error("the model loader crashed")]
+    Crashed(#[source] tokio::task::JoinError),
 }
 
 /// Loads the model named by `cfg`. Blocking parts run on the blocking pool.
@@ -122,7 +123,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, LoadError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| LoadError::Crashed(e.to_string()))?
+        .map_err(LoadError::Crashed)?
 }
 
 /// Loads a model directory.
@@ -188,4 +189,22 @@ fn load_user_code(
         return Err(LoadError::PythonUserCode { path: python });
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_load_step_is_a_crash_carrying_the_panic_message() {
+        let err = blocking::<()>(|| panic!("weights exploded"))
+            .await
+            .expect_err("a panic is an error");
+        assert!(
+            matches!(err, LoadError::Crashed(ref e) if e.is_panic()),
+            "{err:?}"
+        );
+        let chain = crate::server::error::error_chain(&err);
+        assert!(chain.contains("weights exploded"), "{chain}");
+    }
 }

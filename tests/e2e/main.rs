@@ -4,10 +4,12 @@
 mod archive;
 mod codec;
 mod conformance;
+mod guest_sdk;
 mod hooks;
 mod invocations;
 mod ping;
 mod process;
+mod repository;
 mod sources;
 mod support;
 mod tasks;

@@ -4,8 +4,7 @@
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -14,52 +13,16 @@ use super::*;
 use crate::handler::TRANSFORM_CONFLICT;
 use crate::pipelines::{PipelineError, Task};
 
-/// Every guest crate the tests use, by package name.
-const GUESTS: [&str; 8] = [
-    "preprocess-only",
-    "postprocess",
-    "tokenizer-model-fn",
-    "transform",
-    "transform-conflict",
-    "misbehave",
-    "sandbox-probe",
-    "passthrough",
-];
+// The guest list and builder shared with the end-to-end tests: every crate in `examples/` and
+// `tests/guests/`, found by reading the directories.
+#[path = "../../../tests/e2e/support/guest_build.rs"]
+#[allow(dead_code)]
+mod guest_build;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Builds all guests once (`cargo build --target wasm32-wasip2 --release`, separate target
-/// dir) and returns the path of `name`'s component.
-pub(super) fn guest(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let out = BUILT.get_or_init(|| {
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| workspace_root().join("target"), PathBuf::from)
-            .join("guests");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root())
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .env("CARGO_TARGET_DIR", &target_dir);
-        for guest in GUESTS {
-            cmd.args(["-p", guest]);
-        }
-        let status = cmd.status().expect("cargo runs");
-        assert!(
-            status.success(),
-            "building the guests failed (is the wasm32-wasip2 target installed?)"
-        );
-        target_dir.join("wasm32-wasip2/release")
-    });
-    let path = out.join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
-}
+pub(super) use guest_build::guest;
 
 pub(super) fn fixture(name: &str) -> PathBuf {
-    workspace_root()
+    guest_build::repo_root()
         .join("tests/fixtures/conformance/models")
         .join(name)
 }
