@@ -14,7 +14,9 @@ use serde_json::Value;
 use tokenizers::utils::truncation::TruncationStrategy;
 use tokenizers::{Encoding, Tokenizer};
 
-use super::encode::{CharIndex, Truncation, encode_pair, matrix};
+use super::answer::{CharIndex, matrix};
+use super::encode::{Truncation, encode_pair};
+use super::params::params;
 use super::{
     Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, json_kind,
 };
@@ -415,8 +417,7 @@ impl Pipeline for QuestionAnswering {
     }
 
     fn run(&self, request: Envelope) -> Result<Value> {
-        let params: Params =
-            super::encode::params(&Task::QuestionAnswering, ACCEPTED, request.parameters)?;
+        let params: Params = params(&Task::QuestionAnswering, ACCEPTED, request.parameters)?;
         let windowing = params.windowing(self.res.tokenizer.max_len())?;
         let examples = parse_inputs(&request.inputs)?;
         let tokenizer = self.res.tokenizer.inner();
@@ -432,13 +433,13 @@ impl Pipeline for QuestionAnswering {
             let logits = spans
                 .iter()
                 .map(|span| {
-                    let output = outputs.next().ok_or(PipelineError::WorkerGone)?;
+                    let message =
+                        "a question-answering head gives 2 logits per token, one row per window";
+                    let shape = || PipelineError::Output(candle_core::Error::Msg(message.into()));
+                    let output = outputs.next().ok_or_else(shape)?;
                     let rows = matrix(&output, span.encoding.len())?;
                     if rows.iter().any(|r| r.len() < 2) {
-                        let message = "a question-answering head gives 2 logits per token";
-                        return Err(PipelineError::Model(
-                            candle_core::Error::Msg(message.into()).into(),
-                        ));
+                        return Err(shape());
                     }
                     Ok(SpanLogits {
                         start: rows.iter().map(|r| r[0]).collect(),

@@ -24,10 +24,10 @@ pub use aggregate::{
     gather_pre_entities, postprocess, softmax_rows,
 };
 
-use super::encode::{
-    Truncation, check_length, deserialize_truncation, encode_single, matrix, texts,
-    truncation_default,
-};
+use super::answer::{matrix, one_or_list};
+use super::encode::{Truncation, check_length, encode_single};
+use super::inputs::texts;
+use super::params::{deserialize_truncation, params, truncation_default};
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
 /// Parameter names this task accepts (contract §4, plus transformers' `stride` and our `truncation`).
@@ -270,7 +270,7 @@ impl Pipeline for TokenClassification {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::TokenClassification;
-        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = params(&task, ACCEPTED, request.parameters)?;
         params.validate(self.res.tokenizer.max_len())?;
         let (texts, listed) = texts(&task, &request.inputs)?;
         let mut encodings = Vec::new();
@@ -305,7 +305,7 @@ impl Pipeline for TokenClassification {
                 serde_json::to_value(entities).map_err(|_| PipelineError::NonFinite)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(super::encode::one_or_list(answers, listed))
+        Ok(one_or_list(answers, listed))
     }
 }
 
