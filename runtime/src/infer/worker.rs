@@ -161,6 +161,9 @@ fn fail(request: Request, error: &InferError) {
     }
 }
 
+/// The `(row in pass, position)` pairs of a pass, and how many belong to each row.
+type Picks = (Vec<(usize, usize)>, Vec<usize>);
+
 /// One request inside a round.
 struct Pending {
     request: Request,
@@ -303,7 +306,7 @@ impl Round {
 
     /// For a pass of position requests: the flat `(row in pass, position)` list and how many
     /// positions each row has.
-    fn positions(&self, pass: &[RowRef]) -> Option<(Vec<(usize, usize)>, Vec<usize>)> {
+    fn positions(&self, pass: &[RowRef]) -> Option<Picks> {
         let mut flat = Vec::new();
         let mut counts = Vec::with_capacity(pass.len());
         for (i, r) in pass.iter().enumerate() {

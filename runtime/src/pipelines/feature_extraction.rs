@@ -17,19 +17,18 @@ pub const ACCEPTED: &[&str] = &["truncation"];
 
 /// The parameters of feature-extraction.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Truncate a long text to the model maximum (default); `false` makes it a 400.
-    #[serde(
-        default = "truncation_default",
-        deserialize_with = "deserialize_truncation"
-    )]
+    #[serde(deserialize_with = "deserialize_truncation")]
     pub truncation: bool,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Self { truncation: true }
+        Self {
+            truncation: truncation_default(),
+        }
     }
 }
 

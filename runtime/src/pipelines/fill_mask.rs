@@ -41,26 +41,17 @@ impl Targets {
     }
 }
 
-/// The parameters of fill-mask.
+/// The parameters of fill-mask; defaults in `Default`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Predictions per mask (5); capped at the number of targets.
-    #[serde(default = "five")]
     pub top_k: usize,
     /// Only score these tokens.
-    #[serde(default)]
     pub targets: Option<Targets>,
     /// Truncate a long text to the model maximum (default); `false` makes it a 400.
-    #[serde(
-        default = "truncation_default",
-        deserialize_with = "deserialize_truncation"
-    )]
+    #[serde(deserialize_with = "deserialize_truncation")]
     pub truncation: bool,
-}
-
-fn five() -> usize {
-    5
 }
 
 impl Default for Params {
@@ -68,7 +59,7 @@ impl Default for Params {
         Self {
             top_k: 5,
             targets: None,
-            truncation: true,
+            truncation: truncation_default(),
         }
     }
 }

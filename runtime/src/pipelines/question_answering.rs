@@ -32,44 +32,25 @@ pub const ACCEPTED: &[&str] = &[
     "align_to_words",
 ];
 
-/// The parameters of question-answering, with transformers' defaults.
+/// The parameters of question-answering, with transformers' defaults (written once, in
+/// `Default`; an absent parameter takes its value from there).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Answers to return (1); more than one makes the answer a list.
-    #[serde(default = "one")]
     pub top_k: usize,
     /// Overlap of context windows; `min(max_seq_len / 2, 128)` when absent.
-    #[serde(default)]
     pub doc_stride: Option<usize>,
     /// Longest answer in tokens (15).
-    #[serde(default = "fifteen")]
     pub max_answer_len: usize,
     /// Window length in tokens, special tokens included; `min(model maximum, 384)` when absent.
-    #[serde(default)]
     pub max_seq_len: Option<usize>,
     /// Accepted for compatibility; unused with fast tokenizers, as in transformers (64).
-    #[serde(default = "sixty_four")]
     pub max_question_len: usize,
     /// Also offer the empty answer, scored by the [CLS] position (false).
-    #[serde(default)]
     pub handle_impossible_answer: bool,
     /// Widen answers to whole words (true).
-    #[serde(default = "yes")]
     pub align_to_words: bool,
-}
-
-fn one() -> usize {
-    1
-}
-fn fifteen() -> usize {
-    15
-}
-fn sixty_four() -> usize {
-    64
-}
-fn yes() -> bool {
-    true
 }
 
 impl Default for Params {

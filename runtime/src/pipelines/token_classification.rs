@@ -83,22 +83,16 @@ impl<'de> Deserialize<'de> for AggregationStrategy {
 
 /// The parameters of token-classification.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// `none` (default), `simple`, `first`, `average` or `max`.
-    #[serde(default)]
     pub aggregation_strategy: AggregationStrategy,
     /// Labels (or entity groups) left out of the answer; `["O"]` when absent or null.
-    #[serde(default)]
     pub ignore_labels: Option<Vec<String>>,
     /// Overlap of the windows a long text is cut into; without it a long text is truncated.
-    #[serde(default)]
     pub stride: Option<usize>,
     /// Truncate a long text to the model maximum (default); `false` makes it a 400.
-    #[serde(
-        default = "truncation_default",
-        deserialize_with = "deserialize_truncation"
-    )]
+    #[serde(deserialize_with = "deserialize_truncation")]
     pub truncation: bool,
 }
 
@@ -108,7 +102,7 @@ impl Default for Params {
             aggregation_strategy: AggregationStrategy::None,
             ignore_labels: None,
             stride: None,
-            truncation: true,
+            truncation: truncation_default(),
         }
     }
 }
