@@ -6,6 +6,7 @@ mod codec;
 mod conformance;
 mod guest_sdk;
 mod hooks;
+mod inference;
 mod invocations;
 mod ping;
 mod process;
