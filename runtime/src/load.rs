@@ -131,6 +131,10 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
     let architecture = config.architectures.first().cloned();
     let task = match &cfg.task {
         Some(task) => task.clone(),
+        // A sentence-transformers folder is served as the toolkit serves it (contract §3).
+        None if crate::models::sentence_transformers::is_sentence_transformers(dir) => {
+            Task::SentenceEmbeddings
+        }
         None => architecture
             .as_deref()
             .and_then(Task::from_architecture)
@@ -150,8 +154,11 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         worker: Arc::new(worker),
         max_batch_size: cfg.max_batch_size,
     };
-    let pipeline = pipelines::build(&task, resources)
-        .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
+    let pipeline = match pipelines::sentence_embeddings::build(&task, dir, resources.clone())? {
+        Some(pipeline) => pipeline,
+        None => pipelines::build(&task, resources)
+            .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?,
+    };
     let native: Arc<dyn NativePipeline> = Arc::new(Native(pipeline));
     let user = load_user_code(dir, cfg, &native)?;
     let chain = HookChain::new(native, user).map_err(|message| LoadError::UserCode {

@@ -8,6 +8,7 @@ mod hooks;
 mod invocations;
 mod ping;
 mod process;
+mod sentence;
 mod sources;
 mod support;
 mod tasks;

@@ -6,6 +6,9 @@ pub mod encode;
 pub mod feature_extraction;
 pub mod fill_mask;
 pub mod question_answering;
+pub mod sentence_embeddings;
+pub mod sentence_ranking;
+pub mod sentence_similarity;
 pub mod text_classification;
 pub mod token_classification;
 pub mod zero_shot_classification;
@@ -36,6 +39,12 @@ pub enum Task {
     QuestionAnswering,
     /// `zero-shot-classification`.
     ZeroShotClassification,
+    /// `sentence-embeddings`: one vector per sentence (sentence-transformers models).
+    SentenceEmbeddings,
+    /// `sentence-similarity`: cosine similarity of a source sentence to others.
+    SentenceSimilarity,
+    /// `sentence-ranking` (alias `text-ranking`): cross-encoder scores of (query, text) pairs.
+    SentenceRanking,
     /// `table-question-answering`.
     TableQuestionAnswering,
     /// `text-generation`.
@@ -64,6 +73,10 @@ impl Task {
         "fill-mask",
         "question-answering",
         "zero-shot-classification",
+        "sentence-embeddings",
+        "sentence-similarity",
+        "sentence-ranking",
+        "text-ranking",
         "table-question-answering",
         "text-generation",
         "text2text-generation",
@@ -81,6 +94,9 @@ impl Task {
             "fill-mask" => Self::FillMask,
             "question-answering" => Self::QuestionAnswering,
             "zero-shot-classification" => Self::ZeroShotClassification,
+            "sentence-embeddings" => Self::SentenceEmbeddings,
+            "sentence-similarity" => Self::SentenceSimilarity,
+            "sentence-ranking" | "text-ranking" => Self::SentenceRanking,
             "table-question-answering" => Self::TableQuestionAnswering,
             "text-generation" => Self::TextGeneration,
             "text2text-generation" => Self::Text2TextGeneration,
@@ -139,6 +155,9 @@ impl fmt::Display for Task {
             Self::FillMask => "fill-mask",
             Self::QuestionAnswering => "question-answering",
             Self::ZeroShotClassification => "zero-shot-classification",
+            Self::SentenceEmbeddings => "sentence-embeddings",
+            Self::SentenceSimilarity => "sentence-similarity",
+            Self::SentenceRanking => "sentence-ranking",
             Self::TableQuestionAnswering => "table-question-answering",
             Self::TextGeneration => "text-generation",
             Self::Text2TextGeneration => "text2text-generation",
@@ -270,11 +289,13 @@ pub trait Pipeline: Send + Sync {
 /// The model head a task needs, or `None` when the task is not served natively yet.
 pub fn head_for(task: &Task) -> Option<Head> {
     match task {
-        Task::TextClassification | Task::ZeroShotClassification => {
+        Task::TextClassification | Task::ZeroShotClassification | Task::SentenceRanking => {
             Some(Head::SequenceClassification)
         }
         Task::TokenClassification => Some(Head::TokenClassification),
-        Task::FeatureExtraction => Some(Head::Base),
+        Task::FeatureExtraction | Task::SentenceEmbeddings | Task::SentenceSimilarity => {
+            Some(Head::Base)
+        }
         Task::FillMask => Some(Head::MaskedLm),
         Task::QuestionAnswering => Some(Head::QuestionAnswering),
         _ => None,
@@ -419,6 +440,15 @@ mod tests {
         );
         assert_eq!(Task::parse("translation_en_de"), None);
         assert_eq!(Task::parse("sentiment"), None);
+        assert_eq!(Task::parse("text-ranking"), Some(Task::SentenceRanking));
+        for task in [
+            Task::SentenceEmbeddings,
+            Task::SentenceSimilarity,
+            Task::SentenceRanking,
+        ] {
+            assert_eq!(Task::parse(&task.to_string()), Some(task.clone()));
+            assert!(Task::ACCEPTED.contains(&task.to_string().as_str()));
+        }
     }
 
     #[test]
