@@ -5,6 +5,7 @@ mod archive;
 mod codec;
 mod conformance;
 mod hooks;
+mod inference;
 mod invocations;
 mod ping;
 mod process;

@@ -56,7 +56,10 @@ fn run_cases(name: &str) -> usize {
 }
 
 fn run_case(server: &Server, case: &Value) -> Result<(), String> {
-    let body = case["request"]["body"].as_str().unwrap_or_default().to_owned();
+    let body = case["request"]["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let answer = server.post(
         "/invocations",
         &[
@@ -160,13 +163,21 @@ fn sentence_folder_serves_feature_extraction_token_by_token_when_asked() {
 #[test]
 fn sentence_batched_embeddings_equal_single_ones() {
     let server = Server::start(model("st-multi-pool")).wait_ready();
-    let texts = ["short", "a somewhat longer sentence with more tokens in it", "mid size text"];
+    let texts = [
+        "short",
+        "a somewhat longer sentence with more tokens in it",
+        "mid size text",
+    ];
     let batch = server.invoke(&json!({ "inputs": texts }));
     assert_eq!(batch.status, 200, "{}", batch.body);
     for (i, text) in texts.iter().enumerate() {
         let one = server.invoke(&json!({ "inputs": text }));
-        compare::json_close(&batch.json()["embeddings"][i], &one.json()["embeddings"], 1e-5)
-            .unwrap();
+        compare::json_close(
+            &batch.json()["embeddings"][i],
+            &one.json()["embeddings"],
+            1e-5,
+        )
+        .unwrap();
     }
 }
 
@@ -224,7 +235,12 @@ fn real_minilm_embeddings_equal_sentence_transformers() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     let got = answer.json();
     let mut worst = (0.0f64, 0usize);
-    for (i, row) in got["embeddings"].as_array().expect("embeddings").iter().enumerate() {
+    for (i, row) in got["embeddings"]
+        .as_array()
+        .expect("embeddings")
+        .iter()
+        .enumerate()
+    {
         let row = row.as_array().expect("row");
         assert_eq!(row.len(), dim);
         for (j, v) in row.iter().enumerate() {

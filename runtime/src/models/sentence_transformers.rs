@@ -60,6 +60,9 @@ pub struct PoolingConfig {
     /// The last real token.
     #[serde(default)]
     pub pooling_mode_lasttoken: bool,
+    /// The width of the token vectors (the encoder's hidden size), when given.
+    #[serde(default)]
+    pub word_embedding_dimension: Option<usize>,
     /// Whether the prompt's tokens take part in pooling (default true).
     #[serde(default = "yes")]
     pub include_prompt: bool,
@@ -185,7 +188,8 @@ impl Activation {
             Self::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Self::Gelu => {
                 let x = f64::from(x);
-                (0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2))) as f32
+                (0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2)))
+                    as f32
             }
         }
     }
@@ -242,26 +246,17 @@ impl Dense {
         })
     }
 
-    /// Applies the layer to one vector; a vector of the wrong width is a model error.
-    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
-        if x.len() != self.in_features {
-            return Err(ModelError::BadBatch {
-                reason: format!(
-                    "the Dense layer takes {} features, got {}",
-                    self.in_features,
-                    x.len()
-                ),
-            });
-        }
-        let out = (0..self.out_features)
+    /// Applies the layer to one vector of `in_features` (the chain's widths are checked at
+    /// load).
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        (0..self.out_features)
             .map(|o| {
                 let row = &self.weight[o * self.in_features..(o + 1) * self.in_features];
                 let dot: f32 = row.iter().zip(x).map(|(w, v)| w * v).sum();
                 let b = self.bias.as_ref().map_or(0.0, |b| b[o]);
                 self.activation.apply(dot + b)
             })
-            .collect();
-        Ok(out)
+            .collect()
     }
 }
 
@@ -342,7 +337,9 @@ impl SentenceModules {
                     }
                     pooling = Some(cfg);
                 }
-                ("Dense", _) if pooling.is_some() => steps.push(Step::Dense(Dense::load(&module_dir)?)),
+                ("Dense", _) if pooling.is_some() => {
+                    steps.push(Step::Dense(Dense::load(&module_dir)?))
+                }
                 ("Normalize", _) if pooling.is_some() => steps.push(Step::Normalize),
                 _ => {
                     return Err(unusable(
@@ -402,15 +399,48 @@ impl SentenceModules {
 
     /// One sentence vector from a sequence's token states (real tokens only): pooling, then
     /// the Dense and Normalize steps. `prompt_tokens` leading tokens are the prompt's.
-    pub fn embed(&self, tokens: &[Vec<f32>], prompt_tokens: usize) -> Result<Vec<f32>> {
+    pub fn embed(&self, tokens: &[Vec<f32>], prompt_tokens: usize) -> Vec<f32> {
         let mut v = self.pooling.pool(tokens, prompt_tokens);
         for step in &self.steps {
             match step {
-                Step::Dense(dense) => v = dense.forward(&v)?,
+                Step::Dense(dense) => v = dense.forward(&v),
                 Step::Normalize => normalize(&mut v),
             }
         }
-        Ok(v)
+        v
+    }
+
+    /// Checks that the chain fits an encoder of width `hidden`: the pooling's
+    /// `word_embedding_dimension` and each Dense layer's `in_features`.
+    pub fn check_width(&self, hidden: usize, dir: &Path) -> Result<()> {
+        if let Some(w) = self
+            .pooling
+            .word_embedding_dimension
+            .filter(|w| *w != hidden)
+        {
+            return Err(ModelError::SentenceModule {
+                path: dir.join(MODULES_FILE),
+                reason: format!(
+                    "the Pooling module's `word_embedding_dimension` is {w}, but the encoder's hidden size is {hidden}"
+                ),
+            });
+        }
+        let mut width = hidden * self.pooling.modes();
+        for step in &self.steps {
+            if let Step::Dense(dense) = step {
+                if dense.in_features != width {
+                    return Err(ModelError::SentenceModule {
+                        path: dir.join(MODULES_FILE),
+                        reason: format!(
+                            "a Dense module takes `in_features` {}, but receives {width}",
+                            dense.in_features
+                        ),
+                    });
+                }
+                width = dense.out_features;
+            }
+        }
+        Ok(())
     }
 
     /// The text as sentence-transformers tokenizes it: stripped, lowercased with `do_lower_case`.
@@ -476,11 +506,12 @@ pub fn cross_encoder_activation(raw_config: &Value, num_labels: usize) -> Activa
         .or_else(|| raw_config.get("sbert_ce_default_activation_function"))
         .and_then(Value::as_str)
         .filter(|p| p.starts_with("torch."));
-    path.and_then(Activation::parse).unwrap_or(if num_labels == 1 {
-        Activation::Sigmoid
-    } else {
-        Activation::Identity
-    })
+    path.and_then(Activation::parse)
+        .unwrap_or(if num_labels == 1 {
+            Activation::Sigmoid
+        } else {
+            Activation::Identity
+        })
 }
 
 #[cfg(test)]
@@ -523,7 +554,10 @@ mod tests {
         let r = 3f32.sqrt();
         assert_eq!(sqrt.pool(&t, 0), vec![3.0 / r, 2.0 / r]);
         let weighted = modes(serde_json::json!({"pooling_mode_weightedmean_tokens": true}));
-        assert_eq!(weighted.pool(&t, 0), vec![(1.0 + 6.0 - 3.0) / 6.0, 10.0 / 6.0]);
+        assert_eq!(
+            weighted.pool(&t, 0),
+            vec![(1.0 + 6.0 - 3.0) / 6.0, 10.0 / 6.0]
+        );
         let last = modes(serde_json::json!({"pooling_mode_lasttoken": true}));
         assert_eq!(last.pool(&t, 0), vec![-1.0, 4.0]);
         let both = modes(
@@ -537,9 +571,8 @@ mod tests {
     #[test]
     fn an_excluded_prompt_is_masked_out_of_pooling() {
         let t = tokens();
-        let mean = modes(
-            serde_json::json!({"pooling_mode_mean_tokens": true, "include_prompt": false}),
-        );
+        let mean =
+            modes(serde_json::json!({"pooling_mode_mean_tokens": true, "include_prompt": false}));
         assert_eq!(mean.pool(&t, 1), vec![1.0, 2.0]);
         let included = modes(serde_json::json!({"pooling_mode_mean_tokens": true}));
         assert_eq!(included.pool(&t, 1), included.pool(&t, 0));

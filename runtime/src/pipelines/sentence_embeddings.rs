@@ -20,12 +20,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::encode::{Truncation, encode_single, matrix, texts};
-use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, finite, forward_encodings};
-use crate::models::sentence_transformers::{
-    SentenceModules, is_sentence_transformers, normalize,
-};
+use super::answer::{finite, matrix, one_or_list};
+use super::encode::{Truncation, encode_single};
+use super::inputs::texts;
+use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 use crate::models::ModelError;
+use crate::models::sentence_transformers::{SentenceModules, is_sentence_transformers, normalize};
 
 /// Parameter names sentence-embeddings accepts.
 pub const ACCEPTED: &[&str] = &["normalize", "truncate", "prompt_name"];
@@ -75,6 +75,14 @@ impl SentenceEncoder {
             tracing::warn!(dir = %dir.display(), "no modules.json: embedding with mean pooling, as sentence-transformers does for a plain model");
             SentenceModules::mean_pooling()
         };
+        if let Some(hidden) = res
+            .config
+            .raw
+            .get("hidden_size")
+            .and_then(serde_json::Value::as_u64)
+        {
+            modules.check_width(hidden as usize, dir)?;
+        }
         let max_len = modules
             .max_seq_length
             .map_or(res.tokenizer.max_len(), |m| m.min(res.tokenizer.max_len()));
@@ -152,9 +160,7 @@ impl SentenceEncoder {
             .zip(&outputs)
             .map(|(encoding, output)| {
                 let tokens = matrix(output, encoding.len())?;
-                self.modules
-                    .embed(&tokens, prompt_tokens)
-                    .map_err(PipelineError::Model)
+                Ok(self.modules.embed(&tokens, prompt_tokens))
             })
             .collect()
     }
@@ -187,7 +193,7 @@ impl Pipeline for SentenceEmbeddings {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::SentenceEmbeddings;
-        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = super::params::params(&task, ACCEPTED, request.parameters)?;
         let (texts, listed) = texts(&task, &request.inputs)?;
         let options = EmbedOptions {
             truncate: params.truncate,
@@ -201,7 +207,7 @@ impl Pipeline for SentenceEmbeddings {
             .iter()
             .map(|v| vector_json(v))
             .collect::<Result<Vec<_>>>()?;
-        Ok(json!({ "embeddings": super::encode::one_or_list(answers, listed) }))
+        Ok(json!({ "embeddings": one_or_list(answers, listed) }))
     }
 }
 
@@ -219,9 +225,7 @@ pub fn build(
         Task::SentenceSimilarity => Some(Arc::new(
             super::sentence_similarity::SentenceSimilarity::new(SentenceEncoder::load(dir, res)?),
         )),
-        Task::SentenceRanking => Some(Arc::new(super::sentence_ranking::SentenceRanking::new(
-            res,
-        ))),
+        Task::SentenceRanking => Some(Arc::new(super::sentence_ranking::SentenceRanking::new(res))),
         _ => None,
     })
 }

@@ -16,8 +16,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::answer::{finite, vector};
 use super::encode::{Truncation, encode_pair};
-use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, finite, json_kind};
+use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, json_kind};
 use crate::models::sentence_transformers::{Activation, cross_encoder_activation};
 
 /// Parameter names sentence-ranking accepts.
@@ -197,9 +198,11 @@ impl SentenceRanking {
         let rows = super::forward_encodings(&self.res, &encodings)?;
         rows.iter()
             .map(|row| {
-                let logits: Vec<f32> =
-                    row.to_vec1().map_err(|e| PipelineError::Model(e.into()))?;
-                Ok(logits.into_iter().map(|x| self.activation.apply(x)).collect())
+                let logits = vector(row)?;
+                Ok(logits
+                    .into_iter()
+                    .map(|x| self.activation.apply(x))
+                    .collect())
             })
             .collect()
     }
@@ -223,7 +226,7 @@ impl Pipeline for SentenceRanking {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::SentenceRanking;
-        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = super::params::params(&task, ACCEPTED, request.parameters)?;
         match parse_inputs(&request.inputs)? {
             Inputs::Pairs { pairs, single } => {
                 let scores = self
@@ -293,8 +296,7 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_inputs(&json!({"query": "q", "texts": ["a"], "return_documents": true}))
-                .unwrap(),
+            parse_inputs(&json!({"query": "q", "texts": ["a"], "return_documents": true})).unwrap(),
             Inputs::Rank {
                 query: "q".into(),
                 texts: vec!["a".into()],

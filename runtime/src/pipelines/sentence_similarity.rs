@@ -10,15 +10,15 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::answer::finite;
 use super::sentence_embeddings::{EmbedOptions, SentenceEncoder};
-use super::{Envelope, Pipeline, PipelineError, Result, Task, finite, json_kind};
+use super::{Envelope, Pipeline, PipelineError, Result, Task, json_kind};
 
 /// Parameter names sentence-similarity accepts.
 pub const ACCEPTED: &[&str] = &["truncate", "prompt_name"];
 
 /// The shape this task expects, for error messages.
-const EXPECTED: &str =
-    r#"{"source_sentence": string, "sentences": [string, ...]}"#;
+const EXPECTED: &str = r#"{"source_sentence": string, "sentences": [string, ...]}"#;
 
 /// The parameters of sentence-similarity.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,9 +74,9 @@ pub fn parse_inputs(inputs: &Value) -> Result<Inputs> {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                item.as_str().map(str::to_owned).ok_or_else(|| {
-                    wrong(format!("`sentences[{i}]` is {}", json_kind(item)))
-                })
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| wrong(format!("`sentences[{i}]` is {}", json_kind(item))))
             })
             .collect::<Result<Vec<_>>>()?,
         // The toolkit encodes a lone string as a list of one.
@@ -114,7 +114,7 @@ impl Pipeline for SentenceSimilarity {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::SentenceSimilarity;
-        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = super::params::params(&task, ACCEPTED, request.parameters)?;
         let inputs = parse_inputs(&request.inputs)?;
         let options = EmbedOptions {
             truncate: params.truncate,
