@@ -144,6 +144,10 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
     let architecture = config.architectures.first().cloned();
     let task = match &cfg.task {
         Some(task) => task.clone(),
+        // A sentence-transformers folder is served as the toolkit serves it (contract §3).
+        None if crate::models::sentence_transformers::is_sentence_transformers(dir) => {
+            Task::SentenceEmbeddings
+        }
         None => architecture
             .as_deref()
             .and_then(Task::from_architecture)
@@ -166,8 +170,11 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         config: Arc::new(config),
         infer: infer.clone(),
     };
-    let native = pipelines::build(&task, resources)
-        .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
+    let native = match pipelines::sentence_embeddings::build(&task, dir, resources.clone())? {
+        Some(pipeline) => pipeline,
+        None => pipelines::build(&task, resources)
+            .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?,
+    };
     let user = load_user_code(dir, cfg, &native)?;
     let chain = HookChain::new(native, user).map_err(|source| LoadError::HookRules {
         path: dir.join("code").join(&cfg.program),

@@ -19,6 +19,12 @@ pub enum Task {
     QuestionAnswering,
     /// `zero-shot-classification`.
     ZeroShotClassification,
+    /// `sentence-embeddings`: one vector per sentence (sentence-transformers models).
+    SentenceEmbeddings,
+    /// `sentence-similarity`: cosine similarity of a source sentence to others.
+    SentenceSimilarity,
+    /// `sentence-ranking` (alias `text-ranking`): cross-encoder scores of (query, text) pairs.
+    SentenceRanking,
     /// `table-question-answering`.
     TableQuestionAnswering,
     /// `text-generation`.
@@ -47,6 +53,10 @@ impl Task {
         "fill-mask",
         "question-answering",
         "zero-shot-classification",
+        "sentence-embeddings",
+        "sentence-similarity",
+        "sentence-ranking",
+        "text-ranking",
         "table-question-answering",
         "text-generation",
         "text2text-generation",
@@ -64,6 +74,9 @@ impl Task {
             "fill-mask" => Self::FillMask,
             "question-answering" => Self::QuestionAnswering,
             "zero-shot-classification" => Self::ZeroShotClassification,
+            "sentence-embeddings" => Self::SentenceEmbeddings,
+            "sentence-similarity" => Self::SentenceSimilarity,
+            "sentence-ranking" | "text-ranking" => Self::SentenceRanking,
             "table-question-answering" => Self::TableQuestionAnswering,
             "text-generation" => Self::TextGeneration,
             "text2text-generation" => Self::Text2TextGeneration,
@@ -122,6 +135,9 @@ impl fmt::Display for Task {
             Self::FillMask => "fill-mask",
             Self::QuestionAnswering => "question-answering",
             Self::ZeroShotClassification => "zero-shot-classification",
+            Self::SentenceEmbeddings => "sentence-embeddings",
+            Self::SentenceSimilarity => "sentence-similarity",
+            Self::SentenceRanking => "sentence-ranking",
             Self::TableQuestionAnswering => "table-question-answering",
             Self::TextGeneration => "text-generation",
             Self::Text2TextGeneration => "text2text-generation",
@@ -156,6 +172,15 @@ mod tests {
         );
         assert_eq!(Task::parse("translation_en_de"), None);
         assert_eq!(Task::parse("sentiment"), None);
+        assert_eq!(Task::parse("text-ranking"), Some(Task::SentenceRanking));
+        for task in [
+            Task::SentenceEmbeddings,
+            Task::SentenceSimilarity,
+            Task::SentenceRanking,
+        ] {
+            assert_eq!(Task::parse(&task.to_string()), Some(task.clone()));
+            assert!(Task::ACCEPTED.contains(&task.to_string().as_str()));
+        }
     }
 
     #[test]

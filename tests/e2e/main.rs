@@ -11,6 +11,7 @@ mod invocations;
 mod ping;
 mod process;
 mod repository;
+mod sentence;
 mod sources;
 mod support;
 mod tasks;

@@ -25,6 +25,7 @@ mod distilbert;
 mod heads;
 mod layers;
 mod roberta;
+pub mod sentence_transformers;
 mod weights;
 
 use std::collections::BTreeMap;
@@ -108,6 +109,15 @@ pub enum ModelError {
     UnsupportedActivation {
         /// The activation name from `config.json`.
         name: String,
+    },
+    /// A sentence-transformers module file (`modules.json`, `1_Pooling/config.json`, ...) has
+    /// a value we cannot use.
+    #[error("`{}`: {reason}", path.display())]
+    SentenceModule {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The batch given to `forward` is malformed.
     #[error("bad batch: {reason}")]

@@ -12,6 +12,9 @@ pub mod fill_mask;
 pub mod inputs;
 pub mod params;
 pub mod question_answering;
+pub mod sentence_embeddings;
+pub mod sentence_ranking;
+pub mod sentence_similarity;
 pub mod text_classification;
 pub mod token_classification;
 pub mod zero_shot_classification;
@@ -150,11 +153,13 @@ pub trait Pipeline: Send + Sync {
 /// The model head a task needs, or `None` when the task is not served natively yet.
 pub fn head_for(task: &Task) -> Option<Head> {
     match task {
-        Task::TextClassification | Task::ZeroShotClassification => {
+        Task::TextClassification | Task::ZeroShotClassification | Task::SentenceRanking => {
             Some(Head::SequenceClassification)
         }
         Task::TokenClassification => Some(Head::TokenClassification),
-        Task::FeatureExtraction => Some(Head::Base),
+        Task::FeatureExtraction | Task::SentenceEmbeddings | Task::SentenceSimilarity => {
+            Some(Head::Base)
+        }
         Task::FillMask => Some(Head::MaskedLm),
         Task::QuestionAnswering => Some(Head::QuestionAnswering),
         _ => None,

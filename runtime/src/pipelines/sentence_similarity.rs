@@ -1,0 +1,171 @@
+//! sentence-similarity (contract §4): the cosine similarity of one source sentence to each of a
+//! list of sentences, as Hugging Face's inference toolkit answers it
+//! (`sentence_transformers_utils.SentenceSimilarityPipeline`: `util.pytorch_cos_sim` of the two
+//! `encode` results). `{"inputs": {"source_sentence": "...", "sentences": ["...", ...]}}` gives
+//! `{"similarities": [f32, ...]}`, one per sentence in order.
+//!
+//! Parameters: `truncate` and `prompt_name`, as for sentence-embeddings (normalizing changes
+//! no cosine, so `normalize` is not accepted).
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::answer::finite;
+use super::sentence_embeddings::{EmbedOptions, SentenceEncoder};
+use super::{Envelope, Pipeline, PipelineError, Result, Task, json_kind};
+
+/// Parameter names sentence-similarity accepts.
+pub const ACCEPTED: &[&str] = &["truncate", "prompt_name"];
+
+/// The shape this task expects, for error messages.
+const EXPECTED: &str = r#"{"source_sentence": string, "sentences": [string, ...]}"#;
+
+/// The parameters of sentence-similarity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Truncate long texts (default); false: an over-long text is a 400.
+    #[serde(default = "yes")]
+    pub truncate: bool,
+    /// A prompt name from `config_sentence_transformers.json`.
+    #[serde(default)]
+    pub prompt_name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The source sentence and the sentences to compare it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inputs {
+    /// `source_sentence`.
+    pub source: String,
+    /// `sentences`.
+    pub sentences: Vec<String>,
+}
+
+/// Reads `inputs`; anything but the expected object is a 400 showing the expected shape.
+pub fn parse_inputs(inputs: &Value) -> Result<Inputs> {
+    let wrong = |what: String| {
+        PipelineError::validation(format!(
+            "sentence-similarity expects `inputs` as {EXPECTED}, {what}"
+        ))
+    };
+    let Value::Object(map) = inputs else {
+        return Err(wrong(format!("got {}", json_kind(inputs))));
+    };
+    if let Some(key) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "source_sentence" | "sentences"))
+    {
+        return Err(wrong(format!("got the unknown key `{key}`")));
+    }
+    let source = match map.get("source_sentence") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(wrong(format!("`source_sentence` is {}", json_kind(other)))),
+        None => return Err(wrong("`source_sentence` is missing".into())),
+    };
+    let sentences = match map.get("sentences") {
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(wrong("`sentences` is an empty list".into()));
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| wrong(format!("`sentences[{i}]` is {}", json_kind(item))))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        // The toolkit encodes a lone string as a list of one.
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(other) => return Err(wrong(format!("`sentences` is {}", json_kind(other)))),
+        None => return Err(wrong("`sentences` is missing".into())),
+    };
+    Ok(Inputs { source, sentences })
+}
+
+/// Cosine similarity as `util.cos_sim`: both vectors L2-normalized (norm clamped at 1e-12),
+/// then their dot product.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    let (na, nb) = (norm(a), norm(b));
+    a.iter().zip(b).map(|(x, y)| (x / na) * (y / nb)).sum()
+}
+
+/// The sentence-similarity pipeline.
+pub struct SentenceSimilarity {
+    encoder: SentenceEncoder,
+}
+
+impl SentenceSimilarity {
+    /// A pipeline over an embedding core.
+    pub fn new(encoder: SentenceEncoder) -> Self {
+        Self { encoder }
+    }
+}
+
+impl Pipeline for SentenceSimilarity {
+    fn task(&self) -> Task {
+        Task::SentenceSimilarity
+    }
+
+    fn run(&self, request: Envelope) -> Result<Value> {
+        let task = Task::SentenceSimilarity;
+        let params: Params = super::params::params(&task, ACCEPTED, request.parameters)?;
+        let inputs = parse_inputs(&request.inputs)?;
+        let options = EmbedOptions {
+            truncate: params.truncate,
+            prompt_name: params.prompt_name,
+        };
+        // One call, so that the source and the sentences share the forward passes.
+        let mut texts = Vec::with_capacity(1 + inputs.sentences.len());
+        texts.push(inputs.source);
+        texts.extend(inputs.sentences);
+        let vectors = self.encoder.embed(&texts, &options)?;
+        let (source, others) = vectors
+            .split_first()
+            .expect("embed returns one vector per text, and there is the source");
+        let similarities = others
+            .iter()
+            .map(|v| finite(cosine(source, v)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(json!({ "similarities": similarities }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_shape() {
+        let i = parse_inputs(&json!({"source_sentence": "a", "sentences": ["b", "c"]})).unwrap();
+        assert_eq!(i.source, "a");
+        assert_eq!(i.sentences, vec!["b", "c"]);
+        let one = parse_inputs(&json!({"source_sentence": "a", "sentences": "b"})).unwrap();
+        assert_eq!(one.sentences, vec!["b"]);
+        for bad in [
+            json!("a"),
+            json!(["a", "b"]),
+            json!({"source_sentence": "a"}),
+            json!({"sentences": ["b"]}),
+            json!({"source_sentence": 1, "sentences": ["b"]}),
+            json!({"source_sentence": "a", "sentences": []}),
+            json!({"source_sentence": "a", "sentences": ["b", 2]}),
+            json!({"source_sentence": "a", "sentences": ["b"], "other": 1}),
+        ] {
+            let err = parse_inputs(&bad).unwrap_err().to_string();
+            assert!(err.contains(EXPECTED), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cosine_of_parallel_orthogonal_and_zero_vectors() {
+        assert!((cosine(&[1.0, 2.0], &[2.0, 4.0]) - 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 3.0]), 0.0);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 1.0]), 0.0);
+    }
+}
