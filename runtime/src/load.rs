@@ -8,8 +8,11 @@ use crate::artifact::{self, ArtifactError};
 use crate::config::{LoadConfig, ModelSource};
 use crate::handler::{HookChain, NativePipeline, UserCode};
 use crate::infer::ModelWorker;
+use crate::models::tapas::TapasModel;
 use crate::models::{Encoder, ModelConfig, ModelError};
+use crate::pipelines::table_question_answering::TableQuestionAnswering;
 use crate::pipelines::{self, Native, Resources, Task};
+use crate::tokenizer::tapas::TapasTokenizer;
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 /// A model ready to serve.
@@ -138,20 +141,24 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
                 architecture: architecture.clone().unwrap_or_else(|| "(none)".to_owned()),
             })?,
     };
-    let head = pipelines::head_for(&task)
-        .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
-    let tokenizer = TextTokenizer::from_dir(dir, &config)?;
-    let encoder = Encoder::load(dir, &config, head)?;
-    let worker =
-        ModelWorker::spawn(encoder, cfg.queue_size, "model-worker").map_err(LoadError::Worker)?;
-    let resources = Resources {
-        tokenizer: Arc::new(tokenizer),
-        config: Arc::new(config),
-        worker: Arc::new(worker),
-        max_batch_size: cfg.max_batch_size,
+    let pipeline = if task == Task::TableQuestionAnswering {
+        load_tapas(dir, config, cfg)?
+    } else {
+        let head = pipelines::head_for(&task)
+            .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
+        let tokenizer = TextTokenizer::from_dir(dir, &config)?;
+        let encoder = Encoder::load(dir, &config, head)?;
+        let worker = ModelWorker::spawn(encoder, cfg.queue_size, "model-worker")
+            .map_err(LoadError::Worker)?;
+        let resources = Resources {
+            tokenizer: Arc::new(tokenizer),
+            config: Arc::new(config),
+            worker: Arc::new(worker),
+            max_batch_size: cfg.max_batch_size,
+        };
+        pipelines::build(&task, resources)
+            .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?
     };
-    let pipeline = pipelines::build(&task, resources)
-        .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
     let native: Arc<dyn NativePipeline> = Arc::new(Native(pipeline));
     let user = load_user_code(dir, cfg, &native)?;
     let chain = HookChain::new(native, user).map_err(|message| LoadError::UserCode {
@@ -164,6 +171,25 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         task,
         model_dir: dir.to_owned(),
     })
+}
+
+/// table-question-answering runs TAPAS, which has its own tokenizer and model (not an
+/// [`Encoder`] head).
+fn load_tapas(
+    dir: &Path,
+    config: ModelConfig,
+    cfg: &LoadConfig,
+) -> Result<Arc<dyn pipelines::Pipeline>, LoadError> {
+    let tokenizer = TapasTokenizer::from_dir(dir, &config)?;
+    let model = TapasModel::load(dir, &config)?;
+    let worker =
+        ModelWorker::spawn(model, cfg.queue_size, "model-worker").map_err(LoadError::Worker)?;
+    Ok(Arc::new(TableQuestionAnswering::new(
+        tokenizer,
+        worker,
+        &config,
+        cfg.max_batch_size,
+    )))
 }
 
 /// Finds user code in `code/`: the WebAssembly component named by `SAGEMAKER_PROGRAM`, or

@@ -10,4 +10,5 @@ mod ping;
 mod process;
 mod sources;
 mod support;
+mod table_qa;
 mod tasks;

@@ -25,6 +25,7 @@ mod distilbert;
 mod heads;
 mod layers;
 mod roberta;
+pub mod tapas;
 mod weights;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,7 @@ pub mod encode;
 pub mod feature_extraction;
 pub mod fill_mask;
 pub mod question_answering;
+pub mod table_question_answering;
 pub mod text_classification;
 pub mod token_classification;
 pub mod zero_shot_classification;
