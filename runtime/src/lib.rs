@@ -27,6 +27,8 @@ pub mod server;
 pub mod telemetry;
 /// Tokenizers from `tokenizer.json` or the slow files.
 pub mod tokenizer;
+/// Where user code is found in SageMaker's layout.
+pub mod user_code;
 /// User code as WebAssembly components: compile, sandbox, pool, call the hooks.
 pub mod wasm;
 

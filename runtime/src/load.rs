@@ -11,6 +11,7 @@ use crate::infer::ModelWorker;
 use crate::models::{Encoder, ModelConfig, ModelError};
 use crate::pipelines::{self, Native, Resources, Task};
 use crate::tokenizer::{TextTokenizer, TokenizerError};
+use crate::user_code::Located;
 
 /// A model ready to serve.
 pub struct LoadedModel {
@@ -97,8 +98,12 @@ pub async fn load(cfg: LoadConfig) -> Result<LoadedModel, LoadError> {
                 .await?
             }
             ModelSource::Url(url) => {
-                let archive =
-                    artifact::fetch::fetch_archive(url, &cfg.work_dir.join("download")).await?;
+                let archive = artifact::fetch::fetch_archive(
+                    url,
+                    &cfg.work_dir.join("download"),
+                    cfg.region.as_deref(),
+                )
+                .await?;
                 let (work, max) = (cfg.work_dir.clone(), cfg.max_unpacked_bytes);
                 blocking(move || {
                     let dir = artifact::resolve_local(&archive, &work, max).map_err(LoadError::from);
@@ -153,9 +158,9 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
     let pipeline = pipelines::build(&task, resources)
         .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
     let native: Arc<dyn NativePipeline> = Arc::new(Native(pipeline));
-    let user = load_user_code(dir, cfg, &native)?;
+    let (program, user) = load_user_code(dir, cfg, &native)?.unzip();
     let chain = HookChain::new(native, user).map_err(|message| LoadError::UserCode {
-        path: dir.join("code").join(&cfg.program),
+        path: program.unwrap_or_else(|| dir.join("code").join(&cfg.program)),
         message: message.to_owned(),
     })?;
     tracing::info!(task = %task, architecture = architecture.as_deref().unwrap_or("-"), dir = %dir.display(), "model loaded");
@@ -166,26 +171,25 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
     })
 }
 
-/// Finds user code in `code/`: the WebAssembly component named by `SAGEMAKER_PROGRAM`, or
-/// nothing. A Python `inference.py` without a `.wasm` is refused rather than silently ignored.
+/// Finds user code in the SageMaker layout (`user_code::locate`): the WebAssembly component
+/// named by `SAGEMAKER_PROGRAM`, or nothing. Python code is refused rather than silently ignored.
 fn load_user_code(
     dir: &Path,
     cfg: &LoadConfig,
     native: &Arc<dyn NativePipeline>,
-) -> Result<Option<Arc<dyn UserCode>>, LoadError> {
-    let code = dir.join("code");
-    let program = code.join(&cfg.program);
-    if program.is_file() {
-        let guest = crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, Arc::clone(native))
-            .map_err(|err| LoadError::UserCode {
-            message: crate::server::error::error_chain(&err),
-            path: program,
-        })?;
-        return Ok(Some(Arc::new(guest)));
+) -> Result<Option<(PathBuf, Arc<dyn UserCode>)>, LoadError> {
+    match crate::user_code::locate(dir, &cfg.code_dirs, &cfg.program) {
+        Located::Wasm(program) => {
+            let guest =
+                crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, Arc::clone(native))
+                    .map_err(|err| LoadError::UserCode {
+                        message: crate::server::error::error_chain(&err),
+                        path: program.clone(),
+                    })?;
+            let guest: Arc<dyn UserCode> = Arc::new(guest);
+            Ok(Some((program, guest)))
+        }
+        Located::Python(path) => Err(LoadError::PythonUserCode { path }),
+        Located::Nothing => Ok(None),
     }
-    let python = code.join("inference.py");
-    if python.is_file() {
-        return Err(LoadError::PythonUserCode { path: python });
-    }
-    Ok(None)
 }

@@ -4,6 +4,7 @@
 mod archive;
 mod codec;
 mod conformance;
+mod container;
 mod hooks;
 mod invocations;
 mod ping;
