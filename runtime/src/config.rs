@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::codec::Encoding;
-use crate::pipelines::Task;
+use crate::task::Task;
 use crate::telemetry::ContainerLogLevel;
 
 /// `sagebrush`: SageMaker-compatible model server for Hugging Face models.
@@ -94,15 +94,28 @@ pub struct ServeArgs {
     /// Largest request body in MiB; larger bodies get 413.
     #[arg(long, env = "SAGEMAKER_MAX_PAYLOAD_IN_MB", default_value_t = 6, value_parser = parse_payload_mb)]
     pub max_payload_mb: u64,
-    /// Concurrent requests worked on at once (guest instances in the pool). Default: CPU count.
+    /// User-code instances: guest hook calls that run at once (and `MaxConcurrentTransforms`).
+    /// Default: CPU count.
     #[arg(long, env = "SAGEMAKER_MODEL_SERVER_WORKERS", value_parser = parse_workers)]
     pub workers: Option<usize>,
-    /// Requests that may wait for the model worker before new ones get 429.
+    /// Invocations admitted at once (reading, user code, waiting for or in the model); one more
+    /// gets 429 before its body is read.
     #[arg(long, env = "SAGEBRUSH_QUEUE_SIZE", default_value_t = 256, value_parser = parse_queue_size)]
     pub queue_size: usize,
-    /// Most inputs run through the model in one forward pass.
+    /// Most inputs (rows) run through the model in one forward pass.
     #[arg(long, env = "SAGEBRUSH_MAX_BATCH_SIZE", default_value_t = 32, value_parser = parse_max_batch)]
     pub max_batch_size: usize,
+    /// Most padded tokens (rows × longest row) in one forward pass.
+    #[arg(long, env = "SAGEBRUSH_MAX_BATCH_TOKENS", default_value_t = 16_384, value_parser = parse_max_batch_tokens)]
+    pub max_batch_tokens: usize,
+    /// Milliseconds the model worker waits for more requests to fill a batch (0: it batches
+    /// what arrived while the previous forward pass ran).
+    #[arg(long, env = "SAGEBRUSH_MAX_BATCH_WAIT_MS", default_value_t = 0, value_parser = parse_max_batch_wait)]
+    pub max_batch_wait_ms: u64,
+    /// Test-only control directory of the model worker (built with the `test-gate` feature).
+    #[cfg(feature = "test-gate")]
+    #[arg(long, env = "SAGEBRUSH_TEST_GATE_DIR", hide = true)]
+    pub test_gate_dir: Option<PathBuf>,
     /// Response media type when the request has no `Accept` or `*/*`.
     #[arg(long, env = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", default_value = "application/json",
           value_parser = parse_default_accept)]
@@ -282,8 +295,10 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// Largest request body in bytes.
     pub max_payload_bytes: usize,
-    /// Concurrent requests.
+    /// User-code instances (guest hook calls at once).
     pub workers: usize,
+    /// Invocations admitted at once; one more is 429.
+    pub queue_size: usize,
     /// Default response encoding.
     pub default_accept: Encoding,
     /// Reported by `/execution-parameters`.
@@ -338,8 +353,18 @@ pub struct LoadConfig {
     pub max_unpacked_bytes: u64,
     /// Most inputs per forward pass.
     pub max_batch_size: usize,
+    /// Most padded tokens per forward pass.
+    pub max_batch_tokens: usize,
+    /// How long the worker waits to fill a batch.
+    pub max_batch_wait: Duration,
     /// Requests that may wait for the model worker.
     pub queue_size: usize,
+    /// One forward pass longer than this makes `/ping` report the worker wedged (the
+    /// invocation time limit).
+    pub wedged_after: Duration,
+    /// Test-only control directory of the model worker.
+    #[cfg(feature = "test-gate")]
+    pub test_gate_dir: Option<PathBuf>,
     /// Load time limit.
     pub startup_timeout: Option<Duration>,
     /// Guest limits.
@@ -421,6 +446,7 @@ impl Config {
                 max_payload_bytes: usize::try_from(args.max_payload_mb * 1024 * 1024)
                     .unwrap_or(usize::MAX),
                 workers,
+                queue_size: args.queue_size,
                 default_accept: args.default_accept,
                 max_concurrent_transforms: args.max_concurrent_transforms.unwrap_or(workers),
                 batch_strategy: args.batch_strategy,
@@ -436,7 +462,12 @@ impl Config {
                 region: args.region.clone().filter(|r| !r.trim().is_empty()),
                 max_unpacked_bytes: args.max_unpacked_mb * 1024 * 1024,
                 max_batch_size: args.max_batch_size,
+                max_batch_tokens: args.max_batch_tokens,
+                max_batch_wait: Duration::from_millis(args.max_batch_wait_ms),
                 queue_size: args.queue_size,
+                wedged_after: Duration::from_secs(timeout),
+                #[cfg(feature = "test-gate")]
+                test_gate_dir: args.test_gate_dir.clone(),
                 startup_timeout: (args.startup_timeout > 0)
                     .then(|| Duration::from_secs(args.startup_timeout)),
                 wasm: WasmLimits {
@@ -615,6 +646,22 @@ number_parser!(
     1,
     4096,
     "a whole number"
+);
+number_parser!(
+    parse_max_batch_tokens,
+    usize,
+    "SAGEBRUSH_MAX_BATCH_TOKENS",
+    1,
+    16_777_216,
+    "a whole number of tokens"
+);
+number_parser!(
+    parse_max_batch_wait,
+    u64,
+    "SAGEBRUSH_MAX_BATCH_WAIT_MS",
+    0,
+    60_000,
+    "a whole number of milliseconds"
 );
 number_parser!(
     parse_concurrent_transforms,

@@ -11,7 +11,7 @@ pub mod config;
 pub mod handler;
 /// `HF_MODEL_ID`: Hub download, revision, cache, offline mode, token.
 pub mod hub;
-/// The model worker thread.
+/// The inference core: typed request queue, dynamic batching, the model worker thread.
 pub mod infer;
 /// Source → loaded model, in the background.
 pub mod load;
@@ -23,6 +23,8 @@ pub mod package;
 pub mod pipelines;
 /// The HTTP server.
 pub mod server;
+/// The pipeline task: names, aliases, inference from `config.json`.
+pub mod task;
 /// Logging.
 pub mod telemetry;
 /// Tokenizers from `tokenizer.json` or the slow files.
@@ -77,7 +79,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         match result {
             Ok(model) => loader_state.set_model(ModelState::Ready(Arc::new(model))),
             Err(err) => {
-                let chain = server::error::error_chain(&err);
+                let chain = telemetry::error_chain(&err);
                 tracing::error!(error = %chain, "model failed to load");
                 loader_state.set_model(ModelState::Failed(Arc::new(err)));
             }

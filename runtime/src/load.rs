@@ -1,4 +1,4 @@
-//! Model loading: source → model directory → config, task, tokenizer, model worker, pipeline
+//! Model loading: source → model directory → config, task, tokenizer, inference core, pipeline
 //! and hook chain. Runs in the background while `/ping` says 503 (contract §1, §3).
 
 use std::path::{Path, PathBuf};
@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use crate::artifact::{self, ArtifactError};
 use crate::config::{LoadConfig, ModelSource};
-use crate::handler::{HookChain, NativePipeline, UserCode};
-use crate::infer::ModelWorker;
+use crate::handler::{HookChain, HookRuleError, UserCode};
+use crate::infer::{Infer, InferConfig};
 use crate::models::{Encoder, ModelConfig, ModelError};
-use crate::pipelines::{self, Native, Resources, Task};
+use crate::pipelines::{self, Pipeline, Resources};
+use crate::task::Task;
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 use crate::user_code::Located;
 
@@ -21,6 +22,8 @@ pub struct LoadedModel {
     pub task: Task,
     /// The model directory.
     pub model_dir: PathBuf,
+    /// The inference core that owns the model, for `/ping`'s health command.
+    pub infer: Infer,
 }
 
 /// Why the model could not be loaded. `/ping` reports it as 503 and it is logged once.
@@ -71,6 +74,15 @@ pub enum LoadError {
         /// Why.
         message: String,
     },
+    /// The user code's hook set breaks the toolkit's rules.
+    #[error("user code {}", path.display())]
+    HookRules {
+        /// The `.wasm` file.
+        path: PathBuf,
+        /// The rule broken.
+        #[source]
+        source: HookRuleError,
+    },
     /// The model worker thread could not be started.
     #[error("cannot start the model worker thread")]
     Worker(#[source] std::io::Error),
@@ -98,7 +110,8 @@ pub async fn load(cfg: LoadConfig) -> Result<LoadedModel, LoadError> {
                 .await?
             }
             ModelSource::Url(url) => {
-                let archive = artifact::fetch::fetch_archive(
+                let archive =
+                    artifact::fetch::fetch_archive(
                     url,
                     &cfg.work_dir.join("download"),
                     cfg.region.as_deref(),
@@ -147,28 +160,45 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
     let tokenizer = TextTokenizer::from_dir(dir, &config)?;
     let encoder = Encoder::load(dir, &config, head)?;
-    let worker =
-        ModelWorker::spawn(encoder, cfg.queue_size, "model-worker").map_err(LoadError::Worker)?;
+    let infer = Infer::spawn(
+        encoder,
+        infer_config(cfg, tokenizer.pad_id()),
+        "model-worker",
+    )
+    .map_err(LoadError::Worker)?;
     let resources = Resources {
         tokenizer: Arc::new(tokenizer),
         config: Arc::new(config),
-        worker: Arc::new(worker),
-        max_batch_size: cfg.max_batch_size,
+        infer: infer.clone(),
     };
-    let pipeline = pipelines::build(&task, resources)
+    let native = pipelines::build(&task, resources)
         .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
-    let native: Arc<dyn NativePipeline> = Arc::new(Native(pipeline));
     let (program, user) = load_user_code(dir, cfg, &native)?.unzip();
-    let chain = HookChain::new(native, user).map_err(|message| LoadError::UserCode {
+    let chain = HookChain::new(native, user).map_err(|source| LoadError::HookRules {
         path: program.unwrap_or_else(|| dir.join("code").join(&cfg.program)),
-        message: message.to_owned(),
+        source,
     })?;
     tracing::info!(task = %task, architecture = architecture.as_deref().unwrap_or("-"), dir = %dir.display(), "model loaded");
     Ok(LoadedModel {
         chain,
         task,
         model_dir: dir.to_owned(),
+        infer,
     })
+}
+
+/// The inference core's limits from the load settings.
+fn infer_config(cfg: &LoadConfig, pad_id: u32) -> InferConfig {
+    InferConfig {
+        queue_size: cfg.queue_size,
+        max_batch_rows: cfg.max_batch_size,
+        max_batch_tokens: cfg.max_batch_tokens,
+        max_wait: cfg.max_batch_wait,
+        pad_id,
+        wedged_after: cfg.wedged_after,
+        #[cfg(feature = "test-gate")]
+        gate_dir: cfg.test_gate_dir.clone(),
+    }
 }
 
 /// Finds user code in the SageMaker layout (`user_code::locate`): the WebAssembly component
@@ -176,14 +206,14 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
 fn load_user_code(
     dir: &Path,
     cfg: &LoadConfig,
-    native: &Arc<dyn NativePipeline>,
+    native: &Arc<dyn Pipeline>,
 ) -> Result<Option<(PathBuf, Arc<dyn UserCode>)>, LoadError> {
     match crate::user_code::locate(dir, &cfg.code_dirs, &cfg.program) {
         Located::Wasm(program) => {
             let guest =
                 crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, Arc::clone(native))
                     .map_err(|err| LoadError::UserCode {
-                        message: crate::server::error::error_chain(&err),
+                        message: crate::telemetry::error_chain(&err),
                         path: program.clone(),
                     })?;
             let guest: Arc<dyn UserCode> = Arc::new(guest);

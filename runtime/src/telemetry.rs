@@ -1,5 +1,6 @@
-//! Logging: a tracing subscriber writing text or JSON lines to stderr, and the log level the
-//! SageMaker SDK passes as `SAGEMAKER_CONTAINER_LOG_LEVEL` (contract §2).
+//! Logging: a tracing subscriber writing text or JSON lines to stderr, how an error and its
+//! causes are written in one line, and the log level the SageMaker SDK passes as
+//! `SAGEMAKER_CONTAINER_LOG_LEVEL` (contract §2).
 
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +21,21 @@ pub fn init(format: LogFormat, filter: &str) {
             .with_current_span(true)
             .try_init(),
     };
+}
+
+/// `err` and its sources, joined with ": ".
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// A log level given the way SageMaker's Python SDK gives it: a Python `logging` level number

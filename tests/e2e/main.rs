@@ -6,6 +6,7 @@ mod codec;
 mod conformance;
 mod container;
 mod hooks;
+mod inference;
 mod invocations;
 mod ping;
 mod process;

@@ -4,9 +4,9 @@
 use serde_json::Value;
 
 use crate::codec::{self, Decoding, Encoding};
-use crate::pipelines::{PipelineError, Task};
+use crate::pipelines::{Pipeline, PipelineError, Task};
 
-use super::{Hook, HookError, HookResponse, NativePipeline, Payload};
+use super::{Hook, HookError, HookResponse, Payload};
 
 /// Decodes the body into records (one per JSON line).
 pub(super) fn input_fn(
@@ -30,7 +30,7 @@ pub(super) fn input_fn(
 
 /// Runs the native pipeline on a JSON payload.
 pub(super) fn predict_fn(
-    native: &dyn NativePipeline,
+    native: &dyn Pipeline,
     data: Payload,
     from: Hook,
 ) -> Result<Payload, HookError> {

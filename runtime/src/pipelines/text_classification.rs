@@ -8,7 +8,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, finite};
+use super::answer::finite;
+use super::encode::{Truncation, check_length, encode_pair, encode_single, single_truncation};
+use super::params::{check_names, deserialize_truncation, truncation_default};
+use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, json_kind};
 use crate::tokenizer::EncodeInput;
 
 const ACCEPTED: &[&str] = &["top_k", "function_to_apply", "truncation"];
@@ -84,7 +87,7 @@ struct Params {
 impl Params {
     fn parse(task: &Task, params: &Map<String, Value>) -> Result<Self> {
         // Names first, so an unknown one is reported even next to a bad value.
-        super::check_names(task, ACCEPTED, params)?;
+        check_names(task, ACCEPTED, params)?;
         let top_k = match params.get("top_k") {
             None => TopK::Legacy,
             Some(Value::Null) => TopK::All,
@@ -107,8 +110,8 @@ impl Params {
             }
         };
         let truncation = match params.get("truncation") {
-            None | Some(Value::Null) => super::encode::truncation_default(),
-            Some(v) => super::encode::deserialize_truncation(v.clone())
+            None | Some(Value::Null) => truncation_default(),
+            Some(v) => deserialize_truncation(v.clone())
                 .map_err(|e| PipelineError::validation(e.to_string()))?,
         };
         Ok(Self {
@@ -158,14 +161,14 @@ fn parse_inputs(inputs: &Value) -> Result<Inputs> {
                 Value::Object(map) => parse_pair(map),
                 other => Err(PipelineError::validation(format!(
                     "{EXPECTED}; got a list holding {}",
-                    super::json_kind(other)
+                    json_kind(other)
                 ))),
             })
             .collect::<Result<Vec<_>>>()
             .map(Inputs::Many),
         other => Err(PipelineError::validation(format!(
             "{EXPECTED}; got {}",
-            super::json_kind(other)
+            json_kind(other)
         ))),
     }
 }
@@ -188,6 +191,38 @@ impl TextClassification {
             .get(i)
             .cloned()
             .unwrap_or_else(|| format!("LABEL_{i}"))
+    }
+
+    /// One encoding per input, as `tokenizer(text, text_pair, truncation=...)`: cut longest
+    /// first to the model maximum with `truncation` on, else refused when too long.
+    fn encode(&self, items: &[EncodeInput], truncation: bool) -> Result<Vec<tokenizers::Encoding>> {
+        let tokenizer = self.res.tokenizer.inner();
+        let max_length = self.res.tokenizer.max_len();
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let windows = match item {
+                    EncodeInput::Single(text) => {
+                        encode_single(tokenizer, text, single_truncation(truncation, max_length))?
+                    }
+                    EncodeInput::Pair(text, pair) => encode_pair(
+                        tokenizer,
+                        text,
+                        pair,
+                        truncation.then(|| Truncation::longest_first(max_length)),
+                    )?,
+                };
+                let first = windows
+                    .into_iter()
+                    .next()
+                    .expect("encoding returns at least the main encoding");
+                if !truncation {
+                    check_length(&first, i, max_length)?;
+                }
+                Ok(first)
+            })
+            .collect()
     }
 
     /// Scores for one row of logits, shaped by `top_k`.
@@ -240,22 +275,11 @@ impl Pipeline for TextClassification {
         if items.is_empty() {
             return Ok(Value::Array(Vec::new()));
         }
-        let truncate = params.truncation;
-        let encodings = self
-            .res
-            .tokenizer
-            .encode_batch(items, truncate)
-            .map_err(|e| PipelineError::Tokenizer(e.to_string()))?;
-        if !truncate {
-            let max_len = self.res.tokenizer.max_len();
-            for (i, encoding) in encodings.iter().enumerate() {
-                super::encode::check_length(encoding, i, max_len)?;
-            }
-        }
+        let encodings = self.encode(&items, params.truncation)?;
         let rows = super::forward_encodings(&self.res, &encodings)?;
         let mut answers = Vec::with_capacity(rows.len());
         for row in rows {
-            let logits: Vec<f32> = row.to_vec1().map_err(|e| PipelineError::Model(e.into()))?;
+            let logits: Vec<f32> = row.to_vec1().map_err(PipelineError::Output)?;
             answers.push(self.postprocess(&logits, &params)?);
         }
         Ok(match inputs {

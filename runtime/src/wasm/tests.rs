@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::handler::TRANSFORM_CONFLICT;
-use crate::pipelines::{PipelineError, Task};
+use crate::pipelines::{Envelope, PipelineError, Task};
 
 /// Every guest crate the tests use, by package name.
 const GUESTS: [&str; 8] = [
@@ -64,7 +64,7 @@ pub(super) fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// THE TEST PIPELINE: a real `NativePipeline` standing in for candle, so these tests need no
+/// THE TEST PIPELINE: a real `Pipeline` standing in for candle, so these tests need no
 /// model. It labels each input by its word count (even: POSITIVE, odd: NEGATIVE, score
 /// words/(words+1)), refuses unknown parameters like the real pipelines, and records what it
 /// was asked.
@@ -85,11 +85,20 @@ impl WordCountPipeline {
     }
 }
 
-impl NativePipeline for WordCountPipeline {
+impl Pipeline for WordCountPipeline {
     fn task(&self) -> Task {
         Task::TextClassification
     }
 
+    fn run(&self, request: Envelope) -> std::result::Result<Value, PipelineError> {
+        let mut value = json!({ "inputs": request.inputs });
+        if !request.parameters.is_empty() {
+            value["parameters"] = Value::Object(request.parameters);
+        }
+        self.predict(value)
+    }
+
+    /// Overridden to record the request exactly as the hook chain or the guest sent it.
     fn predict(&self, request: Value) -> std::result::Result<Value, PipelineError> {
         self.requests
             .lock()
@@ -141,7 +150,7 @@ fn load(
         &guest(name),
         model_dir,
         limits,
-        Arc::clone(&native) as Arc<dyn NativePipeline>,
+        Arc::clone(&native) as Arc<dyn Pipeline>,
     )
     .unwrap_or_else(|e| panic!("{name} loads: {e:?}"));
     (program, native)
@@ -419,7 +428,7 @@ fn a_failing_model_fn_fails_the_load_naming_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let empty_model = tmp.path().join("model");
     std::fs::create_dir_all(&empty_model).expect("mkdir");
-    let native: Arc<dyn NativePipeline> = Arc::new(WordCountPipeline::default());
+    let native: Arc<dyn Pipeline> = Arc::new(WordCountPipeline::default());
     let err = GuestProgram::load(
         &guest("tokenizer-model-fn"),
         &empty_model,
@@ -536,7 +545,7 @@ fn transform_answers_the_whole_request_around_the_native_pipeline() {
 #[test]
 fn transform_fn_with_input_fn_is_refused_at_load_with_the_spec_message() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let native: Arc<dyn NativePipeline> = Arc::new(WordCountPipeline::default());
+    let native: Arc<dyn Pipeline> = Arc::new(WordCountPipeline::default());
     let err = GuestProgram::load(
         &guest("transform-conflict"),
         &fixture("bert-seqcls"),
@@ -795,7 +804,7 @@ fn a_file_that_is_not_a_component_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let bogus = tmp.path().join("inference.wasm");
     std::fs::write(&bogus, b"\0asm\x01\0\0\0 not really").expect("write");
-    let native: Arc<dyn NativePipeline> = Arc::new(WordCountPipeline::default());
+    let native: Arc<dyn Pipeline> = Arc::new(WordCountPipeline::default());
     let err = GuestProgram::load(&bogus, tmp.path(), &limits(tmp.path()), Arc::clone(&native))
         .expect_err("refused");
     assert!(matches!(err, GuestError::Compile { .. }), "{err:?}");
