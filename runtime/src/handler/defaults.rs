@@ -43,6 +43,29 @@ pub(super) fn predict_fn(
     Ok(Payload::Json(native.predict(request)?))
 }
 
+/// Runs the native pipeline on several JSON payloads at once; the first failure fails all,
+/// as one record failing fails its request.
+pub(super) fn predict_many(
+    native: &dyn NativePipeline,
+    data: Vec<Payload>,
+    from: Hook,
+) -> Result<Vec<Payload>, HookError> {
+    let requests = data
+        .into_iter()
+        .map(|payload| match payload {
+            Payload::Json(v) => Ok(v),
+            Payload::Bytes(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|_| HookError::NotJson { hook: from })
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    native
+        .predict_many(requests)
+        .into_iter()
+        .map(|answer| Ok(Payload::Json(answer?)))
+        .collect()
+}
+
 /// Encodes the predictions. Bytes from a user `predict_fn` pass through unchanged when they
 /// are not JSON.
 pub(super) fn output_fn(

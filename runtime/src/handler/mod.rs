@@ -118,15 +118,21 @@ impl HookChain {
             (_, Some(decoding)) => defaults::input_fn(&self.task(), decoding, &inv.body)?,
             (_, None) => unreachable_plan()?,
         };
-        // predict_fn, once per record (JSON Lines bodies hold several)
-        let mut predictions = Vec::with_capacity(inputs.len());
-        for data in inputs {
-            let prediction = match &self.user {
-                Some(user) if self.has(Hook::PredictFn) => user.predict_fn(&inv.ctx, data)?,
-                _ => defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn)?,
-            };
-            predictions.push(prediction);
-        }
+        // predict_fn, once per record (JSON Lines bodies hold several); the native default
+        // runs the records of a body together so they can share forward passes (contract §8).
+        let predictions = match &self.user {
+            Some(user) if self.has(Hook::PredictFn) => inputs
+                .into_iter()
+                .map(|data| user.predict_fn(&inv.ctx, data))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ if inputs.len() > 1 => {
+                defaults::predict_many(self.native.as_ref(), inputs, Hook::InputFn)?
+            }
+            _ => inputs
+                .into_iter()
+                .map(|data| defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         // output_fn
         match (&self.user, inv.plan.encoding) {
             (Some(user), _) if self.has(Hook::OutputFn) => {

@@ -157,6 +157,14 @@ pub trait NativePipeline: Send + Sync {
     /// Runs one decoded request (`{"inputs", "parameters"}` or a bare input) and returns the
     /// pipeline's JSON answer.
     fn predict(&self, request: serde_json::Value) -> Result<serde_json::Value, PipelineError>;
+    /// Runs several independent requests (the records of a MultiRecord body); each answer is
+    /// the one `predict` gives for that request alone. Pipelines may share forward passes.
+    fn predict_many(
+        &self,
+        requests: Vec<serde_json::Value>,
+    ) -> Vec<Result<serde_json::Value, PipelineError>> {
+        requests.into_iter().map(|r| self.predict(r)).collect()
+    }
 }
 
 /// Why a user-code hook failed; decides the status (contract §7).

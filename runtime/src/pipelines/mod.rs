@@ -265,6 +265,11 @@ pub trait Pipeline: Send + Sync {
     fn task(&self) -> Task;
     /// Answers one request.
     fn run(&self, request: Envelope) -> Result<Value>;
+    /// Answers several independent requests (the records of a MultiRecord body), each as
+    /// `run` would. A task that can share forward passes between them overrides this.
+    fn run_many(&self, requests: Vec<Envelope>) -> Vec<Result<Value>> {
+        requests.into_iter().map(|r| self.run(r)).collect()
+    }
 }
 
 /// The model head a task needs, or `None` when the task is not served natively yet.
@@ -314,6 +319,17 @@ impl NativePipeline for Native {
 
     fn predict(&self, request: Value) -> Result<Value> {
         self.0.run(Envelope::from_value(request)?)
+    }
+
+    fn predict_many(&self, requests: Vec<Value>) -> Vec<Result<Value>> {
+        let envelopes: Vec<Result<Envelope>> =
+            requests.into_iter().map(Envelope::from_value).collect();
+        let good: Vec<Envelope> = envelopes.iter().flatten().cloned().collect();
+        let mut answers = self.0.run_many(good).into_iter();
+        envelopes
+            .into_iter()
+            .map(|e| e.and_then(|_| answers.next().unwrap_or(Ok(Value::Null))))
+            .collect()
     }
 }
 

@@ -6,6 +6,7 @@
 //! input and a `{text, text_pair}` object gives the bare best label; with `top_k` (an integer or
 //! `null` for all labels) each input gives a list sorted by score.
 
+use candle_core::Tensor;
 use serde_json::{Map, Value, json};
 
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, finite};
@@ -231,6 +232,45 @@ impl Pipeline for TextClassification {
     }
 
     fn run(&self, request: Envelope) -> Result<Value> {
+        let prepared = self.prepare(&request)?;
+        let rows = super::forward_encodings(&self.res, &prepared.encodings)?;
+        self.finish(prepared, rows)
+    }
+
+    /// Several requests in shared forward passes (the records of a MultiRecord batch body);
+    /// each answer is the one `run` gives for that request alone.
+    fn run_many(&self, requests: Vec<Envelope>) -> Vec<Result<Value>> {
+        let prepared: Vec<Result<Prepared>> = requests.iter().map(|r| self.prepare(r)).collect();
+        let encodings: Vec<tokenizers::Encoding> = prepared
+            .iter()
+            .flatten()
+            .flat_map(|p| p.encodings.iter().cloned())
+            .collect();
+        let mut rows = match super::forward_encodings(&self.res, &encodings) {
+            Ok(rows) => rows.into_iter(),
+            // Not shareable (the error is not `Clone`): answer each request on its own.
+            Err(_) => return requests.into_iter().map(|r| self.run(r)).collect(),
+        };
+        prepared
+            .into_iter()
+            .map(|p| {
+                let p = p?;
+                let mine: Vec<Tensor> = rows.by_ref().take(p.encodings.len()).collect();
+                self.finish(p, mine)
+            })
+            .collect()
+    }
+}
+
+/// A request checked and tokenized, waiting for its forward pass.
+struct Prepared {
+    params: Params,
+    inputs: Inputs,
+    encodings: Vec<tokenizers::Encoding>,
+}
+
+impl TextClassification {
+    fn prepare(&self, request: &Envelope) -> Result<Prepared> {
         let params = Params::parse(&Task::TextClassification, &request.parameters)?;
         let inputs = parse_inputs(&request.inputs)?;
         let items = match &inputs {
@@ -238,7 +278,11 @@ impl Pipeline for TextClassification {
             Inputs::Many(items) => items.clone(),
         };
         if items.is_empty() {
-            return Ok(Value::Array(Vec::new()));
+            return Ok(Prepared {
+                params,
+                inputs,
+                encodings: Vec::new(),
+            });
         }
         let truncate = params.truncation;
         let encodings = self
@@ -252,7 +296,15 @@ impl Pipeline for TextClassification {
                 super::encode::check_length(encoding, i, max_len)?;
             }
         }
-        let rows = super::forward_encodings(&self.res, &encodings)?;
+        Ok(Prepared {
+            params,
+            inputs,
+            encodings,
+        })
+    }
+
+    fn finish(&self, prepared: Prepared, rows: Vec<Tensor>) -> Result<Value> {
+        let Prepared { params, inputs, .. } = prepared;
         let mut answers = Vec::with_capacity(rows.len());
         for row in rows {
             let logits: Vec<f32> = row.to_vec1().map_err(|e| PipelineError::Model(e.into()))?;
