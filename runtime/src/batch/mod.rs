@@ -282,7 +282,7 @@ async fn transform(
     for file in todo {
         let (local, is_copy) = input.fetch(file, work_dir).await?;
         let partial = output.partial_path(&file.rel, work_dir).await?;
-        let (model, progress, settings, rel) = (
+        let (job_model, job_progress, job_settings, rel) = (
             model.clone(),
             progress.clone(),
             settings.clone(),
@@ -291,10 +291,10 @@ async fn transform(
         let (local2, partial2) = (local.clone(), partial.clone());
         let outcome = tokio::task::spawn_blocking(move || {
             let engine = file::Engine {
-                chain: &model.chain,
+                chain: &job_model.chain,
                 plan,
-                settings: &settings,
-                progress: &progress,
+                settings: &job_settings,
+                progress: &job_progress,
             };
             engine.process(&local2, &rel, &partial2)
         })
