@@ -442,7 +442,11 @@ impl Config {
         // SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS wins over the older SAGEMAKER_MODEL_SERVER_TIMEOUT.
         // In a Batch Transform container a MultiRecord request holds many records: the default
         // is then SageMaker's own invocation timeout for transform jobs (contract §8).
-        let default_timeout = if args.batch { BATCH_TIMEOUT_SECONDS } else { 60 };
+        let default_timeout = if args.batch {
+            BATCH_TIMEOUT_SECONDS
+        } else {
+            60
+        };
         let timeout = args
             .timeout_seconds
             .or(args.timeout_legacy)
@@ -804,19 +808,43 @@ mod tests {
         assert_eq!(args.on_error, OnError::Placeholder);
         assert_eq!(args.join_source, JoinSource::Input);
         assert_eq!(args.assemble_with, AssembleWith::Line);
-        let bad = Cli::try_parse_from(["sagebrush", "batch", "--input", "a", "--output", "b", "--strategy", "All"]);
+        let bad = Cli::try_parse_from([
+            "sagebrush",
+            "batch",
+            "--input",
+            "a",
+            "--output",
+            "b",
+            "--strategy",
+            "All",
+        ]);
         assert!(bad.unwrap_err().to_string().contains("MultiRecord"));
     }
 
     #[test]
     fn batch_container_defaults() {
         let parse = |env_batch: &str| {
-            let cli = Cli::try_parse_from(["sagebrush", "serve", "--batch", env_batch, "--queue-size", "4", "--max-concurrent-transforms", "9"]).expect("parses");
-            let Command::Serve(args) = cli.command else { panic!("not serve") };
+            let cli = Cli::try_parse_from([
+                "sagebrush",
+                "serve",
+                "--batch",
+                env_batch,
+                "--queue-size",
+                "4",
+                "--max-concurrent-transforms",
+                "9",
+            ])
+            .expect("parses");
+            let Command::Serve(args) = cli.command else {
+                panic!("not serve")
+            };
             Config::from_serve_args(&args).expect("config")
         };
         let batch = parse("true");
-        assert_eq!(batch.server.timeout, Duration::from_secs(BATCH_TIMEOUT_SECONDS));
+        assert_eq!(
+            batch.server.timeout,
+            Duration::from_secs(BATCH_TIMEOUT_SECONDS)
+        );
         assert_eq!(batch.server.max_concurrent_transforms, 4);
         assert_eq!(parse("false").server.timeout, Duration::from_secs(60));
     }

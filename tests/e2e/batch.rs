@@ -103,7 +103,11 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn jsonl(values: &[Value]) -> Vec<u8> {
-    values.iter().map(|v| format!("{v}\n")).collect::<String>().into_bytes()
+    values
+        .iter()
+        .map(|v| format!("{v}\n"))
+        .collect::<String>()
+        .into_bytes()
 }
 
 fn output_lines(path: &Path) -> Vec<Value> {
@@ -265,7 +269,12 @@ fn a_bad_record_fails_its_file_or_becomes_a_placeholder() {
         .logs
         .lines()
         .find(|l| l.contains("b-bad.jsonl line 3"))
-        .unwrap_or_else(|| panic!("the failed file and its first bad record are listed:\n{}", r.logs));
+        .unwrap_or_else(|| {
+            panic!(
+                "the failed file and its first bad record are listed:\n{}",
+                r.logs
+            )
+        });
     assert!(summary.contains("`tok_k`"), "{summary}");
 
     let out = dir.path().join("out-placeholder");
@@ -277,11 +286,20 @@ fn a_bad_record_fails_its_file_or_becomes_a_placeholder() {
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[2]["error"]["line"], 3, "{}", lines[2]);
     assert_eq!(lines[2]["error"]["code"], 400);
-    assert!(lines[2]["error"]["message"].as_str().unwrap().contains("`tok_k`"));
+    assert!(
+        lines[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`tok_k`")
+    );
     assert_eq!(lines[4]["error"]["line"], 5);
     for (i, score) in [(0, SCORES[0]), (1, SCORES[1]), (3, SCORES[2])] {
-        json_close(&lines[i], &json!([{"label": "NEGATIVE", "score": score}]), 1e-4)
-            .unwrap_or_else(|e| panic!("line {i}: {e}"));
+        json_close(
+            &lines[i],
+            &json!([{"label": "NEGATIVE", "score": score}]),
+            1e-4,
+        )
+        .unwrap_or_else(|e| panic!("line {i}: {e}"));
     }
 }
 
@@ -307,9 +325,7 @@ fn a_job_killed_mid_file_resumes_without_redoing_or_half_writing() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     let out = dir.path().join("out");
-    let records: Vec<Value> = (0..6)
-        .map(|i| json!({ "inputs": TEXTS[i % 3] }))
-        .collect();
+    let records: Vec<Value> = (0..6).map(|i| json!({ "inputs": TEXTS[i % 3] })).collect();
     write(&input.join("a.jsonl"), &jsonl(&records[..4]));
     // `b.jsonl` is a FIFO: the job reads what the test writes and then blocks, mid-file.
     let fifo = input.join("b.jsonl");
@@ -326,7 +342,12 @@ fn a_job_killed_mid_file_resumes_without_redoing_or_half_writing() {
     ];
     let (mut child, logs) = spawn(&str_args(&args), &[]);
     let done_a = out.join("a.jsonl.out");
-    wait_until("a.jsonl.out", Duration::from_secs(120), || done_a.is_file(), &logs);
+    wait_until(
+        "a.jsonl.out",
+        Duration::from_secs(120),
+        || done_a.is_file(),
+        &logs,
+    );
     let a_before = std::fs::metadata(&done_a).unwrap().modified().unwrap();
     let a_text = std::fs::read_to_string(&done_a).unwrap();
     let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
@@ -354,7 +375,10 @@ fn a_job_killed_mid_file_resumes_without_redoing_or_half_writing() {
         r.logs
     );
     assert!(r.logs.contains("1 of 2 files already done"), "{}", r.logs);
-    assert_eq!(std::fs::metadata(&done_a).unwrap().modified().unwrap(), a_before);
+    assert_eq!(
+        std::fs::metadata(&done_a).unwrap().modified().unwrap(),
+        a_before
+    );
     assert_eq!(std::fs::read_to_string(&done_a).unwrap(), a_text);
     let expected: Vec<Value> = (0..6)
         .map(|i| json!([{"label": "NEGATIVE", "score": SCORES[i % 3]}]))
@@ -374,7 +398,12 @@ fn user_code_from_the_model_runs_in_batch_as_in_serve() {
     let input = dir.path().join("texts.jsonl");
     write(
         &input,
-        &jsonl(&TEXTS.iter().map(|t| json!({ "inputs": t })).collect::<Vec<_>>()),
+        &jsonl(
+            &TEXTS
+                .iter()
+                .map(|t| json!({ "inputs": t }))
+                .collect::<Vec<_>>(),
+        ),
     );
     let out = dir.path().join("out");
     let args = [
@@ -523,7 +552,9 @@ fn s3_inputs_and_outputs_through_an_s3_compatible_server() {
             .unwrap_or_else(|e| panic!("{key}: {e}"))
             .text()
             .expect("text");
-        body.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        body.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     };
     let expected: Vec<Value> = SCORES
         .iter()
@@ -541,7 +572,11 @@ fn s3_inputs_and_outputs_through_an_s3_compatible_server() {
     }
     let again = run(&args, &env);
     assert!(again.status.success(), "{}", again.logs);
-    assert!(again.logs.contains("2 of 2 files already done"), "{}", again.logs);
+    assert!(
+        again.logs.contains("2 of 2 files already done"),
+        "{}",
+        again.logs
+    );
 }
 
 #[test]
@@ -583,7 +618,14 @@ fn multi_record_bodies_over_http_answer_one_line_per_record_in_order() {
         .map(|_| format!("{}\n", json!({"inputs": "a ".repeat(150)})))
         .collect();
     let m = server
-        .post("/invocations", &[("content-type", "application/jsonlines")], big)
+        .post(
+            "/invocations",
+            &[("content-type", "application/jsonlines")],
+            big,
+        )
         .expect_error(413, "payload_too_large");
-    assert!(m.contains("1 MiB") && m.contains("SAGEMAKER_MAX_PAYLOAD_IN_MB"), "{m}");
+    assert!(
+        m.contains("1 MiB") && m.contains("SAGEMAKER_MAX_PAYLOAD_IN_MB"),
+        "{m}"
+    );
 }

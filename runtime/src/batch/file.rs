@@ -69,7 +69,8 @@ impl Engine<'_> {
             move |source| BatchError::Io { path, source }
         };
         let file = std::fs::File::open(input).map_err(io(input))?;
-        let mut reader = open_records(CountingReader::new(file, self.progress)).map_err(io(input))?;
+        let mut reader =
+            open_records(CountingReader::new(file, self.progress)).map_err(io(input))?;
         let out_file = std::fs::File::create(out).map_err(io(out))?;
         let mut writer = std::io::BufWriter::new(out_file);
         let outcome = self.run(&mut *reader, rel, &mut writer)?;
@@ -89,14 +90,12 @@ impl Engine<'_> {
         let header = match (s.split, s.processing.input) {
             (SplitType::Line, Format::Csv) => {
                 match records::read_line(reader, &mut line_no).map_err(read_error(rel))? {
-                    Some(h) => Some(
-                        s.processing
-                            .filter_input(h.line, &h.raw)
-                            .map_err(|e| BatchError::BadHeader {
-                                file: rel.to_owned(),
-                                reason: e.message,
-                            })?,
-                    ),
+                    Some(h) => Some(s.processing.filter_input(h.line, &h.raw).map_err(|e| {
+                        BatchError::BadHeader {
+                            file: rel.to_owned(),
+                            reason: e.message,
+                        }
+                    })?),
                     None => None,
                 }
             }
@@ -197,7 +196,10 @@ impl Engine<'_> {
 
     /// The bytes to send for a record: filtered, and within the payload limit.
     fn prepare(&self, record: &Record) -> Result<Vec<u8>, RecordError> {
-        let sent = self.settings.processing.filter_input(record.line, &record.raw)?;
+        let sent = self
+            .settings
+            .processing
+            .filter_input(record.line, &record.raw)?;
         let limit = self.settings.max_payload_bytes;
         if sent.len() > limit {
             return Err(RecordError {
@@ -225,7 +227,13 @@ impl Engine<'_> {
             .filter(|(_, (_, sent))| sent.is_ok())
             .map(|(i, _)| i)
             .collect();
-        let sent = |i: usize| work.items[i].1.as_ref().map(Vec::as_slice).unwrap_or_default();
+        let sent = |i: usize| {
+            work.items[i]
+                .1
+                .as_ref()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+        };
         let request_id = |part: &str| format!("{rel}#{}{part}", work.seq);
         if ready.len() > 1 {
             let bodies: Vec<Vec<u8>> = ready.iter().map(|&i| sent(i).to_vec()).collect();

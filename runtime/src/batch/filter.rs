@@ -40,7 +40,9 @@ enum Selector {
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
     /// The expression is not in the supported subset.
-    #[error("`{flag}` {path:?} is not a supported JSONPath ({reason}); examples: $, $.features, $[1:], $[0,2], $['id','SageMakerOutput']")]
+    #[error(
+        "`{flag}` {path:?} is not a supported JSONPath ({reason}); examples: $, $.features, $[1:], $[0,2], $['id','SageMakerOutput']"
+    )]
     Syntax {
         /// `--input-filter` or `--output-filter`.
         flag: &'static str,
@@ -137,8 +139,9 @@ impl JsonPath {
             }
             (Step::Index(i), Value::Array(items)) => {
                 let len = items.len();
-                let at = resolve(*i, len)
-                    .ok_or_else(|| self.no_match(format!("index {i} is outside a list of {len}")))?;
+                let at = resolve(*i, len).ok_or_else(|| {
+                    self.no_match(format!("index {i} is outside a list of {len}"))
+                })?;
                 Ok(items.into_iter().nth(at).unwrap_or(Value::Null))
             }
             (Step::Union(selectors), Value::Array(items)) => {
@@ -315,7 +318,10 @@ mod tests {
     fn sagemaker_examples() {
         let row = json!(["id7", "a", "b", "c", "d", "e", "f"]);
         assert_eq!(apply("$", row.clone()), row);
-        assert_eq!(apply("$[1:]", row.clone()), json!(["a", "b", "c", "d", "e", "f"]));
+        assert_eq!(
+            apply("$[1:]", row.clone()),
+            json!(["a", "b", "c", "d", "e", "f"])
+        );
         assert_eq!(apply("$[0,5:]", row.clone()), json!(["id7", "e", "f"]));
         assert_eq!(apply("$[1:3]", row.clone()), json!(["a", "b"]));
         assert_eq!(apply("$[0,2]", row.clone()), json!(["id7", "b"]));

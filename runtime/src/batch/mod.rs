@@ -230,7 +230,12 @@ pub async fn run(args: &BatchArgs) -> Result<(), BatchError> {
     }
     let skipped = files.len() - todo.len();
     if skipped > 0 {
-        tracing::info!(skipped, total = files.len(), "resuming: {skipped} of {} files already done, skipped", files.len());
+        tracing::info!(
+            skipped,
+            total = files.len(),
+            "resuming: {skipped} of {} files already done, skipped",
+            files.len()
+        );
     }
     if todo.is_empty() {
         tracing::info!("every input already has its output; nothing to do");
@@ -268,9 +273,7 @@ async fn transform(
         )
         .map_err(|e| BatchError::Negotiate(crate::server::error::error_chain(&e)))?;
     let model = std::sync::Arc::new(model);
-    let progress = std::sync::Arc::new(progress::Progress::new(
-        todo.iter().map(|f| f.size).sum(),
-    ));
+    let progress = std::sync::Arc::new(progress::Progress::new(todo.iter().map(|f| f.size).sum()));
     tracing::info!(
         files = todo.len(),
         strategy = ?settings.strategy,

@@ -155,8 +155,9 @@ impl Processing {
                 other => serde_json::to_vec(other)
                     .map_err(|e| RecordError::validation(line, e.to_string())),
             },
-            Format::Json | Format::JsonLines => serde_json::to_vec(value)
-                .map_err(|e| RecordError::validation(line, e.to_string())),
+            Format::Json | Format::JsonLines => {
+                serde_json::to_vec(value).map_err(|e| RecordError::validation(line, e.to_string()))
+            }
         }
     }
 
@@ -314,9 +315,8 @@ pub fn split_answer(body: &[u8], content_type: &str, n: usize) -> Option<Split> 
             let mut rows = Vec::new();
             for record in reader.records() {
                 let cells = record.ok()?;
-                let value = Value::Array(
-                    cells.iter().map(|c| Value::String(c.to_owned())).collect(),
-                );
+                let value =
+                    Value::Array(cells.iter().map(|c| Value::String(c.to_owned())).collect());
                 rows.push(write_csv_row(&value)?);
             }
             if rows.is_empty() {
@@ -394,7 +394,9 @@ mod tests {
         let raw = br#"{"id":7,"features":{"inputs":"hi"}}"#.to_vec();
         assert_eq!(p.filter_input(1, &raw).unwrap(), br#"{"inputs":"hi"}"#);
         let record = Record { line: 1, raw };
-        let out = p.finish_output(&record, br#"[{"label":"A"}]"#.to_vec()).unwrap();
+        let out = p
+            .finish_output(&record, br#"[{"label":"A"}]"#.to_vec())
+            .unwrap();
         let out: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(out, json!({"id": 7, "SageMakerOutput": [{"label": "A"}]}));
 
@@ -405,7 +407,10 @@ mod tests {
             output_filter: Some(JsonPath::parse("--output-filter", "$[0,2]").unwrap()),
             join: JoinSource::Input,
         };
-        assert_eq!(p.filter_input(2, b"7,\"hi, there\"").unwrap(), b"\"hi, there\"");
+        assert_eq!(
+            p.filter_input(2, b"7,\"hi, there\"").unwrap(),
+            b"\"hi, there\""
+        );
         let record = Record {
             line: 2,
             raw: b"7,\"hi, there\"".to_vec(),

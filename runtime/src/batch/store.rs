@@ -162,7 +162,10 @@ impl Location {
     /// Where the output of `rel` goes, for messages.
     pub fn output_name(&self, rel: &str) -> String {
         match self {
-            Self::Local(root) => root.join(format!("{rel}{OUT_SUFFIX}")).display().to_string(),
+            Self::Local(root) => root
+                .join(format!("{rel}{OUT_SUFFIX}"))
+                .display()
+                .to_string(),
             Self::S3 { url, .. } => {
                 format!("{}/{rel}{OUT_SUFFIX}", url.trim_end_matches('/'))
             }
@@ -181,9 +184,11 @@ impl Location {
     /// Whether the output of `rel` exists (then an earlier run finished it).
     pub async fn output_exists(&self, rel: &str) -> Result<bool, BatchError> {
         match self {
-            Self::Local(root) => Ok(tokio::fs::try_exists(root.join(format!("{rel}{OUT_SUFFIX}")))
-                .await
-                .unwrap_or(false)),
+            Self::Local(root) => Ok(
+                tokio::fs::try_exists(root.join(format!("{rel}{OUT_SUFFIX}")))
+                    .await
+                    .unwrap_or(false),
+            ),
             Self::S3 { store, prefix, .. } => {
                 match store.head(&Self::output_key(prefix, rel)).await {
                     Ok(_) => Ok(true),
