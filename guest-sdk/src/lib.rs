@@ -72,7 +72,10 @@
 //!
 //! `transform_fn` owns the whole request, so it cannot be combined with `input_fn`,
 //! `predict_fn` or `output_fn` (`model_fn` is fine). [`handler`] refuses that at compile time
-//! with the runtime's own message:
+//! with the runtime's own message, `Cannot use transform_fn implementation in conjunction with
+//! input_fn, predict_fn, and/or output_fn implementation` (the repository's end-to-end test
+//! `transform_fn_with_input_fn_fails_to_compile_with_the_exact_message` builds this very code and
+//! checks the compiler prints that message):
 //!
 //! ```compile_fail
 //! use guest_sdk::{Context, Error, Handler, Payload, Response};

@@ -4,14 +4,16 @@
 //! contract §2 has a flag; a bad value fails start-up with a message naming the variable and the
 //! accepted values. Everything else takes `&Config` or one of its sub-structs.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::codec::Encoding;
-use crate::pipelines::Task;
+use crate::task::Task;
 
 /// `sagebrush`: SageMaker-compatible model server for Hugging Face models.
 #[derive(Debug, Parser)]
@@ -53,7 +55,7 @@ pub enum LogFormat {
 pub struct ServeArgs {
     /// Port to listen on; SageMaker sets it for the container. 0 picks a free port.
     #[arg(long, env = "SAGEMAKER_BIND_TO_PORT", default_value_t = 8080,
-          value_parser = parse_port)]
+          value_parser = number(0, u16::MAX, "a port number"))]
     pub port: u16,
     /// Address to bind.
     #[arg(long, env = "SAGEBRUSH_HOST", default_value = "0.0.0.0")]
@@ -65,66 +67,79 @@ pub struct ServeArgs {
     #[arg(long, env = "SAGEBRUSH_MODEL")]
     pub model: Option<String>,
     /// Seconds one invocation may take before it is answered with 504.
-    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", value_parser = parse_timeout_seconds)]
+    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", value_parser = seconds())]
     pub timeout_seconds: Option<u64>,
     /// Older name of `--timeout-seconds`; `SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS` wins when both are set.
-    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_TIMEOUT", hide = true, value_parser = parse_timeout)]
+    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_TIMEOUT", hide = true, value_parser = seconds())]
     pub timeout_legacy: Option<u64>,
     /// Seconds the model may take to load before the load is declared failed (0: no limit).
-    #[arg(long, env = "SAGEMAKER_STARTUP_TIMEOUT", default_value_t = 0, value_parser = parse_startup_timeout)]
+    #[arg(long, env = "SAGEMAKER_STARTUP_TIMEOUT", default_value_t = 0, value_parser = number::<u64>(0, 86_400, "a whole number of seconds"))]
     pub startup_timeout: u64,
     /// Largest request body in MiB; larger bodies get 413.
-    #[arg(long, env = "SAGEMAKER_MAX_PAYLOAD_IN_MB", default_value_t = 6, value_parser = parse_payload_mb)]
+    #[arg(long, env = "SAGEMAKER_MAX_PAYLOAD_IN_MB", default_value_t = 6, value_parser = number::<u64>(1, 102_400, "a whole number of MiB"))]
     pub max_payload_mb: u64,
-    /// Concurrent requests worked on at once (guest instances in the pool). Default: CPU count.
-    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_WORKERS", value_parser = parse_workers)]
+    /// User-code instances: guest hook calls that run at once (and `MaxConcurrentTransforms`).
+    /// Default: CPU count.
+    #[arg(long, env = "SAGEMAKER_MODEL_SERVER_WORKERS", value_parser = number::<usize>(1, 1024, "a whole number"))]
     pub workers: Option<usize>,
-    /// Requests that may wait for the model worker before new ones get 429.
-    #[arg(long, env = "SAGEBRUSH_QUEUE_SIZE", default_value_t = 256, value_parser = parse_queue_size)]
+    /// Invocations admitted at once (reading, user code, waiting for or in the model); one more
+    /// gets 429 before its body is read.
+    #[arg(long, env = "SAGEBRUSH_QUEUE_SIZE", default_value_t = 256, value_parser = number::<usize>(1, 1_000_000, "a whole number"))]
     pub queue_size: usize,
-    /// Most inputs run through the model in one forward pass.
-    #[arg(long, env = "SAGEBRUSH_MAX_BATCH_SIZE", default_value_t = 32, value_parser = parse_max_batch)]
+    /// Most inputs (rows) run through the model in one forward pass.
+    #[arg(long, env = "SAGEBRUSH_MAX_BATCH_SIZE", default_value_t = 32, value_parser = number::<usize>(1, 4096, "a whole number"))]
     pub max_batch_size: usize,
+    /// Most padded tokens (rows × longest row) in one forward pass.
+    #[arg(long, env = "SAGEBRUSH_MAX_BATCH_TOKENS", default_value_t = 16_384, value_parser = number::<usize>(1, 16_777_216, "a whole number of tokens"))]
+    pub max_batch_tokens: usize,
+    /// Milliseconds the model worker waits for more requests to fill a batch (0: it batches
+    /// what arrived while the previous forward pass ran).
+    #[arg(long, env = "SAGEBRUSH_MAX_BATCH_WAIT_MS", default_value_t = 0, value_parser = number::<u64>(0, 60_000, "a whole number of milliseconds"))]
+    pub max_batch_wait_ms: u64,
+    /// Test-only control directory of the model worker (built with the `test-gate` feature).
+    #[cfg(feature = "test-gate")]
+    #[arg(long, env = "SAGEBRUSH_TEST_GATE_DIR", hide = true)]
+    pub test_gate_dir: Option<PathBuf>,
     /// Response media type when the request has no `Accept` or `*/*`.
     #[arg(long, env = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", default_value = "application/json",
-          value_parser = parse_default_accept)]
+          value_parser = Checked(parse_default_accept))]
     pub default_accept: Encoding,
     /// Batch Transform job: reported by `/execution-parameters`. Accepts true/false.
     #[arg(long, env = "SAGEMAKER_BATCH", default_value_t = false, action = ArgAction::Set,
-          value_parser = parse_batch_bool)]
+          value_parser = BOOL)]
     pub batch: bool,
     /// Batch Transform strategy reported by `/execution-parameters`.
     #[arg(long, env = "SAGEMAKER_BATCH_STRATEGY", default_value = "MULTI_RECORD",
-          value_parser = parse_batch_strategy)]
+          value_parser = Checked(parse_batch_strategy))]
     pub batch_strategy: BatchStrategy,
     /// `MaxConcurrentTransforms` reported by `/execution-parameters`. Default: `--workers`.
-    #[arg(long, env = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", value_parser = parse_concurrent_transforms)]
+    #[arg(long, env = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", value_parser = number::<usize>(1, 1024, "a whole number"))]
     pub max_concurrent_transforms: Option<usize>,
     /// Multi-model endpoint mode (not implemented yet: `true` fails start-up).
     #[arg(long, env = "SAGEMAKER_MULTI_MODEL", default_value_t = false, action = ArgAction::Set,
-          value_parser = parse_multi_model)]
+          value_parser = BOOL)]
     pub multi_model: bool,
     /// Pipeline task; default: inferred from `config.json` `architectures[0]`.
-    #[arg(long, env = "HF_TASK", value_parser = parse_task)]
+    #[arg(long, env = "HF_TASK", value_parser = Checked(parse_task))]
     pub task: Option<Task>,
     /// Allow code shipped with the model. Accepts y/yes/t/true/on/1 and n/no/f/false/off/0.
     #[arg(long, env = "HF_TRUST_REMOTE_CODE", default_value_t = false, action = ArgAction::Set,
-          value_parser = parse_trust_remote_code)]
+          value_parser = BOOL)]
     pub trust_remote_code: bool,
     /// User code file inside the model's `code/` directory.
     #[arg(long, env = "SAGEMAKER_PROGRAM", default_value = "inference.wasm")]
     pub program: String,
     /// Memory limit of one guest instance, in MiB.
-    #[arg(long, env = "SAGEBRUSH_GUEST_MEMORY_MB", default_value_t = 512, value_parser = parse_guest_memory)]
+    #[arg(long, env = "SAGEBRUSH_GUEST_MEMORY_MB", default_value_t = 512, value_parser = number::<u64>(1, 4096, "a whole number of MiB"))]
     pub guest_memory_mb: u64,
     /// Time limit of one guest hook call, in milliseconds.
-    #[arg(long, env = "SAGEBRUSH_GUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = parse_guest_timeout)]
+    #[arg(long, env = "SAGEBRUSH_GUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = number::<u64>(1, 3_600_000, "a whole number of milliseconds"))]
     pub guest_timeout_ms: u64,
     /// Where compiled guests are cached. Default: `$XDG_CACHE_HOME/sagebrush` or `~/.cache/sagebrush`.
     #[arg(long, env = "SAGEBRUSH_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Largest total size of an unpacked `model.tar.gz`, in MiB.
-    #[arg(long, env = "SAGEBRUSH_MAX_UNPACKED_MB", default_value_t = 65_536, value_parser = parse_unpacked_mb)]
+    #[arg(long, env = "SAGEBRUSH_MAX_UNPACKED_MB", default_value_t = 65_536, value_parser = number::<u64>(1, 16_777_216, "a whole number of MiB"))]
     pub max_unpacked_mb: u64,
     #[command(flatten)]
     pub hub: HubArgs,
@@ -153,7 +168,7 @@ pub struct HubArgs {
     pub hf_home: Option<PathBuf>,
     /// Serve from the cache only; never contact the Hub.
     #[arg(long, env = "HF_HUB_OFFLINE", default_value_t = false, action = ArgAction::Set,
-          value_parser = parse_offline)]
+          value_parser = BOOL)]
     pub offline: bool,
 }
 
@@ -187,10 +202,10 @@ pub struct BatchArgs {
     #[arg(long, value_enum, default_value_t = Strategy::MultiRecord, ignore_case = true)]
     pub strategy: Strategy,
     /// Most records in one MultiRecord request.
-    #[arg(long, default_value_t = 64, value_parser = parse_max_records)]
+    #[arg(long, default_value_t = 64, value_parser = number::<usize>(1, 1_000_000, "a whole number"))]
     pub max_records: usize,
     /// Requests in flight at once. Default: `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS`, else `--workers`.
-    #[arg(long, value_parser = parse_concurrency)]
+    #[arg(long, value_parser = number::<usize>(1, 1024, "a whole number"))]
     pub concurrency: Option<usize>,
     /// How outputs are joined in a file: `Line` (a newline after each record) or `None`.
     #[arg(long, value_enum, default_value_t = AssembleWith::Line, ignore_case = true)]
@@ -351,8 +366,10 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// Largest request body in bytes.
     pub max_payload_bytes: usize,
-    /// Concurrent requests.
+    /// User-code instances (guest hook calls at once).
     pub workers: usize,
+    /// Invocations admitted at once; one more is 429.
+    pub queue_size: usize,
     /// Default response encoding.
     pub default_accept: Encoding,
     /// Reported by `/execution-parameters`.
@@ -385,16 +402,24 @@ pub struct LoadConfig {
     pub work_dir: PathBuf,
     /// `HF_TASK`.
     pub task: Option<Task>,
-    /// `HF_TRUST_REMOTE_CODE`.
-    pub trust_remote_code: bool,
     /// `SAGEMAKER_PROGRAM`.
     pub program: String,
     /// Largest unpacked archive size in bytes.
     pub max_unpacked_bytes: u64,
     /// Most inputs per forward pass.
     pub max_batch_size: usize,
+    /// Most padded tokens per forward pass.
+    pub max_batch_tokens: usize,
+    /// How long the worker waits to fill a batch.
+    pub max_batch_wait: Duration,
     /// Requests that may wait for the model worker.
     pub queue_size: usize,
+    /// One forward pass longer than this makes `/ping` report the worker wedged (the
+    /// invocation time limit).
+    pub wedged_after: Duration,
+    /// Test-only control directory of the model worker.
+    #[cfg(feature = "test-gate")]
+    pub test_gate_dir: Option<PathBuf>,
     /// Load time limit.
     pub startup_timeout: Option<Duration>,
     /// Guest limits.
@@ -469,6 +494,14 @@ impl Config {
             (Some(model), None) => ModelSource::Path(PathBuf::from(model)),
             (None, None) => ModelSource::Path(args.base_dir.join("model")),
         };
+        if args.trust_remote_code {
+            // Validated (contract §2) but without effect: transformers uses it to run Python
+            // modeling code from the Hub, and sagebrush never runs Python. Not kept in
+            // `LoadConfig`, which nothing would read it from.
+            tracing::warn!(
+                "HF_TRUST_REMOTE_CODE=true has no effect: sagebrush runs no Python model code (user code runs as code/inference.wasm)"
+            );
+        }
         let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
         let work_dir = std::env::temp_dir().join(format!("sagebrush-{}", std::process::id()));
         Ok(Self {
@@ -478,6 +511,7 @@ impl Config {
                 max_payload_bytes: usize::try_from(args.max_payload_mb * 1024 * 1024)
                     .unwrap_or(usize::MAX),
                 workers,
+                queue_size: args.queue_size,
                 default_accept: args.default_accept,
                 // Never more than can wait for the model: beyond the queue, requests get 429.
                 max_concurrent_transforms: args
@@ -491,11 +525,15 @@ impl Config {
                 source,
                 work_dir,
                 task: args.task.clone(),
-                trust_remote_code: args.trust_remote_code,
                 program: args.program.clone(),
                 max_unpacked_bytes: args.max_unpacked_mb * 1024 * 1024,
                 max_batch_size: args.max_batch_size,
+                max_batch_tokens: args.max_batch_tokens,
+                max_batch_wait: Duration::from_millis(args.max_batch_wait_ms),
                 queue_size: args.queue_size,
+                wedged_after: Duration::from_secs(timeout),
+                #[cfg(feature = "test-gate")]
+                test_gate_dir: args.test_gate_dir.clone(),
                 startup_timeout: (args.startup_timeout > 0)
                     .then(|| Duration::from_secs(args.startup_timeout)),
                 wasm: WasmLimits {
@@ -548,236 +586,196 @@ fn default_cache_dir() -> PathBuf {
 const TRUTHY: [&str; 6] = ["y", "yes", "t", "true", "on", "1"];
 const FALSY: [&str; 6] = ["n", "no", "f", "false", "off", "0"];
 
-fn parse_bool(var: &str, value: &str) -> Result<bool, String> {
+/// The error of a bad value: names the argument's environment variable (written once, in its
+/// `env = ".."` attribute) and its flag, states `rule` and shows the value given.
+fn invalid(cmd: &clap::Command, arg: Option<&clap::Arg>, rule: &str, value: &str) -> clap::Error {
+    let env = arg
+        .and_then(clap::Arg::get_env)
+        .map(|e| e.to_string_lossy().into_owned());
+    let flag = arg.and_then(clap::Arg::get_long).map(|l| format!("--{l}"));
+    let name = match (env, flag) {
+        (Some(env), Some(flag)) => format!("`{env}` (`{flag}`)"),
+        (Some(name), None) | (None, Some(name)) => format!("`{name}`"),
+        (None, None) => "the value".to_owned(),
+    };
+    clap::Error::raw(
+        clap::error::ErrorKind::ValueValidation,
+        format!("{name} {rule}, got {value:?}\n"),
+    )
+    .with_cmd(cmd)
+}
+
+/// A value parser from a function that returns the value, or the rule the text broke
+/// (e.g. "must be SINGLE_RECORD or MULTI_RECORD"); [`invalid`] adds the variable's name.
+#[derive(Clone, Copy)]
+struct Checked<F>(F);
+
+impl<T, F> TypedValueParser for Checked<F>
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_string_lossy();
+        (self.0)(&text).map_err(|rule| invalid(cmd, arg, &rule, &text))
+    }
+}
+
+/// A whole number from `min` to `max`; `what` says what it counts ("a whole number of MiB").
+fn number<T>(
+    min: T,
+    max: T,
+    what: &'static str,
+) -> Checked<impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy + Send + Sync + 'static,
+{
+    Checked(move |text: &str| match text.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!("must be {what} from {min} to {max}")),
+    })
+}
+
+/// A boolean variable (contract §2's truth values).
+const BOOL: Checked<fn(&str) -> Result<bool, String>> = Checked(parse_bool);
+
+/// A time limit in whole seconds, shared by the two names of the invocation timeout.
+fn seconds() -> impl TypedValueParser<Value = u64> {
+    number(1u64, 86_400, "a whole number of seconds")
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
     let lower = value.trim().to_ascii_lowercase();
     if TRUTHY.contains(&lower.as_str()) {
         Ok(true)
     } else if FALSY.contains(&lower.as_str()) {
         Ok(false)
     } else {
-        Err(format!(
-            "`{var}` must be one of y, yes, t, true, on, 1 or n, no, f, false, off, 0 (any case), got {value:?}"
-        ))
+        Err(
+            "must be one of y, yes, t, true, on, 1 or n, no, f, false, off, 0 (any case)"
+                .to_owned(),
+        )
     }
-}
-
-fn parse_number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
-    var: &str,
-    value: &str,
-    min: T,
-    max: T,
-    what: &str,
-) -> Result<T, String> {
-    match value.trim().parse::<T>() {
-        Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(format!(
-            "`{var}` must be {what} from {min} to {max}, got {value:?}"
-        )),
-    }
-}
-
-macro_rules! number_parser {
-    ($name:ident, $ty:ty, $var:literal, $min:expr, $max:expr, $what:literal) => {
-        fn $name(value: &str) -> Result<$ty, String> {
-            parse_number::<$ty>($var, value, $min, $max, $what)
-        }
-    };
-}
-
-number_parser!(
-    parse_port,
-    u16,
-    "SAGEMAKER_BIND_TO_PORT",
-    0,
-    u16::MAX,
-    "a port number"
-);
-number_parser!(
-    parse_timeout_seconds,
-    u64,
-    "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS",
-    1,
-    86_400,
-    "a whole number of seconds"
-);
-number_parser!(
-    parse_timeout,
-    u64,
-    "SAGEMAKER_MODEL_SERVER_TIMEOUT",
-    1,
-    86_400,
-    "a whole number of seconds"
-);
-number_parser!(
-    parse_startup_timeout,
-    u64,
-    "SAGEMAKER_STARTUP_TIMEOUT",
-    0,
-    86_400,
-    "a whole number of seconds"
-);
-number_parser!(
-    parse_payload_mb,
-    u64,
-    "SAGEMAKER_MAX_PAYLOAD_IN_MB",
-    1,
-    102_400,
-    "a whole number of MiB"
-);
-number_parser!(
-    parse_workers,
-    usize,
-    "SAGEMAKER_MODEL_SERVER_WORKERS",
-    1,
-    1024,
-    "a whole number"
-);
-number_parser!(
-    parse_queue_size,
-    usize,
-    "SAGEBRUSH_QUEUE_SIZE",
-    1,
-    1_000_000,
-    "a whole number"
-);
-number_parser!(
-    parse_max_batch,
-    usize,
-    "SAGEBRUSH_MAX_BATCH_SIZE",
-    1,
-    4096,
-    "a whole number"
-);
-number_parser!(
-    parse_concurrent_transforms,
-    usize,
-    "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",
-    1,
-    1024,
-    "a whole number"
-);
-number_parser!(
-    parse_guest_memory,
-    u64,
-    "SAGEBRUSH_GUEST_MEMORY_MB",
-    1,
-    4096,
-    "a whole number of MiB"
-);
-number_parser!(
-    parse_guest_timeout,
-    u64,
-    "SAGEBRUSH_GUEST_TIMEOUT_MS",
-    1,
-    3_600_000,
-    "a whole number of milliseconds"
-);
-number_parser!(
-    parse_unpacked_mb,
-    u64,
-    "SAGEBRUSH_MAX_UNPACKED_MB",
-    1,
-    16_777_216,
-    "a whole number of MiB"
-);
-
-number_parser!(
-    parse_max_records,
-    usize,
-    "--max-records",
-    1,
-    1_000_000,
-    "a whole number"
-);
-number_parser!(
-    parse_concurrency,
-    usize,
-    "--concurrency",
-    1,
-    1024,
-    "a whole number"
-);
-
-fn parse_trust_remote_code(value: &str) -> Result<bool, String> {
-    parse_bool("HF_TRUST_REMOTE_CODE", value)
-}
-
-fn parse_batch_bool(value: &str) -> Result<bool, String> {
-    parse_bool("SAGEMAKER_BATCH", value)
-}
-
-fn parse_multi_model(value: &str) -> Result<bool, String> {
-    parse_bool("SAGEMAKER_MULTI_MODEL", value)
-}
-
-fn parse_offline(value: &str) -> Result<bool, String> {
-    parse_bool("HF_HUB_OFFLINE", value)
 }
 
 fn parse_batch_strategy(value: &str) -> Result<BatchStrategy, String> {
     match value.trim().to_ascii_uppercase().replace('_', "").as_str() {
         "SINGLERECORD" => Ok(BatchStrategy::SingleRecord),
         "MULTIRECORD" => Ok(BatchStrategy::MultiRecord),
-        _ => Err(format!(
-            "`SAGEMAKER_BATCH_STRATEGY` must be SINGLE_RECORD or MULTI_RECORD, got {value:?}"
-        )),
+        _ => Err("must be SINGLE_RECORD or MULTI_RECORD".to_owned()),
     }
 }
 
 fn parse_default_accept(value: &str) -> Result<Encoding, String> {
-    Encoding::from_media_type(value).ok_or_else(|| {
-        format!(
-            "`SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT` must be one of {}, got {value:?}",
-            Encoding::ACCEPTED.join(", ")
-        )
-    })
+    Encoding::from_media_type(value)
+        .ok_or_else(|| format!("must be one of {}", Encoding::ACCEPTED.join(", ")))
 }
 
 fn parse_task(value: &str) -> Result<Task, String> {
-    Task::parse(value).ok_or_else(|| {
-        format!(
-            "`HF_TASK` must be one of {}, got {value:?}",
-            Task::ACCEPTED.join(", ")
-        )
-    })
+    Task::parse(value).ok_or_else(|| format!("must be one of {}", Task::ACCEPTED.join(", ")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn trust_remote_code_truth_table() {
-        for v in ["y", "YES", "t", "True", "on", "1"] {
-            assert_eq!(parse_trust_remote_code(v), Ok(true), "{v}");
+    /// The start-up error of `serve` with `flag value`.
+    fn serve_error(flag: &str, value: &str) -> String {
+        Cli::try_parse_from(["sagebrush", "serve", flag, value])
+            .expect_err("a bad value fails")
+            .to_string()
+    }
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let args = ["sagebrush", "serve"].iter().chain(extra);
+        match Cli::try_parse_from(args).expect("parses").command {
+            Command::Serve(args) => *args,
+            Command::Package(_) | Command::Batch(_) => unreachable!("serve was asked for"),
         }
-        for v in ["n", "No", "F", "false", "OFF", "0"] {
-            assert_eq!(parse_trust_remote_code(v), Ok(false), "{v}");
-        }
-        let err = parse_trust_remote_code("maybe").unwrap_err();
-        assert!(err.contains("HF_TRUST_REMOTE_CODE") && err.contains("yes") && err.contains("off"));
     }
 
     #[test]
-    fn bad_port_names_the_variable() {
-        let err = parse_port("http").unwrap_err();
-        assert!(err.contains("SAGEMAKER_BIND_TO_PORT"), "{err}");
+    fn trust_remote_code_truth_table() {
+        for v in ["y", "YES", "t", "True", "on", "1"] {
+            assert!(
+                serve_args(&["--trust-remote-code", v]).trust_remote_code,
+                "{v}"
+            );
+        }
+        for v in ["n", "No", "F", "false", "OFF", "0"] {
+            assert!(
+                !serve_args(&["--trust-remote-code", v]).trust_remote_code,
+                "{v}"
+            );
+        }
+        let err = serve_error("--trust-remote-code", "maybe");
+        assert!(
+            err.contains("`HF_TRUST_REMOTE_CODE` (`--trust-remote-code`)")
+                && err.contains("yes")
+                && err.contains("off")
+                && err.contains("\"maybe\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_port_names_the_variable_and_the_range() {
+        let err = serve_error("--port", "http");
+        assert!(
+            err.contains("`SAGEMAKER_BIND_TO_PORT` (`--port`) must be a port number from 0 to 65535, got \"http\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_checked_flag_names_its_own_variable() {
+        for (flag, value, var) in [
+            (
+                "--timeout-seconds",
+                "0",
+                "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS",
+            ),
+            ("--timeout-legacy", "x", "SAGEMAKER_MODEL_SERVER_TIMEOUT"),
+            ("--max-payload-mb", "lots", "SAGEMAKER_MAX_PAYLOAD_IN_MB"),
+            ("--workers", "0", "SAGEMAKER_MODEL_SERVER_WORKERS"),
+            ("--offline", "perhaps", "HF_HUB_OFFLINE"),
+            ("--task", "sentiment", "HF_TASK"),
+            (
+                "--default-accept",
+                "text/html",
+                "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT",
+            ),
+        ] {
+            let err = serve_error(flag, value);
+            assert!(
+                err.contains(&format!("`{var}` (`{flag}`)")),
+                "{flag}: {err}"
+            );
+            assert!(err.contains(&format!("{value:?}")), "{flag}: {err}");
+        }
     }
 
     #[test]
     fn batch_strategy_accepts_both_spellings() {
         assert_eq!(
-            parse_batch_strategy("MultiRecord"),
-            Ok(BatchStrategy::MultiRecord)
+            serve_args(&["--batch-strategy", "MultiRecord"]).batch_strategy,
+            BatchStrategy::MultiRecord
         );
         assert_eq!(
-            parse_batch_strategy("SINGLE_RECORD"),
-            Ok(BatchStrategy::SingleRecord)
+            serve_args(&["--batch-strategy", "SINGLE_RECORD"]).batch_strategy,
+            BatchStrategy::SingleRecord
         );
+        let err = serve_error("--batch-strategy", "all");
         assert!(
-            parse_batch_strategy("all")
-                .unwrap_err()
-                .contains("SAGEMAKER_BATCH_STRATEGY")
+            err.contains("`SAGEMAKER_BATCH_STRATEGY`") && err.contains("MULTI_RECORD"),
+            "{err}"
         );
     }
 

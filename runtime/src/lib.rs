@@ -1,5 +1,5 @@
 //! sagebrush: a SageMaker Hugging Face inference runtime. Native candle pipelines, user code as
-//! WebAssembly components, the SageMaker HTTP contract (see `shared/spec.md`).
+//! WebAssembly components, the SageMaker HTTP contract (see `docs/contract.md`).
 
 /// Model artifacts: directories and safely unpacked `model.tar.gz`.
 pub mod artifact;
@@ -13,7 +13,7 @@ pub mod config;
 pub mod handler;
 /// `HF_MODEL_ID`: Hub download, revision, cache, offline mode, token.
 pub mod hub;
-/// The model worker thread.
+/// The inference core: typed request queue, dynamic batching, the model worker thread.
 pub mod infer;
 /// Source → loaded model, in the background.
 pub mod load;
@@ -25,6 +25,8 @@ pub mod package;
 pub mod pipelines;
 /// The HTTP server.
 pub mod server;
+/// The pipeline task: names, aliases, inference from `config.json`.
+pub mod task;
 /// Logging.
 pub mod telemetry;
 /// Tokenizers from `tokenizer.json` or the slow files.
@@ -78,7 +80,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         match result {
             Ok(model) => loader_state.set_model(ModelState::Ready(Arc::new(model))),
             Err(err) => {
-                let chain = server::error::error_chain(&err);
+                let chain = telemetry::error_chain(&err);
                 tracing::error!(error = %chain, "model failed to load");
                 loader_state.set_model(ModelState::Failed(Arc::new(err)));
             }

@@ -1,4 +1,4 @@
-//! Model loading: source → model directory → config, task, tokenizer, model worker, pipeline
+//! Model loading: source → model directory → config, task, tokenizer, inference core, pipeline
 //! and hook chain. Runs in the background while `/ping` says 503 (contract §1, §3).
 
 use std::path::{Path, PathBuf};
@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use crate::artifact::{self, ArtifactError};
 use crate::config::{LoadConfig, ModelSource};
-use crate::handler::{HookChain, NativePipeline, UserCode};
-use crate::infer::ModelWorker;
+use crate::handler::{HookChain, HookRuleError, UserCode};
+use crate::infer::{Infer, InferConfig};
 use crate::models::{Encoder, ModelConfig, ModelError};
-use crate::pipelines::{self, Native, Resources, Task};
+use crate::pipelines::{self, Pipeline, Resources};
+use crate::task::Task;
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 /// A model ready to serve.
@@ -20,6 +21,8 @@ pub struct LoadedModel {
     pub task: Task,
     /// The model directory.
     pub model_dir: PathBuf,
+    /// The inference core that owns the model, for `/ping`'s health command.
+    pub infer: Infer,
 }
 
 /// Why the model could not be loaded. `/ping` reports it as 503 and it is logged once.
@@ -70,6 +73,15 @@ pub enum LoadError {
         /// Why.
         message: String,
     },
+    /// The user code's hook set breaks the toolkit's rules.
+    #[error("user code {}", path.display())]
+    HookRules {
+        /// The `.wasm` file.
+        path: PathBuf,
+        /// The rule broken.
+        #[source]
+        source: HookRuleError,
+    },
     /// The model worker thread could not be started.
     #[error("cannot start the model worker thread")]
     Worker(#[source] std::io::Error),
@@ -79,9 +91,10 @@ pub enum LoadError {
         /// The limit.
         seconds: u64,
     },
-    /// The loading task panicked.
-    #[error("the model loader crashed: {0}")]
-    Crashed(String),
+    /// A loading step on the blocking pool panicked (or was cancelled); the source carries the
+    /// panic message.
+    #[error("the model loader crashed")]
+    Crashed(#[source] tokio::task::JoinError),
 }
 
 /// Loads the model named by `cfg`. Blocking parts run on the blocking pool.
@@ -122,7 +135,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, LoadError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| LoadError::Crashed(e.to_string()))?
+        .map_err(LoadError::Crashed)?
 }
 
 /// Loads a model directory.
@@ -142,28 +155,45 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
     let tokenizer = TextTokenizer::from_dir(dir, &config)?;
     let encoder = Encoder::load(dir, &config, head)?;
-    let worker =
-        ModelWorker::spawn(encoder, cfg.queue_size, "model-worker").map_err(LoadError::Worker)?;
+    let infer = Infer::spawn(
+        encoder,
+        infer_config(cfg, tokenizer.pad_id()),
+        "model-worker",
+    )
+    .map_err(LoadError::Worker)?;
     let resources = Resources {
         tokenizer: Arc::new(tokenizer),
         config: Arc::new(config),
-        worker: Arc::new(worker),
-        max_batch_size: cfg.max_batch_size,
+        infer: infer.clone(),
     };
-    let pipeline = pipelines::build(&task, resources)
+    let native = pipelines::build(&task, resources)
         .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
-    let native: Arc<dyn NativePipeline> = Arc::new(Native(pipeline));
     let user = load_user_code(dir, cfg, &native)?;
-    let chain = HookChain::new(native, user).map_err(|message| LoadError::UserCode {
+    let chain = HookChain::new(native, user).map_err(|source| LoadError::HookRules {
         path: dir.join("code").join(&cfg.program),
-        message: message.to_owned(),
+        source,
     })?;
     tracing::info!(task = %task, architecture = architecture.as_deref().unwrap_or("-"), dir = %dir.display(), "model loaded");
     Ok(LoadedModel {
         chain,
         task,
         model_dir: dir.to_owned(),
+        infer,
     })
+}
+
+/// The inference core's limits from the load settings.
+fn infer_config(cfg: &LoadConfig, pad_id: u32) -> InferConfig {
+    InferConfig {
+        queue_size: cfg.queue_size,
+        max_batch_rows: cfg.max_batch_size,
+        max_batch_tokens: cfg.max_batch_tokens,
+        max_wait: cfg.max_batch_wait,
+        pad_id,
+        wedged_after: cfg.wedged_after,
+        #[cfg(feature = "test-gate")]
+        gate_dir: cfg.test_gate_dir.clone(),
+    }
 }
 
 /// Finds user code in `code/`: the WebAssembly component named by `SAGEMAKER_PROGRAM`, or
@@ -171,14 +201,14 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
 fn load_user_code(
     dir: &Path,
     cfg: &LoadConfig,
-    native: &Arc<dyn NativePipeline>,
+    native: &Arc<dyn Pipeline>,
 ) -> Result<Option<Arc<dyn UserCode>>, LoadError> {
     let code = dir.join("code");
     let program = code.join(&cfg.program);
     if program.is_file() {
         let guest = crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, Arc::clone(native))
             .map_err(|err| LoadError::UserCode {
-            message: crate::server::error::error_chain(&err),
+            message: crate::telemetry::error_chain(&err),
             path: program,
         })?;
         return Ok(Some(Arc::new(guest)));
@@ -188,4 +218,22 @@ fn load_user_code(
         return Err(LoadError::PythonUserCode { path: python });
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_load_step_is_a_crash_carrying_the_panic_message() {
+        let err = blocking::<()>(|| panic!("weights exploded"))
+            .await
+            .expect_err("a panic is an error");
+        assert!(
+            matches!(err, LoadError::Crashed(ref e) if e.is_panic()),
+            "{err:?}"
+        );
+        let chain = crate::server::error::error_chain(&err);
+        assert!(chain.contains("weights exploded"), "{chain}");
+    }
 }

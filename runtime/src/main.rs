@@ -4,7 +4,7 @@ use clap::Parser;
 
 /// candle's element-wise thread pool spins 25,000 iterations waiting for work; on small
 /// machines the spinning thread takes the core the next matmul needs (BERT-base 1×128 on two
-/// cores: 211 ms with the default, 169 ms with 0; `shared/reference/candle-cpu.md`). Unless the
+/// cores: 211 ms with the default, 169 ms with 0; `docs/candle-cpu.md`). Unless the
 /// user chose a value, use 0.
 const CANDLE_SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 

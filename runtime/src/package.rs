@@ -296,27 +296,68 @@ mod tests {
         assert_eq!(linked.1, b"{}");
     }
 
+    /// Every entry's header: path, mtime, uid, gid, mode.
+    fn headers(archive: &Path) -> Vec<(String, u64, u64, u64, u32)> {
+        let file = File::open(archive).expect("archive exists");
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        tar.entries()
+            .expect("readable")
+            .map(|entry| {
+                let entry = entry.expect("entry");
+                let h = entry.header();
+                (
+                    entry.path().expect("path").to_string_lossy().into_owned(),
+                    h.mtime().expect("mtime"),
+                    h.uid().expect("uid"),
+                    h.gid().expect("gid"),
+                    h.mode().expect("mode"),
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn archive_is_reproducible() {
+        use std::os::unix::fs::PermissionsExt as _;
         let tmp = tempfile::tempdir().expect("tempdir");
         let model = tmp.path().join("model");
-        std::fs::create_dir_all(&model).expect("mkdir");
-        std::fs::write(model.join("config.json"), b"{}").expect("write");
-        let a = tmp.path().join("a.tar.gz");
-        let b = tmp.path().join("b.tar.gz");
-        run(&PackageArgs {
-            model_dir: model.clone(),
-            code: None,
-            output: a.clone(),
-        })
-        .expect("packs");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        run(&PackageArgs {
-            model_dir: model,
-            code: None,
-            output: b.clone(),
-        })
-        .expect("packs");
+        // Created out of order, with private modes and a recent mtime: none of it may show.
+        std::fs::create_dir_all(model.join("sub")).expect("mkdir");
+        std::fs::write(model.join("z.json"), b"{}").expect("write");
+        std::fs::write(model.join("sub/vocab.txt"), b"a\n").expect("write");
+        std::fs::write(model.join("a.json"), b"[]").expect("write");
+        std::fs::set_permissions(model.join("a.json"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        std::fs::set_permissions(model.join("sub"), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let pack = |name: &str| {
+            let output = tmp.path().join(name);
+            run(&PackageArgs {
+                model_dir: model.clone(),
+                code: None,
+                output: output.clone(),
+            })
+            .expect("packs");
+            output
+        };
+        let a = pack("a.tar.gz");
+        assert_eq!(
+            headers(&a),
+            [
+                ("a.json".to_owned(), 0, 0, 0, 0o644),
+                ("sub".to_owned(), 0, 0, 0, 0o755),
+                ("sub/vocab.txt".to_owned(), 0, 0, 0, 0o644),
+                ("z.json".to_owned(), 0, 0, 0, 0o644),
+            ]
+        );
+        // Touching a file (a new mtime) changes nothing in the archive.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(model.join("z.json"))
+            .and_then(|f| f.set_modified(later))
+            .expect("set mtime");
+        let b = pack("b.tar.gz");
         assert_eq!(std::fs::read(a).expect("a"), std::fs::read(b).expect("b"));
     }
 

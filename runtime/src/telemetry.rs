@@ -1,4 +1,5 @@
-//! Logging: a tracing subscriber writing text or JSON lines to stderr.
+//! Logging: a tracing subscriber writing text or JSON lines to stderr, and how an error and its
+//! causes are written in one line.
 
 use tracing_subscriber::EnvFilter;
 
@@ -19,4 +20,19 @@ pub fn init(format: LogFormat, filter: &str) {
             .with_current_span(true)
             .try_init(),
     };
+}
+
+/// `err` and its sources, joined with ": ".
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }

@@ -6,14 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::Value;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::{
-    Encoding, NormalizerWrapper, PostProcessorWrapper, Tokenizer, TruncationDirection,
-    TruncationParams, TruncationStrategy,
+    Encoding, NormalizerWrapper, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
 };
 
 use crate::models::{EncoderBatch, ModelConfig};
@@ -255,20 +254,7 @@ pub struct TextTokenizer {
     max_len: usize,
     pad_id: u32,
     mask_token: Option<String>,
-    /// No truncation, no padding, no post-processor (whole sequences without special tokens).
-    raw: Tokenizer,
-    /// Tokenizers configured by [`encode_batch_with`](Self::encode_batch_with), by settings.
-    custom: Arc<Mutex<TruncatingCache>>,
 }
-
-/// The settings of a `TruncationParams` (which has no `PartialEq`).
-type TruncationKey = (TruncationStrategy, usize, usize, bool);
-
-/// Tokenizers with a given truncation, oldest first.
-type TruncatingCache = Vec<(TruncationKey, Arc<Tokenizer>)>;
-
-/// How many differently truncating tokenizers [`TextTokenizer::encode_batch_with`] keeps.
-const CUSTOM_CACHE: usize = 8;
 
 impl TextTokenizer {
     /// `tokenizer.json` when present; otherwise the slow files: WordPiece `vocab.txt` (+
@@ -338,8 +324,6 @@ impl TextTokenizer {
             .map_err(|source| TokenizerError::Encode { source })?
             .clone()
             .into();
-        let mut raw = plain.clone();
-        raw.with_post_processor(None::<PostProcessorWrapper>);
         let truncating: Tokenizer = tokenizer
             .with_truncation(Some(TruncationParams {
                 direction: TruncationDirection::Right,
@@ -355,10 +339,8 @@ impl TextTokenizer {
             plain,
             truncating,
             max_len,
-            raw,
             pad_id,
             mask_token,
-            custom: Arc::default(),
         })
     }
 
@@ -374,73 +356,6 @@ impl TextTokenizer {
         tokenizer
             .encode_batch_char_offsets(to_encode_inputs(inputs), true)
             .map_err(|source| TokenizerError::Encode { source })
-    }
-
-    /// Like [`encode_batch`](Self::encode_batch) with explicit truncation, e.g. question
-    /// answering's `OnlySecond` with a `stride`: the extra windows are in
-    /// `Encoding::get_overflowing()`. No padding.
-    pub fn encode_batch_with(
-        &self,
-        inputs: Vec<EncodeInput>,
-        truncation: &TruncationParams,
-    ) -> Result<Vec<Encoding>> {
-        let key = (
-            truncation.strategy,
-            truncation.max_length,
-            truncation.stride,
-            matches!(truncation.direction, TruncationDirection::Left),
-        );
-        let tokenizer = self.custom_tokenizer(key, truncation)?;
-        // tokenizers 0.23 stops tokenizing each sequence at `max_length` tokens when truncation
-        // is set (`do_tokenize`), which loses every overflowing window past the first. So the
-        // sequences are tokenized whole, without special tokens, and then truncated and
-        // post-processed as `Tokenizer::encode` would.
-        let encode = |text: String| {
-            self.raw
-                .encode_char_offsets(text, false)
-                .map_err(|source| TokenizerError::Encode { source })
-        };
-        inputs
-            .into_iter()
-            .map(|input| {
-                let (first, second) = match input {
-                    EncodeInput::Single(a) => (encode(a)?, None),
-                    EncodeInput::Pair(a, b) => {
-                        // As `encode_single_sequence(b, 1, ..)`: the windows cut from the
-                        // second sequence keep these type ids.
-                        let mut second = encode(b)?;
-                        second.set_type_ids(vec![1; second.len()]);
-                        (encode(a)?, Some(second))
-                    }
-                };
-                tokenizer
-                    .post_process(first, second, true)
-                    .map_err(|source| TokenizerError::Encode { source })
-            })
-            .collect()
-    }
-
-    fn custom_tokenizer(
-        &self,
-        key: TruncationKey,
-        truncation: &TruncationParams,
-    ) -> Result<Arc<Tokenizer>> {
-        // A poisoned lock only means another thread panicked while holding it; the cache
-        // itself is still valid.
-        let mut cache = self.custom.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, t)) = cache.iter().find(|(k, _)| *k == key) {
-            return Ok(Arc::clone(t));
-        }
-        let mut tokenizer = self.plain.clone();
-        tokenizer
-            .with_truncation(Some(truncation.clone()))
-            .map_err(|source| TokenizerError::Encode { source })?;
-        let tokenizer = Arc::new(tokenizer);
-        if cache.len() >= CUSTOM_CACHE {
-            cache.remove(0);
-        }
-        cache.push((key, Arc::clone(&tokenizer)));
-        Ok(tokenizer)
     }
 
     /// min(`tokenizer_config.json` `model_max_length`, `max_position_embeddings` minus the

@@ -9,18 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::compare::json_close;
 use crate::support::guests::{examples, guest, model_with_guest};
-use crate::support::{Server, fixture};
-
-/// The guests these tests serve; every `examples/*` crate must be among them.
-const USED_GUESTS: [&str; 7] = [
-    "preprocess-only",
-    "postprocess",
-    "tokenizer-model-fn",
-    "transform",
-    "transform-conflict",
-    "misbehave",
-    "sandbox-probe",
-];
+use crate::support::{Server, fixture, repo_root};
 
 /// transformers' answer for this text on bert-seqcls (case `bert-seqcls/single_inferred`).
 const TEXT: &str = "The movie was wonderful and the actors were great. I loved it.";
@@ -38,14 +27,46 @@ fn serve(guest_name: &str, extra: &[&str]) -> (Server, tempfile::TempDir) {
     (builder.start().wait_ready(), base)
 }
 
+/// Every `examples/*` crate is served by a test of this file: its name is the guest argument of
+/// a `serve(..)` or `model_with_guest(..)` call in a `#[test]` function. Both sides are read
+/// from the tree (the `examples/` directory and this file's source), so a new example without
+/// a test, or a test removed, fails here.
 #[test]
 fn every_example_guest_is_served_by_a_test() {
-    for example in examples() {
+    let source = std::fs::read_to_string(repo_root().join("tests/e2e/hooks.rs")).expect("source");
+    let served = guests_served_by_tests(&source);
+    let examples = examples();
+    assert!(!examples.is_empty(), "no examples found");
+    for example in examples {
         assert!(
-            USED_GUESTS.contains(&example.as_str()),
-            "examples/{example} is not used by tests/e2e/hooks.rs"
+            served.contains(&example),
+            "examples/{example} is not served by any test in tests/e2e/hooks.rs (served: {served:?})"
         );
     }
+}
+
+/// The guest names passed to `serve("name"` or `model_with_guest(.., "name")` inside the
+/// `#[test]` functions of `source` (the helpers' own definitions are not calls).
+fn guests_served_by_tests(source: &str) -> Vec<String> {
+    let mut served = Vec::new();
+    for test in source.split("#[test]").skip(1) {
+        for call in ["serve(\"", "model_with_guest("] {
+            for (at, _) in test.match_indices(call) {
+                let rest = &test[at + call.len()..];
+                let rest = match call {
+                    "model_with_guest(" => rest
+                        .split_once(')')
+                        .and_then(|(args, _)| args.split_once(", \""))
+                        .map_or("", |(_, name)| name),
+                    _ => rest,
+                };
+                if let Some((name, _)) = rest.split_once('"') {
+                    served.push(name.to_owned());
+                }
+            }
+        }
+    }
+    served
 }
 
 #[test]

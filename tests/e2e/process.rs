@@ -83,37 +83,66 @@ fn trust_remote_code_accepts_the_truth_table() {
 }
 
 /// SIGTERM while a request is in flight (its body still arriving): the request completes,
-/// new connections are refused, the process exits 0.
+/// new connections are refused, the process exits 0. Synchronised without sleeps: the request
+/// asks `Expect: 100-continue`, and the server's `100 Continue` (sent when the handler starts
+/// reading the body) proves the request is in flight before the signal; the "shutting down" log
+/// line proves the signal was taken.
 #[test]
 fn sigterm_finishes_the_in_flight_request_and_exits_zero() {
     let mut server = Server::start(fixture("bert-seqcls")).wait_ready();
     let body = r#"{"inputs": "in flight during shutdown"}"#;
     let mut stream = TcpStream::connect(server.addr).unwrap();
-    write!(
-        stream,
-        "POST /invocations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
-        body.len(),
-        &body[..10]
-    )
-    .unwrap();
-    stream.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    server.sigterm();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        TcpStream::connect(server.addr).is_err(),
-        "new connections must be refused after SIGTERM"
-    );
-    stream.write_all(&body.as_bytes()[10..]).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    write!(
+        stream,
+        "POST /invocations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        body.len(),
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    let interim = read_head(&mut stream);
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    stream.write_all(&body.as_bytes()[..10]).unwrap();
+    stream.flush().unwrap();
+
+    server.sigterm();
+    server.wait_for_log(&["shutting down", "SIGTERM"]);
+    let refused_by = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(server.addr).is_ok() {
+        assert!(
+            std::time::Instant::now() < refused_by,
+            "new connections must be refused after SIGTERM"
+        );
+        std::thread::yield_now();
+    }
+
+    stream.write_all(&body.as_bytes()[10..]).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"label\""), "{response}");
     let status = server.wait_exit(Duration::from_secs(30)).expect("exits");
     assert_eq!(status.code(), Some(0), "{}", server.logs());
+}
+
+/// Reads one response head (through the blank line) byte by byte, so nothing after it is
+/// consumed.
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("read");
+        assert_eq!(
+            n,
+            1,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 #[test]

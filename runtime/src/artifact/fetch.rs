@@ -5,7 +5,8 @@
 //! identity, ECS/SageMaker container credentials, instance metadata; not `~/.aws` profile files),
 //! configured from the `AWS_*` environment (`AWS_REGION`/`AWS_DEFAULT_REGION`, and
 //! `AWS_ENDPOINT_URL` for S3-compatible servers, over plain `http://` too). HTTPS (and `http://`)
-//! is streamed with `reqwest`, retried with exponential backoff and resumed with Range requests.
+//! is streamed by the shared resumable downloader (`artifact::download`: one retry policy with
+//! exponential backoff, Range requests to resume).
 //! The bytes land in a `.part` file that is renamed when complete, so a half-fetched archive is
 //! never mistaken for a whole one. URLs are logged and reported without their query string
 //! (pre-signed URLs carry credentials there).
@@ -18,6 +19,8 @@ use object_store::ObjectStoreExt as _;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use reqwest::{StatusCode, header};
 use tokio::io::AsyncWriteExt as _;
+
+use super::download::{self, Failure, Received, RetryError, RetryPolicy, Transient};
 
 /// Result of this module.
 pub type Result<T, E = FetchError> = std::result::Result<T, E>;
@@ -114,12 +117,12 @@ pub async fn fetch_archive(url: &str, dest_dir: &Path) -> Result<PathBuf> {
 pub struct Fetcher {
     s3: AmazonS3Builder,
     roots: Vec<reqwest::Certificate>,
-    attempts: u32,
-    base_delay: Duration,
+    retry: RetryPolicy,
 }
 
 impl Fetcher {
-    /// S3 settings and credentials from the `AWS_*` environment, 5 tries per HTTP download.
+    /// S3 settings and credentials from the `AWS_*` environment; HTTP downloads retried with the
+    /// shared default policy (5 tries).
     pub fn from_env() -> Self {
         Self::with_s3(AmazonS3Builder::from_env())
     }
@@ -129,16 +132,18 @@ impl Fetcher {
         Self {
             s3,
             roots: Vec::new(),
-            attempts: 5,
-            base_delay: Duration::from_millis(500),
+            retry: RetryPolicy::default(),
         }
     }
 
     /// Sets the tries per HTTP download and the first wait between them (doubled each time).
     #[must_use]
     pub fn with_retries(mut self, attempts: u32, base_delay: Duration) -> Self {
-        self.attempts = attempts.max(1);
-        self.base_delay = base_delay;
+        self.retry = RetryPolicy {
+            attempts: attempts.max(1),
+            base_delay,
+            ..RetryPolicy::default()
+        };
         self
     }
 
@@ -233,144 +238,81 @@ impl Fetcher {
     }
 
     async fn fetch_http(&self, url: &str, part: &Path) -> Result<()> {
-        let shown = redact(url);
-        let parsed = reqwest::Url::parse(url).map_err(|e| FetchError::InvalidUrl {
+        let shown = &redact(url);
+        let parsed = &reqwest::Url::parse(url).map_err(|e| FetchError::InvalidUrl {
             url: shown.clone(),
             reason: e.to_string(),
         })?;
-        let mut builder = reqwest::Client::builder();
+        let mut builder = download::client_builder();
         for cert in &self.roots {
             builder = builder.add_root_certificate(cert.clone());
         }
-        let client = builder
-            .user_agent(concat!("sagebrush/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| FetchError::Network {
-                url: shown.clone(),
-                attempts: 0,
-                reason: "client setup".to_owned(),
-                source: Some(e),
-            })?;
+        let client = &builder.build().map_err(|e| FetchError::Network {
+            url: shown.clone(),
+            attempts: 0,
+            reason: "client setup".to_owned(),
+            source: Some(e),
+        })?;
         tracing::info!(url = %shown, "fetching model archive");
-        let _ = tokio::fs::remove_file(part).await;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let (reason, source) = match self.http_attempt(&client, &parsed, &shown, part).await? {
-                None => return Ok(()),
-                Some(failure) => failure,
-            };
-            if tries >= self.attempts {
-                return Err(FetchError::Network {
-                    url: shown,
-                    attempts: tries,
-                    reason,
-                    source,
-                });
-            }
-            let delay = self
-                .base_delay
-                .saturating_mul(2u32.saturating_pow(tries - 1))
-                .min(Duration::from_secs(8));
-            tracing::warn!(url = %shown, attempt = tries, error = %reason, retry_in = ?delay, "archive download failed, retrying");
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// One try: `Ok(None)` when the file is complete, `Ok(Some(cause))` when worth retrying.
-    async fn http_attempt(
-        &self,
-        client: &reqwest::Client,
-        url: &reqwest::Url,
-        shown: &str,
-        part: &Path,
-    ) -> Result<Option<(String, Option<reqwest::Error>)>> {
-        let offset = tokio::fs::metadata(part).await.map_or(0, |m| m.len());
-        let mut req = client
-            .get(url.clone())
-            .header(header::ACCEPT_ENCODING, "identity");
-        if offset > 0 {
-            req = req.header(header::RANGE, format!("bytes={offset}-"));
-        }
-        let resp = match req.send().await {
-            Ok(resp) => resp,
-            Err(e) => return Ok(Some((e.to_string(), Some(e)))),
-        };
-        let status = resp.status();
-        let append = match status {
-            StatusCode::PARTIAL_CONTENT if range_start(resp.headers()) == Some(offset) => true,
-            StatusCode::PARTIAL_CONTENT => {
-                // Not the range asked for: start over rather than splice wrong bytes.
-                let _ = tokio::fs::remove_file(part).await;
-                return Ok(Some((
-                    "unexpected Content-Range; restarting".to_owned(),
-                    None,
-                )));
-            }
-            StatusCode::OK => false,
-            StatusCode::RANGE_NOT_SATISFIABLE => {
-                let _ = tokio::fs::remove_file(part).await;
-                return Ok(Some(("range not satisfiable; restarting".to_owned(), None)));
-            }
-            s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
-                return Ok(Some((format!("HTTP {s}"), None)));
-            }
-            StatusCode::NOT_FOUND => {
-                return Err(FetchError::NotFound {
-                    url: shown.to_owned(),
-                });
-            }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(FetchError::AccessDenied {
-                    url: shown.to_owned(),
-                    status: status.as_u16(),
-                });
-            }
-            s => {
-                return Err(FetchError::Status {
-                    url: shown.to_owned(),
-                    status: s.as_u16(),
-                });
-            }
-        };
-        let expected = resp
-            .content_length()
-            .map(|n| if append { n + offset } else { n });
         let io = |source| FetchError::Io {
             path: part.to_owned(),
             source,
         };
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(part)
-            .await
-            .map_err(io)?;
-        let mut body = resp.bytes_stream();
-        let mut failure = None;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(bytes) => file.write_all(&bytes).await.map_err(io)?,
-                Err(e) => {
-                    failure = Some((e.to_string(), Some(e)));
-                    break;
+        download::remove(part).await.map_err(io)?;
+        self.retry
+            .run(shown, move || async move {
+                let offset = download::file_len(part).await;
+                let mut req = client
+                    .get(parsed.clone())
+                    .header(header::ACCEPT_ENCODING, "identity");
+                if let Some(range) = download::range_from(offset) {
+                    req = req.header(header::RANGE, range);
                 }
-            }
-        }
-        file.flush().await.map_err(io)?;
-        file.sync_all().await.map_err(io)?;
-        if failure.is_none() {
-            let len = tokio::fs::metadata(part).await.map_err(io)?.len();
-            if expected.is_some_and(|e| e != len) {
-                failure = Some((format!("got {len} bytes, expected {expected:?}"), None));
-            }
-        }
-        Ok(failure)
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| Failure::Transient(Transient::Network(e)))?;
+                match download::receive(resp, part, offset, &|_| {})
+                    .await
+                    .map_err(|f| f.map_fatal(io))?
+                {
+                    Received::Complete => Ok(()),
+                    Received::Refused(resp) => Err(refused(resp.status(), shown)),
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                RetryError::Fatal(e) => e,
+                RetryError::Exhausted { attempts, cause } => FetchError::Network {
+                    url: shown.clone(),
+                    attempts,
+                    reason: cause.to_string(),
+                    source: match cause {
+                        Transient::Network(e) => Some(e),
+                        Transient::Status(_) | Transient::Short => None,
+                    },
+                },
+            })
     }
+}
+
+/// The failure an answer without a body stands for: 429/5xx are worth another try.
+fn refused(status: StatusCode, shown: &str) -> Failure<FetchError> {
+    if let Some(transient) = download::transient_status(status) {
+        return Failure::Transient(transient);
+    }
+    let url = shown.to_owned();
+    Failure::Fatal(match status {
+        StatusCode::NOT_FOUND => FetchError::NotFound { url },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => FetchError::AccessDenied {
+            url,
+            status: status.as_u16(),
+        },
+        s => FetchError::Status {
+            url,
+            status: s.as_u16(),
+        },
+    })
 }
 
 /// The archive's local name: the URL's last path segment when it is a plain file name.
@@ -388,18 +330,6 @@ fn file_name(url: &str) -> String {
     } else {
         "model.tar.gz".to_owned()
     }
-}
-
-/// The first byte of a 206 answer, from `Content-Range: bytes START-END/TOTAL`.
-fn range_start(headers: &header::HeaderMap) -> Option<u64> {
-    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-    value
-        .strip_prefix("bytes ")?
-        .split('-')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The URL without its query string and fragment.

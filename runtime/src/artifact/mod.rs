@@ -1,6 +1,7 @@
 //! Model artifacts: a local directory, or a `model.tar.gz` unpacked safely into a private
 //! directory (contract §3).
 
+pub(crate) mod download;
 pub mod fetch;
 pub mod unpack;
 

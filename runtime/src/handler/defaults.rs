@@ -4,9 +4,9 @@
 use serde_json::Value;
 
 use crate::codec::{self, Decoding, Encoding};
-use crate::pipelines::{PipelineError, Task};
+use crate::pipelines::{Pipeline, PipelineError, Task};
 
-use super::{Hook, HookError, HookResponse, NativePipeline, Payload};
+use super::{Hook, HookError, HookResponse, Payload};
 
 /// Decodes the body into records (one per JSON line).
 pub(super) fn input_fn(
@@ -30,7 +30,7 @@ pub(super) fn input_fn(
 
 /// Runs the native pipeline on a JSON payload.
 pub(super) fn predict_fn(
-    native: &dyn NativePipeline,
+    native: &dyn Pipeline,
     data: Payload,
     from: Hook,
 ) -> Result<Payload, HookError> {
@@ -41,29 +41,6 @@ pub(super) fn predict_fn(
         }
     };
     Ok(Payload::Json(native.predict(request)?))
-}
-
-/// Runs the native pipeline on several JSON payloads at once; the first failure fails all,
-/// as one record failing fails its request.
-pub(super) fn predict_many(
-    native: &dyn NativePipeline,
-    data: Vec<Payload>,
-    from: Hook,
-) -> Result<Vec<Payload>, HookError> {
-    let requests = data
-        .into_iter()
-        .map(|payload| match payload {
-            Payload::Json(v) => Ok(v),
-            Payload::Bytes(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|_| HookError::NotJson { hook: from })
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    native
-        .predict_many(requests)
-        .into_iter()
-        .map(|answer| Ok(Payload::Json(answer?)))
-        .collect()
 }
 
 /// Encodes the predictions. Bytes from a user `predict_fn` pass through unchanged when they

@@ -2,7 +2,7 @@
 //! stage user code when the guest implements it and the native default otherwise.
 //!
 //! The chain does not know wasm: user code is any [`UserCode`]; the native defaults live in
-//! `defaults.rs`. The server calls [`HookChain::negotiate`] before reading the body (406/415
+//! `defaults.rs` and predict with the task's [`Pipeline`]. The server calls [`HookChain::negotiate`] before reading the body (406/415
 //! before any model work), then [`HookChain::invoke`] off the async runtime.
 
 mod defaults;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::codec::{self, Decoding, Encoding};
-use crate::pipelines::Task;
+use crate::pipelines::{Pipeline, Task};
 
 pub use types::*;
 
@@ -43,7 +43,7 @@ pub struct Invocation {
 
 /// The handler of one model: native pipeline plus optional user code.
 pub struct HookChain {
-    native: Arc<dyn NativePipeline>,
+    native: Arc<dyn Pipeline>,
     user: Option<Arc<dyn UserCode>>,
 }
 
@@ -51,9 +51,9 @@ impl HookChain {
     /// A chain over the native pipeline and, when given, user code. Refuses a hook set that
     /// mixes transform_fn with the others (contract §6).
     pub fn new(
-        native: Arc<dyn NativePipeline>,
+        native: Arc<dyn Pipeline>,
         user: Option<Arc<dyn UserCode>>,
-    ) -> Result<Self, &'static str> {
+    ) -> Result<Self, HookRuleError> {
         if let Some(user) = &user {
             user.hooks().check()?;
         }
@@ -118,21 +118,15 @@ impl HookChain {
             (_, Some(decoding)) => defaults::input_fn(&self.task(), decoding, &inv.body)?,
             (_, None) => unreachable_plan()?,
         };
-        // predict_fn, once per record (JSON Lines bodies hold several); the native default
-        // runs the records of a body together so they can share forward passes (contract §8).
-        let predictions = match &self.user {
-            Some(user) if self.has(Hook::PredictFn) => inputs
-                .into_iter()
-                .map(|data| user.predict_fn(&inv.ctx, data))
-                .collect::<Result<Vec<_>, _>>()?,
-            _ if inputs.len() > 1 => {
-                defaults::predict_many(self.native.as_ref(), inputs, Hook::InputFn)?
-            }
-            _ => inputs
-                .into_iter()
-                .map(|data| defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn))
-                .collect::<Result<Vec<_>, _>>()?,
-        };
+        // predict_fn, once per record (JSON Lines bodies hold several)
+        let mut predictions = Vec::with_capacity(inputs.len());
+        for data in inputs {
+            let prediction = match &self.user {
+                Some(user) if self.has(Hook::PredictFn) => user.predict_fn(&inv.ctx, data)?,
+                _ => defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn)?,
+            };
+            predictions.push(prediction);
+        }
         // output_fn
         match (&self.user, inv.plan.encoding) {
             (Some(user), _) if self.has(Hook::OutputFn) => {

@@ -3,10 +3,18 @@
 
 use std::fmt;
 
-use crate::pipelines::{PipelineError, Task};
+use crate::pipelines::PipelineError;
 
 /// Spec §6: the exact message when transform_fn is mixed with the other hooks.
 pub const TRANSFORM_CONFLICT: &str = "Cannot use transform_fn implementation in conjunction with input_fn, predict_fn, and/or output_fn implementation";
+
+/// A set of user hooks the toolkit's rules refuse (contract §6); the model then fails to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HookRuleError {
+    /// transform_fn together with input_fn, predict_fn or output_fn.
+    #[error("{}", TRANSFORM_CONFLICT)]
+    TransformWithOthers,
+}
 
 /// One of the five SageMaker hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,12 +94,12 @@ impl HookSet {
     }
 
     /// Spec §6: transform_fn excludes input_fn, predict_fn and output_fn.
-    pub fn check(self) -> Result<(), &'static str> {
+    pub fn check(self) -> Result<(), HookRuleError> {
         let mixed = self.contains(Hook::InputFn)
             || self.contains(Hook::PredictFn)
             || self.contains(Hook::OutputFn);
         if self.contains(Hook::TransformFn) && mixed {
-            Err(TRANSFORM_CONFLICT)
+            Err(HookRuleError::TransformWithOthers)
         } else {
             Ok(())
         }
@@ -147,24 +155,6 @@ pub struct HookResponse {
     pub custom_attributes: Option<String>,
     /// Extra response headers user code set.
     pub headers: Vec<(String, String)>,
-}
-
-/// The native default pipeline, as guests reach it through the `pipeline` import and as the
-/// default `predict_fn` runs it. Calls block: run them off the async runtime.
-pub trait NativePipeline: Send + Sync {
-    /// The task served.
-    fn task(&self) -> Task;
-    /// Runs one decoded request (`{"inputs", "parameters"}` or a bare input) and returns the
-    /// pipeline's JSON answer.
-    fn predict(&self, request: serde_json::Value) -> Result<serde_json::Value, PipelineError>;
-    /// Runs several independent requests (the records of a MultiRecord body); each answer is
-    /// the one `predict` gives for that request alone. Pipelines may share forward passes.
-    fn predict_many(
-        &self,
-        requests: Vec<serde_json::Value>,
-    ) -> Vec<Result<serde_json::Value, PipelineError>> {
-        requests.into_iter().map(|r| self.predict(r)).collect()
-    }
 }
 
 /// Why a user-code hook failed; decides the status (contract §7).
@@ -255,7 +245,11 @@ mod tests {
     #[test]
     fn transform_with_input_is_refused_with_the_spec_message() {
         let set: HookSet = [Hook::TransformFn, Hook::InputFn].into_iter().collect();
-        assert_eq!(set.check(), Err(TRANSFORM_CONFLICT));
+        assert_eq!(set.check(), Err(HookRuleError::TransformWithOthers));
+        assert_eq!(
+            HookRuleError::TransformWithOthers.to_string(),
+            TRANSFORM_CONFLICT
+        );
         assert_eq!(
             TRANSFORM_CONFLICT,
             "Cannot use transform_fn implementation in conjunction with input_fn, predict_fn, and/or output_fn implementation"

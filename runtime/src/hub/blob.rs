@@ -1,18 +1,17 @@
-//! One blob: stream it into `blobs/{etag}.incomplete` (resuming with a Range request), verify
-//! its size and hash against the Hub's etag, move it into place; under the `flock` Python takes
-//! too.
+//! One blob: stream it into `blobs/{etag}.incomplete` with the shared resumable downloader
+//! (`artifact::download`), verify its size and hash against the Hub's etag, move it into place;
+//! under the `flock` Python takes too.
 
 use std::path::{Path, PathBuf};
 
-use futures_util::StreamExt as _;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use sha1::Digest as _;
-use tokio::io::AsyncWriteExt as _;
 
 use super::cache::RepoCache;
-use super::client::{self, Failure, FileMeta, HubClient, Subject, Transient};
-use super::progress::{FileProgress, Progress};
+use super::client::{FileMeta, HubClient, Subject};
+use super::progress::Progress;
 use super::{HubError, Result};
+use crate::artifact::download::{self, Received};
 
 /// Streams the blob into `{etag}.incomplete`, resuming what is there, verifies it, and
 /// moves it into place.
@@ -32,51 +31,35 @@ pub(super) async fn fetch_blob(
                 source,
             })?;
     }
-    let start = file_len(&part).await;
+    let start = download::file_len(&part).await;
     let progress = &progress.file(name, meta.size, start);
     let part_ref = &part;
+    let io = |source| HubError::Io {
+        path: part_ref.to_owned(),
+        source,
+    };
     client
         .retrying(&meta.location, move || async move {
             let part = part_ref;
-            let offset = file_len(part).await;
+            let offset = download::file_len(part).await;
             if meta.size.is_some_and(|s| offset == s) {
                 return Ok(());
             }
-            progress.reset_to(offset);
             let resp = client
                 .send(Method::GET, &meta.location, offset, true)
                 .await?;
-            let status = resp.status();
-            let append = match status {
-                StatusCode::PARTIAL_CONTENT
-                    if client::range_start(resp.headers()) == Some(offset) =>
-                {
-                    true
-                }
-                StatusCode::PARTIAL_CONTENT => {
-                    // Not the range asked for: start over rather than splice wrong bytes.
-                    remove(part).await?;
-                    return Err(Failure::Transient(Transient::Short));
-                }
-                StatusCode::OK => false,
-                StatusCode::RANGE_NOT_SATISFIABLE => {
-                    // The partial file is longer than the blob: start over.
-                    remove(part).await?;
-                    return Err(Failure::Transient(Transient::Short));
-                }
-                _ => {
-                    return Err(client.status_failure(
-                        status,
-                        resp.headers(),
-                        &meta.location,
-                        Subject::File(name),
-                    ));
-                }
-            };
-            if !append {
-                progress.reset_to(0);
+            let received = download::receive(resp, part, offset, &|n| progress.set(n))
+                .await
+                .map_err(|f| f.map_fatal(io))?;
+            match received {
+                Received::Complete => Ok(()),
+                Received::Refused(resp) => Err(client.status_failure(
+                    resp.status(),
+                    resp.headers(),
+                    &meta.location,
+                    Subject::File(name),
+                )),
             }
-            write_body(resp, part, append, progress).await
         })
         .await?;
     verify(&part, name, meta).await?;
@@ -86,61 +69,6 @@ pub(super) async fn fetch_blob(
         .map_err(|source| HubError::Io { path: blob, source })?;
     progress.finish();
     Ok(())
-}
-
-/// Appends (or writes from the start) the response body to `part`.
-async fn write_body(
-    resp: reqwest::Response,
-    part: &Path,
-    append: bool,
-    progress: &FileProgress,
-) -> std::result::Result<(), Failure> {
-    let io = |source| {
-        Failure::Fatal(HubError::Io {
-            path: part.to_owned(),
-            source,
-        })
-    };
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .open(part)
-        .await
-        .map_err(io)?;
-    let mut body = resp.bytes_stream();
-    let mut failure = None;
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(bytes) => {
-                file.write_all(&bytes).await.map_err(io)?;
-                progress.advance(bytes.len() as u64);
-            }
-            Err(e) => {
-                failure = Some(Failure::Transient(Transient::Network(e)));
-                break;
-            }
-        }
-    }
-    // What arrived stays on disk for the next try's Range request.
-    file.flush().await.map_err(io)?;
-    file.sync_all().await.map_err(io)?;
-    failure.map_or(Ok(()), Err)
-}
-
-async fn file_len(path: &Path) -> u64 {
-    tokio::fs::metadata(path).await.map_or(0, |m| m.len())
-}
-
-async fn remove(path: &Path) -> std::result::Result<(), Failure> {
-    match tokio::fs::remove_file(path).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Failure::Fatal(HubError::Io {
-            path: path.to_owned(),
-            source: e,
-        })),
-        _ => Ok(()),
-    }
 }
 
 /// Checks the size and the hash the etag stands for: sha256 for LFS files (64 hex digits), the

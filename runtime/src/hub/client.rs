@@ -1,44 +1,19 @@
 //! The Hub's HTTP API as the download needs it: list a revision, read a file's metadata, stream a
 //! file's bytes (from an offset). Redirects are followed by hand so that the bearer token goes to
 //! the Hub endpoint only, never to a CDN on another host. Failures that may pass (connection
-//! errors, 429, 5xx) are retried with exponential backoff.
-
-use std::time::Duration;
+//! errors, 429, 5xx) are retried with the policy of the shared downloader (`artifact::download`).
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
 use super::{HubError, Result};
+use crate::artifact::download::{self, RetryError};
 use crate::config::HubConfig;
 
-/// How often and how patiently failed requests are retried.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RetryPolicy {
-    /// Tries in all, the first included.
-    pub(crate) attempts: u32,
-    /// Wait before the second try; doubled for each further one.
-    pub(crate) base_delay: Duration,
-    /// Longest wait between tries.
-    pub(crate) max_delay: Duration,
-}
+pub(crate) use crate::artifact::download::{RetryPolicy, Transient};
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(8),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait after failed try number `attempt` (1-based).
-    pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
-    }
-}
+/// A failed attempt of a Hub request, before retries are decided.
+pub(crate) type Failure = download::Failure<HubError>;
 
 /// A revision as `GET /api/models/{id}/revision/{rev}` describes it.
 #[derive(Debug, Clone)]
@@ -71,24 +46,6 @@ pub(crate) enum Subject<'a> {
     File(&'a str),
 }
 
-/// A failed attempt, before retries are decided.
-pub(crate) enum Failure {
-    /// Worth another try.
-    Transient(Transient),
-    /// Final.
-    Fatal(HubError),
-}
-
-/// The cause of a transient failure, kept for the error after the last try.
-pub(crate) enum Transient {
-    /// Connection, timeout or body error.
-    Network(reqwest::Error),
-    /// 429 or 5xx.
-    Status(StatusCode),
-    /// A response that promised more bytes than it sent.
-    Short,
-}
-
 /// The Hub client of one download.
 pub(crate) struct HubClient<'a> {
     http: reqwest::Client,
@@ -113,17 +70,6 @@ fn normalize_etag(raw: &str) -> String {
         .to_owned()
 }
 
-/// The first byte of a 206 answer, from `Content-Range: bytes START-END/TOTAL`.
-pub(crate) fn range_start(headers: &HeaderMap) -> Option<u64> {
-    header_str(headers, "content-range")?
-        .strip_prefix("bytes ")?
-        .split('-')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -145,11 +91,8 @@ impl<'a> HubClient<'a> {
             }
             None => None,
         };
-        let http = reqwest::Client::builder()
+        let http = download::client_builder()
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("sagebrush/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
             .build()
             .map_err(|source| HubError::Client { source })?;
         Ok(Self {
@@ -161,42 +104,31 @@ impl<'a> HubClient<'a> {
         })
     }
 
-    /// `{endpoint}/{id}/resolve/{commit}/{file}`.
-    pub(crate) fn resolve_url(&self, commit: &str, file: &str) -> Result<Url> {
+    /// The Hub endpoint followed by `segments`, each percent-encoded as one path segment.
+    fn endpoint_url<'s>(&self, segments: impl IntoIterator<Item = &'s str>) -> Result<Url> {
         let mut url = self.endpoint.clone();
-        {
-            let mut segs = url
-                .path_segments_mut()
-                .map_err(|()| HubError::BadEndpoint {
-                    endpoint: self.cfg.endpoint.clone(),
-                    reason: "cannot be a base URL".to_owned(),
-                })?;
-            segs.pop_if_empty();
-            segs.extend(self.cfg.model_id.split('/'));
-            segs.push("resolve");
-            segs.push(commit);
-            segs.extend(file.split('/'));
-        }
+        url.path_segments_mut()
+            .map_err(|()| HubError::BadEndpoint {
+                endpoint: self.cfg.endpoint.clone(),
+                reason: "cannot be a base URL".to_owned(),
+            })?
+            .pop_if_empty()
+            .extend(segments);
         Ok(url)
     }
 
+    /// `{endpoint}/{id}/resolve/{commit}/{file}`.
+    pub(crate) fn resolve_url(&self, commit: &str, file: &str) -> Result<Url> {
+        let id = self.cfg.model_id.split('/');
+        self.endpoint_url(id.chain(["resolve", commit]).chain(file.split('/')))
+    }
+
+    /// `{endpoint}/api/models/{id}/revision/{revision}`; the revision is one segment, so
+    /// `refs/pr/1` becomes `refs%2Fpr%2F1`, as Python quotes it.
     fn revision_url(&self) -> Result<Url> {
-        let mut url = self.endpoint.clone();
-        {
-            let mut segs = url
-                .path_segments_mut()
-                .map_err(|()| HubError::BadEndpoint {
-                    endpoint: self.cfg.endpoint.clone(),
-                    reason: "cannot be a base URL".to_owned(),
-                })?;
-            segs.pop_if_empty();
-            segs.extend(["api", "models"]);
-            segs.extend(self.cfg.model_id.split('/'));
-            segs.push("revision");
-            // One segment: `refs/pr/1` becomes `refs%2Fpr%2F1`, as Python quotes it.
-            segs.push(&self.cfg.revision);
-        }
-        Ok(url)
+        let id = self.cfg.model_id.split('/');
+        let revision = ["revision", self.cfg.revision.as_str()];
+        self.endpoint_url(["api", "models"].into_iter().chain(id).chain(revision))
     }
 
     /// One request; the token only when `url` is on the Hub endpoint's origin.
@@ -217,8 +149,8 @@ impl<'a> HubClient<'a> {
         {
             req = req.header(header::AUTHORIZATION, auth.clone());
         }
-        if offset > 0 {
-            req = req.header(header::RANGE, format!("bytes={offset}-"));
+        if let Some(range) = download::range_from(offset) {
+            req = req.header(header::RANGE, range);
         }
         req.send().await
     }
@@ -261,49 +193,35 @@ impl<'a> HubClient<'a> {
         }))
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or the tries run out.
-    pub(crate) async fn retrying<T, F, Fut>(&self, url: &Url, mut attempt: F) -> Result<T>
+    /// Runs `attempt` with the shared retry policy until it succeeds, fails for good, or the
+    /// tries run out.
+    pub(crate) async fn retrying<T, F, Fut>(&self, url: &Url, attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, Failure>>,
     {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match attempt().await {
-                Ok(v) => return Ok(v),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient(cause)) if tries >= self.retry.attempts => {
+        self.retry
+            .run(url.as_str(), attempt)
+            .await
+            .map_err(|e| match e {
+                RetryError::Fatal(e) => e,
+                RetryError::Exhausted { attempts, cause } => {
                     let url = url.to_string();
-                    return Err(match cause {
+                    match cause {
                         Transient::Network(source) => HubError::Network {
                             url,
-                            attempts: tries,
+                            attempts,
                             source,
                         },
                         Transient::Status(status) => HubError::ServerError {
                             url,
                             status: status.as_u16(),
-                            attempts: tries,
+                            attempts,
                         },
-                        Transient::Short => HubError::Truncated {
-                            url,
-                            attempts: tries,
-                        },
-                    });
+                        Transient::Short => HubError::Truncated { url, attempts },
+                    }
                 }
-                Err(Failure::Transient(cause)) => {
-                    let delay = self.retry.delay(tries);
-                    let reason = match &cause {
-                        Transient::Network(e) => e.to_string(),
-                        Transient::Status(s) => format!("HTTP {s}"),
-                        Transient::Short => "response ended early".to_owned(),
-                    };
-                    tracing::warn!(url = %url, attempt = tries, error = %reason, retry_in = ?delay, "hub request failed, retrying");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
+            })
     }
 
     /// The error for a final non-success `status`.
@@ -314,8 +232,8 @@ impl<'a> HubClient<'a> {
         url: &Url,
         subject: Subject<'_>,
     ) -> Failure {
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Failure::Transient(Transient::Status(status));
+        if let Some(transient) = download::transient_status(status) {
+            return Failure::Transient(transient);
         }
         let model_id = self.cfg.model_id.clone();
         let error = match status {
@@ -447,30 +365,6 @@ impl<'a> HubClient<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let p = RetryPolicy {
-            attempts: 9,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(500),
-        };
-        let waits: Vec<u128> = (1..=5).map(|a| p.delay(a).as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 500, 500]);
-    }
-
-    #[test]
-    fn content_range_start_is_parsed() {
-        let mut h = HeaderMap::new();
-        assert_eq!(range_start(&h), None);
-        h.insert(
-            "content-range",
-            HeaderValue::from_static("bytes 100-199/200"),
-        );
-        assert_eq!(range_start(&h), Some(100));
-        h.insert("content-range", HeaderValue::from_static("bytes */200"));
-        assert_eq!(range_start(&h), None);
-    }
 
     #[test]
     fn etags_are_normalized_like_python() {

@@ -73,17 +73,10 @@ pub(crate) struct FileProgress {
 }
 
 impl FileProgress {
-    /// The download restarted from `offset`.
-    pub(crate) fn reset_to(&self, offset: u64) {
-        self.done.store(offset, Ordering::Relaxed);
-        if let Some(bar) = &self.bar {
-            bar.set_position(offset);
-        }
-    }
-
-    /// `n` more bytes arrived.
-    pub(crate) fn advance(&self, n: u64) {
-        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+    /// `done` bytes of the file are on disk: where a try starts (resumed or from 0), and after
+    /// each chunk.
+    pub(crate) fn set(&self, done: u64) {
+        self.done.store(done, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             return;

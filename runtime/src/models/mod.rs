@@ -15,7 +15,7 @@
 //! differ from transformers where it matters for exact answers: DistilBERT uses the tanh GELU
 //! (transformers: erf), XLM-RoBERTa's LM head drops `lm_head.bias`, BERT has no pooler, ALBERT
 //! and ELECTRA are missing, and none fuses the Q/K/V projections (fewer, larger matmuls; see
-//! `shared/reference/candle-cpu.md`). On random BERT-base weights our BERT equals
+//! `docs/candle-cpu.md`). On random BERT-base weights our BERT equals
 //! candle-transformers' `BertModel` to the bit. DeBERTa-v2's base model is candle-transformers'
 //! (`deberta_v2.rs`), with our heads.
 

@@ -740,22 +740,18 @@ fn bert_question_answering_matches_transformers() {
         let doc_stride = params["doc_stride"]
             .as_u64()
             .map_or((max_seq_len / 2).min(128), |d| d as usize);
-        let truncation = tokenizers::TruncationParams {
-            direction: tokenizers::TruncationDirection::Right,
+        let truncation = crate::pipelines::encode::Truncation {
             max_length: max_seq_len,
-            strategy: tokenizers::TruncationStrategy::OnlySecond,
             stride: doc_stride,
+            strategy: tokenizers::TruncationStrategy::OnlySecond,
         };
-        let encoded = loaded
-            .tokenizer
-            .encode_batch_with(
-                vec![EncodeInput::Pair(question.into(), context.into())],
-                &truncation,
-            )
-            .expect("encode");
-        let windows: Vec<tokenizers::Encoding> = std::iter::once(encoded[0].clone())
-            .chain(encoded[0].get_overflowing().iter().cloned())
-            .collect();
+        let windows = crate::pipelines::encode::encode_pair(
+            loaded.tokenizer.inner(),
+            question,
+            context,
+            Some(truncation),
+        )
+        .expect("encode");
         let logits = loaded
             .encoder
             .forward(&loaded.tokenizer.pad_batch(&windows))

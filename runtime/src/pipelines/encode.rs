@@ -1,9 +1,8 @@
-//! What the encoder pipelines share: `inputs` as texts, model output rows as numbers, and text
-//! to `tokenizers::Encoding`s the way transformers' fast tokenizers do it for the
-//! pipelines: character offsets (Python slices strings by characters), truncation that leaves
+//! Tokenization for the encoder pipelines: text to `tokenizers::Encoding`s the way
+//! transformers' fast tokenizers do it for the pipelines: character offsets (Python slices strings by characters), truncation that leaves
 //! room for the special tokens, and overflowing windows with a stride (question answering,
-//! token classification with `stride`). Owns no model and no batching (that is
-//! `forward_encodings`); serves contract §4 ("long inputs are truncated to the model's maximum").
+//! token classification with `stride`), and the length check with truncation off. Owns no
+//! model, no padding and no batching (that is `infer`); serves contract §4 ("long inputs are truncated to the model's maximum").
 //!
 //! Mirrors `PreTrainedTokenizerFast._batch_encode_plus` with `return_overflowing_tokens=True`:
 //! the tokenizer's truncation params get `max_length`, `stride` and the strategy, the Rust
@@ -16,10 +15,7 @@ use tokenizers::utils::truncation::{
 };
 use tokenizers::{Encoding, Tokenizer};
 
-use serde::Deserialize;
-use serde_json::Value;
-
-use super::{PipelineError, Result, Task, check_names, json_kind};
+use super::{PipelineError, Result};
 
 /// A copy of `tokenizer` without truncation or padding, for the functions of this module.
 pub fn plain(tokenizer: &Tokenizer) -> Tokenizer {
@@ -64,7 +60,7 @@ pub fn encode_single(
     let (encoding, _) = truncate(tokenizer, encoding, None, truncation)?;
     let encoding = tokenizer
         .post_process(encoding, None, true)
-        .map_err(|e| tokenizer_error(&e))?;
+        .map_err(tokenizer_error)?;
     Ok(flatten(encoding))
 }
 
@@ -86,7 +82,7 @@ pub fn encode_pair(
     set_type_ids(&mut second, 1);
     let encoding = tokenizer
         .post_process(first, Some(second), true)
-        .map_err(|e| tokenizer_error(&e))?;
+        .map_err(tokenizer_error)?;
     let mut windows = flatten(encoding);
     same_pair_type_ids(&mut windows);
     Ok(windows)
@@ -125,7 +121,7 @@ fn same_pair_type_ids(windows: &mut [Encoding]) {
 fn sequence(tokenizer: &Tokenizer, text: &str) -> Result<Encoding> {
     let e = tokenizer
         .encode_char_offsets(text, false)
-        .map_err(|e| tokenizer_error(&e))?;
+        .map_err(tokenizer_error)?;
     Ok(Encoding::new(
         e.get_ids().to_vec(),
         e.get_type_ids().to_vec(),
@@ -203,7 +199,7 @@ fn truncate(
         strategy: t.strategy,
         stride: t.stride,
     };
-    truncate_encodings(first, second, &params).map_err(|e| tokenizer_error(&e))
+    truncate_encodings(first, second, &params).map_err(tokenizer_error)
 }
 
 /// The lengths `truncate_encodings` will cut each sequence to (`None`: left alone), or the
@@ -248,69 +244,6 @@ fn kept_lengths(
     }
 }
 
-/// `inputs` as one text or a non-empty list of texts (token-classification, feature-extraction,
-/// fill-mask, zero-shot-classification): the texts, and whether a list was given (the answer
-/// is then a list too).
-pub fn texts(task: &Task, inputs: &Value) -> Result<(Vec<String>, bool)> {
-    let wrong = |what: &Value| {
-        PipelineError::validation(format!(
-            "{task} expects `inputs` as a string or a list of strings, got {}",
-            json_kind(what)
-        ))
-    };
-    match inputs {
-        Value::String(s) => Ok((vec![s.clone()], false)),
-        Value::Array(items) if items.is_empty() => Err(PipelineError::validation(format!(
-            "{task} needs at least one input, got an empty list"
-        ))),
-        Value::Array(items) => {
-            let texts = items
-                .iter()
-                .map(|item| item.as_str().map(str::to_owned).ok_or_else(|| wrong(item)))
-                .collect::<Result<_>>()?;
-            Ok((texts, true))
-        }
-        other => Err(wrong(other)),
-    }
-}
-
-/// The answer shape that goes with [`texts`]: the list of answers for a list input, the one
-/// answer for a single input.
-pub fn one_or_list(answers: Vec<Value>, listed: bool) -> Value {
-    if listed {
-        Value::Array(answers)
-    } else {
-        answers.into_iter().next().unwrap_or(Value::Null)
-    }
-}
-
-/// `parameters` into a task's `Params`, as transformers reads keyword arguments: unknown names
-/// are a 400 naming them, a `null` value means "not given" (the default), and a bad value is a
-/// 400 naming its parameter.
-pub fn params<P: serde::de::DeserializeOwned>(
-    task: &Task,
-    accepted: &[&str],
-    mut parameters: serde_json::Map<String, Value>,
-) -> Result<P> {
-    check_names(task, accepted, &parameters)?;
-    parameters.retain(|_, v| !v.is_null());
-    // Each value alone first, so that the message names the parameter that is wrong.
-    for (name, value) in &parameters {
-        let one = serde_json::Map::from_iter([(name.clone(), value.clone())]);
-        if let Err(e) = serde_json::from_value::<P>(Value::Object(one)) {
-            let e = e.to_string();
-            let message = if e.contains(&format!("`{name}`")) {
-                e
-            } else {
-                format!("`{name}`: {e}")
-            };
-            return Err(PipelineError::validation(message));
-        }
-    }
-    serde_json::from_value(Value::Object(parameters))
-        .map_err(|e| PipelineError::validation(format!("bad parameters for {task}: {e}")))
-}
-
 /// Rejects an encoding longer than the model accepts (with `truncation` off), naming its length.
 pub fn check_length(encoding: &Encoding, input: usize, max_length: usize) -> Result<()> {
     if encoding.len() > max_length {
@@ -321,59 +254,6 @@ pub fn check_length(encoding: &Encoding, input: usize, max_length: usize) -> Res
         )));
     }
     Ok(())
-}
-
-/// `truncation` as transformers accepts it: a boolean or a strategy name
-/// (`longest_first`, `only_first`, `only_second`: on; `do_not_truncate`: off).
-pub fn deserialize_truncation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Flag {
-        Bool(bool),
-        Name(String),
-    }
-    match Flag::deserialize(d)? {
-        Flag::Bool(b) => Ok(b),
-        Flag::Name(n) => match n.as_str() {
-            "longest_first" | "only_first" | "only_second" => Ok(true),
-            "do_not_truncate" => Ok(false),
-            other => Err(serde::de::Error::custom(format!(
-                "`truncation` must be true, false, \"longest_first\", \"only_first\", \"only_second\" \
-                 or \"do_not_truncate\", got \"{other}\""
-            ))),
-        },
-    }
-}
-
-/// Default of `truncation`: on (contract §4, long inputs are truncated to the model maximum).
-pub fn truncation_default() -> bool {
-    true
-}
-
-/// The first `n` rows of a `[tokens, k]` model output as `f32`; NaN or infinity is an error
-/// (it cannot be answered as JSON, contract §5).
-pub fn matrix(t: &candle_core::Tensor, n: usize) -> Result<Vec<Vec<f32>>> {
-    let rows = t
-        .narrow(0, 0, n)
-        .and_then(|t| t.to_dtype(candle_core::DType::F32))
-        .and_then(|t| t.to_vec2::<f32>())
-        .map_err(|e| PipelineError::Model(e.into()))?;
-    if rows.iter().flatten().any(|v| !v.is_finite()) {
-        return Err(PipelineError::NonFinite);
-    }
-    Ok(rows)
-}
-
-/// A `[k]` model output row as `f32`; NaN or infinity is an error.
-pub fn vector(t: &candle_core::Tensor) -> Result<Vec<f32>> {
-    let row = t
-        .to_dtype(candle_core::DType::F32)
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| PipelineError::Model(e.into()))?;
-    if row.iter().any(|v| !v.is_finite()) {
-        return Err(PipelineError::NonFinite);
-    }
-    Ok(row)
 }
 
 /// The cut for a single text: `longest_first` to `max_length` with `truncation` on; nothing
@@ -406,44 +286,8 @@ pub fn encode_texts(
         .collect()
 }
 
-fn tokenizer_error(err: &tokenizers::Error) -> PipelineError {
-    PipelineError::Tokenizer(err.to_string())
-}
-
-/// Maps character positions of a text to byte positions, to slice it the way Python does.
-#[derive(Debug, Clone)]
-pub struct CharIndex<'a> {
-    text: &'a str,
-    bytes: Vec<usize>,
-}
-
-impl<'a> CharIndex<'a> {
-    /// Indexes `text`.
-    pub fn new(text: &'a str) -> Self {
-        let bytes = text
-            .char_indices()
-            .map(|(b, _)| b)
-            .chain(std::iter::once(text.len()))
-            .collect();
-        Self { text, bytes }
-    }
-
-    /// The number of characters.
-    pub fn len(&self) -> usize {
-        self.bytes.len() - 1
-    }
-
-    /// Whether the text is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// `text[start:end]` in Python: character positions, clamped to the text.
-    pub fn slice(&self, start: usize, end: usize) -> &'a str {
-        let end = end.min(self.len());
-        let start = start.min(end);
-        &self.text[self.bytes[start]..self.bytes[end]]
-    }
+fn tokenizer_error(err: tokenizers::Error) -> PipelineError {
+    PipelineError::Tokenizer { source: err }
 }
 
 #[cfg(test)]
@@ -626,45 +470,5 @@ pub(crate) mod tests {
         };
         let err = encode_pair(&tok, &long_question, CONTEXT, Some(t)).unwrap_err();
         assert!(matches!(err, PipelineError::Validation { .. }), "{err:?}");
-    }
-
-    #[test]
-    fn params_name_the_bad_one_and_treat_null_as_absent() {
-        use crate::pipelines::question_answering::{ACCEPTED, Params};
-        let task = Task::QuestionAnswering;
-        let map = |v: Value| v.as_object().unwrap().clone();
-        let p: Params = params(
-            &task,
-            ACCEPTED,
-            map(serde_json::json!({"top_k": null, "doc_stride": 8})),
-        )
-        .unwrap();
-        assert_eq!((p.top_k, p.doc_stride), (1, Some(8)));
-        let err = params::<Params>(
-            &task,
-            ACCEPTED,
-            map(serde_json::json!({"top_k": 2, "max_answer_len": "x"})),
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("`max_answer_len`: invalid type"),
-            "{err}"
-        );
-        let err = params::<Params>(&task, ACCEPTED, map(serde_json::json!({"top_kk": null})))
-            .unwrap_err();
-        assert!(
-            matches!(err, PipelineError::UnknownParameters { .. }),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn char_index_slices_like_python() {
-        let idx = CharIndex::new("Kraków!");
-        assert_eq!(idx.len(), 7);
-        assert_eq!(idx.slice(4, 6), "ów");
-        assert_eq!(idx.slice(5, 100), "w!");
-        assert_eq!(idx.slice(9, 3), "");
     }
 }

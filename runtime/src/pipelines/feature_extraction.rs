@@ -6,7 +6,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::encode::{deserialize_truncation, encode_texts, matrix, texts, truncation_default};
+use super::answer::{matrix, one_or_list};
+use super::encode::encode_texts;
+use super::inputs::texts;
+use super::params::{deserialize_truncation, params, truncation_default};
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
 /// Parameter names this task accepts (contract §4).
@@ -14,19 +17,18 @@ pub const ACCEPTED: &[&str] = &["truncation"];
 
 /// The parameters of feature-extraction.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Truncate a long text to the model maximum (default); `false` makes it a 400.
-    #[serde(
-        default = "truncation_default",
-        deserialize_with = "deserialize_truncation"
-    )]
+    #[serde(deserialize_with = "deserialize_truncation")]
     pub truncation: bool,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Self { truncation: true }
+        Self {
+            truncation: truncation_default(),
+        }
     }
 }
 
@@ -62,7 +64,7 @@ impl Pipeline for FeatureExtraction {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::FeatureExtraction;
-        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = params(&task, ACCEPTED, request.parameters)?;
         let (texts, listed) = texts(&task, &request.inputs)?;
         let tokenizer = self.res.tokenizer.inner();
         let encodings = encode_texts(
@@ -77,7 +79,7 @@ impl Pipeline for FeatureExtraction {
             .zip(&outputs)
             .map(|(encoding, output)| features_json(matrix(output, encoding.len())?))
             .collect::<Result<Vec<_>>>()?;
-        Ok(super::encode::one_or_list(answers, listed))
+        Ok(one_or_list(answers, listed))
     }
 }
 

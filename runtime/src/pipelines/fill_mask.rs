@@ -5,14 +5,19 @@
 //! `sequence` is the input with that one mask replaced, padding removed, decoded without special
 //! tokens when there is a single mask (with them when there are several, so the other masks show).
 //!
-//! Not here: tokenization (`encode`) and running the model.
+//! Not here: tokenization (`encode`) and running the model (`infer`, asked for the vocabulary
+//! logits at the mask positions only).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::encode::{deserialize_truncation, encode_texts, texts, truncation_default, vector};
-use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
+use super::answer::vector;
+use super::encode::encode_texts;
+use super::inputs::texts;
+use super::params::{deserialize_truncation, params, truncation_default};
+use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task};
+use crate::infer::{Outputs, Row};
 
 /// Parameter names this task accepts (contract §4, plus `truncation`).
 pub const ACCEPTED: &[&str] = &["top_k", "targets", "truncation"];
@@ -36,26 +41,17 @@ impl Targets {
     }
 }
 
-/// The parameters of fill-mask.
+/// The parameters of fill-mask; defaults in `Default`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Predictions per mask (5); capped at the number of targets.
-    #[serde(default = "five")]
     pub top_k: usize,
     /// Only score these tokens.
-    #[serde(default)]
     pub targets: Option<Targets>,
     /// Truncate a long text to the model maximum (default); `false` makes it a 400.
-    #[serde(
-        default = "truncation_default",
-        deserialize_with = "deserialize_truncation"
-    )]
+    #[serde(deserialize_with = "deserialize_truncation")]
     pub truncation: bool,
-}
-
-fn five() -> usize {
-    5
 }
 
 impl Default for Params {
@@ -63,7 +59,7 @@ impl Default for Params {
         Self {
             top_k: 5,
             targets: None,
-            truncation: true,
+            truncation: truncation_default(),
         }
     }
 }
@@ -90,7 +86,7 @@ pub fn target_ids(tokenizer: &Tokenizer, targets: &Targets) -> Result<Vec<u32>> 
             Some(id) => Some(id),
             None => tokenizer
                 .encode(target.as_str(), false)
-                .map_err(|e| PipelineError::Tokenizer(e.to_string()))?
+                .map_err(|source| PipelineError::Tokenizer { source })?
                 .get_ids()
                 .first()
                 .copied(),
@@ -260,7 +256,7 @@ impl Pipeline for FillMask {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::FillMask;
-        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = params(&task, ACCEPTED, request.parameters)?;
         params.validate()?;
         let tokenizer = self.res.tokenizer.inner();
         let (mask_token, mask_id) = self
@@ -287,14 +283,18 @@ impl Pipeline for FillMask {
             .iter()
             .map(|e| mask_positions(e.get_ids(), mask_id, mask_token))
             .collect::<Result<Vec<_>>>()?;
-        let outputs = forward_encodings(&self.res, &encodings)?;
+        // Only the mask positions go through the vocabulary projection.
+        let rows = encodings.iter().map(Row::from_encoding).collect();
+        let outputs = self
+            .res
+            .infer
+            .run(rows, Outputs::Positions(masks.clone()))?;
         let pad_id = Some(self.res.tokenizer.pad_id());
         let decode = |ids: &[u32], skip: bool| self.decode(ids, skip);
         let mut answers = Vec::with_capacity(texts.len());
         for ((encoding, masks), output) in encodings.iter().zip(&masks).zip(&outputs) {
-            let rows = masks
-                .iter()
-                .map(|&m| vector(&output.get(m).map_err(|e| PipelineError::Model(e.into()))?))
+            let rows = (0..masks.len())
+                .map(|m| vector(&output.get(m).map_err(PipelineError::Output)?))
                 .collect::<Result<Vec<_>>>()?;
             let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
             let per_mask = postprocess(

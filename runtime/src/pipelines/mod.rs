@@ -1,157 +1,32 @@
-//! Pipelines: the `Task` (names, aliases, inference from `config.json`), the
-//! `{"inputs", "parameters"}` envelope, and one module per task with its `Params`, pre- and
-//! post-processing (contract §3, §4).
+//! Pipelines: the `{"inputs", "parameters"}` envelope, the [`Pipeline`] trait the hook chain
+//! and guests call, and one module per task with its `Params`, pre- and post-processing
+//! (contract §3, §4). What the tasks share is split by concern: `encode` (text to encodings,
+//! truncation), `inputs` (reading `inputs`), `params` (reading `parameters`) and `answer`
+//! (output rows to JSON). Pipelines submit encodings to `infer` and read its replies; they never
+//! pad, batch or touch the model.
 
+pub mod answer;
 pub mod encode;
 pub mod feature_extraction;
 pub mod fill_mask;
+pub mod inputs;
+pub mod params;
 pub mod question_answering;
 pub mod text_classification;
 pub mod token_classification;
 pub mod zero_shot_classification;
 
-use std::fmt;
 use std::sync::Arc;
 
 use candle_core::Tensor;
 use serde_json::Value;
 
-use crate::handler::NativePipeline;
-use crate::infer::ModelWorker;
-use crate::models::{Encoder, Head, ModelConfig};
+use crate::infer::{Infer, InferError};
+use crate::models::{Head, ModelConfig};
 use crate::tokenizer::TextTokenizer;
 
-/// A pipeline task (contract §4).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Task {
-    /// `text-classification` (alias `sentiment-analysis`).
-    TextClassification,
-    /// `token-classification` (alias `ner`).
-    TokenClassification,
-    /// `feature-extraction`.
-    FeatureExtraction,
-    /// `fill-mask`.
-    FillMask,
-    /// `question-answering`.
-    QuestionAnswering,
-    /// `zero-shot-classification`.
-    ZeroShotClassification,
-    /// `table-question-answering`.
-    TableQuestionAnswering,
-    /// `text-generation`.
-    TextGeneration,
-    /// `text2text-generation`.
-    Text2TextGeneration,
-    /// `summarization`.
-    Summarization,
-    /// `translation`, or `translation_xx_to_yy` with the two languages.
-    Translation {
-        /// Source language, e.g. `en`.
-        src: Option<String>,
-        /// Target language, e.g. `de`.
-        tgt: Option<String>,
-    },
-}
-
-impl Task {
-    /// Task names accepted by `HF_TASK`, for error messages.
-    pub const ACCEPTED: &'static [&'static str] = &[
-        "text-classification",
-        "sentiment-analysis",
-        "token-classification",
-        "ner",
-        "feature-extraction",
-        "fill-mask",
-        "question-answering",
-        "zero-shot-classification",
-        "table-question-answering",
-        "text-generation",
-        "text2text-generation",
-        "summarization",
-        "translation",
-        "translation_xx_to_yy",
-    ];
-
-    /// Parses a task name or alias (contract §2).
-    pub fn parse(name: &str) -> Option<Self> {
-        let task = match name.trim() {
-            "text-classification" | "sentiment-analysis" => Self::TextClassification,
-            "token-classification" | "ner" => Self::TokenClassification,
-            "feature-extraction" => Self::FeatureExtraction,
-            "fill-mask" => Self::FillMask,
-            "question-answering" => Self::QuestionAnswering,
-            "zero-shot-classification" => Self::ZeroShotClassification,
-            "table-question-answering" => Self::TableQuestionAnswering,
-            "text-generation" => Self::TextGeneration,
-            "text2text-generation" => Self::Text2TextGeneration,
-            "summarization" => Self::Summarization,
-            "translation" => Self::Translation {
-                src: None,
-                tgt: None,
-            },
-            other => {
-                let rest = other.strip_prefix("translation_")?;
-                let (src, tgt) = rest.split_once("_to_")?;
-                let valid = |s: &str| {
-                    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                };
-                if !valid(src) || !valid(tgt) {
-                    return None;
-                }
-                Self::Translation {
-                    src: Some(src.to_owned()),
-                    tgt: Some(tgt.to_owned()),
-                }
-            }
-        };
-        Some(task)
-    }
-
-    /// Infers the task from `config.json` `architectures[0]` by suffix (contract §3).
-    pub fn from_architecture(arch: &str) -> Option<Self> {
-        // TAPAS first: its QA head is table question answering, not extractive QA.
-        if arch == "TapasForQuestionAnswering" {
-            return Some(Self::TableQuestionAnswering);
-        }
-        let table: [(&str, Self); 8] = [
-            ("ForQuestionAnswering", Self::QuestionAnswering),
-            ("ForTokenClassification", Self::TokenClassification),
-            ("ForSequenceClassification", Self::TextClassification),
-            ("ForMaskedLM", Self::FillMask),
-            ("ForCausalLM", Self::TextGeneration),
-            ("LMHeadModel", Self::TextGeneration),
-            ("ForConditionalGeneration", Self::Text2TextGeneration),
-            ("MTModel", Self::Text2TextGeneration),
-        ];
-        table
-            .into_iter()
-            .find(|(suffix, _)| arch.ends_with(suffix))
-            .map(|(_, task)| task)
-    }
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Self::TextClassification => "text-classification",
-            Self::TokenClassification => "token-classification",
-            Self::FeatureExtraction => "feature-extraction",
-            Self::FillMask => "fill-mask",
-            Self::QuestionAnswering => "question-answering",
-            Self::ZeroShotClassification => "zero-shot-classification",
-            Self::TableQuestionAnswering => "table-question-answering",
-            Self::TextGeneration => "text-generation",
-            Self::Text2TextGeneration => "text2text-generation",
-            Self::Summarization => "summarization",
-            Self::Translation {
-                src: Some(s),
-                tgt: Some(t),
-            } => return write!(f, "translation_{s}_to_{t}"),
-            Self::Translation { .. } => "translation",
-        };
-        f.write_str(name)
-    }
-}
+pub use crate::task::Task;
+pub use inputs::json_kind;
 
 /// A pipeline failure. `Validation` is the caller's fault (400); the rest are server faults.
 #[derive(Debug, thiserror::Error)]
@@ -172,18 +47,20 @@ pub enum PipelineError {
         /// The names the task accepts.
         accepted: Vec<String>,
     },
-    /// The model worker queue is full.
-    #[error("the model worker queue is full")]
-    Overloaded,
-    /// The model worker stopped.
-    #[error("the model worker is not running")]
-    WorkerGone,
-    /// Tokenization failed.
-    #[error("tokenization failed: {0}")]
-    Tokenizer(String),
-    /// The forward pass failed.
-    #[error("inference failed")]
-    Model(#[source] crate::models::ModelError),
+    /// The inference core refused or failed the request (overloaded, cancelled, past its
+    /// deadline, the forward pass failed or panicked).
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    /// The tokenizer failed on an input.
+    #[error("tokenization failed")]
+    Tokenizer {
+        /// The error from `tokenizers`.
+        #[source]
+        source: tokenizers::Error,
+    },
+    /// A model output does not have the shape the task reads.
+    #[error("the model output cannot be read")]
+    Output(#[source] candle_core::Error),
     /// The result has NaN or infinite numbers.
     #[error("the model produced a non-finite number (NaN or infinity)")]
     NonFinite,
@@ -245,30 +122,28 @@ impl Envelope {
     }
 }
 
-/// What a pipeline runs on: tokenizer, model config, and the worker that owns the model.
+/// What a pipeline runs on: tokenizer, model config, and the inference core that owns the
+/// model.
 #[derive(Clone)]
 pub struct Resources {
     /// The tokenizer.
     pub tokenizer: Arc<TextTokenizer>,
     /// `config.json`.
     pub config: Arc<ModelConfig>,
-    /// The thread that owns the encoder.
-    pub worker: Arc<ModelWorker<Encoder>>,
-    /// Most inputs per forward pass.
-    pub max_batch_size: usize,
+    /// The handle of the model worker.
+    pub infer: Infer,
 }
 
-/// A task pipeline. `run` blocks (tokenization and the forward pass): call it off the async
-/// runtime.
+/// A task pipeline: what the default `predict_fn` and a guest's `pipeline.predict` call. `run`
+/// blocks (tokenization and waiting for the model): call it off the async runtime.
 pub trait Pipeline: Send + Sync {
     /// The task served.
     fn task(&self) -> Task;
     /// Answers one request.
     fn run(&self, request: Envelope) -> Result<Value>;
-    /// Answers several independent requests (the records of a MultiRecord body), each as
-    /// `run` would. A task that can share forward passes between them overrides this.
-    fn run_many(&self, requests: Vec<Envelope>) -> Vec<Result<Value>> {
-        requests.into_iter().map(|r| self.run(r)).collect()
+    /// Answers one decoded request: `{"inputs", "parameters"}` or a bare input.
+    fn predict(&self, request: Value) -> Result<Value> {
+        self.run(Envelope::from_value(request)?)
     }
 }
 
@@ -309,154 +184,19 @@ pub fn build(task: &Task, resources: Resources) -> Option<Arc<dyn Pipeline>> {
     }
 }
 
-/// A pipeline as the hook chain's native stage.
-pub struct Native(pub Arc<dyn Pipeline>);
-
-impl NativePipeline for Native {
-    fn task(&self) -> Task {
-        self.0.task()
-    }
-
-    fn predict(&self, request: Value) -> Result<Value> {
-        self.0.run(Envelope::from_value(request)?)
-    }
-
-    fn predict_many(&self, requests: Vec<Value>) -> Vec<Result<Value>> {
-        let envelopes: Vec<Result<Envelope>> =
-            requests.into_iter().map(Envelope::from_value).collect();
-        let good: Vec<Envelope> = envelopes.iter().flatten().cloned().collect();
-        let mut answers = self.0.run_many(good).into_iter();
-        envelopes
-            .into_iter()
-            .map(|e| e.and_then(|_| answers.next().unwrap_or(Ok(Value::Null))))
-            .collect()
-    }
-}
-
-/// Runs encodings through the model in padded batches of at most `max_batch_size` (sorted by
-/// length so that each batch pads little) and returns one output row per encoding, in input
-/// order: `[labels]` for sequence heads, `[tokens, ...]` for token heads (padded positions
-/// included; use the encoding's length).
+/// Runs encodings through the model and returns one output per encoding, in input order:
+/// `[labels]` for sequence heads, `[tokens, ...]` for per-token heads with exactly the
+/// encoding's tokens (no padding). Batching and padding are the inference core's business.
 pub fn forward_encodings(
     res: &Resources,
     encodings: &[tokenizers::Encoding],
 ) -> Result<Vec<Tensor>> {
-    let mut order: Vec<usize> = (0..encodings.len()).collect();
-    order.sort_by_key(|&i| encodings[i].len());
-    let mut rows: Vec<Option<Tensor>> = vec![None; encodings.len()];
-    for chunk in order.chunks(res.max_batch_size.max(1)) {
-        let batch_encodings: Vec<tokenizers::Encoding> =
-            chunk.iter().map(|&i| encodings[i].clone()).collect();
-        let batch = res.tokenizer.pad_batch(&batch_encodings);
-        let output = res
-            .worker
-            .run(move |encoder| encoder.forward(&batch))?
-            .map_err(PipelineError::Model)?;
-        for (row, &i) in chunk.iter().enumerate() {
-            rows[i] = Some(
-                output
-                    .get(row)
-                    .map_err(|e| PipelineError::Model(e.into()))?,
-            );
-        }
-    }
-    Ok(rows.into_iter().flatten().collect())
-}
-
-/// Checks `params` against the names a task accepts (unknown → 400 naming them) and
-/// deserializes them.
-pub fn parse_params<P: serde::de::DeserializeOwned>(
-    task: &Task,
-    accepted: &[&str],
-    params: serde_json::Map<String, Value>,
-) -> Result<P> {
-    check_names(task, accepted, &params)?;
-    serde_json::from_value(Value::Object(params))
-        .map_err(|e| PipelineError::validation(format!("bad parameters: {e}")))
-}
-
-/// Refuses parameter names a task does not accept (400 naming them).
-pub fn check_names(
-    task: &Task,
-    accepted: &[&str],
-    params: &serde_json::Map<String, Value>,
-) -> Result<()> {
-    let unknown: Vec<String> = params
-        .keys()
-        .filter(|k| !accepted.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    Err(PipelineError::UnknownParameters {
-        names: unknown,
-        task: task.clone(),
-        accepted: accepted.iter().map(|s| (*s).to_owned()).collect(),
-    })
-}
-
-/// A JSON number from a float; NaN and infinity are errors, never `null`.
-pub fn finite(x: f32) -> Result<Value> {
-    serde_json::Number::from_f64(f64::from(x))
-        .map(Value::Number)
-        .ok_or(PipelineError::NonFinite)
-}
-
-/// A short name of a JSON value's kind, for error messages.
-pub fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
+    Ok(res.infer.forward(encodings)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn aliases_and_translation_names() {
-        assert_eq!(
-            Task::parse("sentiment-analysis"),
-            Some(Task::TextClassification)
-        );
-        assert_eq!(Task::parse("ner"), Some(Task::TokenClassification));
-        assert_eq!(
-            Task::parse("translation_en_to_de"),
-            Some(Task::Translation {
-                src: Some("en".into()),
-                tgt: Some("de".into())
-            })
-        );
-        assert_eq!(Task::parse("translation_en_de"), None);
-        assert_eq!(Task::parse("sentiment"), None);
-    }
-
-    #[test]
-    fn architecture_suffixes() {
-        assert_eq!(
-            Task::from_architecture("TapasForQuestionAnswering"),
-            Some(Task::TableQuestionAnswering)
-        );
-        assert_eq!(
-            Task::from_architecture("BertForQuestionAnswering"),
-            Some(Task::QuestionAnswering)
-        );
-        assert_eq!(
-            Task::from_architecture("GPT2LMHeadModel"),
-            Some(Task::TextGeneration)
-        );
-        assert_eq!(
-            Task::from_architecture("MarianMTModel"),
-            Some(Task::Text2TextGeneration)
-        );
-        assert_eq!(Task::from_architecture("BertModel"), None);
-    }
 
     #[test]
     fn envelope_without_inputs_is_the_whole_object() {

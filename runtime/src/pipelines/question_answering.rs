@@ -14,7 +14,9 @@ use serde_json::Value;
 use tokenizers::utils::truncation::TruncationStrategy;
 use tokenizers::{Encoding, Tokenizer};
 
-use super::encode::{CharIndex, Truncation, encode_pair, matrix};
+use super::answer::{CharIndex, matrix};
+use super::encode::{Truncation, encode_pair};
+use super::params::params;
 use super::{
     Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings, json_kind,
 };
@@ -30,44 +32,25 @@ pub const ACCEPTED: &[&str] = &[
     "align_to_words",
 ];
 
-/// The parameters of question-answering, with transformers' defaults.
+/// The parameters of question-answering, with transformers' defaults (written once, in
+/// `Default`; an absent parameter takes its value from there).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Answers to return (1); more than one makes the answer a list.
-    #[serde(default = "one")]
     pub top_k: usize,
     /// Overlap of context windows; `min(max_seq_len / 2, 128)` when absent.
-    #[serde(default)]
     pub doc_stride: Option<usize>,
     /// Longest answer in tokens (15).
-    #[serde(default = "fifteen")]
     pub max_answer_len: usize,
     /// Window length in tokens, special tokens included; `min(model maximum, 384)` when absent.
-    #[serde(default)]
     pub max_seq_len: Option<usize>,
     /// Accepted for compatibility; unused with fast tokenizers, as in transformers (64).
-    #[serde(default = "sixty_four")]
     pub max_question_len: usize,
     /// Also offer the empty answer, scored by the [CLS] position (false).
-    #[serde(default)]
     pub handle_impossible_answer: bool,
     /// Widen answers to whole words (true).
-    #[serde(default = "yes")]
     pub align_to_words: bool,
-}
-
-fn one() -> usize {
-    1
-}
-fn fifteen() -> usize {
-    15
-}
-fn sixty_four() -> usize {
-    64
-}
-fn yes() -> bool {
-    true
 }
 
 impl Default for Params {
@@ -415,8 +398,7 @@ impl Pipeline for QuestionAnswering {
     }
 
     fn run(&self, request: Envelope) -> Result<Value> {
-        let params: Params =
-            super::encode::params(&Task::QuestionAnswering, ACCEPTED, request.parameters)?;
+        let params: Params = params(&Task::QuestionAnswering, ACCEPTED, request.parameters)?;
         let windowing = params.windowing(self.res.tokenizer.max_len())?;
         let examples = parse_inputs(&request.inputs)?;
         let tokenizer = self.res.tokenizer.inner();
@@ -432,13 +414,13 @@ impl Pipeline for QuestionAnswering {
             let logits = spans
                 .iter()
                 .map(|span| {
-                    let output = outputs.next().ok_or(PipelineError::WorkerGone)?;
+                    let message =
+                        "a question-answering head gives 2 logits per token, one row per window";
+                    let shape = || PipelineError::Output(candle_core::Error::Msg(message.into()));
+                    let output = outputs.next().ok_or_else(shape)?;
                     let rows = matrix(&output, span.encoding.len())?;
                     if rows.iter().any(|r| r.len() < 2) {
-                        let message = "a question-answering head gives 2 logits per token";
-                        return Err(PipelineError::Model(
-                            candle_core::Error::Msg(message.into()).into(),
-                        ));
+                        return Err(shape());
                     }
                     Ok(SpanLogits {
                         start: rows.iter().map(|r| r[0]).collect(),

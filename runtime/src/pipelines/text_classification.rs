@@ -6,10 +6,12 @@
 //! input and a `{text, text_pair}` object gives the bare best label; with `top_k` (an integer or
 //! `null` for all labels) each input gives a list sorted by score.
 
-use candle_core::Tensor;
 use serde_json::{Map, Value, json};
 
-use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, finite};
+use super::answer::finite;
+use super::encode::{Truncation, check_length, encode_pair, encode_single, single_truncation};
+use super::params::{check_names, deserialize_truncation, truncation_default};
+use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, json_kind};
 use crate::tokenizer::EncodeInput;
 
 const ACCEPTED: &[&str] = &["top_k", "function_to_apply", "truncation"];
@@ -85,7 +87,7 @@ struct Params {
 impl Params {
     fn parse(task: &Task, params: &Map<String, Value>) -> Result<Self> {
         // Names first, so an unknown one is reported even next to a bad value.
-        super::check_names(task, ACCEPTED, params)?;
+        check_names(task, ACCEPTED, params)?;
         let top_k = match params.get("top_k") {
             None => TopK::Legacy,
             Some(Value::Null) => TopK::All,
@@ -108,8 +110,8 @@ impl Params {
             }
         };
         let truncation = match params.get("truncation") {
-            None | Some(Value::Null) => super::encode::truncation_default(),
-            Some(v) => super::encode::deserialize_truncation(v.clone())
+            None | Some(Value::Null) => truncation_default(),
+            Some(v) => deserialize_truncation(v.clone())
                 .map_err(|e| PipelineError::validation(e.to_string()))?,
         };
         Ok(Self {
@@ -159,14 +161,14 @@ fn parse_inputs(inputs: &Value) -> Result<Inputs> {
                 Value::Object(map) => parse_pair(map),
                 other => Err(PipelineError::validation(format!(
                     "{EXPECTED}; got a list holding {}",
-                    super::json_kind(other)
+                    json_kind(other)
                 ))),
             })
             .collect::<Result<Vec<_>>>()
             .map(Inputs::Many),
         other => Err(PipelineError::validation(format!(
             "{EXPECTED}; got {}",
-            super::json_kind(other)
+            json_kind(other)
         ))),
     }
 }
@@ -189,6 +191,38 @@ impl TextClassification {
             .get(i)
             .cloned()
             .unwrap_or_else(|| format!("LABEL_{i}"))
+    }
+
+    /// One encoding per input, as `tokenizer(text, text_pair, truncation=...)`: cut longest
+    /// first to the model maximum with `truncation` on, else refused when too long.
+    fn encode(&self, items: &[EncodeInput], truncation: bool) -> Result<Vec<tokenizers::Encoding>> {
+        let tokenizer = self.res.tokenizer.inner();
+        let max_length = self.res.tokenizer.max_len();
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let windows = match item {
+                    EncodeInput::Single(text) => {
+                        encode_single(tokenizer, text, single_truncation(truncation, max_length))?
+                    }
+                    EncodeInput::Pair(text, pair) => encode_pair(
+                        tokenizer,
+                        text,
+                        pair,
+                        truncation.then(|| Truncation::longest_first(max_length)),
+                    )?,
+                };
+                let first = windows
+                    .into_iter()
+                    .next()
+                    .expect("encoding returns at least the main encoding");
+                if !truncation {
+                    check_length(&first, i, max_length)?;
+                }
+                Ok(first)
+            })
+            .collect()
     }
 
     /// Scores for one row of logits, shaped by `top_k`.
@@ -232,45 +266,6 @@ impl Pipeline for TextClassification {
     }
 
     fn run(&self, request: Envelope) -> Result<Value> {
-        let prepared = self.prepare(&request)?;
-        let rows = super::forward_encodings(&self.res, &prepared.encodings)?;
-        self.finish(prepared, rows)
-    }
-
-    /// Several requests in shared forward passes (the records of a MultiRecord batch body);
-    /// each answer is the one `run` gives for that request alone.
-    fn run_many(&self, requests: Vec<Envelope>) -> Vec<Result<Value>> {
-        let prepared: Vec<Result<Prepared>> = requests.iter().map(|r| self.prepare(r)).collect();
-        let encodings: Vec<tokenizers::Encoding> = prepared
-            .iter()
-            .flatten()
-            .flat_map(|p| p.encodings.iter().cloned())
-            .collect();
-        let mut rows = match super::forward_encodings(&self.res, &encodings) {
-            Ok(rows) => rows.into_iter(),
-            // Not shareable (the error is not `Clone`): answer each request on its own.
-            Err(_) => return requests.into_iter().map(|r| self.run(r)).collect(),
-        };
-        prepared
-            .into_iter()
-            .map(|p| {
-                let p = p?;
-                let mine: Vec<Tensor> = rows.by_ref().take(p.encodings.len()).collect();
-                self.finish(p, mine)
-            })
-            .collect()
-    }
-}
-
-/// A request checked and tokenized, waiting for its forward pass.
-struct Prepared {
-    params: Params,
-    inputs: Inputs,
-    encodings: Vec<tokenizers::Encoding>,
-}
-
-impl TextClassification {
-    fn prepare(&self, request: &Envelope) -> Result<Prepared> {
         let params = Params::parse(&Task::TextClassification, &request.parameters)?;
         let inputs = parse_inputs(&request.inputs)?;
         let items = match &inputs {
@@ -278,36 +273,13 @@ impl TextClassification {
             Inputs::Many(items) => items.clone(),
         };
         if items.is_empty() {
-            return Ok(Prepared {
-                params,
-                inputs,
-                encodings: Vec::new(),
-            });
+            return Ok(Value::Array(Vec::new()));
         }
-        let truncate = params.truncation;
-        let encodings = self
-            .res
-            .tokenizer
-            .encode_batch(items, truncate)
-            .map_err(|e| PipelineError::Tokenizer(e.to_string()))?;
-        if !truncate {
-            let max_len = self.res.tokenizer.max_len();
-            for (i, encoding) in encodings.iter().enumerate() {
-                super::encode::check_length(encoding, i, max_len)?;
-            }
-        }
-        Ok(Prepared {
-            params,
-            inputs,
-            encodings,
-        })
-    }
-
-    fn finish(&self, prepared: Prepared, rows: Vec<Tensor>) -> Result<Value> {
-        let Prepared { params, inputs, .. } = prepared;
+        let encodings = self.encode(&items, params.truncation)?;
+        let rows = super::forward_encodings(&self.res, &encodings)?;
         let mut answers = Vec::with_capacity(rows.len());
         for row in rows {
-            let logits: Vec<f32> = row.to_vec1().map_err(|e| PipelineError::Model(e.into()))?;
+            let logits: Vec<f32> = row.to_vec1().map_err(PipelineError::Output)?;
             answers.push(self.postprocess(&logits, &params)?);
         }
         Ok(match inputs {

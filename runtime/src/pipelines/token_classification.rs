@@ -24,10 +24,10 @@ pub use aggregate::{
     gather_pre_entities, postprocess, softmax_rows,
 };
 
-use super::encode::{
-    Truncation, check_length, deserialize_truncation, encode_single, matrix, texts,
-    truncation_default,
-};
+use super::answer::{matrix, one_or_list};
+use super::encode::{Truncation, check_length, encode_single};
+use super::inputs::texts;
+use super::params::{deserialize_truncation, params, truncation_default};
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
 /// Parameter names this task accepts (contract §4, plus transformers' `stride` and our `truncation`).
@@ -83,22 +83,16 @@ impl<'de> Deserialize<'de> for AggregationStrategy {
 
 /// The parameters of token-classification.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// `none` (default), `simple`, `first`, `average` or `max`.
-    #[serde(default)]
     pub aggregation_strategy: AggregationStrategy,
     /// Labels (or entity groups) left out of the answer; `["O"]` when absent or null.
-    #[serde(default)]
     pub ignore_labels: Option<Vec<String>>,
     /// Overlap of the windows a long text is cut into; without it a long text is truncated.
-    #[serde(default)]
     pub stride: Option<usize>,
     /// Truncate a long text to the model maximum (default); `false` makes it a 400.
-    #[serde(
-        default = "truncation_default",
-        deserialize_with = "deserialize_truncation"
-    )]
+    #[serde(deserialize_with = "deserialize_truncation")]
     pub truncation: bool,
 }
 
@@ -108,7 +102,7 @@ impl Default for Params {
             aggregation_strategy: AggregationStrategy::None,
             ignore_labels: None,
             stride: None,
-            truncation: true,
+            truncation: truncation_default(),
         }
     }
 }
@@ -270,7 +264,7 @@ impl Pipeline for TokenClassification {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::TokenClassification;
-        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = params(&task, ACCEPTED, request.parameters)?;
         params.validate(self.res.tokenizer.max_len())?;
         let (texts, listed) = texts(&task, &request.inputs)?;
         let mut encodings = Vec::new();
@@ -305,7 +299,7 @@ impl Pipeline for TokenClassification {
                 serde_json::to_value(entities).map_err(|_| PipelineError::NonFinite)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(super::encode::one_or_list(answers, listed))
+        Ok(one_or_list(answers, listed))
     }
 }
 

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokenizers::utils::truncation::TruncationStrategy;
 
-use super::encode::{Truncation, check_length, encode_pair, texts, vector};
+use super::answer::{one_or_list, vector};
+use super::encode::{Truncation, check_length, encode_pair};
+use super::inputs::texts;
+use super::params::params;
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, forward_encodings};
 
 /// Parameter names this task accepts (contract §4).
@@ -240,7 +243,7 @@ impl Pipeline for ZeroShotClassification {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::ZeroShotClassification;
-        let params: Params = super::encode::params(&task, ACCEPTED, request.parameters)?;
+        let params: Params = params(&task, ACCEPTED, request.parameters)?;
         let labels = params.labels()?;
         let entailment = self.entailment()?;
         let (sequences, listed) = texts(&task, &request.inputs)?;
@@ -280,7 +283,7 @@ impl Pipeline for ZeroShotClassification {
                 serde_json::to_value(classified).map_err(|_| PipelineError::NonFinite)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(super::encode::one_or_list(answers, listed))
+        Ok(one_or_list(answers, listed))
     }
 }
 

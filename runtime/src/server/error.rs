@@ -10,7 +10,9 @@ use serde_json::json;
 
 use crate::codec::CodecError;
 use crate::handler::{HookError, UserErrorKind};
+use crate::infer::InferError;
 use crate::pipelines::PipelineError;
+pub use crate::telemetry::error_chain;
 
 /// Spec §7: the `type` clients parse for prediction errors.
 pub const PREDICTION_ERROR_TYPE: &str = "InternalServerException";
@@ -143,21 +145,6 @@ impl ApiError {
     }
 }
 
-/// `err` and its sources, joined with ": ".
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.error_type.status().into_response();
@@ -183,17 +170,29 @@ impl From<CodecError> for ApiError {
 
 impl From<PipelineError> for ApiError {
     fn from(err: PipelineError) -> Self {
-        let (error_type, message) = match &err {
+        let error_type = match &err {
             PipelineError::Validation { .. }
             | PipelineError::UnknownParameters { .. }
-            | PipelineError::Tokenizer(_) => (ErrorType::Validation, err.to_string()),
-            PipelineError::Overloaded => (ErrorType::Overloaded, err.to_string()),
-            PipelineError::WorkerGone => (ErrorType::ModelNotReady, err.to_string()),
-            PipelineError::Model(_) | PipelineError::NonFinite => {
-                (ErrorType::Internal, err.to_string())
-            }
+            | PipelineError::Tokenizer { .. } => ErrorType::Validation,
+            PipelineError::Infer(infer) => return Self::from(infer.clone()),
+            PipelineError::Output(_) | PipelineError::NonFinite => ErrorType::Internal,
         };
-        Self::new(error_type, message).with_cause(&err)
+        Self::new(error_type, err.to_string()).with_cause(&err)
+    }
+}
+
+impl From<InferError> for ApiError {
+    fn from(err: InferError) -> Self {
+        let error_type = match &err {
+            InferError::Overloaded { .. } => ErrorType::Overloaded,
+            // The caller left or its time limit passed: only the log reads this answer.
+            InferError::Cancelled | InferError::DeadlineExceeded => ErrorType::Timeout,
+            InferError::WorkerStopped { .. } => ErrorType::ModelNotReady,
+            InferError::WorkerPanicked { .. }
+            | InferError::Model(_)
+            | InferError::BadRequest { .. } => ErrorType::Internal,
+        };
+        Self::new(error_type, err.to_string()).with_cause(&err)
     }
 }
 

@@ -1,5 +1,8 @@
-//! `POST /invocations`: read the body within the limit, negotiate, run the hook chain off the
-//! async runtime, answer with the produced content type (contract §1, §5).
+//! `POST /invocations`: admit (429 when `--queue-size` invocations are in flight, before the
+//! body is read), negotiate, read the body within the limit, run the hook chain off the async
+//! runtime inside the request's inference scope (deadline, and cancellation when the client
+//! leaves or the time limit answers first), answer with the produced content type
+//! (contract §1, §5).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -7,6 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::handler::{Invocation, RequestContext};
+use crate::infer::{CancelFlag, CancelOnDrop, Scope};
 
 use super::error::{ApiError, ErrorType};
 use super::middleware::REQUEST_ID;
@@ -35,6 +39,7 @@ pub(crate) async fn invocations(
     body: Body,
 ) -> Result<Response, ApiError> {
     let model = state.ready_model()?;
+    let _permit = state.admit()?;
     let text = |name: header::HeaderName| {
         headers
             .get(name)
@@ -75,12 +80,22 @@ pub(crate) async fn invocations(
         ctx,
     };
     let span = tracing::Span::current();
+    // Dropping this future (client gone, or the time limit answered 504) sets the flag, and the
+    // model requests of this invocation are then dropped before their forward pass.
+    let cancel = CancelFlag::default();
+    let guard = CancelOnDrop::new(cancel.clone());
+    let scope = Scope {
+        deadline: Some(std::time::Instant::now() + state.config.timeout),
+        cancel,
+    };
     let answer = tokio::task::spawn_blocking(move || {
         let _enter = span.enter();
-        model.chain.invoke(&invocation)
+        scope.run(|| model.chain.invoke(&invocation))
     })
-    .await
-    .map_err(|join| ApiError::new(ErrorType::Internal, "internal error").with_cause(&join))??;
+    .await;
+    guard.disarm();
+    let answer = answer
+        .map_err(|join| ApiError::new(ErrorType::Internal, "internal error").with_cause(&join))??;
 
     let mut response = (StatusCode::OK, answer.body).into_response();
     let headers = response.headers_mut();

@@ -8,9 +8,10 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::state::AppState;
 
-/// 200 with an empty body when serving; 503 JSON while loading or after a failed load.
+/// 200 with an empty body when serving; 503 JSON while loading, after a failed load, or when
+/// the model worker stopped or is wedged.
 pub(crate) async fn ping(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
-    state.ready_model().map(|_| StatusCode::OK)
+    state.healthy_model().map(|_| StatusCode::OK)
 }
 
 /// What Batch Transform asks before it sends work (contract §1, §8).

@@ -2,7 +2,10 @@
 
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::config::ServerConfig;
+use crate::infer::Health;
 use crate::load::{LoadError, LoadedModel};
 
 use super::error::{ApiError, ErrorType};
@@ -24,14 +27,18 @@ pub struct AppState {
     /// HTTP settings.
     pub config: Arc<ServerConfig>,
     model: Arc<RwLock<ModelState>>,
+    /// One permit per admitted invocation (`--queue-size`).
+    admission: Arc<Semaphore>,
 }
 
 impl AppState {
     /// A state whose model is loading.
     pub fn new(config: ServerConfig) -> Self {
+        let admission = Arc::new(Semaphore::new(config.queue_size));
         Self {
             config: Arc::new(config),
             model: Arc::new(RwLock::new(ModelState::Loading)),
+            admission,
         }
     }
 
@@ -69,5 +76,41 @@ impl AppState {
                 ),
             )),
         }
+    }
+
+    /// The loaded model when its worker can serve, or the 503 that says why not: `/ping`'s
+    /// answer (contract §1). Asks the worker's health, not only the load state.
+    pub fn healthy_model(&self) -> Result<Arc<LoadedModel>, ApiError> {
+        let model = self.ready_model()?;
+        match model.infer.health() {
+            Health::Ready => Ok(model),
+            Health::Wedged { busy_for } => Err(ApiError::new(
+                ErrorType::ModelNotReady,
+                format!(
+                    "the model worker is wedged: one forward pass has run for {} s",
+                    busy_for.as_secs()
+                ),
+            )),
+            Health::Stopped { cause } => Err(ApiError::new(
+                ErrorType::ModelNotReady,
+                format!("the model worker has stopped: {cause}"),
+            )),
+        }
+    }
+
+    /// Admits one invocation, or answers 429 at once when `--queue-size` invocations are
+    /// already admitted. The permit is held until the answer is built (or the client leaves).
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.admission)
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorType::Overloaded,
+                    format!(
+                        "too many requests: {} are being served or waiting (SAGEBRUSH_QUEUE_SIZE); retry later",
+                        self.config.queue_size
+                    ),
+                )
+            })
     }
 }

@@ -49,7 +49,7 @@ fn limits(cache_dir: &Path, instances: usize) -> WasmLimits {
 }
 
 fn load(name: &str, cache_dir: &Path, instances: usize) -> (GuestProgram, Duration) {
-    let native: Arc<dyn NativePipeline> = Arc::new(WordCountPipeline::default());
+    let native: Arc<dyn Pipeline> = Arc::new(WordCountPipeline::default());
     let start = Instant::now();
     let program = GuestProgram::load(
         &guest(name),

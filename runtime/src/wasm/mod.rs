@@ -29,7 +29,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use crate::config::WasmLimits;
-use crate::handler::{Hook, HookResponse, HookSet, NativePipeline, Payload, RequestContext};
+use crate::handler::{Hook, HookResponse, HookSet, Payload, RequestContext};
+use crate::pipelines::Pipeline;
 
 use bindings::{Handler, HandlerPre, WitContext, WitHookSet, WitPayload, WitResponse};
 pub use error::{BoxError, GuestError};
@@ -67,7 +68,7 @@ impl GuestProgram {
         wasm_path: &Path,
         model_dir: &Path,
         limits: &WasmLimits,
-        native: Arc<dyn NativePipeline>,
+        native: Arc<dyn Pipeline>,
     ) -> Result<Self> {
         let wasm = std::fs::read(wasm_path).map_err(|source| GuestError::Read {
             path: wasm_path.to_path_buf(),

@@ -10,7 +10,8 @@ use std::time::Duration;
 use wasmtime::component::ResourceAny;
 use wasmtime::{Store, Trap};
 
-use crate::handler::{Hook, NativePipeline};
+use crate::handler::Hook;
+use crate::pipelines::Pipeline;
 
 use super::bindings::{Handler, HandlerPre, WitError};
 use super::error::{GuestError, boxed};
@@ -35,7 +36,7 @@ pub(crate) struct Factory {
     pub(crate) memory_bytes: usize,
     pub(crate) call_timeout: Duration,
     pub(crate) deadline_ticks: u64,
-    pub(crate) native: Arc<dyn NativePipeline>,
+    pub(crate) native: Arc<dyn Pipeline>,
     /// Whether to call `model_fn` in each new instance (set once the hooks are known).
     pub(crate) model_fn: bool,
 }

@@ -17,7 +17,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::handler::{Hook, NativePipeline};
+use crate::handler::Hook;
+use crate::pipelines::Pipeline;
 
 /// Where the model directory appears inside the guest (the SageMaker path).
 pub(crate) const GUEST_MODEL_DIR: &str = "/opt/ml/model";
@@ -36,7 +37,7 @@ pub(crate) struct HostState {
     pub(crate) memory: MemoryCap,
     pub(crate) stdout: CapturedOutput,
     pub(crate) stderr: CapturedOutput,
-    pub(crate) native: Arc<dyn NativePipeline>,
+    pub(crate) native: Arc<dyn Pipeline>,
     /// The request being served, for log lines the guest writes.
     pub(crate) request_id: String,
     /// The hook being called.
@@ -48,7 +49,7 @@ impl HostState {
     pub(crate) fn new(
         model_dir: &Path,
         memory_bytes: usize,
-        native: Arc<dyn NativePipeline>,
+        native: Arc<dyn Pipeline>,
     ) -> wasmtime::Result<Self> {
         let stdout = CapturedOutput::new();
         let stderr = CapturedOutput::new();

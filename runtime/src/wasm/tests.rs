@@ -4,67 +4,30 @@
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::*;
 use crate::handler::TRANSFORM_CONFLICT;
-use crate::pipelines::{PipelineError, Task};
+use crate::pipelines::{Envelope, PipelineError, Task};
 
-/// Every guest crate the tests use, by package name.
-const GUESTS: [&str; 8] = [
-    "preprocess-only",
-    "postprocess",
-    "tokenizer-model-fn",
-    "transform",
-    "transform-conflict",
-    "misbehave",
-    "sandbox-probe",
-    "passthrough",
-];
+// The guest list and builder shared with the end-to-end tests: every crate in `examples/` and
+// `tests/guests/`, found by reading the directories.
+#[path = "../../../tests/e2e/support/guest_build.rs"]
+#[allow(dead_code)]
+mod guest_build;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Builds all guests once (`cargo build --target wasm32-wasip2 --release`, separate target
-/// dir) and returns the path of `name`'s component.
-pub(super) fn guest(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let out = BUILT.get_or_init(|| {
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| workspace_root().join("target"), PathBuf::from)
-            .join("guests");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root())
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .env("CARGO_TARGET_DIR", &target_dir);
-        for guest in GUESTS {
-            cmd.args(["-p", guest]);
-        }
-        let status = cmd.status().expect("cargo runs");
-        assert!(
-            status.success(),
-            "building the guests failed (is the wasm32-wasip2 target installed?)"
-        );
-        target_dir.join("wasm32-wasip2/release")
-    });
-    let path = out.join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
-}
+pub(super) use guest_build::guest;
 
 pub(super) fn fixture(name: &str) -> PathBuf {
-    workspace_root()
+    guest_build::repo_root()
         .join("tests/fixtures/conformance/models")
         .join(name)
 }
 
-/// THE TEST PIPELINE: a real `NativePipeline` standing in for candle, so these tests need no
+/// THE TEST PIPELINE: a real `Pipeline` standing in for candle, so these tests need no
 /// model. It labels each input by its word count (even: POSITIVE, odd: NEGATIVE, score
 /// words/(words+1)), refuses unknown parameters like the real pipelines, and records what it
 /// was asked.
@@ -85,11 +48,20 @@ impl WordCountPipeline {
     }
 }
 
-impl NativePipeline for WordCountPipeline {
+impl Pipeline for WordCountPipeline {
     fn task(&self) -> Task {
         Task::TextClassification
     }
 
+    fn run(&self, request: Envelope) -> std::result::Result<Value, PipelineError> {
+        let mut value = json!({ "inputs": request.inputs });
+        if !request.parameters.is_empty() {
+            value["parameters"] = Value::Object(request.parameters);
+        }
+        self.predict(value)
+    }
+
+    /// Overridden to record the request exactly as the hook chain or the guest sent it.
     fn predict(&self, request: Value) -> std::result::Result<Value, PipelineError> {
         self.requests
             .lock()
@@ -141,7 +113,7 @@ fn load(
         &guest(name),
         model_dir,
         limits,
-        Arc::clone(&native) as Arc<dyn NativePipeline>,
+        Arc::clone(&native) as Arc<dyn Pipeline>,
     )
     .unwrap_or_else(|e| panic!("{name} loads: {e:?}"));
     (program, native)
@@ -419,7 +391,7 @@ fn a_failing_model_fn_fails_the_load_naming_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let empty_model = tmp.path().join("model");
     std::fs::create_dir_all(&empty_model).expect("mkdir");
-    let native: Arc<dyn NativePipeline> = Arc::new(WordCountPipeline::default());
+    let native: Arc<dyn Pipeline> = Arc::new(WordCountPipeline::default());
     let err = GuestProgram::load(
         &guest("tokenizer-model-fn"),
         &empty_model,
@@ -536,7 +508,7 @@ fn transform_answers_the_whole_request_around_the_native_pipeline() {
 #[test]
 fn transform_fn_with_input_fn_is_refused_at_load_with_the_spec_message() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let native: Arc<dyn NativePipeline> = Arc::new(WordCountPipeline::default());
+    let native: Arc<dyn Pipeline> = Arc::new(WordCountPipeline::default());
     let err = GuestProgram::load(
         &guest("transform-conflict"),
         &fixture("bert-seqcls"),
@@ -795,7 +767,7 @@ fn a_file_that_is_not_a_component_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let bogus = tmp.path().join("inference.wasm");
     std::fs::write(&bogus, b"\0asm\x01\0\0\0 not really").expect("write");
-    let native: Arc<dyn NativePipeline> = Arc::new(WordCountPipeline::default());
+    let native: Arc<dyn Pipeline> = Arc::new(WordCountPipeline::default());
     let err = GuestProgram::load(&bogus, tmp.path(), &limits(tmp.path()), Arc::clone(&native))
         .expect_err("refused");
     assert!(matches!(err, GuestError::Compile { .. }), "{err:?}");

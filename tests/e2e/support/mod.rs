@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod compare;
+pub mod guest_build;
 pub mod guests;
 pub mod hub_stub;
 
@@ -14,10 +15,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+pub(crate) use guest_build::repo_root;
 
 /// A conformance fixture model directory, e.g. `fixture("bert-seqcls")`.
 pub fn fixture(name: &str) -> PathBuf {
@@ -69,7 +67,9 @@ impl ServerBuilder {
 
     /// Spawns the binary and waits for its "listening on" log line.
     pub fn start(self) -> Server {
-        let (child, logs, addr) = spawn(&self);
+        let Spawned {
+            child, logs, addr, ..
+        } = spawn(&self);
         let addr = addr.unwrap_or_else(|| {
             panic!(
                 "server did not log its address; logs:\n{}",
@@ -79,17 +79,43 @@ impl ServerBuilder {
         Server { child, addr, logs }
     }
 
-    /// Spawns the binary and waits for it to exit (for start-up errors).
+    /// Spawns the binary and waits for it to exit (for start-up errors); returns its status and
+    /// everything it wrote. The output readers end when the process closes its pipes, so
+    /// joining them is the synchronisation: no output can arrive after this returns.
     pub fn run_to_exit(self) -> (ExitStatus, String) {
-        let (mut child, logs, _) = spawn(&self);
-        let status = wait_with_timeout(&mut child, Duration::from_secs(30)).expect("server exits");
-        std::thread::sleep(Duration::from_millis(50));
+        let Spawned {
+            mut child,
+            logs,
+            readers,
+            ..
+        } = spawn(&self);
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            for reader in readers {
+                let _ = reader.join();
+            }
+            let _ = done.send(());
+        });
+        if finished.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            panic!(
+                "server did not exit within 30 s; logs:\n{}",
+                logs.lock().unwrap()
+            );
+        }
+        let status = child.wait().expect("wait");
         let text = logs.lock().unwrap().clone();
         (status, text)
     }
 }
 
-type Spawned = (Child, Arc<Mutex<String>>, Option<SocketAddr>);
+/// A spawned server process and the threads that read its output.
+struct Spawned {
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    addr: Option<SocketAddr>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
 
 fn spawn(builder: &ServerBuilder) -> Spawned {
     let home = std::env::temp_dir().join("sagebrush-e2e-home");
@@ -113,12 +139,13 @@ fn spawn(builder: &ServerBuilder) -> Spawned {
     let mut child = cmd.spawn().expect("spawn sagebrush");
     let logs = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = mpsc::channel();
+    let mut readers = Vec::new();
     for stream in [
         Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
         Box::new(child.stdout.take().expect("stdout")),
     ] {
         let (logs, tx) = (logs.clone(), tx.clone());
-        std::thread::spawn(move || {
+        readers.push(std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let addr = addr
@@ -133,11 +160,18 @@ fn spawn(builder: &ServerBuilder) -> Spawned {
                 l.push_str(&line);
                 l.push('\n');
             }
-        });
+        }));
     }
     drop(tx);
+    // Ends with the address, or early when the process exits without one (the readers drop
+    // their senders at end of output).
     let addr = rx.recv_timeout(Duration::from_secs(30)).ok();
-    (child, logs, addr)
+    Spawned {
+        child,
+        logs,
+        addr,
+        readers,
+    }
 }
 
 fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {

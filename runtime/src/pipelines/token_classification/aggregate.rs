@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use super::{AggregationStrategy, Params, TokenView, TokenizerFacts};
-use crate::pipelines::encode::CharIndex;
+use crate::pipelines::answer::CharIndex;
 
 /// Softmax of each row, shifted by the row maximum (numpy, f32).
 pub fn softmax_rows(logits: &[Vec<f32>]) -> Vec<Vec<f32>> {
