@@ -643,8 +643,10 @@ where
     })
 }
 
+/// The parser of a boolean flag.
+type BoolParser = Checked<fn(&str) -> Result<bool, String>>;
 /// A boolean variable (contract §2's truth values).
-const BOOL: Checked<fn(&str) -> Result<bool, String>> = Checked(parse_bool);
+const BOOL: BoolParser = Checked(parse_bool);
 
 /// A time limit in whole seconds, shared by the two names of the invocation timeout.
 fn seconds() -> impl TypedValueParser<Value = u64> {

@@ -124,7 +124,7 @@ impl Engine<'_> {
                         if stop.load(Ordering::Relaxed) {
                             continue;
                         }
-                        let done = self.invoke_work(rel, header, work);
+                        let done = self.invoke_work(rel, header, &work);
                         // A gone writer has set `stop`: keep draining so the reader never
                         // blocks on a full channel.
                         let _ = done_tx.send(done);
@@ -148,7 +148,8 @@ impl Engine<'_> {
         })
     }
 
-    /// Cuts the file into requests.
+    /// Cuts the file into requests. Owning the sender closes the channel when the reader ends.
+    #[allow(clippy::needless_pass_by_value)]
     fn read(
         &self,
         reader: &mut (dyn BufRead + Send),
@@ -217,7 +218,7 @@ impl Engine<'_> {
     }
 
     /// Runs one request and returns one output per record.
-    fn invoke_work(&self, rel: &str, header: Option<&[u8]>, work: Work) -> Done {
+    fn invoke_work(&self, rel: &str, header: Option<&[u8]>, work: &Work) -> Done {
         let mut outputs: Vec<Option<Result<Vec<u8>, RecordError>>> = vec![None; work.items.len()];
         let mut csv_header = None;
         let ready: Vec<usize> = work
@@ -343,12 +344,13 @@ impl Engine<'_> {
             pending.insert(done.seq, done);
             while let Some(done) = pending.remove(&next) {
                 next += 1;
-                if !header_written && !s.processing.rewrites_output() {
-                    if let Some(header) = &done.csv_header {
-                        writer.write_all(header).map_err(io)?;
-                        writer.write_all(b"\n").map_err(io)?;
-                        header_written = true;
-                    }
+                if !header_written
+                    && !s.processing.rewrites_output()
+                    && let Some(header) = &done.csv_header
+                {
+                    writer.write_all(header).map_err(io)?;
+                    writer.write_all(b"\n").map_err(io)?;
+                    header_written = true;
                 }
                 let n = done.outputs.len();
                 for output in done.outputs {

@@ -307,6 +307,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[allow(clippy::needless_pass_by_value)]
     fn apply(path: &str, value: Value) -> Value {
         JsonPath::parse("--input-filter", path)
             .unwrap()
