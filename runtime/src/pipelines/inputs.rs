@@ -42,3 +42,57 @@ pub fn json_kind(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+/// Why a field of an object-shaped `inputs` cannot be used: the caller turns it into its task's
+/// 400, which also shows the expected shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem(pub String);
+
+/// The keys of an object-shaped `inputs` must be among `allowed`.
+pub fn only_keys(
+    map: &serde_json::Map<String, Value>,
+    allowed: &[&str],
+) -> Result<(), FieldProblem> {
+    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(key) => Err(FieldProblem(format!("got the unknown key `{key}`"))),
+        None => Ok(()),
+    }
+}
+
+/// The string field `key` of an object-shaped `inputs`.
+pub fn string_field(
+    map: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<String, FieldProblem> {
+    match map.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(FieldProblem(format!("`{key}` is {}", json_kind(other)))),
+        None => Err(FieldProblem(format!("`{key}` is missing"))),
+    }
+}
+
+/// The non-empty list of strings `key` of an object-shaped `inputs`; with `lone_string`, a
+/// single string stands for a list of one (as the toolkit encodes it).
+pub fn string_list_field(
+    map: &serde_json::Map<String, Value>,
+    key: &str,
+    lone_string: bool,
+) -> Result<Vec<String>, FieldProblem> {
+    match map.get(key) {
+        Some(Value::Array(items)) if items.is_empty() => {
+            Err(FieldProblem(format!("`{key}` is an empty list")))
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| FieldProblem(format!("`{key}[{i}]` is {}", json_kind(item))))
+            })
+            .collect(),
+        Some(Value::String(s)) if lone_string => Ok(vec![s.clone()]),
+        Some(other) => Err(FieldProblem(format!("`{key}` is {}", json_kind(other)))),
+        None => Err(FieldProblem(format!("`{key}` is missing"))),
+    }
+}

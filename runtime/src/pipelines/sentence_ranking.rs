@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::answer::{finite, vector};
 use super::encode::{Truncation, encode_pair};
+use super::inputs::{FieldProblem, only_keys, string_field, string_list_field};
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task, json_kind};
 use crate::models::sentence_transformers::{Activation, cross_encoder_activation};
 
@@ -111,33 +112,10 @@ fn pair(value: &Value) -> Option<(String, String)> {
 }
 
 fn parse_rank(map: &Map<String, Value>) -> Result<Inputs> {
-    if let Some(key) = map
-        .keys()
-        .find(|k| !matches!(k.as_str(), "query" | "texts" | "return_documents"))
-    {
-        return Err(wrong(format!("got the unknown key `{key}`")));
-    }
-    let query = match map.get("query") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(wrong(format!("`query` is {}", json_kind(other)))),
-        None => return Err(wrong("`query` is missing".into())),
-    };
-    let texts = match map.get("texts") {
-        Some(Value::Array(items)) if items.is_empty() => {
-            return Err(wrong("`texts` is an empty list".into()));
-        }
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                item.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| wrong(format!("`texts[{i}]` is {}", json_kind(item))))
-            })
-            .collect::<Result<Vec<_>>>()?,
-        Some(other) => return Err(wrong(format!("`texts` is {}", json_kind(other)))),
-        None => return Err(wrong("`texts` is missing".into())),
-    };
+    let field = |problem: FieldProblem| wrong(problem.0);
+    only_keys(map, &["query", "texts", "return_documents"]).map_err(field)?;
+    let query = string_field(map, "query").map_err(field)?;
+    let texts = string_list_field(map, "texts", false).map_err(field)?;
     let return_documents = match map.get("return_documents") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::answer::finite;
+use super::inputs::{FieldProblem, only_keys, string_field, string_list_field};
 use super::sentence_embeddings::{EmbedOptions, SentenceEncoder};
 use super::{Envelope, Pipeline, PipelineError, Result, Task, json_kind};
 
@@ -55,35 +56,11 @@ pub fn parse_inputs(inputs: &Value) -> Result<Inputs> {
     let Value::Object(map) = inputs else {
         return Err(wrong(format!("got {}", json_kind(inputs))));
     };
-    if let Some(key) = map
-        .keys()
-        .find(|k| !matches!(k.as_str(), "source_sentence" | "sentences"))
-    {
-        return Err(wrong(format!("got the unknown key `{key}`")));
-    }
-    let source = match map.get("source_sentence") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(wrong(format!("`source_sentence` is {}", json_kind(other)))),
-        None => return Err(wrong("`source_sentence` is missing".into())),
-    };
-    let sentences = match map.get("sentences") {
-        Some(Value::Array(items)) if items.is_empty() => {
-            return Err(wrong("`sentences` is an empty list".into()));
-        }
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                item.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| wrong(format!("`sentences[{i}]` is {}", json_kind(item))))
-            })
-            .collect::<Result<Vec<_>>>()?,
-        // The toolkit encodes a lone string as a list of one.
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(other) => return Err(wrong(format!("`sentences` is {}", json_kind(other)))),
-        None => return Err(wrong("`sentences` is missing".into())),
-    };
+    let field = |problem: FieldProblem| wrong(problem.0);
+    only_keys(map, &["source_sentence", "sentences"]).map_err(field)?;
+    let source = string_field(map, "source_sentence").map_err(field)?;
+    // The toolkit encodes a lone string as a list of one.
+    let sentences = string_list_field(map, "sentences", true).map_err(field)?;
     Ok(Inputs { source, sentences })
 }
 
