@@ -523,7 +523,9 @@ where
 }
 
 /// A boolean variable (contract §2's truth values).
-const BOOL: Checked<fn(&str) -> Result<bool, String>> = Checked(parse_bool);
+/// A checked parser of a truth value.
+type BoolParser = Checked<fn(&str) -> Result<bool, String>>;
+const BOOL: BoolParser = Checked(parse_bool);
 
 /// A time limit in whole seconds, shared by the two names of the invocation timeout.
 fn seconds() -> impl TypedValueParser<Value = u64> {

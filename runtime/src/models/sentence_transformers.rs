@@ -357,13 +357,13 @@ impl SentenceModules {
         let bert: SentenceBertConfig = read_optional(&dir.join("sentence_bert_config.json"))?;
         let st: SentenceTransformersConfig =
             read_optional(&dir.join("config_sentence_transformers.json"))?;
-        if let Some(name) = &st.default_prompt_name {
-            if !st.prompts.contains_key(name) {
-                return Err(ModelError::SentenceModule {
-                    path: dir.join("config_sentence_transformers.json"),
-                    reason: format!("`default_prompt_name` {name:?} is not a key of `prompts`"),
-                });
-            }
+        if let Some(name) = &st.default_prompt_name
+            && !st.prompts.contains_key(name)
+        {
+            return Err(ModelError::SentenceModule {
+                path: dir.join("config_sentence_transformers.json"),
+                reason: format!("`default_prompt_name` {name:?} is not a key of `prompts`"),
+            });
         }
         Ok(Self {
             pooling,
@@ -519,7 +519,7 @@ mod tests {
     use super::*;
 
     /// A pooling config with only the given modes on.
-    fn modes(json: serde_json::Value) -> PoolingConfig {
+    fn modes(json: &serde_json::Value) -> PoolingConfig {
         let mut all = serde_json::json!({"pooling_mode_mean_tokens": false});
         for (k, v) in json.as_object().unwrap() {
             all[k] = v.clone();
@@ -544,24 +544,24 @@ mod tests {
     #[test]
     fn each_pooling_mode_and_their_concatenation() {
         let t = tokens();
-        let cls = modes(serde_json::json!({"pooling_mode_cls_token": true}));
+        let cls = modes(&serde_json::json!({"pooling_mode_cls_token": true}));
         assert_eq!(cls.pool(&t, 0), vec![1.0, -2.0]);
-        let max = modes(serde_json::json!({"pooling_mode_max_tokens": true}));
+        let max = modes(&serde_json::json!({"pooling_mode_max_tokens": true}));
         assert_eq!(max.pool(&t, 0), vec![3.0, 4.0]);
-        let mean = modes(serde_json::json!({"pooling_mode_mean_tokens": true}));
+        let mean = modes(&serde_json::json!({"pooling_mode_mean_tokens": true}));
         assert_eq!(mean.pool(&t, 0), vec![1.0, 2.0 / 3.0]);
-        let sqrt = modes(serde_json::json!({"pooling_mode_mean_sqrt_len_tokens": true}));
+        let sqrt = modes(&serde_json::json!({"pooling_mode_mean_sqrt_len_tokens": true}));
         let r = 3f32.sqrt();
         assert_eq!(sqrt.pool(&t, 0), vec![3.0 / r, 2.0 / r]);
-        let weighted = modes(serde_json::json!({"pooling_mode_weightedmean_tokens": true}));
+        let weighted = modes(&serde_json::json!({"pooling_mode_weightedmean_tokens": true}));
         assert_eq!(
             weighted.pool(&t, 0),
             vec![(1.0 + 6.0 - 3.0) / 6.0, 10.0 / 6.0]
         );
-        let last = modes(serde_json::json!({"pooling_mode_lasttoken": true}));
+        let last = modes(&serde_json::json!({"pooling_mode_lasttoken": true}));
         assert_eq!(last.pool(&t, 0), vec![-1.0, 4.0]);
         let both = modes(
-            serde_json::json!({"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": true}),
+            &serde_json::json!({"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": true}),
         );
         // cls comes first whatever the key order.
         assert_eq!(both.pool(&t, 0), vec![1.0, -2.0, 1.0, 2.0 / 3.0]);
@@ -572,13 +572,13 @@ mod tests {
     fn an_excluded_prompt_is_masked_out_of_pooling() {
         let t = tokens();
         let mean =
-            modes(serde_json::json!({"pooling_mode_mean_tokens": true, "include_prompt": false}));
+            modes(&serde_json::json!({"pooling_mode_mean_tokens": true, "include_prompt": false}));
         assert_eq!(mean.pool(&t, 1), vec![1.0, 2.0]);
-        let included = modes(serde_json::json!({"pooling_mode_mean_tokens": true}));
+        let included = modes(&serde_json::json!({"pooling_mode_mean_tokens": true}));
         assert_eq!(included.pool(&t, 1), included.pool(&t, 0));
         // Weighted mean keeps the positions of the whole sequence.
         let weighted = modes(
-            serde_json::json!({"pooling_mode_weightedmean_tokens": true, "include_prompt": false}),
+            &serde_json::json!({"pooling_mode_weightedmean_tokens": true, "include_prompt": false}),
         );
         assert_eq!(weighted.pool(&t, 1), vec![(6.0 - 3.0) / 5.0, 12.0 / 5.0]);
     }

@@ -62,7 +62,7 @@ pub enum Inputs {
     },
 }
 
-fn wrong(what: String) -> PipelineError {
+fn wrong(what: &str) -> PipelineError {
     PipelineError::validation(format!(
         "sentence-ranking expects `inputs` as {EXPECTED}; {what}"
     ))
@@ -71,10 +71,10 @@ fn wrong(what: String) -> PipelineError {
 /// Reads `inputs`; anything else is a 400 showing the expected shapes.
 pub fn parse_inputs(inputs: &Value) -> Result<Inputs> {
     match inputs {
-        Value::Array(items) if items.is_empty() => Err(wrong("got an empty list".into())),
+        Value::Array(items) if items.is_empty() => Err(wrong("got an empty list")),
         Value::Array(items) if items[0].is_string() => {
             let pair = pair(inputs).ok_or_else(|| {
-                wrong("a list that starts with a string must be one pair of two strings".into())
+                wrong("a list that starts with a string must be one pair of two strings")
             })?;
             Ok(Inputs::Pairs {
                 pairs: vec![pair],
@@ -87,7 +87,7 @@ pub fn parse_inputs(inputs: &Value) -> Result<Inputs> {
                 .enumerate()
                 .map(|(i, item)| {
                     pair(item).ok_or_else(|| {
-                        wrong(format!(
+                        wrong(&format!(
                             "`inputs[{i}]` is {}, not a pair of two strings",
                             json_kind(item)
                         ))
@@ -100,7 +100,7 @@ pub fn parse_inputs(inputs: &Value) -> Result<Inputs> {
             })
         }
         Value::Object(map) => parse_rank(map),
-        other => Err(wrong(format!("got {}", json_kind(other)))),
+        other => Err(wrong(&format!("got {}", json_kind(other)))),
     }
 }
 
@@ -112,7 +112,7 @@ fn pair(value: &Value) -> Option<(String, String)> {
 }
 
 fn parse_rank(map: &Map<String, Value>) -> Result<Inputs> {
-    let field = |problem: FieldProblem| wrong(problem.0);
+    let field = |problem: FieldProblem| wrong(&problem.0);
     only_keys(map, &["query", "texts", "return_documents"]).map_err(field)?;
     let query = string_field(map, "query").map_err(field)?;
     let texts = string_list_field(map, "texts", false).map_err(field)?;
@@ -120,7 +120,7 @@ fn parse_rank(map: &Map<String, Value>) -> Result<Inputs> {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
-            return Err(wrong(format!(
+            return Err(wrong(&format!(
                 "`return_documents` is {}, not a boolean",
                 json_kind(other)
             )));
