@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// gets 429 before its body is read.
     #[arg(long, env = "SAGEBRUSH_QUEUE_SIZE", default_value_t = 256, value_parser = number::<usize>(1, 1_000_000, "a whole number"))]
     pub queue_size: usize,
+    /// Also serve `GET /metrics` on this port (it is always on the main port too); unset: no
+    /// second listener.
+    #[arg(long, env = "SAGEBRUSH_METRICS_PORT", value_parser = number::<u16>(1, 65_535, "a port number"))]
+    pub metrics_port: Option<u16>,
     /// Most inputs (rows) run through the model in one forward pass.
     #[arg(long, env = "SAGEBRUSH_MAX_BATCH_SIZE", default_value_t = 32, value_parser = number::<usize>(1, 4096, "a whole number"))]
     pub max_batch_size: usize,
@@ -274,6 +278,8 @@ pub struct ServerConfig {
     pub batch_strategy: BatchStrategy,
     /// Reported by `/execution-parameters`.
     pub batch: bool,
+    /// A second listener for `/metrics` only.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Limits of guest (WebAssembly) user code.
@@ -402,6 +408,9 @@ impl Config {
                 max_concurrent_transforms: args.max_concurrent_transforms.unwrap_or(workers),
                 batch_strategy: args.batch_strategy,
                 batch: args.batch,
+                metrics_addr: args
+                    .metrics_port
+                    .map(|port| std::net::SocketAddr::new(args.host, port)),
             },
             load: LoadConfig {
                 source,

@@ -15,6 +15,8 @@ pub mod hub;
 pub mod infer;
 /// Source → loaded model, in the background.
 pub mod load;
+/// Prometheus metrics and per-request timings.
+pub mod metrics;
 /// Architectures, heads and weights.
 pub mod models;
 /// `sagebrush package`: a SageMaker `model.tar.gz` from a model directory and a guest.
@@ -65,6 +67,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let load_config = config.load.clone();
     let startup_timeout = load_config.startup_timeout;
     tokio::spawn(async move {
+        let started = std::time::Instant::now();
         let load = load::load(load_config);
         let result = match startup_timeout {
             Some(limit) => tokio::time::timeout(limit, load).await.unwrap_or(Err(
@@ -75,7 +78,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             None => load.await,
         };
         match result {
-            Ok(model) => loader_state.set_model(ModelState::Ready(Arc::new(model))),
+            Ok(model) => {
+                let took = started.elapsed();
+                metrics::get().model_load_seconds.set(took.as_secs_f64());
+                metrics::get().model_ready.set(1);
+                tracing::info!(load_ms = took.as_millis() as u64, "model ready");
+                loader_state.set_model(ModelState::Ready(Arc::new(model)));
+            }
             Err(err) => {
                 let chain = telemetry::error_chain(&err);
                 tracing::error!(error = %chain, "model failed to load");
@@ -83,6 +92,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    if let Some(metrics_addr) = config.server.metrics_addr {
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {metrics_addr} for metrics: {e}"))?;
+        tracing::info!(addr = %metrics_listener.local_addr()?, "metrics also served on {metrics_addr}");
+        tokio::spawn(async move {
+            if let Err(err) = server::serve_metrics(metrics_listener).await {
+                tracing::error!(error = %err, "the metrics listener stopped");
+            }
+        });
+    }
     server::serve(listener, state, server::shutdown::signal()).await?;
     tracing::info!("stopped");
     Ok(())

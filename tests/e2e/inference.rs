@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::metrics::{scrape, value};
 use crate::support::{Server, compare, fixture};
 
 const HELD: &str = "forward pass held by the test gate";
@@ -314,4 +315,108 @@ fn concurrent_zero_shot_classification_merges_and_equals_single() {
             json!({"inputs": "The recipe needs two eggs and a long list of other things", "parameters": {"candidate_labels": "food, sport, politics", "multi_label": true}}),
         ],
     );
+}
+
+/// Sends the head of a POST whose body never follows; returns the stream (dropping it
+/// disconnects the client).
+fn headers_only(server: &Server, request_id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    write!(
+        stream,
+        "POST /invocations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         x-request-id: {request_id}\r\ncontent-length: 100\r\n\r\n"
+    )
+    .expect("send");
+    stream.flush().expect("flush");
+    stream
+}
+
+/// Reads an HTTP/1.1 status line from `stream`.
+fn status_of(stream: &mut TcpStream) -> u16 {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        let n = stream.read(&mut byte).expect("read");
+        assert!(n > 0, "connection closed before a status line");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code")
+}
+
+/// Waits until the in-flight gauge reads `n` (fails after 30 s).
+fn wait_in_flight(server: &Server, n: f64) {
+    let start = Instant::now();
+    loop {
+        let now = value(&scrape(server), "sagebrush_invocations_in_flight", &[]);
+        if now == n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "in flight stayed {now}, expected {n}:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn queue_accounting_exactly_n_wait_the_rest_are_refused_and_a_leaver_frees_its_slot() {
+    const N: usize = 3;
+    let gated = Gated::start(
+        "bert-seqcls",
+        None,
+        &[("SAGEBRUSH_QUEUE_SIZE", &N.to_string())],
+    );
+    let server = &gated.server;
+    let refused_before = value(
+        &scrape(server),
+        "sagebrush_requests_total",
+        &[("route", "/invocations"), ("status", "429")],
+    );
+    // One in the worker (held), then N-1 more admitted: one waits in the model queue, the
+    // last one (headers only) holds its slot while its body never comes.
+    let busy = gated.busy_with(json!({"inputs": "in the worker"}));
+    let queued = {
+        let url = server.url("/invocations");
+        let before = gated.count(QUEUED);
+        let handle = std::thread::spawn(move || post(&url, &json!({"inputs": "waits"}), None));
+        gated.wait_count(QUEUED, before + 1);
+        handle
+    };
+    let leaver = headers_only(server, "leaver-1");
+    wait_in_flight(server, N as f64);
+    // Every further request is refused at once, before its body is read (none is sent).
+    for i in 0..5 {
+        let mut extra = headers_only(server, &format!("extra-{i}"));
+        assert_eq!(status_of(&mut extra), 429);
+    }
+    // The leaver disconnects: its slot is free again, and one more request is admitted.
+    drop(leaver);
+    wait_in_flight(server, (N - 1) as f64);
+    let mut admitted = headers_only(server, "admitted-1");
+    wait_in_flight(server, N as f64);
+    let mut extra = headers_only(server, "extra-last");
+    assert_eq!(status_of(&mut extra), 429);
+    drop(admitted.write_all(b"x"));
+    drop(admitted);
+    gated.release();
+    assert_eq!(busy.join().expect("busy").0, 200);
+    assert_eq!(queued.join().expect("queued").0, 200);
+    wait_in_flight(server, 0.0);
+    let metrics = scrape(server);
+    assert_eq!(
+        value(
+            &metrics,
+            "sagebrush_requests_total",
+            &[("route", "/invocations"), ("status", "429")]
+        ) - refused_before,
+        6.0
+    );
+    assert_eq!(value(&metrics, "sagebrush_queue_depth", &[]), 0.0);
 }

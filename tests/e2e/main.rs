@@ -8,6 +8,7 @@ mod guest_sdk;
 mod hooks;
 mod inference;
 mod invocations;
+mod metrics;
 mod ping;
 mod process;
 mod repository;

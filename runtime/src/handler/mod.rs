@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::codec::{self, Decoding, Encoding};
+use crate::metrics::Stage;
 use crate::pipelines::{Pipeline, Task};
 
 pub use types::*;
@@ -102,34 +103,45 @@ impl HookChain {
         Ok(Plan { decoding, encoding })
     }
 
-    /// Runs the chain for one request. Blocks.
+    /// Runs the chain for one request. Blocks. Each stage's time is added to the current
+    /// inference scope's figures and to the stage histogram.
     pub fn invoke(&self, inv: &Invocation) -> Result<HookResponse, HookError> {
+        let timings = crate::infer::Scope::current().timings.unwrap_or_default();
         let content_type = inv.content_type.as_deref().unwrap_or("application/json");
         let accept = accept_for_user_code(inv.accept.as_deref(), inv.plan.encoding);
         if let Some(user) = self.user.as_ref().filter(|_| self.has(Hook::TransformFn)) {
-            return user.transform_fn(&inv.ctx, &inv.body, content_type, &accept);
+            return timings.time(Stage::TransformFn, || {
+                user.transform_fn(&inv.ctx, &inv.body, content_type, &accept)
+            });
         }
         // input_fn
         let (inputs, multi) = match (&self.user, inv.plan.decoding) {
             (Some(user), _) if self.has(Hook::InputFn) => (
-                vec![user.input_fn(&inv.ctx, &inv.body, content_type)?],
+                vec![timings.time(Stage::InputFn, || {
+                    user.input_fn(&inv.ctx, &inv.body, content_type)
+                })?],
                 false,
             ),
-            (_, Some(decoding)) => defaults::input_fn(&self.task(), decoding, &inv.body)?,
+            (_, Some(decoding)) => timings.time(Stage::Decode, || {
+                defaults::input_fn(&self.task(), decoding, &inv.body)
+            })?,
             (_, None) => unreachable_plan()?,
         };
         // predict_fn, once per record (JSON Lines bodies hold several)
-        let mut predictions = Vec::with_capacity(inputs.len());
-        for data in inputs {
-            let prediction = match &self.user {
-                Some(user) if self.has(Hook::PredictFn) => user.predict_fn(&inv.ctx, data)?,
-                _ => defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn)?,
-            };
-            predictions.push(prediction);
-        }
+        let predictions = timings.time(Stage::Predict, || {
+            let mut predictions = Vec::with_capacity(inputs.len());
+            for data in inputs {
+                let prediction = match &self.user {
+                    Some(user) if self.has(Hook::PredictFn) => user.predict_fn(&inv.ctx, data)?,
+                    _ => defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn)?,
+                };
+                predictions.push(prediction);
+            }
+            Ok::<_, HookError>(predictions)
+        })?;
         // output_fn
         match (&self.user, inv.plan.encoding) {
-            (Some(user), _) if self.has(Hook::OutputFn) => {
+            (Some(user), _) if self.has(Hook::OutputFn) => timings.time(Stage::OutputFn, || {
                 let prediction = if multi {
                     Payload::Json(serde_json::Value::Array(
                         predictions
@@ -144,8 +156,10 @@ impl HookChain {
                         .unwrap_or(Payload::Json(serde_json::Value::Null))
                 };
                 user.output_fn(&inv.ctx, prediction, &accept)
-            }
-            (_, Some(encoding)) => defaults::output_fn(predictions, encoding, multi),
+            }),
+            (_, Some(encoding)) => timings.time(Stage::Encode, || {
+                defaults::output_fn(predictions, encoding, multi)
+            }),
             (_, None) => unreachable_plan(),
         }
     }

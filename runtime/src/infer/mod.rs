@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use candle_core::Tensor;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::RequestTimings;
 use crate::models::{EncoderBatch, ModelError};
 
 /// Why the core did not answer a request with model outputs.
@@ -177,6 +178,10 @@ pub struct Request {
     pub span: tracing::Span,
     /// Where the outputs go.
     pub reply: Reply,
+    /// The invocation's figures (queue and inference time, tokens), when it keeps them.
+    pub timings: Option<Arc<RequestTimings>>,
+    /// When the request was made: its queue time runs from here to its first forward pass.
+    pub queued_at: Instant,
 }
 
 impl Request {
@@ -195,6 +200,8 @@ impl Request {
             cancel: scope.cancel,
             span: tracing::Span::current(),
             reply: Reply::Once(tx),
+            timings: scope.timings,
+            queued_at: Instant::now(),
         };
         (request, rx)
     }
@@ -302,6 +309,8 @@ pub struct Scope {
     pub deadline: Option<Instant>,
     /// The request's cancellation flag.
     pub cancel: CancelFlag,
+    /// The invocation's figures, added to by the model worker and the hook chain.
+    pub timings: Option<Arc<RequestTimings>>,
 }
 
 thread_local! {
@@ -454,7 +463,9 @@ impl Infer {
         let (pushed, gone) = {
             let mut queue = shared.lock_queue();
             let gone = queue.prune(Instant::now());
-            (queue.push(request), gone)
+            let pushed = queue.push(request);
+            crate::metrics::get().queue_depth.set(queue.len() as i64);
+            (pushed, gone)
         };
         worker::unserved(shared, gone);
         pushed?;

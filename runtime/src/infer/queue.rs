@@ -59,6 +59,11 @@ impl Queue {
         self.entries.is_empty()
     }
 
+    /// Requests waiting.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Rows and tokens waiting.
     pub(super) fn load(&self) -> (usize, usize) {
         self.entries.iter().fold((0, 0), |(rows, tokens), r| {

@@ -224,6 +224,7 @@ fn a_cancel_flag_or_a_passed_deadline_drops_the_request() {
     let scope = Scope {
         deadline: None,
         cancel: CancelFlag::default(),
+        timings: None,
     };
     scope.cancel.set();
     let err = scope
@@ -233,6 +234,7 @@ fn a_cancel_flag_or_a_passed_deadline_drops_the_request() {
     let scope = Scope {
         deadline: Some(Instant::now()),
         cancel: CancelFlag::default(),
+        timings: None,
     };
     let err = scope
         .run(|| infer.run(vec![row(&[1])], Outputs::All))
@@ -268,6 +270,8 @@ fn a_stream_reply_gets_every_row() {
             cancel: CancelFlag::default(),
             span: tracing::Span::none(),
             reply: Reply::Stream(tx),
+            timings: None,
+            queued_at: Instant::now(),
         })
         .unwrap();
     let mut got: Vec<(usize, f32)> = (0..2)
@@ -278,4 +282,42 @@ fn a_stream_reply_gets_every_row() {
         .collect();
     got.sort_by_key(|g| g.0);
     assert_eq!(got, [(0, 3.0), (1, 2.0)]);
+}
+
+#[test]
+fn an_invocation_gets_its_queue_time_inference_time_and_tokens() {
+    use crate::metrics::{RequestTimings, Stage};
+    // Held: the first request waits in the worker, so the second one waits in the queue.
+    let (infer, seen, release) = start(4, true, true);
+    let release = release.unwrap();
+    let first = {
+        let infer = infer.clone();
+        std::thread::spawn(move || infer.run(vec![row(&[1, 2, 3])], Outputs::All))
+    };
+    assert_eq!(seen.recv().unwrap(), (1, 3));
+    let timings = Arc::new(RequestTimings::default());
+    let scope = Scope {
+        deadline: None,
+        cancel: CancelFlag::default(),
+        timings: Some(Arc::clone(&timings)),
+    };
+    let second = {
+        let infer = infer.clone();
+        std::thread::spawn(move || {
+            scope.run(|| infer.run(vec![row(&[4, 5]), row(&[6])], Outputs::All))
+        })
+    };
+    // Let the second request reach the queue before the first pass ends.
+    while infer.shared().lock_queue().is_empty() {
+        std::thread::yield_now();
+    }
+    release.send(()).unwrap();
+    first.join().unwrap().unwrap();
+    assert_eq!(seen.recv().unwrap(), (2, 2));
+    release.send(()).unwrap();
+    second.join().unwrap().unwrap();
+    assert_eq!(timings.tokens(), 3, "unpadded tokens of both rows");
+    assert!(timings.get(Stage::Queue) > Duration::ZERO);
+    assert!(timings.get(Stage::Inference) > Duration::ZERO);
+    assert_eq!(timings.get(Stage::Decode), Duration::ZERO);
 }

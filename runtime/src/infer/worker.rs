@@ -8,10 +8,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 
+use crate::metrics::Stage;
 use crate::models::EncoderBatch;
 
 use super::queue::{self, RowRef, Unserved};
@@ -113,6 +114,7 @@ fn take_batch(shared: &Shared) -> Option<Vec<Request>> {
                 unserved(shared, gone);
             }
             let batch = queue.next_batch(cfg.max_batch_rows, cfg.max_batch_tokens);
+            crate::metrics::get().queue_depth.set(queue.len() as i64);
             if !batch.is_empty() {
                 return Some(batch);
             }
@@ -131,6 +133,14 @@ fn take_batch(shared: &Shared) -> Option<Vec<Request>> {
 pub(super) fn unserved(shared: &Shared, gone: Vec<(Request, Unserved)>) {
     for (request, why) in gone {
         shared.dropped.fetch_add(1, Ordering::Relaxed);
+        let reason = match why {
+            Unserved::Cancelled => "cancelled",
+            Unserved::Expired => "expired",
+        };
+        crate::metrics::get()
+            .dropped
+            .with_label_values(&[reason])
+            .inc();
         let error = {
             let _enter = request.span.enter();
             match why {
@@ -183,6 +193,14 @@ struct Round {
 
 impl Round {
     fn new(batch: Vec<Request>) -> Self {
+        let now = Instant::now();
+        for request in &batch {
+            let waited = now.saturating_duration_since(request.queued_at);
+            if let Some(t) = &request.timings {
+                t.add(Stage::Queue, waited);
+            }
+            crate::metrics::get().observe_stage(Stage::Queue, waited);
+        }
         let pending = batch
             .into_iter()
             .map(|request| Pending {
@@ -252,10 +270,11 @@ impl Round {
         let batch = pad(pass, &self.pending, shared.config.pad_id);
         let picks = self.positions(pass);
         let panic_now = std::mem::take(&mut self.panic_next);
+        let started = Instant::now();
         *shared
             .busy_since
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            .unwrap_or_else(PoisonError::into_inner) = Some(started);
         let result = catch_unwind(AssertUnwindSafe(|| {
             if panic_now {
                 panic!("forced by the test gate");
@@ -270,6 +289,7 @@ impl Round {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
         shared.forward_passes.fetch_add(1, Ordering::Relaxed);
+        self.record_pass(pass, &batch, started.elapsed());
         let output = match result {
             Ok(Ok(output)) => output,
             Ok(Err(err)) => {
@@ -300,6 +320,27 @@ impl Round {
                     std::slice::from_ref(r),
                     &InferError::Model(Arc::new(err.into())),
                 ),
+            }
+        }
+    }
+
+    /// Adds a pass to the metrics and to the figures of each invocation it served: the whole
+    /// pass time, and the unpadded tokens of its rows.
+    fn record_pass(&self, pass: &[RowRef], batch: &EncoderBatch, took: Duration) {
+        let metrics = crate::metrics::get();
+        metrics.forward_passes.inc();
+        metrics.batch_rows.observe(pass.len() as f64);
+        let padded = batch.input_ids.first().map_or(0, Vec::len) * pass.len();
+        metrics.batch_tokens.observe(padded as f64);
+        metrics.observe_stage(Stage::Inference, took);
+        let mut seen = Vec::new();
+        for r in pass {
+            if let Some(t) = &self.pending[r.request].request.timings {
+                t.add_tokens(r.len);
+                if !seen.contains(&r.request) {
+                    seen.push(r.request);
+                    t.add(Stage::Inference, took);
+                }
             }
         }
     }

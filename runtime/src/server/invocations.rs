@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::handler::{Invocation, RequestContext};
 use crate::infer::{CancelFlag, CancelOnDrop, Scope};
+use crate::metrics::{RequestTimings, Stage};
 
 use super::error::{ApiError, ErrorType};
 use super::middleware::REQUEST_ID;
@@ -19,10 +20,18 @@ use super::state::AppState;
 /// The custom-attributes header SageMaker passes through (contract §1).
 pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
 
+/// The figures of an answered invocation, handed to the middleware for the log line.
+#[derive(Clone)]
+pub(crate) struct Timed(pub(crate) std::sync::Arc<RequestTimings>);
+
 /// Response headers user code may not set: the server owns the request id, the framing and the
 /// content type (which user code sets through its response's `content_type`).
-const RESERVED_RESPONSE_HEADERS: [&str; 6] = [
+const RESERVED_RESPONSE_HEADERS: [&str; 10] = [
     "x-request-id",
+    "x-compute-time",
+    "x-queue-time",
+    "x-inference-time",
+    "x-compute-tokens",
     "content-type",
     "content-length",
     "transfer-encoding",
@@ -84,9 +93,12 @@ pub(crate) async fn invocations(
     // model requests of this invocation are then dropped before their forward pass.
     let cancel = CancelFlag::default();
     let guard = CancelOnDrop::new(cancel.clone());
+    let started = std::time::Instant::now();
+    let timings = std::sync::Arc::new(RequestTimings::default());
     let scope = Scope {
-        deadline: Some(std::time::Instant::now() + state.config.timeout),
+        deadline: Some(started + state.config.timeout),
         cancel,
+        timings: Some(std::sync::Arc::clone(&timings)),
     };
     let answer = tokio::task::spawn_blocking(move || {
         let _enter = span.enter();
@@ -98,7 +110,23 @@ pub(crate) async fn invocations(
         .map_err(|join| ApiError::new(ErrorType::Internal, "internal error").with_cause(&join))??;
 
     let mut response = (StatusCode::OK, answer.body).into_response();
+    let compute = started.elapsed();
     let headers = response.headers_mut();
+    // TEI's timing headers, in milliseconds (contract §1).
+    for (name, value) in [
+        ("x-compute-time", compute.as_millis()),
+        ("x-queue-time", timings.get(Stage::Queue).as_millis()),
+        (
+            "x-inference-time",
+            timings.get(Stage::Inference).as_millis(),
+        ),
+        ("x-compute-tokens", u128::from(timings.tokens())),
+    ] {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from(value as u64),
+        );
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_str(&answer.content_type)
@@ -110,6 +138,8 @@ pub(crate) async fn invocations(
     {
         headers.insert(HeaderName::from_static(CUSTOM_ATTRIBUTES), attrs);
     }
+    response.extensions_mut().insert(Timed(timings));
+    let headers = response.headers_mut();
     for (name, value) in answer.headers {
         let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value))
         else {

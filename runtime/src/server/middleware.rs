@@ -10,10 +10,14 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::error::{ApiError, ErrorReport, ErrorType};
+use super::invocations::Timed;
 use super::state::AppState;
 
 /// The request id header, set by `SetRequestIdLayer` before this middleware runs.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// The inference id SageMaker passes when the caller set `InferenceId`; logged with the request.
+pub const INFERENCE_ID: &str = "x-amzn-sagemaker-inference-id";
 
 /// Wraps every request: opens its span, applies the invocation timeout, writes error bodies
 /// with the request id, and logs one line (request id, route, status, latency).
@@ -33,8 +37,20 @@ pub(crate) async fn observe(
         |p| p.as_str().to_owned(),
     );
     let method = request.method().clone();
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    // Known routes only, so that the metric's label set stays bounded.
+    let route_label = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(unmatched)", |p| p.as_str())
+        .to_owned();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route, inference_id = tracing::field::Empty);
+    if let Some(id) = request
+        .headers()
+        .get(INFERENCE_ID)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.record("inference_id", id);
+    }
     let start = Instant::now();
     let timed = route == "/invocations";
     let timeout = state.config.timeout;
@@ -90,10 +106,37 @@ pub(crate) async fn observe(
         );
         response.headers_mut().remove(header::CONTENT_LENGTH);
     }
-    if route == "/ping" {
-        tracing::debug!(status = response.status().as_u16(), latency_ms, "request");
+    let status = response.status().as_u16();
+    let task = match state.model() {
+        super::ModelState::Ready(model) => model.task.to_string(),
+        _ => String::new(),
+    };
+    let metrics = crate::metrics::get();
+    metrics
+        .requests
+        .with_label_values(&[
+            route_label.as_str(),
+            method.as_str(),
+            &status.to_string(),
+            &task,
+        ])
+        .inc();
+    metrics
+        .request_seconds
+        .with_label_values(&[route_label.as_str()])
+        .observe(latency_ms / 1000.0);
+    if let Some(Timed(t)) = response.extensions_mut().remove::<Timed>() {
+        let stages = t
+            .stages_ms()
+            .iter()
+            .map(|(stage, ms)| format!("{stage}={ms:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::info!(status, latency_ms, tokens = t.tokens(), stages_ms = %stages, "request");
+    } else if route == "/ping" || route == "/metrics" {
+        tracing::debug!(status, latency_ms, "request");
     } else {
-        tracing::info!(status = response.status().as_u16(), latency_ms, "request");
+        tracing::info!(status, latency_ms, "request");
     }
     response
 }

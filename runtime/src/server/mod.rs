@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ping", get(ping::ping))
         .route("/execution-parameters", get(ping::execution_parameters))
         .route("/invocations", post(invocations::invocations))
+        .route("/metrics", get(metrics))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(CatchPanicLayer::custom(middleware::panic_response))
@@ -34,6 +35,23 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format (contract §1).
+async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        crate::metrics::get().render(),
+    )
+}
+
+/// Serves only `GET /metrics` on a listener of its own (`--metrics-port`), until the process
+/// ends.
+pub async fn serve_metrics(listener: TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, Router::new().route("/metrics", get(metrics))).await
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests and returns.

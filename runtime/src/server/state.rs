@@ -100,9 +100,10 @@ impl AppState {
 
     /// Admits one invocation, or answers 429 at once when `--queue-size` invocations are
     /// already admitted. The permit is held until the answer is built (or the client leaves).
-    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    pub fn admit(&self) -> Result<Admission, ApiError> {
         Arc::clone(&self.admission)
             .try_acquire_owned()
+            .map(Admission::new)
             .map_err(|_| {
                 ApiError::new(
                     ErrorType::Overloaded,
@@ -112,5 +113,25 @@ impl AppState {
                     ),
                 )
             })
+    }
+}
+
+/// An admitted invocation: holds its place (`--queue-size`) and counts in
+/// `sagebrush_invocations_in_flight` until dropped.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Admission {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        crate::metrics::get().in_flight.inc();
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        crate::metrics::get().in_flight.dec();
     }
 }

@@ -90,17 +90,21 @@ impl Factory {
             Ok(Err(error)) => Err(Fault::Answered(GuestError::from_wit(hook, error))),
             Err(err) => {
                 tracing::debug!(request_id, %hook, error = ?err, "guest call trapped");
+                let faults = &crate::metrics::get().guest_faults;
                 let error = if state.memory.exceeded {
+                    faults.with_label_values(&["out_of_memory"]).inc();
                     GuestError::OutOfMemory {
                         hook,
                         limit_bytes: self.memory_bytes,
                     }
                 } else if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                    faults.with_label_values(&["timeout"]).inc();
                     GuestError::Timeout {
                         hook,
                         limit: self.call_timeout,
                     }
                 } else {
+                    faults.with_label_values(&["trap"]).inc();
                     let detail = match err.downcast_ref::<Trap>() {
                         Some(trap) => trap.to_string(),
                         None => err.root_cause().to_string(),
@@ -201,8 +205,11 @@ impl Pool {
             Err(Fault::Poisoned(error)) => {
                 drop(checkout); // drops the poisoned instance and frees its slot
                 tracing::warn!(request_id, %hook, %error, "guest instance dropped after a fault; starting a new one");
-                if let Err(err) = self.fill() {
-                    tracing::error!(%err, "cannot start a replacement guest instance; will retry on the next call");
+                match self.fill() {
+                    Ok(()) => crate::metrics::get().guest_replacements.inc(),
+                    Err(err) => {
+                        tracing::error!(%err, "cannot start a replacement guest instance; will retry on the next call");
+                    }
                 }
                 Err(error)
             }
