@@ -8,6 +8,7 @@ mod guest_sdk;
 mod hooks;
 mod inference;
 mod invocations;
+mod malformed;
 mod metrics;
 mod ping;
 mod process;
