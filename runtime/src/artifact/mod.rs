@@ -77,9 +77,16 @@ pub fn resolve_local(
         });
     }
     let dest = work_dir.join("model");
-    unpack_reader(reader, &dest, max_unpacked_bytes).map_err(|source| ArtifactError::Unpack {
-        archive: path.to_owned(),
-        source,
-    })?;
+    if let Err(source) = unpack_reader(reader, &dest, max_unpacked_bytes) {
+        // A half-unpacked tree is never served; removing it gives the disk back (the usual
+        // failure here is a full disk).
+        if let Err(err) = std::fs::remove_dir_all(&dest) {
+            tracing::warn!(dir = %dest.display(), error = %err, "cannot remove the partly unpacked model");
+        }
+        return Err(ArtifactError::Unpack {
+            archive: path.to_owned(),
+            source,
+        });
+    }
     Ok(dest)
 }

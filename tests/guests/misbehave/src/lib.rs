@@ -1,5 +1,6 @@
 //! Test guest for the runtime's limits. `input_fn` looks at the body: `panic` panics, `loop`
-//! never returns, `oom` allocates until the memory limit stops it; anything else is wrapped as
+//! never returns, `oom` allocates until the memory limit stops it, `flood` writes 18 MiB to stdout
+//! and stderr and then answers normally; anything else is wrapped as
 //! `{"inputs": body}`. `output_fn` echoes the prediction as JSON, panics when the prediction
 //! contains `panic-in-output`, and tries to set server-owned response headers when the request
 //! has `x-test-forge-headers`. Each call also writes a line to stdout and stderr so the runtime's
@@ -33,6 +34,14 @@ impl Handler for Misbehave {
                     hoard.push(black_box(vec![1u8; 1 << 20]));
                     black_box(&hoard);
                 }
+            }
+            "flood" => {
+                let line = "flood ".repeat(10_000);
+                for _ in 0..300 {
+                    println!("{line}");
+                    eprintln!("{line}");
+                }
+                Payload::from_json(&json!({ "inputs": "flooded" }))
             }
             _ => Payload::from_json(&json!({ "inputs": text })),
         }
