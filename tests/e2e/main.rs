@@ -13,6 +13,7 @@ mod malformed;
 mod metrics;
 mod ping;
 mod process;
+mod reliability;
 mod repository;
 mod sentence;
 mod sources;
