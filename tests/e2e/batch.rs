@@ -629,3 +629,110 @@ fn multi_record_bodies_over_http_answer_one_line_per_record_in_order() {
         "{m}"
     );
 }
+
+/// The "batch formed" lines of the model worker (logged at debug by `sagebrush::infer`): the
+/// `requests` and `rows` of each round.
+fn rounds(logs: &str) -> Vec<(usize, usize)> {
+    let field = |line: &str, name: &str| -> usize {
+        let start = line.find(&format!("{name}=")).expect("field") + name.len() + 1;
+        line[start..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("number")
+    };
+    logs.lines()
+        .filter(|l| l.contains("batch formed"))
+        .map(|l| (field(l, "requests"), field(l, "rows")))
+        .collect()
+}
+
+/// Runs 8 records with one request in flight (`--concurrency 1`) while the test gate holds the
+/// model worker until every request the job will submit at once is queued.
+fn gated_run(strategy: &str) -> (Run, Vec<(usize, usize)>, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let out = dir.path().join("out");
+    let gate = dir.path().join("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    let records: Vec<Value> = (0..8).map(|i| json!({ "inputs": TEXTS[i % 3] })).collect();
+    write(&input.join("a.jsonl"), &jsonl(&records));
+    std::fs::write(gate.join("hold"), b"").unwrap();
+    let args = [
+        "--model".to_owned(),
+        model_arg(),
+        "--input".into(),
+        input.display().to_string(),
+        "--output".into(),
+        out.display().to_string(),
+        "--strategy".into(),
+        strategy.into(),
+        "--concurrency".into(),
+        "1".into(),
+    ];
+    let gate_dir = gate.display().to_string();
+    let env = [
+        ("SAGEBRUSH_TEST_GATE_DIR", gate_dir.as_str()),
+        ("RUST_LOG", "info,sagebrush::infer=debug"),
+    ];
+    let (mut child, logs) = spawn(&str_args(&args), &env);
+    let count = |needle: &str| logs.lock().unwrap().matches(needle).count();
+    wait_until(
+        "the model worker to be held",
+        Duration::from_secs(120),
+        || count("forward pass held by the test gate") >= 1,
+        &logs,
+    );
+    // MultiRecord submits the 8 records of its one request together; SingleRecord has one
+    // record in the model at a time, so only one is ever queued while the worker is held.
+    let queued = if strategy == "MultiRecord" { 8 } else { 1 };
+    wait_until(
+        "the records to be queued",
+        Duration::from_secs(60),
+        || count("queued for the model") >= queued,
+        &logs,
+    );
+    std::fs::remove_file(gate.join("hold")).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{}",
+            logs.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let logs = logs.lock().unwrap().clone();
+    let rounds = rounds(&logs);
+    let expected: Vec<Value> = (0..8)
+        .map(|i| json!([{"label": "NEGATIVE", "score": SCORES[i % 3]}]))
+        .collect();
+    assert!(status.success(), "{logs}");
+    assert_answers(&out.join("a.jsonl.out"), &expected);
+    (Run { status, logs }, rounds, out, dir)
+}
+
+#[test]
+fn multi_record_requests_share_forward_passes_single_records_do_not() {
+    // MultiRecord: the 8 records of one request meet in at most two rounds (the worker may
+    // have taken the first before the others were queued), so they share forward passes.
+    let (multi, multi_rounds, _, _dir) = gated_run("MultiRecord");
+    assert_eq!(
+        multi_rounds.iter().map(|r| r.1).sum::<usize>(),
+        8,
+        "{}",
+        multi.logs
+    );
+    assert!(multi_rounds.len() <= 2, "{multi_rounds:?}\n{}", multi.logs);
+    assert!(
+        multi_rounds.iter().any(|&(requests, _)| requests >= 4),
+        "{multi_rounds:?}"
+    );
+    // SingleRecord at concurrency 1: one record per round, 8 rounds.
+    let (single, single_rounds, _, _dir) = gated_run("SingleRecord");
+    assert_eq!(single_rounds, vec![(1, 1); 8], "{}", single.logs);
+}

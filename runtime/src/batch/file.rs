@@ -188,6 +188,14 @@ impl Engine<'_> {
             }
             batch_bytes += len;
             batch.push((record, sent));
+            // A single record goes at once: waiting for the next line to know the request is
+            // full would hold it back while the input blocks (a pipe, a slow download).
+            if s.strategy == Strategy::SingleRecord {
+                if !send(std::mem::take(&mut batch)) {
+                    return Ok(());
+                }
+                batch_bytes = 0;
+            }
         }
         if !batch.is_empty() {
             send(batch);

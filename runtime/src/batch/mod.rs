@@ -205,8 +205,10 @@ impl Settings {
 /// Runs a job: lists the inputs, skips finished outputs, loads the model and transforms the
 /// rest. Fails (non-zero exit) when a file failed, after finishing every other file.
 pub async fn run(args: &BatchArgs) -> Result<(), BatchError> {
-    let config = Config::from_serve_args(&args.model)?;
+    let mut config = Config::from_serve_args(&args.model)?;
     let settings = Settings::from_args(args, &config)?;
+    // Every worker thread has one request in the model at a time; none may find the queue full.
+    config.load.queue_size = config.load.queue_size.max(settings.concurrency);
     let input = Location::parse("--input", &args.input)?;
     let output = Location::parse("--output", &args.output)?;
     let files = input.list_inputs().await?;
