@@ -577,6 +577,72 @@ fn s3_inputs_and_outputs_through_an_s3_compatible_server() {
         "{}",
         again.logs
     );
+
+    // CSV records, SingleRecord, with a file whose bad record fails it: no output object for
+    // it, the other file done, a non-zero exit naming the file and its first bad record.
+    rt.block_on(
+        moto.put(
+            "jobs",
+            "csv/in/rows.csv",
+            format!("inputs\n{}\n\"{}\"\n{}\n", TEXTS[0], TEXTS[1], TEXTS[2])
+                .into_bytes()
+                .into(),
+        ),
+    );
+    rt.block_on(
+        moto.put(
+            "jobs",
+            "csv/in/nested/bad.csv",
+            [
+                format!("inputs\n{}\n", TEXTS[0]).as_bytes(),
+                b"not \xff UTF-8\n",
+                format!("{}\n", TEXTS[1]).as_bytes(),
+            ]
+            .concat()
+            .into(),
+        ),
+    );
+    let csv_args = [
+        "--model",
+        model.as_str(),
+        "--input",
+        "s3://jobs/csv/in/",
+        "--output",
+        "s3://jobs/csv/out",
+        "--content-type",
+        "text/csv",
+        "--accept",
+        "text/csv",
+        "--strategy",
+        "SingleRecord",
+        "--concurrency",
+        "8",
+    ];
+    let r = run(&csv_args, &env);
+    assert!(!r.status.success(), "{}", r.logs);
+    assert!(
+        r.logs.lines().any(|l| l.contains("nested/bad.csv line 3")),
+        "{}",
+        r.logs
+    );
+    let text = |key: &str| {
+        let r = reqwest::blocking::get(format!("{}/jobs/{key}", moto.endpoint)).expect("GET");
+        (r.status().as_u16(), r.text().expect("text"))
+    };
+    let (status, csv) = text("csv/out/rows.csv.out");
+    assert_eq!(status, 200, "{csv}");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    assert_eq!(rows[0], "label,score");
+    for (row, score) in rows[1..].iter().zip(SCORES) {
+        let (_, got) = row.split_once(',').expect("two cells");
+        assert!((got.parse::<f64>().unwrap() - score).abs() < 1e-4, "{row}");
+    }
+    assert_eq!(
+        text("csv/out/nested/bad.csv.out").0,
+        404,
+        "no output for a failed file"
+    );
 }
 
 #[test]
