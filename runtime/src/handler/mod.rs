@@ -263,3 +263,6 @@ fn accept_for_user_code(accept: Option<&str>, encoding: Option<Encoding>) -> Str
         (None, _) => "application/json".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests;
