@@ -206,11 +206,16 @@ fn csv_records_keep_their_header_and_answer_as_csv() {
         format!("inputs\n{}\n\"{}\"\n{}\n", TEXTS[0], TEXTS[1], TEXTS[2]).as_bytes(),
     );
     let out = dir.path().join("out");
-    for strategy in ["MultiRecord", "SingleRecord"] {
+    // The same model as a directory and as a local `model.tar.gz`.
+    let archive = fixture("bert-seqcls-targz").join("model.tar.gz");
+    for (strategy, model) in [
+        ("MultiRecord", model_arg()),
+        ("SingleRecord", archive.display().to_string()),
+    ] {
         let _ = std::fs::remove_dir_all(&out);
         let args = [
             "--model".to_owned(),
-            model_arg(),
+            model,
             "--input".into(),
             input.display().to_string(),
             "--output".into(),
@@ -602,9 +607,13 @@ fn s3_inputs_and_outputs_through_an_s3_compatible_server() {
             .into(),
         ),
     );
+    // The model this time is a `model.tar.gz` on S3, as `serve` takes it.
+    let archive =
+        std::fs::read(fixture("bert-seqcls-targz").join("model.tar.gz")).expect("archive");
+    rt.block_on(moto.put("jobs", "model/model.tar.gz", archive.into()));
     let csv_args = [
         "--model",
-        model.as_str(),
+        "s3://jobs/model/model.tar.gz",
         "--input",
         "s3://jobs/csv/in/",
         "--output",
