@@ -327,6 +327,18 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool, logs:
 
 #[test]
 fn a_job_killed_mid_file_resumes_without_redoing_or_half_writing() {
+    stopped_mid_file_then_resumed("KILL");
+}
+
+/// SIGTERM (what SageMaker and `docker stop` send) ends a job as SIGKILL does: the files done
+/// stay, the file in progress has no output, and the next run redoes only that file.
+#[test]
+fn a_job_sent_sigterm_mid_file_resumes_without_redoing_or_half_writing() {
+    stopped_mid_file_then_resumed("TERM");
+}
+
+/// Runs a job whose second file blocks mid-file, stops it with `signal`, and checks the resume.
+fn stopped_mid_file_then_resumed(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     let out = dir.path().join("out");
@@ -365,8 +377,14 @@ fn a_job_killed_mid_file_resumes_without_redoing_or_half_writing() {
         || std::fs::read_to_string(&partial).is_ok_and(|t| t.lines().count() == 3),
         &logs,
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let sent = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "a stopped job does not report success");
     drop(writer);
     assert!(!out.join("b.jsonl.out").exists(), "no half-written output");
 

@@ -272,3 +272,35 @@ fn secrets_never_reach_logs_metrics_or_error_bodies() {
         );
     }
 }
+
+#[test]
+fn the_grafana_dashboard_reads_only_metrics_the_server_exports() {
+    let root = crate::support::repo_root();
+    let dashboard =
+        std::fs::read_to_string(root.join("deploy/grafana-dashboard.json")).expect("dashboard");
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let source = std::fs::read_to_string(root.join("runtime/src/metrics.rs")).expect("metrics.rs");
+    let mut names: Vec<&str> = dashboard
+        .match_indices("sagebrush_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let name = &rest[..end];
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name)
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            source.contains(&format!("\"{name}\"")),
+            "the dashboard reads {name}, which is not exported"
+        );
+    }
+}
