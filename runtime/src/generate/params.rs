@@ -68,6 +68,9 @@ pub enum EarlyStopping {
 pub struct GenerationConfig {
     /// The keys read, as JSON.
     values: Map<String, Value>,
+    /// `config.json` `max_position_embeddings` (or GPT-2's `n_positions`): caps the default
+    /// length.
+    max_positions: Option<usize>,
 }
 
 /// The parameter names [`GenerationParams::resolve`] reads from a request.
@@ -122,6 +125,20 @@ const DEFAULT_KEYS: &[&str] = &[
 impl GenerationConfig {
     /// `dir/generation_config.json`, else the generation keys of `dir/config.json`, else none.
     pub fn from_dir(dir: &Path) -> Result<Self, ParamsError> {
+        let mut config = Self::read(dir)?;
+        let model: Option<Value> = std::fs::read_to_string(dir.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        config.max_positions = model.as_ref().and_then(|m| {
+            ["max_position_embeddings", "n_positions"]
+                .iter()
+                .find_map(|k| m.get(*k).and_then(Value::as_u64))
+                .map(|v| v as usize)
+        });
+        Ok(config)
+    }
+
+    fn read(dir: &Path) -> Result<Self, ParamsError> {
         for name in ["generation_config.json", "config.json"] {
             let path = dir.join(name);
             if !path.is_file() {
@@ -149,7 +166,16 @@ impl GenerationConfig {
                     .map(|v| ((*k).to_owned(), v.clone()))
             })
             .collect();
-        Self { values }
+        Self {
+            values,
+            max_positions: None,
+        }
+    }
+
+    /// Sets the model's position limit (see [`GenerationParams::max_total_len`]).
+    pub fn with_max_positions(mut self, max_positions: Option<usize>) -> Self {
+        self.max_positions = max_positions;
+        self
     }
 
     /// Sets a default (e.g. from `task_specific_params`), as the pipeline's own defaults do.
@@ -210,6 +236,11 @@ pub struct GenerationParams {
     pub bos_token_id: Option<u32>,
     /// Encoder-decoder: the decoder's first token.
     pub decoder_start_token_id: Option<u32>,
+    /// Whether the request left `max_length` to the defaults (transformers then generates 20
+    /// new tokens when the default is 20).
+    pub default_max_length: bool,
+    /// The model's position limit, which caps that default.
+    pub max_positions: Option<usize>,
 }
 
 impl Default for GenerationParams {
@@ -238,6 +269,8 @@ impl Default for GenerationParams {
             pad_token_id: None,
             bos_token_id: None,
             decoder_start_token_id: None,
+            default_max_length: true,
+            max_positions: None,
         }
     }
 }
@@ -249,7 +282,11 @@ impl GenerationParams {
         defaults: &GenerationConfig,
         parameters: &Map<String, Value>,
     ) -> Result<Self, ParamsError> {
-        let mut p = Self::default();
+        let mut p = Self {
+            max_positions: defaults.max_positions,
+            default_max_length: parameters.get("max_length").is_none_or(Value::is_null),
+            ..Self::default()
+        };
         for (key, value) in &defaults.values {
             p.set(key, value)?;
         }
@@ -403,10 +440,16 @@ impl GenerationParams {
     }
 
     /// The total length (prompt included) at which generation stops, for a prompt of
-    /// `prompt_len` tokens.
+    /// `prompt_len` tokens. transformers `_prepare_generated_length`: `max_new_tokens` wins;
+    /// a `max_length` left at its default of 20 means 20 new tokens (capped by the model's
+    /// positions).
     pub fn max_total_len(&self, prompt_len: usize) -> usize {
         match self.max_new_tokens {
             Some(n) => prompt_len + n,
+            None if self.default_max_length && self.max_length == 20 => {
+                let len = prompt_len + 20;
+                self.max_positions.map_or(len, |m| len.min(m))
+            }
             None => self.max_length,
         }
     }
@@ -478,9 +521,15 @@ mod tests {
         assert_eq!(p.pad_token_id, Some(2));
         assert_eq!(p.max_total_len(3), 7);
         let p = resolve(json!({"eos_token_id": [5, 6]}), json!({})).unwrap();
-        assert_eq!((p.max_length, p.max_total_len(3), p.top_k), (20, 20, 50));
+        // The default max_length of 20 means 20 new tokens.
+        assert_eq!((p.max_length, p.max_total_len(3), p.top_k), (20, 23, 50));
         assert_eq!(p.eos_token_ids, [5, 6]);
-        assert_eq!(p.max_new_for(25), 1);
+        // A max_length given in the request is the total length.
+        let p = resolve(json!({}), json!({"max_length": 20})).unwrap();
+        assert_eq!((p.max_total_len(3), p.max_new_for(25)), (20, 1));
+        // So is one from the model's defaults other than 20.
+        let p = resolve(json!({"max_length": 30}), json!({})).unwrap();
+        assert_eq!(p.max_total_len(3), 30);
     }
 
     #[test]
