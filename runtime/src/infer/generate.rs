@@ -23,20 +23,35 @@ use crate::models::decoder::{CausalLm, KvCache, Step};
 use super::worker::{fail, panic_message, unserved};
 use super::{GenEvent, InferError, Outputs, Reply, Request, Shared};
 
-/// A model that generates: starts a sequence from its prompt, then takes one token a row.
+/// A model that generates: starts a sequence from its prompt, then takes one token a row. The
+/// worker knows nothing else of it: a decoder-only model ([`CausalLm`]) runs the prompt and
+/// keeps its KV cache; an encoder-decoder model would encode the prompt into its cache and
+/// start the decoder (the ids then being the decoder's start).
 pub trait Generator: Send + 'static {
+    /// Everything one sequence needs between steps (cloned for beams and for the sequences of
+    /// one prompt).
+    type Cache: Clone + Send;
     /// Runs `prompt` as a new sequence: its cache, the ids the processors see for it (a
     /// decoder-only model: the prompt), and the next token's logits.
-    fn start(&mut self, prompt: &[u32]) -> Result<Start, ModelError>;
-    /// One new token for each row, after the row's cache; each row's next logits.
-    fn step(&mut self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>, ModelError>;
+    fn start(&mut self, prompt: &[u32]) -> Result<Start<Self::Cache>, ModelError>;
+    /// One new token for each row, after the row's cache; each row's next logits, in order.
+    fn step(&mut self, rows: &mut [Next<'_, Self::Cache>]) -> Result<Vec<Vec<f32>>, ModelError>;
+}
+
+/// One row of a decode step: the row's new token and its cache.
+#[derive(Debug)]
+pub struct Next<'a, C> {
+    /// The token chosen last.
+    pub token: u32,
+    /// The row's cache, extended by the step.
+    pub cache: &'a mut C,
 }
 
 /// A started sequence.
 #[derive(Debug)]
-pub struct Start {
+pub struct Start<C> {
     /// Its cache.
-    pub cache: KvCache,
+    pub cache: C,
     /// The ids so far, as the processors and stopping rules see them.
     pub ids: Vec<u32>,
     /// The next token's logits.
@@ -44,7 +59,9 @@ pub struct Start {
 }
 
 impl Generator for CausalLm {
-    fn start(&mut self, prompt: &[u32]) -> Result<Start, ModelError> {
+    type Cache = KvCache;
+
+    fn start(&mut self, prompt: &[u32]) -> Result<Start<KvCache>, ModelError> {
         let mut cache = KvCache::default();
         let logits = self
             .forward(&mut [Step {
@@ -62,8 +79,15 @@ impl Generator for CausalLm {
         })
     }
 
-    fn step(&mut self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        self.forward(steps)
+    fn step(&mut self, rows: &mut [Next<'_, KvCache>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut steps: Vec<Step<'_>> = rows
+            .iter_mut()
+            .map(|r| Step {
+                tokens: std::slice::from_ref(&r.token),
+                cache: &mut *r.cache,
+            })
+            .collect();
+        self.forward(&mut steps)
     }
 }
 
@@ -77,11 +101,11 @@ pub struct GenerateSpec {
 }
 
 /// One sequence of greedy decoding or sampling.
-struct Seq {
+struct Seq<C> {
     index: usize,
     ids: Vec<u32>,
     prompt_len: usize,
-    cache: KvCache,
+    cache: Option<C>,
     logits: Vec<f32>,
     processor: LogitsProcessor,
     stop: StopRule,
@@ -89,12 +113,12 @@ struct Seq {
 }
 
 /// The beams of one prompt.
-struct Beams {
+struct Beams<C> {
     first: usize,
     prompt_len: usize,
     count: usize,
     search: BeamSearch,
-    caches: Vec<KvCache>,
+    caches: Vec<C>,
     logits: Vec<Vec<f32>>,
     processor: LogitsProcessor,
     stop: StopRule,
@@ -102,15 +126,15 @@ struct Beams {
 }
 
 /// A request being generated.
-struct Job {
+struct Job<C> {
     request: Request,
-    seqs: Vec<Seq>,
-    beams: Vec<Beams>,
+    seqs: Vec<Seq<C>>,
+    beams: Vec<Beams<C>>,
     rng: Rng,
     failed: bool,
 }
 
-impl Job {
+impl<C> Job<C> {
     fn send(&self, event: GenEvent) {
         if let Reply::Tokens(tx) = &self.request.reply {
             let _ = tx.send(Ok(event));
@@ -152,7 +176,7 @@ fn serve<G: Generator>(mut model: G, shared: &Shared) -> Option<String> {
     #[cfg(feature = "test-gate")]
     let gate = shared.config.gate_dir.clone().map(super::gate::Gate::new);
     let panic_next = Cell::new(false);
-    let mut jobs: Vec<Job> = Vec::new();
+    let mut jobs: Vec<Job<G::Cache>> = Vec::new();
     loop {
         // Admit: wait when idle, otherwise take what is queued without waiting.
         let new = if jobs.is_empty() {
@@ -271,7 +295,7 @@ fn admit<G: Generator>(
     shared: &Shared,
     panic_next: &Cell<bool>,
     request: Request,
-) -> Option<Job> {
+) -> Option<Job<G::Cache>> {
     let Outputs::Generate(spec) = &request.outputs else {
         fail(
             request,
@@ -328,7 +352,7 @@ fn admit<G: Generator>(
                     index: row * n + k,
                     ids: start.ids.clone(),
                     prompt_len,
-                    cache: start.cache.clone(),
+                    cache: Some(start.cache.clone()),
                     logits: start.logits.clone(),
                     processor: processor.clone(),
                     stop: stop.clone(),
@@ -342,7 +366,7 @@ fn admit<G: Generator>(
 }
 
 /// Chooses the next token of each running sequence of `job` and sends it.
-fn select(job: &mut Job) {
+fn select<C: Clone>(job: &mut Job<C>) {
     let mut events = Vec::new();
     for seq in job.seqs.iter_mut().filter(|s| !s.done) {
         let mut scores = std::mem::take(&mut seq.logits);
@@ -355,7 +379,7 @@ fn select(job: &mut Job) {
         });
         if seq.stop.check(&seq.ids).is_some() {
             seq.done = true;
-            seq.cache = KvCache::default();
+            seq.cache = None;
             events.push(GenEvent::Finished {
                 sequence: seq.index,
                 tokens: seq.ids[seq.prompt_len..].to_vec(),
@@ -399,28 +423,26 @@ fn step_all<G: Generator>(
     model: &mut G,
     shared: &Shared,
     panic_next: &Cell<bool>,
-    jobs: &mut [Job],
+    jobs: &mut [Job<G::Cache>],
 ) {
     // (job index, the last token, the cache) of every running row, in a fixed order.
     let mut owners = Vec::new();
-    let mut steps: Vec<Step<'_>> = Vec::new();
+    let mut steps: Vec<Next<'_, G::Cache>> = Vec::new();
     for (j, job) in jobs.iter_mut().enumerate() {
         for seq in job.seqs.iter_mut().filter(|s| !s.done) {
             let Seq { ids, cache, .. } = seq;
-            owners.push(j);
-            steps.push(Step {
-                tokens: std::slice::from_ref(ids.last().expect("a running sequence has tokens")),
-                cache,
-            });
+            if let (Some(&token), Some(cache)) = (ids.last(), cache.as_mut()) {
+                owners.push(j);
+                steps.push(Next { token, cache });
+            }
         }
         for beams in job.beams.iter_mut().filter(|b| !b.done) {
             let Beams { search, caches, .. } = beams;
             for (ids, cache) in search.running().iter().zip(caches.iter_mut()) {
-                owners.push(j);
-                steps.push(Step {
-                    tokens: std::slice::from_ref(ids.last().expect("a beam has tokens")),
-                    cache,
-                });
+                if let Some(&token) = ids.last() {
+                    owners.push(j);
+                    steps.push(Next { token, cache });
+                }
             }
         }
     }
@@ -464,7 +486,7 @@ fn step_all<G: Generator>(
     // Hand the logits back in the same order.
     let mut next = logits.into_iter();
     for job in jobs.iter_mut() {
-        for seq in job.seqs.iter_mut().filter(|s| !s.done) {
+        for seq in job.seqs.iter_mut().filter(|s| !s.done && s.cache.is_some()) {
             seq.logits = next.next().flatten().unwrap_or_default();
         }
         for beams in job.beams.iter_mut().filter(|b| !b.done) {

@@ -24,7 +24,7 @@ mod generate;
 mod queue;
 mod worker;
 
-pub use generate::{GenerateSpec, Generator, Start};
+pub use generate::{GenerateSpec, Generator, Next, Start};
 
 #[cfg(feature = "test-gate")]
 mod gate;
