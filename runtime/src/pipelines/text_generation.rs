@@ -119,52 +119,7 @@ impl TextGeneration {
                 "chat input needs a `chat_template` in the model's tokenizer_config.json, and this model has none",
             ));
         };
-        let continue_final = ends_with_assistant(messages);
-        let mut env = minijinja::Environment::new();
-        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-        {
-            env.set_syntax(syntax);
-        }
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |message: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    message,
-                ))
-            },
-        );
-        let template = env.template_from_str(&chat.source).map_err(|e| {
-            PipelineError::validation(format!("the model's chat template does not parse: {e}"))
-        })?;
-        let mut ctx = chat.specials.clone();
-        ctx.insert("messages".into(), Value::Array(messages.to_vec()));
-        ctx.insert("add_generation_prompt".into(), Value::Bool(!continue_final));
-        let mut rendered = template
-            .render(minijinja::Value::from(minijinja::value::Serde(&ctx)))
-            .map_err(|e| {
-                PipelineError::validation(format!(
-                    "the chat cannot be rendered with the model's chat template: {e}"
-                ))
-            })?;
-        if continue_final {
-            // transformers `continue_final_message`: cut everything after the last message's
-            // content so that the model continues it.
-            let last = messages
-                .last()
-                .and_then(|m| m.get("content"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .trim();
-            if let Some(at) = rendered.rfind(last) {
-                rendered.truncate(at + last.len());
-            }
-        }
-        Ok(rendered)
+        render_chat(chat, messages)
     }
 
     /// Leaves room for the new tokens: a prompt too long keeps its last tokens, or is refused
@@ -204,6 +159,67 @@ fn ends_with_assistant(messages: &[Value]) -> bool {
         .and_then(|m| m.get("role"))
         .and_then(Value::as_str)
         == Some("assistant")
+}
+
+/// Renders `messages` with the template as transformers' `apply_chat_template` does (Jinja with
+/// `trim_blocks`, `lstrip_blocks`, loop controls and `raise_exception`; the generation prompt
+/// added unless the chat ends with an assistant turn, which is then continued: everything the
+/// template puts after its content is cut).
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/tokenization_utils_base.py#L1700
+fn render_chat(chat: &ChatTemplate, messages: &[Value]) -> Result<String> {
+    let continue_final = ends_with_assistant(messages);
+    let mut env = minijinja::Environment::new();
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |message: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                message,
+            ))
+        },
+    );
+    let template = env.template_from_str(&chat.source).map_err(|e| {
+        PipelineError::validation(format!("the model's chat template does not parse: {e}"))
+    })?;
+    let mut ctx = chat.specials.clone();
+    ctx.insert("messages".into(), Value::Array(messages.to_vec()));
+    ctx.insert("add_generation_prompt".into(), Value::Bool(!continue_final));
+    let mut rendered = template
+        .render(minijinja::Value::from(minijinja::value::Serde(&ctx)))
+        .map_err(|e| {
+            PipelineError::validation(format!(
+                "the chat cannot be rendered with the model's chat template: {e}"
+            ))
+        })?;
+    if continue_final {
+        let last = messages
+            .last()
+            .and_then(|m| m.get("content"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let stripped = last.trim();
+        let Some(at) = rendered.rfind(stripped) else {
+            return Err(PipelineError::validation(
+                "the final assistant message does not appear in the chat rendered by the model's template, so it cannot be continued",
+            ));
+        };
+        let lstripped = last.trim_start().len();
+        let end = if rendered.get(at..at + lstripped) == Some(last) {
+            at + lstripped
+        } else {
+            at + stripped.len()
+        };
+        rendered.truncate(end);
+    }
+    Ok(rendered)
 }
 
 /// `tokenizer_config.json` `chat_template` (a string, or a list of named templates: the
@@ -419,5 +435,52 @@ mod tests {
         assert!(read_inputs(&json!([{"content": "no role"}])).is_err());
         assert!(read_inputs(&json!(["a", 3])).is_err());
         assert!(read_inputs(&json!(7)).is_err());
+    }
+
+    fn fixture_template() -> ChatTemplate {
+        // The llama-gen fixture's template.
+        let source = "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
+        let specials = [("bos_token", "<s>"), ("eos_token", "</s>")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect();
+        ChatTemplate {
+            source: source.to_owned(),
+            specials,
+        }
+    }
+
+    #[test]
+    fn a_chat_is_rendered_with_the_generation_prompt_or_continued() {
+        let chat = fixture_template();
+        let rendered = render_chat(
+            &chat,
+            &[json!({"role": "user", "content": "Open the file."})],
+        )
+        .unwrap();
+        assert_eq!(rendered, "<s><|user|>\nOpen the file.</s>\n<|assistant|>\n");
+        let rendered = render_chat(
+            &chat,
+            &[
+                json!({"role": "user", "content": "Open it."}),
+                json!({"role": "assistant", "content": "Sure, "}),
+            ],
+        )
+        .unwrap();
+        // Continued: cut after the assistant's content, trailing space kept.
+        assert_eq!(rendered, "<s><|user|>\nOpen it.</s>\n<|assistant|>\nSure, ");
+    }
+
+    #[test]
+    fn a_template_that_raises_is_a_validation_error() {
+        let chat = ChatTemplate {
+            source: "{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system message comes first') }}{% endif %}".into(),
+            specials: Map::new(),
+        };
+        let err = render_chat(&chat, &[json!({"role": "user", "content": "x"})]).unwrap_err();
+        assert!(
+            err.to_string().contains("a system message comes first"),
+            "{err}"
+        );
     }
 }
