@@ -12,7 +12,6 @@ use crate::support::{Server, cases_file, compare, fixture, repo_root};
 /// Tasks whose pipelines are not built yet.
 const NOT_SERVED_YET: &[&str] = &[
     "table-question-answering",
-    "text-generation",
     "text2text-generation",
     "summarization",
     "translation",
@@ -237,4 +236,17 @@ fn conformance_deberta_v2_nli() {
 #[test]
 fn conformance_deberta_v2_tokcls() {
     assert_eq!(run_model("deberta-v2-tokcls", None), 12);
+}
+
+// Generation (issue 11): greedy, beam search, repetition penalty, n-gram blocking, length
+// parameters, list inputs and (Llama) a chat rendered with the model's template.
+
+#[test]
+fn conformance_gpt2_gen() {
+    assert_eq!(run_model("gpt2-gen", None), 12);
+}
+
+#[test]
+fn conformance_llama_gen() {
+    assert_eq!(run_model("llama-gen", None), 7);
 }

@@ -6,6 +6,7 @@ mod batch;
 mod codec;
 mod conformance;
 mod faults;
+mod generation;
 mod guest_sdk;
 mod hooks;
 mod inference;

@@ -1,0 +1,507 @@
+//! The generation worker: a generation request is a stateful item of the same queue. The worker
+//! owns the model and every running sequence's KV cache, and loops: admit the requests that
+//! are waiting (each prompt is run once, its cache cloned for the other sequences or beams),
+//! pick one token for every running sequence with its own processors, stopping rule and
+//! random generator, send it through the request's stream, then run one decode step for all
+//! running sequences of all requests together (rows of different lengths, each at its own
+//! position: continuous batching), and retire the finished. A request whose caller went away
+//! (receiver dropped, cancellation flag) or whose deadline passed is dropped at the next step.
+//! A panic or error in a model call fails the requests of that call; the worker goes on.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::thread;
+use std::time::Instant;
+
+use crate::generate::logits::{LogitsProcessor, Rng, log_softmax, pick};
+use crate::generate::{BeamSearch, GenerationParams, StopRule};
+use crate::models::ModelError;
+use crate::models::decoder::{CausalLm, KvCache, Step};
+
+use super::worker::{fail, panic_message, unserved};
+use super::{GenEvent, InferError, Outputs, Reply, Request, Shared};
+
+/// A model that generates: starts a sequence from its prompt, then takes one token a row. The
+/// worker knows nothing else of it: a decoder-only model ([`CausalLm`]) runs the prompt and
+/// keeps its KV cache; an encoder-decoder model would encode the prompt into its cache and
+/// start the decoder (the ids then being the decoder's start).
+pub trait Generator: Send + 'static {
+    /// Everything one sequence needs between steps (cloned for beams and for the sequences of
+    /// one prompt).
+    type Cache: Clone + Send;
+    /// Runs `prompt` as a new sequence: its cache, the ids the processors see for it (a
+    /// decoder-only model: the prompt), and the next token's logits.
+    fn start(&mut self, prompt: &[u32]) -> Result<Start<Self::Cache>, ModelError>;
+    /// One new token for each row, after the row's cache; each row's next logits, in order.
+    fn step(&mut self, rows: &mut [Next<'_, Self::Cache>]) -> Result<Vec<Vec<f32>>, ModelError>;
+}
+
+/// One row of a decode step: the row's new token and its cache.
+#[derive(Debug)]
+pub struct Next<'a, C> {
+    /// The token chosen last.
+    pub token: u32,
+    /// The row's cache, extended by the step.
+    pub cache: &'a mut C,
+}
+
+/// A started sequence.
+#[derive(Debug)]
+pub struct Start<C> {
+    /// Its cache.
+    pub cache: C,
+    /// The ids so far, as the processors and stopping rules see them.
+    pub ids: Vec<u32>,
+    /// The next token's logits.
+    pub logits: Vec<f32>,
+}
+
+impl Generator for CausalLm {
+    type Cache = KvCache;
+
+    fn start(&mut self, prompt: &[u32]) -> Result<Start<KvCache>, ModelError> {
+        let mut cache = KvCache::default();
+        let logits = self
+            .forward(&mut [Step {
+                tokens: prompt,
+                cache: &mut cache,
+            }])?
+            .pop()
+            .ok_or_else(|| ModelError::BadBatch {
+                reason: "no logits".into(),
+            })?;
+        Ok(Start {
+            cache,
+            ids: prompt.to_vec(),
+            logits,
+        })
+    }
+
+    fn step(&mut self, rows: &mut [Next<'_, KvCache>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut steps: Vec<Step<'_>> = rows
+            .iter_mut()
+            .map(|r| Step {
+                tokens: std::slice::from_ref(&r.token),
+                cache: &mut *r.cache,
+            })
+            .collect();
+        self.forward(&mut steps)
+    }
+}
+
+/// What a generation request asks for (with [`Outputs::Generate`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateSpec {
+    /// The resolved parameters.
+    pub params: GenerationParams,
+    /// Token sequences that also end a sequence.
+    pub stop_sequences: Vec<Vec<u32>>,
+}
+
+/// One sequence of greedy decoding or sampling.
+struct Seq<C> {
+    index: usize,
+    ids: Vec<u32>,
+    prompt_len: usize,
+    cache: Option<C>,
+    logits: Vec<f32>,
+    processor: LogitsProcessor,
+    stop: StopRule,
+    done: bool,
+}
+
+/// The beams of one prompt.
+struct Beams<C> {
+    first: usize,
+    prompt_len: usize,
+    count: usize,
+    search: BeamSearch,
+    caches: Vec<C>,
+    logits: Vec<Vec<f32>>,
+    processor: LogitsProcessor,
+    stop: StopRule,
+    done: bool,
+}
+
+/// A request being generated.
+struct Job<C> {
+    request: Request,
+    seqs: Vec<Seq<C>>,
+    beams: Vec<Beams<C>>,
+    rng: Rng,
+    failed: bool,
+}
+
+impl<C> Job<C> {
+    fn send(&self, event: GenEvent) {
+        if let Reply::Tokens(tx) = &self.request.reply {
+            let _ = tx.send(Ok(event));
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.seqs.iter().all(|s| s.done) && self.beams.iter().all(|b| b.done)
+    }
+}
+
+/// Starts the generation worker thread.
+pub(super) fn spawn<G: Generator>(
+    model: G,
+    shared: Arc<Shared>,
+    name: &str,
+) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(|| serve(model, &shared)));
+            let cause = match outcome {
+                Ok(None) => return,
+                Ok(Some(cause)) => cause,
+                Err(panic) => format!(
+                    "it panicked outside a forward pass: {}",
+                    panic_message(panic.as_ref())
+                ),
+            };
+            tracing::error!(cause = %cause, "the generation worker stopped; /ping now answers 503");
+            super::worker::stop(&shared, &cause);
+        })?;
+    Ok(())
+}
+
+/// The worker loop; returns the cause when the worker cannot go on, `None` when the last
+/// handle is gone.
+fn serve<G: Generator>(mut model: G, shared: &Shared) -> Option<String> {
+    #[cfg(feature = "test-gate")]
+    let gate = shared.config.gate_dir.clone().map(super::gate::Gate::new);
+    let panic_next = Cell::new(false);
+    let mut jobs: Vec<Job<G::Cache>> = Vec::new();
+    loop {
+        // Admit: wait when idle, otherwise take what is queued without waiting.
+        let new = if jobs.is_empty() {
+            super::worker::take_batch(shared)?
+        } else {
+            let mut queue = shared.lock_queue();
+            let gone = queue.prune(Instant::now());
+            let batch = queue.next_batch(shared.config.max_batch_rows, usize::MAX);
+            drop(queue);
+            unserved(shared, gone);
+            batch
+        };
+        for request in new {
+            if let Some(job) = admit(&mut model, shared, &panic_next, request) {
+                jobs.push(job);
+            }
+        }
+        // Drop the requests whose caller left or whose time is up.
+        let now = Instant::now();
+        let mut kept = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if job.request.is_cancelled() {
+                let _enter = job.request.span.enter();
+                tracing::info!("generation cancelled by its caller; stopped at this step");
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+            } else if job.request.deadline.is_some_and(|d| d <= now) {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                fail(job.request, &InferError::DeadlineExceeded);
+            } else {
+                kept.push(job);
+            }
+        }
+        jobs = kept;
+        // Pick the next token of every running sequence.
+        for job in &mut jobs {
+            select(job);
+        }
+        #[cfg(feature = "test-gate")]
+        if let Some(gate) = &gate {
+            match gate.before_round() {
+                super::gate::Action::Go => {}
+                super::gate::Action::Panic => panic_next.set(true),
+                super::gate::Action::Stop => {
+                    let cause = "stopped by the test gate".to_owned();
+                    for job in jobs {
+                        fail(
+                            job.request,
+                            &InferError::WorkerStopped {
+                                cause: cause.clone(),
+                            },
+                        );
+                    }
+                    return Some(cause);
+                }
+            }
+        }
+        // One decode step for every running row of every request.
+        step_all(&mut model, shared, &panic_next, &mut jobs);
+        // Retire.
+        let mut kept = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if job.failed {
+                continue;
+            }
+            if job.is_done() {
+                shared.computed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            kept.push(job);
+        }
+        jobs = kept;
+    }
+}
+
+/// Runs a model call under `catch_unwind`, marking the worker busy meanwhile.
+/// `panic_next` (the test gate) makes this call panic.
+fn guarded<T>(
+    shared: &Shared,
+    panic_next: &Cell<bool>,
+    f: impl FnOnce() -> Result<T, ModelError>,
+) -> Result<T, InferError> {
+    *shared
+        .busy_since
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    let panic_now = panic_next.replace(false);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if panic_now {
+            panic!("forced by the test gate");
+        }
+        f()
+    }));
+    *shared
+        .busy_since
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = None;
+    shared.forward_passes.fetch_add(1, Ordering::Relaxed);
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(err)) => {
+            let err = InferError::Model(Arc::new(err));
+            tracing::error!(error = %crate::telemetry::error_chain(&err), "generation step failed");
+            Err(err)
+        }
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(panic = %message, "generation step panicked; the worker goes on");
+            Err(InferError::WorkerPanicked { message })
+        }
+    }
+}
+
+/// Runs the prompts of a new request and sets up its sequences or beams.
+fn admit<G: Generator>(
+    model: &mut G,
+    shared: &Shared,
+    panic_next: &Cell<bool>,
+    request: Request,
+) -> Option<Job<G::Cache>> {
+    let Outputs::Generate(spec) = &request.outputs else {
+        fail(
+            request,
+            &InferError::BadRequest {
+                reason: "this model only generates".into(),
+            },
+        );
+        return None;
+    };
+    let spec = spec.as_ref().clone();
+    let params = &spec.params;
+    let span = request.span.clone();
+    let _enter = span.enter();
+    let rng = params.seed.map_or_else(Rng::unseeded, Rng::seeded);
+    let mut job = Job {
+        seqs: Vec::new(),
+        beams: Vec::new(),
+        rng,
+        failed: false,
+        request,
+    };
+    let n = params.num_return_sequences;
+    let prompts: Vec<Vec<u32>> = job.request.rows.iter().map(|r| r.ids.clone()).collect();
+    for (row, prompt) in prompts.iter().enumerate() {
+        let start = match guarded(shared, panic_next, || model.start(prompt)) {
+            Ok(start) => start,
+            Err(err) => {
+                fail(job.request, &err);
+                return None;
+            }
+        };
+        let prompt_len = start.ids.len();
+        let stop = StopRule {
+            eos: params.eos_token_ids.clone(),
+            max_len: params.max_total_len(prompt_len),
+            sequences: spec.stop_sequences.clone(),
+        };
+        let processor = LogitsProcessor::new(params, prompt_len);
+        if params.is_beam_search() {
+            job.beams.push(Beams {
+                first: row * n,
+                prompt_len,
+                count: n,
+                search: BeamSearch::new(&start.ids, params, stop.max_len),
+                caches: vec![start.cache; params.num_beams],
+                logits: vec![start.logits; params.num_beams],
+                processor,
+                stop,
+                done: false,
+            });
+        } else {
+            for k in 0..n {
+                job.seqs.push(Seq {
+                    index: row * n + k,
+                    ids: start.ids.clone(),
+                    prompt_len,
+                    cache: Some(start.cache.clone()),
+                    logits: start.logits.clone(),
+                    processor: processor.clone(),
+                    stop: stop.clone(),
+                    done: false,
+                });
+            }
+        }
+    }
+    tracing::debug!(rows = prompts.len(), "generation admitted");
+    Some(job)
+}
+
+/// Chooses the next token of each running sequence of `job` and sends it.
+fn select<C: Clone>(job: &mut Job<C>) {
+    let mut events = Vec::new();
+    for seq in job.seqs.iter_mut().filter(|s| !s.done) {
+        let mut scores = std::mem::take(&mut seq.logits);
+        seq.processor.process(&seq.ids, &mut scores);
+        let token = pick(&scores, seq.processor.samples(), &mut job.rng);
+        seq.ids.push(token);
+        events.push(GenEvent::Token {
+            sequence: seq.index,
+            token,
+        });
+        if seq.stop.check(&seq.ids).is_some() {
+            seq.done = true;
+            seq.cache = None;
+            events.push(GenEvent::Finished {
+                sequence: seq.index,
+                tokens: seq.ids[seq.prompt_len..].to_vec(),
+            });
+        }
+    }
+    for beams in job.beams.iter_mut().filter(|b| !b.done) {
+        let running = beams.search.running().to_vec();
+        let log_probs: Vec<Vec<f32>> = beams
+            .logits
+            .iter()
+            .zip(&running)
+            .map(|(logits, ids)| {
+                let mut lp = log_softmax(logits);
+                beams.processor.process(ids, &mut lp);
+                lp
+            })
+            .collect();
+        let parents = beams.search.step(&log_probs, &beams.stop, &mut job.rng);
+        if beams.search.is_done() {
+            beams.done = true;
+            beams.caches.clear();
+            for (k, ids) in beams.search.best(beams.count).into_iter().enumerate() {
+                // Finished hypotheses hold the prompt too.
+                events.push(GenEvent::Finished {
+                    sequence: beams.first + k,
+                    tokens: ids[beams.prompt_len.min(ids.len())..].to_vec(),
+                });
+            }
+        } else {
+            beams.caches = parents.iter().map(|&p| beams.caches[p].clone()).collect();
+        }
+    }
+    for event in events {
+        job.send(event);
+    }
+}
+
+/// Runs one decode step for every running row of every job, `max_batch_rows` rows a pass.
+fn step_all<G: Generator>(
+    model: &mut G,
+    shared: &Shared,
+    panic_next: &Cell<bool>,
+    jobs: &mut [Job<G::Cache>],
+) {
+    // (job index, the last token, the cache) of every running row, in a fixed order.
+    let mut owners = Vec::new();
+    let mut steps: Vec<Next<'_, G::Cache>> = Vec::new();
+    for (j, job) in jobs.iter_mut().enumerate() {
+        for seq in job.seqs.iter_mut().filter(|s| !s.done) {
+            let Seq { ids, cache, .. } = seq;
+            if let (Some(&token), Some(cache)) = (ids.last(), cache.as_mut()) {
+                owners.push(j);
+                steps.push(Next { token, cache });
+            }
+        }
+        for beams in job.beams.iter_mut().filter(|b| !b.done) {
+            let Beams { search, caches, .. } = beams;
+            for (ids, cache) in search.running().iter().zip(caches.iter_mut()) {
+                if let Some(&token) = ids.last() {
+                    owners.push(j);
+                    steps.push(Next { token, cache });
+                }
+            }
+        }
+    }
+    if steps.is_empty() {
+        return;
+    }
+    let mut requests = owners.clone();
+    requests.dedup();
+    tracing::debug!(requests = requests.len(), rows = steps.len(), "decode step");
+    let chunk = shared.config.max_batch_rows.max(1);
+    let mut logits: Vec<Option<Vec<f32>>> = Vec::with_capacity(steps.len());
+    let mut failures: Vec<(usize, InferError)> = Vec::new();
+    let mut offset = 0;
+    for pass in steps.chunks_mut(chunk) {
+        let len = pass.len();
+        match guarded(shared, panic_next, || model.step(pass)) {
+            Ok(rows) if rows.len() == len => logits.extend(rows.into_iter().map(Some)),
+            Ok(_) => {
+                failures.extend(owners[offset..offset + len].iter().map(|&j| {
+                    (
+                        j,
+                        InferError::BadRequest {
+                            reason: "the model answered a different number of rows".into(),
+                        },
+                    )
+                }));
+                logits.extend(std::iter::repeat_n(None, len));
+            }
+            Err(err) => {
+                failures.extend(
+                    owners[offset..offset + len]
+                        .iter()
+                        .map(|&j| (j, err.clone())),
+                );
+                logits.extend(std::iter::repeat_n(None, len));
+            }
+        }
+        offset += len;
+    }
+    drop(steps);
+    // Hand the logits back in the same order.
+    let mut next = logits.into_iter();
+    for job in jobs.iter_mut() {
+        for seq in job.seqs.iter_mut().filter(|s| !s.done && s.cache.is_some()) {
+            seq.logits = next.next().flatten().unwrap_or_default();
+        }
+        for beams in job.beams.iter_mut().filter(|b| !b.done) {
+            for row in &mut beams.logits {
+                *row = next.next().flatten().unwrap_or_default();
+            }
+        }
+    }
+    for (j, err) in failures {
+        let job = &mut jobs[j];
+        if !job.failed {
+            job.failed = true;
+            if let Reply::Tokens(tx) = &job.request.reply {
+                let _ = tx.send(Err(err));
+            }
+        }
+    }
+}
