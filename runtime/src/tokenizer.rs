@@ -17,6 +17,7 @@ use tokenizers::{
 
 use crate::models::{EncoderBatch, ModelConfig};
 
+pub mod sentencepiece;
 mod slow;
 
 /// `Result` with [`TokenizerError`].

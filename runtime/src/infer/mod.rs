@@ -20,6 +20,7 @@
 //! decode state, token streams) will live here too: the reply can already be a stream.
 
 mod queue;
+pub mod seq2seq;
 mod worker;
 
 #[cfg(feature = "test-gate")]
@@ -326,6 +327,25 @@ impl Scope {
     /// The current scope, or none (no deadline, never cancelled).
     pub fn current() -> Self {
         SCOPE.with(|s| s.borrow().clone()).unwrap_or_default()
+    }
+}
+
+/// The worker behind a loaded model: the encoder queue, or an encoder-decoder generation worker.
+#[derive(Clone)]
+pub enum Worker {
+    /// Encoder tasks: [`Infer`].
+    Encoder(Infer),
+    /// Encoder-decoder generation.
+    Seq2Seq(seq2seq::Seq2SeqWorker),
+}
+
+impl Worker {
+    /// Whether the worker can serve: `/ping`'s health command.
+    pub fn health(&self) -> Health {
+        match self {
+            Self::Encoder(infer) => infer.health(),
+            Self::Seq2Seq(worker) => worker.health(),
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! candle-transformers' `BertModel` to the bit. DeBERTa-v2's base model is candle-transformers'
 //! (`deberta_v2.rs`), with our heads.
 
+mod bart;
 mod bert;
 mod deberta_v2;
 mod distilbert;
@@ -26,6 +27,8 @@ mod heads;
 mod layers;
 mod roberta;
 pub mod sentence_transformers;
+pub mod seq2seq;
+mod t5;
 mod weights;
 
 use std::collections::BTreeMap;
