@@ -7,6 +7,8 @@ pub mod artifact;
 pub mod codec;
 /// Command line, environment and the checked configuration.
 pub mod config;
+/// Generation machinery: parameters, logits processors, stopping rules, beam search.
+pub mod generate;
 /// The hook chain and the types its stages share.
 pub mod handler;
 /// `HF_MODEL_ID`: Hub download, revision, cache, offline mode, token.

@@ -9,6 +9,7 @@ use crate::config::{LoadConfig, ModelSource};
 use crate::handler::{HookChain, HookRuleError, UserCode};
 use crate::infer::seq2seq::Seq2SeqWorker;
 use crate::infer::{Infer, InferConfig, Worker};
+use crate::models::decoder::CausalLm;
 use crate::models::{Encoder, ModelConfig, ModelError, seq2seq};
 use crate::pipelines::text2text::{Seq2SeqTokenizer, Text2Text};
 use crate::pipelines::{self, Pipeline, Resources};
@@ -42,6 +43,9 @@ pub enum LoadError {
     /// `config.json` is missing or bad, or the weights cannot be loaded.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// `generation_config.json` cannot be read.
+    #[error(transparent)]
+    Generation(#[from] crate::generate::ParamsError),
     /// The tokenizer cannot be loaded.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
@@ -173,25 +177,46 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
     ) {
         return load_seq2seq(dir, cfg, config, task);
     }
-    let head = pipelines::head_for(&task)
-        .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
-    let tokenizer = TextTokenizer::from_dir(dir, &config)?;
-    let encoder = Encoder::load(dir, &config, head)?;
-    let infer = Infer::spawn(
-        encoder,
-        infer_config(cfg, tokenizer.pad_id()),
-        "model-worker",
-    )
-    .map_err(LoadError::Worker)?;
-    let resources = Resources {
-        tokenizer: Arc::new(tokenizer),
-        config: Arc::new(config),
-        infer: infer.clone(),
-    };
-    let native = match pipelines::sentence_embeddings::build(&task, dir, resources.clone())? {
-        Some(pipeline) => pipeline,
-        None => pipelines::build(&task, resources)
-            .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?,
+    let (infer, native) = if matches!(task, Task::TextGeneration) {
+        let tokenizer = TextTokenizer::from_dir(dir, &config)?;
+        let model = CausalLm::load(dir, &config)?;
+        let max_positions = model.max_positions();
+        let infer = Infer::spawn_generator(
+            model,
+            infer_config(cfg, tokenizer.pad_id()),
+            "generation-worker",
+        )
+        .map_err(LoadError::Worker)?;
+        let resources = Resources {
+            tokenizer: Arc::new(tokenizer),
+            config: Arc::new(config),
+            infer: infer.clone(),
+        };
+        let pipeline =
+            pipelines::text_generation::TextGeneration::new(resources, dir, max_positions)?;
+        (infer, Arc::new(pipeline) as Arc<dyn Pipeline>)
+    } else {
+        let head = pipelines::head_for(&task)
+            .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
+        let tokenizer = TextTokenizer::from_dir(dir, &config)?;
+        let encoder = Encoder::load(dir, &config, head)?;
+        let infer = Infer::spawn(
+            encoder,
+            infer_config(cfg, tokenizer.pad_id()),
+            "model-worker",
+        )
+        .map_err(LoadError::Worker)?;
+        let resources = Resources {
+            tokenizer: Arc::new(tokenizer),
+            config: Arc::new(config),
+            infer: infer.clone(),
+        };
+        let native = match pipelines::sentence_embeddings::build(&task, dir, resources.clone())? {
+            Some(pipeline) => pipeline,
+            None => pipelines::build(&task, resources)
+                .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?,
+        };
+        (infer, native)
     };
     let user = load_user_code(dir, cfg, &native)?;
     let chain = HookChain::new(native, user).map_err(|source| LoadError::HookRules {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::support::{Server, cases_file, compare, fixture, repo_root};
 
 /// Tasks whose pipelines are not built yet.
-const NOT_SERVED_YET: &[&str] = &["table-question-answering", "text-generation"];
+const NOT_SERVED_YET: &[&str] = &["table-question-answering"];
 
 fn task_of(case: &Value, model_dir: &std::path::Path) -> String {
     if let Some(task) = case["env"]["HF_TASK"].as_str() {
@@ -246,4 +246,17 @@ fn conformance_bart_sum() {
 #[test]
 fn conformance_marian_mt() {
     assert_eq!(run_model("marian-mt", None), 4);
+}
+
+// Generation (issue 11): greedy, beam search, repetition penalty, n-gram blocking, length
+// parameters, list inputs and (Llama) a chat rendered with the model's template.
+
+#[test]
+fn conformance_gpt2_gen() {
+    assert_eq!(run_model("gpt2-gen", None), 12);
+}
+
+#[test]
+fn conformance_llama_gen() {
+    assert_eq!(run_model("llama-gen", None), 7);
 }

@@ -16,12 +16,16 @@
 //! `/ping` whether the worker can serve (it stopped, or one forward pass has run for longer than
 //! the wedge limit).
 //!
-//! `infer` knows tokens and tensors only: no task, HTTP or user code. Generation (per-request
-//! decode state, token streams) will live here too: the reply can already be a stream.
+//! `infer` knows tokens and tensors only: no task, HTTP or user code. Generation requests go
+//! through the same queue to a generation worker (`generate.rs`) that owns the per-request
+//! decode state (KV caches, processors, stopping rules) and streams tokens as they are made.
 
+mod generate;
 mod queue;
 pub mod seq2seq;
 mod worker;
+
+pub use generate::{GenerateSpec, Generator, Start};
 
 #[cfg(feature = "test-gate")]
 mod gate;
@@ -134,7 +138,7 @@ impl Row {
 }
 
 /// Which outputs a request wants for its rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outputs {
     /// Each row's whole output: `[X]` for sequence heads, `[len, X]` for per-token outputs
     /// (exactly the row's tokens, never padding).
@@ -142,6 +146,30 @@ pub enum Outputs {
     /// For each row, the per-token outputs at these positions only: `[n, X]`. Fill-mask asks
     /// for its mask positions, so only those go through the vocabulary projection.
     Positions(Vec<Vec<usize>>),
+    /// Generate after each row (a prompt), answered through [`Reply::Tokens`]; only a
+    /// generation worker ([`Infer::spawn_generator`]) serves it.
+    Generate(Box<GenerateSpec>),
+}
+
+/// One event of a generation stream. Sequence `r × num_return_sequences + k` is the `k`-th
+/// answer to row `r`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenEvent {
+    /// A token of a sequence, as soon as it is chosen (greedy decoding and sampling; beam
+    /// search only knows its sequences when it ends).
+    Token {
+        /// The sequence.
+        sequence: usize,
+        /// The token.
+        token: u32,
+    },
+    /// A sequence is finished: all its generated tokens (the prompt excluded).
+    Finished {
+        /// The sequence.
+        sequence: usize,
+        /// The generated tokens.
+        tokens: Vec<u32>,
+    },
 }
 
 /// Where the answer goes.
@@ -152,6 +180,9 @@ pub enum Reply {
     /// Each row as soon as its forward pass is done, as `(row index, output)`; an error ends
     /// the stream. For long requests whose consumer can start early (and generation later).
     Stream(mpsc::UnboundedSender<Result<(usize, Tensor)>>),
+    /// Generation: tokens and finished sequences as they are made; an error ends the stream,
+    /// and so does the end of the request (the sender is dropped).
+    Tokens(mpsc::UnboundedSender<Result<GenEvent>>),
 }
 
 impl Reply {
@@ -159,6 +190,7 @@ impl Reply {
         match self {
             Self::Once(tx) => tx.is_closed(),
             Self::Stream(tx) => tx.is_closed(),
+            Self::Tokens(tx) => tx.is_closed(),
         }
     }
 }
@@ -218,6 +250,14 @@ impl Request {
             return bad(format!(
                 "row {i} is empty or its ids and type ids differ in length"
             ));
+        }
+        if let Outputs::Generate(spec) = &self.outputs {
+            if !matches!(self.reply, Reply::Tokens(_)) {
+                return bad("a generation request is answered through a token stream".into());
+            }
+            if spec.params.num_return_sequences == 0 || spec.params.num_beams == 0 {
+                return bad("no sequences to generate".into());
+            }
         }
         if let Outputs::Positions(positions) = &self.outputs {
             if positions.len() != self.rows.len() {
@@ -412,6 +452,8 @@ struct Shared {
     computed: AtomicU64,
     dropped: AtomicU64,
     forward_passes: AtomicU64,
+    /// Whether the worker generates (it takes only [`Outputs::Generate`] requests).
+    generates: bool,
 }
 
 impl Shared {
@@ -441,7 +483,28 @@ pub struct Infer {
 impl Infer {
     /// Starts the worker thread that owns `model`.
     pub fn spawn<M: Model>(model: M, config: InferConfig, name: &str) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared {
+        let shared = Self::shared_state(config, false);
+        worker::spawn(model, Arc::clone(&shared), name)?;
+        Ok(Self {
+            owner: Arc::new(Owner(shared)),
+        })
+    }
+
+    /// Starts the generation worker thread that owns `model` (see `generate.rs`).
+    pub fn spawn_generator<G: Generator>(
+        model: G,
+        config: InferConfig,
+        name: &str,
+    ) -> std::io::Result<Self> {
+        let shared = Self::shared_state(config, true);
+        generate::spawn(model, Arc::clone(&shared), name)?;
+        Ok(Self {
+            owner: Arc::new(Owner(shared)),
+        })
+    }
+
+    fn shared_state(config: InferConfig, generates: bool) -> Arc<Shared> {
+        Arc::new(Shared {
             queue: Mutex::new(queue::Queue::new(config.queue_size)),
             wake: Condvar::new(),
             config,
@@ -450,10 +513,7 @@ impl Infer {
             computed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             forward_passes: AtomicU64::new(0),
-        });
-        worker::spawn(model, Arc::clone(&shared), name)?;
-        Ok(Self {
-            owner: Arc::new(Owner(shared)),
+            generates,
         })
     }
 
@@ -465,6 +525,15 @@ impl Infer {
     /// worker [`InferError::WorkerStopped`].
     pub fn submit(&self, request: Request) -> Result<()> {
         request.validate()?;
+        if matches!(request.outputs, Outputs::Generate(_)) != self.shared().generates {
+            return Err(InferError::BadRequest {
+                reason: if self.shared().generates {
+                    "this model only generates".into()
+                } else {
+                    "this model does not generate".into()
+                },
+            });
+        }
         let span = request.span.clone();
         let _enter = span.enter();
         if let Some(cause) = self.stopped_cause() {
@@ -501,6 +570,67 @@ impl Infer {
             encodings.iter().map(Row::from_encoding).collect(),
             Outputs::All,
         )
+    }
+
+    /// Queues a generation request for `prompts` and returns its event stream. Inherits the
+    /// current [`Scope`] and span; dropping the receiver stops the generation at the next step.
+    pub fn generate(
+        &self,
+        prompts: Vec<Vec<u32>>,
+        spec: GenerateSpec,
+    ) -> Result<mpsc::UnboundedReceiver<Result<GenEvent>>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let scope = Scope::current();
+        let rows = prompts
+            .into_iter()
+            .map(|ids| Row {
+                type_ids: vec![0; ids.len()],
+                ids,
+            })
+            .collect();
+        self.submit(Request {
+            rows,
+            outputs: Outputs::Generate(Box::new(spec)),
+            deadline: scope.deadline,
+            cancel: scope.cancel,
+            span: tracing::Span::current(),
+            reply: Reply::Tokens(tx),
+        })?;
+        Ok(rx)
+    }
+
+    /// [`generate`](Self::generate) and wait for every sequence: the generated tokens of
+    /// sequence `r × num_return_sequences + k` at that index. Blocks: call it off the async
+    /// runtime.
+    pub fn generate_all(
+        &self,
+        prompts: Vec<Vec<u32>>,
+        spec: GenerateSpec,
+    ) -> Result<Vec<Vec<u32>>> {
+        let total = prompts.len() * spec.params.num_return_sequences;
+        let mut rx = self.generate(prompts, spec)?;
+        let mut out: Vec<Option<Vec<u32>>> = vec![None; total];
+        let mut left = total;
+        while left > 0 {
+            match rx.blocking_recv() {
+                Some(Ok(GenEvent::Finished { sequence, tokens })) => {
+                    if let Some(slot) = out.get_mut(sequence)
+                        && slot.is_none()
+                    {
+                        *slot = Some(tokens);
+                        left -= 1;
+                    }
+                }
+                Some(Ok(GenEvent::Token { .. })) => {}
+                Some(Err(err)) => return Err(err),
+                None => {
+                    return Err(self.stopped_cause().map_or(InferError::Cancelled, |cause| {
+                        InferError::WorkerStopped { cause }
+                    }));
+                }
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// Whether the worker can serve: `/ping`'s health command.

@@ -193,7 +193,6 @@ fn serve(model: &dyn Seq2SeqModel, rx: &Receiver<Job>, shared: &Shared) {
                 Err(stop)
             }
             Ok(Err(SearchError::Model(e))) => Err(InferError::Model(Arc::new(e))),
-            Ok(Err(SearchError::Stopped(reason))) => Err(InferError::BadRequest { reason }),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()

@@ -32,25 +32,30 @@ pub(super) fn spawn<M: Model>(model: M, shared: Arc<Shared>, name: &str) -> std:
                 ),
             };
             tracing::error!(cause = %cause, "the model worker stopped; /ping now answers 503");
-            *shared
-                .stopped
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(cause.clone());
-            let waiting: Vec<Request> = {
-                let mut queue = shared.lock_queue();
-                queue.close();
-                queue.next_batch(usize::MAX, usize::MAX)
-            };
-            for request in waiting {
-                fail(
-                    request,
-                    &InferError::WorkerStopped {
-                        cause: cause.clone(),
-                    },
-                );
-            }
+            stop(&shared, &cause);
         })?;
     Ok(())
+}
+
+/// Marks the worker stopped with `cause` and answers every waiting request with it.
+pub(super) fn stop(shared: &Shared, cause: &str) {
+    *shared
+        .stopped
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(cause.to_owned());
+    let waiting: Vec<Request> = {
+        let mut queue = shared.lock_queue();
+        queue.close();
+        queue.next_batch(usize::MAX, usize::MAX)
+    };
+    for request in waiting {
+        fail(
+            request,
+            &InferError::WorkerStopped {
+                cause: cause.to_owned(),
+            },
+        );
+    }
 }
 
 /// The worker loop. Returns `None` when the last handle is gone, or the cause when the worker
@@ -87,7 +92,7 @@ fn serve<M: Model>(mut model: M, shared: &Shared) -> Option<String> {
 
 /// Waits for requests, then (with a maximum wait) for the batch to fill, and takes one batch.
 /// `None` once the queue is closed and empty.
-fn take_batch(shared: &Shared) -> Option<Vec<Request>> {
+pub(super) fn take_batch(shared: &Shared) -> Option<Vec<Request>> {
     let cfg = &shared.config;
     let mut queue = shared.lock_queue();
     loop {
@@ -150,12 +155,16 @@ pub(super) fn unserved(shared: &Shared, gone: Vec<(Request, Unserved)>) {
     }
 }
 
-fn fail(request: Request, error: &InferError) {
+/// Answers a request with an error.
+pub(super) fn fail(request: Request, error: &InferError) {
     match request.reply {
         Reply::Once(tx) => {
             let _ = tx.send(Err(error.clone()));
         }
         Reply::Stream(tx) => {
+            let _ = tx.send(Err(error.clone()));
+        }
+        Reply::Tokens(tx) => {
             let _ = tx.send(Err(error.clone()));
         }
     }
@@ -207,10 +216,16 @@ impl Round {
         let cfg = &shared.config;
         // Requests wanting all outputs and those wanting positions never share a pass.
         let (mut all, mut positions) = (Vec::new(), Vec::new());
-        for (i, p) in self.pending.iter().enumerate() {
+        for (i, p) in self.pending.iter_mut().enumerate() {
             let target = match p.request.outputs {
                 Outputs::All => &mut all,
                 Outputs::Positions(_) => &mut positions,
+                Outputs::Generate(_) => {
+                    p.error = Some(InferError::BadRequest {
+                        reason: "this model does not generate".into(),
+                    });
+                    continue;
+                }
             };
             target.extend(p.request.rows.iter().enumerate().map(|(row, r)| RowRef {
                 request: i,
@@ -328,6 +343,7 @@ impl Round {
                 let _ = tx.send(Ok((r.row, output)));
             }
             Reply::Once(_) => p.outputs[r.row] = Some(output),
+            Reply::Tokens(_) => {}
         }
     }
 
@@ -385,7 +401,7 @@ fn pad(pass: &[RowRef], pending: &[Pending], pad_id: u32) -> EncoderBatch {
 }
 
 /// The message of a panic payload.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

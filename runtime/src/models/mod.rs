@@ -22,9 +22,12 @@
 mod bart;
 mod bert;
 mod deberta_v2;
+pub mod decoder;
 mod distilbert;
+mod gpt2;
 mod heads;
 mod layers;
+mod llama;
 mod roberta;
 pub mod sentence_transformers;
 pub mod seq2seq;

@@ -17,6 +17,7 @@ pub mod sentence_ranking;
 pub mod sentence_similarity;
 pub mod text2text;
 pub mod text_classification;
+pub mod text_generation;
 pub mod token_classification;
 pub mod zero_shot_classification;
 

@@ -24,15 +24,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::params::params;
+use super::params::check_names;
 use super::{Envelope, Pipeline, PipelineError, Result, Task};
+use crate::generate::{GenerationConfig, GenerationParams, ParamsError};
 use crate::infer::seq2seq::Seq2SeqWorker;
 use crate::models::ModelConfig;
 use crate::models::seq2seq::Seq2SeqIds;
-use crate::search::{EarlyStopping, Processors, SearchConfig};
+use crate::search::{EncDecProcessors, SearchConfig};
 use crate::tokenizer::sentencepiece::MarianTokenizer;
 use crate::tokenizer::{EncodeInput, TextTokenizer};
 
@@ -108,163 +108,25 @@ fn tokenizer_error(e: crate::tokenizer::TokenizerError) -> PipelineError {
     }
 }
 
-/// Generation settings as transformers' `GenerationConfig` holds them (`None`: not set).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GenerationSettings {
-    max_length: Option<usize>,
-    max_new_tokens: Option<usize>,
-    min_length: Option<usize>,
-    min_new_tokens: Option<usize>,
-    num_beams: Option<usize>,
-    length_penalty: Option<f32>,
-    early_stopping: Option<EarlyStopping>,
-    no_repeat_ngram_size: Option<usize>,
-    num_return_sequences: Option<usize>,
-    repetition_penalty: Option<f32>,
-    do_sample: Option<bool>,
-    bad_words_ids: Option<Vec<Vec<u32>>>,
-    forced_bos_token_id: Option<u32>,
-    forced_eos_token_id: Option<u32>,
-    eos_token_id: Option<Vec<u32>>,
-    decoder_start_token_id: Option<u32>,
-}
-
-/// The generation keys of a config file, read leniently (a value of the wrong type is
-/// ignored, as transformers keeps unknown attributes).
-fn overlay(s: &mut GenerationSettings, obj: &Map<String, Value>) {
-    let uint = |k: &str| obj.get(k).and_then(Value::as_u64).map(|v| v as usize);
-    let float = |k: &str| obj.get(k).and_then(Value::as_f64).map(|v| v as f32);
-    let id = |k: &str| obj.get(k).and_then(Value::as_u64).map(|v| v as u32);
-    macro_rules! set {
-        ($field:ident, $v:expr) => {
-            if let Some(v) = $v {
-                s.$field = Some(v);
-            }
-        };
+/// The encoder-decoder processor keys, read from the model's files (leniently, as transformers
+/// keeps what it cannot use) into `extra`.
+fn overlay_extra(extra: &mut EncDecProcessors, obj: &Map<String, Value>) {
+    if let Some(words) = obj
+        .get("bad_words_ids")
+        .and_then(|v| serde_json::from_value::<Vec<Vec<u32>>>(v.clone()).ok())
+    {
+        extra.bad_words_ids = words;
     }
-    set!(max_length, uint("max_length"));
-    set!(max_new_tokens, uint("max_new_tokens"));
-    set!(min_length, uint("min_length"));
-    set!(min_new_tokens, uint("min_new_tokens"));
-    set!(num_beams, uint("num_beams"));
-    set!(length_penalty, float("length_penalty"));
-    set!(early_stopping, obj.get("early_stopping").and_then(early_stopping));
-    set!(no_repeat_ngram_size, uint("no_repeat_ngram_size"));
-    set!(num_return_sequences, uint("num_return_sequences"));
-    set!(repetition_penalty, float("repetition_penalty"));
-    set!(do_sample, obj.get("do_sample").and_then(Value::as_bool));
-    set!(
-        bad_words_ids,
-        obj.get("bad_words_ids")
-            .and_then(|v| serde_json::from_value::<Vec<Vec<u32>>>(v.clone()).ok())
-    );
-    set!(forced_bos_token_id, id("forced_bos_token_id"));
-    set!(forced_eos_token_id, id("forced_eos_token_id"));
-    set!(eos_token_id, obj.get("eos_token_id").and_then(id_list));
-    set!(decoder_start_token_id, id("decoder_start_token_id"));
-}
-
-fn early_stopping(v: &Value) -> Option<EarlyStopping> {
-    match v {
-        Value::Bool(true) => Some(EarlyStopping::True),
-        Value::Bool(false) => Some(EarlyStopping::False),
-        Value::String(s) if s == "never" => Some(EarlyStopping::Never),
-        _ => None,
+    if let Some(id) = obj.get("forced_bos_token_id").and_then(Value::as_u64) {
+        extra.forced_bos = Some(id as u32);
+    }
+    if let Some(id) = obj.get("forced_eos_token_id").and_then(Value::as_u64) {
+        extra.forced_eos = Some(id as u32);
     }
 }
 
-fn id_list(v: &Value) -> Option<Vec<u32>> {
-    match v {
-        Value::Number(n) => n.as_u64().map(|x| vec![x as u32]),
-        Value::Array(items) => items
-            .iter()
-            .map(|x| x.as_u64().map(|x| x as u32))
-            .collect(),
-        _ => None,
-    }
-}
-
-/// The keys `config.json` contributes when there is no `generation_config.json`
-/// (`GenerationConfig.from_model_config`).
-const MODEL_CONFIG_GENERATION_KEYS: &[&str] = &[
-    "max_length",
-    "min_length",
-    "num_beams",
-    "length_penalty",
-    "early_stopping",
-    "no_repeat_ngram_size",
-    "num_return_sequences",
-    "repetition_penalty",
-    "do_sample",
-    "bad_words_ids",
-    "forced_bos_token_id",
-    "forced_eos_token_id",
-    "eos_token_id",
-    "decoder_start_token_id",
-];
-
-/// The request `parameters` of the generation tasks.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    max_length: Option<usize>,
-    max_new_tokens: Option<usize>,
-    min_length: Option<usize>,
-    min_new_tokens: Option<usize>,
-    num_beams: Option<usize>,
-    length_penalty: Option<f32>,
-    #[serde(default, deserialize_with = "deserialize_early_stopping")]
-    early_stopping: Option<EarlyStopping>,
-    no_repeat_ngram_size: Option<usize>,
-    num_return_sequences: Option<usize>,
-    repetition_penalty: Option<f32>,
-    do_sample: Option<bool>,
-    bad_words_ids: Option<Vec<Vec<u32>>>,
-    forced_bos_token_id: Option<u32>,
-    forced_eos_token_id: Option<u32>,
-    #[serde(default, deserialize_with = "optional_truncation")]
-    truncation: Option<bool>,
-    #[allow(dead_code)]
-    return_text: Option<bool>,
-    return_tensors: Option<bool>,
-    clean_up_tokenization_spaces: Option<bool>,
-    // Accepted for translation; no effect with tokenizers without language codes.
-    #[allow(dead_code)]
-    src_lang: Option<String>,
-    #[allow(dead_code)]
-    tgt_lang: Option<String>,
-    // Sampling settings: accepted, and like transformers ignored without `do_sample`.
-    #[allow(dead_code)]
-    temperature: Option<f32>,
-    #[allow(dead_code)]
-    top_k: Option<usize>,
-    #[allow(dead_code)]
-    top_p: Option<f32>,
-    #[allow(dead_code)]
-    typical_p: Option<f32>,
-    #[allow(dead_code)]
-    seed: Option<u64>,
-}
-
-fn optional_truncation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    super::params::deserialize_truncation(d).map(Some)
-}
-
-fn deserialize_early_stopping<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<EarlyStopping>, D::Error> {
-    let v = Value::deserialize(d)?;
-    if v.is_null() {
-        return Ok(None);
-    }
-    early_stopping(&v).map(Some).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "`early_stopping` must be true, false or \"never\", got {v}"
-        ))
-    })
-}
-
-const ACCEPTED: &[&str] = &[
+/// Generation parameters the request may set (read by `generate::GenerationParams`).
+const GENERATION_PARAMETERS: &[&str] = &[
     "max_length",
     "max_new_tokens",
     "min_length",
@@ -276,13 +138,6 @@ const ACCEPTED: &[&str] = &[
     "num_return_sequences",
     "repetition_penalty",
     "do_sample",
-    "bad_words_ids",
-    "forced_bos_token_id",
-    "forced_eos_token_id",
-    "truncation",
-    "return_text",
-    "return_tensors",
-    "clean_up_tokenization_spaces",
     "temperature",
     "top_k",
     "top_p",
@@ -290,7 +145,29 @@ const ACCEPTED: &[&str] = &[
     "seed",
 ];
 
+/// Encoder-decoder processor parameters.
+const EXTRA_PARAMETERS: &[&str] = &["bad_words_ids", "forced_bos_token_id", "forced_eos_token_id"];
+
+/// The pipeline's own parameters.
+const PIPELINE_PARAMETERS: &[&str] = &[
+    "truncation",
+    "return_text",
+    "return_tensors",
+    "clean_up_tokenization_spaces",
+];
+
 const TRANSLATION_ONLY: &[&str] = &["src_lang", "tgt_lang"];
+
+/// A boolean parameter, or a 400 naming it.
+fn flag(parameters: &Map<String, Value>, name: &str) -> Result<Option<bool>> {
+    match parameters.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(PipelineError::validation(format!(
+            "`{name}` must be true or false, got {other}"
+        ))),
+    }
+}
 
 /// The generation pipeline of an encoder-decoder model.
 pub struct Text2Text {
@@ -298,11 +175,11 @@ pub struct Text2Text {
     tokenizer: Seq2SeqTokenizer,
     worker: Seq2SeqWorker,
     ids: Seq2SeqIds,
-    /// From `generation_config.json` / `config.json` and `task_specific_params`.
-    base: GenerationSettings,
+    /// `generation_config.json` (or `config.json`) with `task_specific_params`.
+    defaults: GenerationConfig,
+    /// The encoder-decoder processors of the same files.
+    extra: EncDecProcessors,
     prefix: String,
-    max_position_embeddings: Option<usize>,
-    model_eos: Vec<u32>,
 }
 
 impl Text2Text {
@@ -314,32 +191,27 @@ impl Text2Text {
         tokenizer: Seq2SeqTokenizer,
         worker: Seq2SeqWorker,
         ids: Seq2SeqIds,
-    ) -> std::result::Result<Self, crate::models::ModelError> {
-        let mut base = GenerationSettings::default();
+    ) -> std::result::Result<Self, ParamsError> {
+        let mut defaults = GenerationConfig::from_dir(dir)?;
+        let mut extra = EncDecProcessors::default();
         let gen_path = dir.join("generation_config.json");
-        if gen_path.is_file() {
-            let text = std::fs::read_to_string(&gen_path).map_err(|source| {
-                crate::models::ModelError::ConfigRead {
-                    path: gen_path.clone(),
-                    source,
+        let source: Option<Value> = if gen_path.is_file() {
+            std::fs::read_to_string(&gen_path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+        } else {
+            Some(config.raw.clone())
+        };
+        if let Some(obj) = source.as_ref().and_then(Value::as_object) {
+            overlay_extra(&mut extra, obj);
+        }
+        // Special ids a generation_config.json leaves out come from config.json.
+        for key in ["eos_token_id", "decoder_start_token_id", "pad_token_id"] {
+            if defaults.get(key).is_none() {
+                if let Some(v) = config.raw.get(key).filter(|v| !v.is_null()) {
+                    defaults.set(key, v.clone());
                 }
-            })?;
-            let v: Value = serde_json::from_str(&text).map_err(|source| {
-                crate::models::ModelError::Config {
-                    path: gen_path.clone(),
-                    source,
-                }
-            })?;
-            if let Some(obj) = v.as_object() {
-                overlay(&mut base, obj);
             }
-        } else if let Some(obj) = config.raw.as_object() {
-            let picked: Map<String, Value> = obj
-                .iter()
-                .filter(|(k, _)| MODEL_CONFIG_GENERATION_KEYS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            overlay(&mut base, &picked);
         }
         let mut task = task;
         let mut prefix = String::new();
@@ -351,33 +223,33 @@ impl Text2Text {
                 tgt: None,
             } = task
             {
-                if let Some(key) = tsp.keys().find(|k| k.starts_with("translation")) {
-                    if let Some(parsed) = Task::parse(key) {
-                        task = parsed;
-                    }
+                if let Some(parsed) = tsp
+                    .keys()
+                    .find(|k| k.starts_with("translation"))
+                    .and_then(|k| Task::parse(k))
+                {
+                    task = parsed;
                 }
             }
             if let Some(params) = tsp.get(&task.to_string()).and_then(Value::as_object) {
-                if let Some(p) = params.get("prefix").and_then(Value::as_str) {
-                    prefix = p.to_owned();
+                for (key, value) in params {
+                    match key.as_str() {
+                        "prefix" => prefix = value.as_str().unwrap_or_default().to_owned(),
+                        k if EXTRA_PARAMETERS.contains(&k) => {}
+                        _ => defaults.set(key, value.clone()),
+                    }
                 }
-                overlay(&mut base, params);
+                overlay_extra(&mut extra, params);
             }
         }
-        let model_eos = config
-            .raw
-            .get("eos_token_id")
-            .and_then(id_list)
-            .unwrap_or_default();
         Ok(Self {
             task,
             tokenizer,
             worker,
             ids,
-            base,
+            defaults,
+            extra,
             prefix,
-            max_position_embeddings: config.max_position_embeddings,
-            model_eos,
         })
     }
 
@@ -390,143 +262,75 @@ impl Text2Text {
         }
     }
 
-    /// The search settings of one request.
-    fn search_config(&self, p: &Params) -> Result<SearchConfig> {
-        let mut s = self.base.clone();
-        let request_max_length = p.max_length.is_some();
-        let mut request = Map::new();
-        macro_rules! put {
-            ($($field:ident),*) => {
-                $(if let Some(v) = &p.$field {
-                    request.insert(stringify!($field).to_owned(), json!(v));
-                })*
-            };
-        }
-        put!(
-            max_length,
-            max_new_tokens,
-            min_length,
-            min_new_tokens,
-            num_beams,
-            length_penalty,
-            no_repeat_ngram_size,
-            num_return_sequences,
-            repetition_penalty,
-            do_sample,
-            bad_words_ids,
-            forced_bos_token_id,
-            forced_eos_token_id
-        );
-        overlay(&mut s, &request);
-        if let Some(e) = p.early_stopping {
-            s.early_stopping = Some(e);
-        }
-        if s.do_sample == Some(true) {
-            return Err(PipelineError::validation(
-                "`do_sample=true` is not supported for encoder-decoder models yet; use greedy (`num_beams: 1`) or beam search",
-            ));
-        }
-        let bad = |m: String| Err(PipelineError::validation(m));
-        if s.max_new_tokens == Some(0) {
-            return bad("`max_new_tokens` must be greater than 0".into());
-        }
-        let max_length = match (s.max_new_tokens, s.max_length) {
-            (Some(n), _) => n + 1,
-            (None, Some(m)) if request_max_length || m != 20 => m,
-            (None, _) => {
-                let m = 21;
-                self.max_position_embeddings.map_or(m, |p| m.min(p))
-            }
-        };
-        if max_length < 2 {
-            return bad(format!(
-                "`max_length` must be at least 2 (it counts the decoder start token), got {max_length}"
-            ));
-        }
-        if let Some(limit) = self.ids.max_decoder_positions {
-            if max_length > limit {
-                return bad(format!(
-                    "`max_length` {max_length} is more than the model's {limit} decoder positions"
-                ));
-            }
-        }
-        let min_length = match s.min_new_tokens {
-            Some(n) => n + 1,
-            None => s.min_length.unwrap_or(0),
-        };
-        let num_beams = s.num_beams.unwrap_or(1);
-        if num_beams == 0 {
-            return bad("`num_beams` must be at least 1, got 0".into());
-        }
-        let num_return_sequences = s.num_return_sequences.unwrap_or(1);
-        if num_return_sequences == 0 {
-            return bad("`num_return_sequences` must be at least 1, got 0".into());
-        }
-        if num_beams == 1 && num_return_sequences > 1 {
-            return bad(format!(
-                "greedy search (`num_beams` 1, no sampling) returns one sequence; `num_return_sequences` {num_return_sequences} needs `num_beams` >= {num_return_sequences}"
-            ));
-        }
-        if num_return_sequences > num_beams {
-            return bad(format!(
-                "`num_return_sequences` ({num_return_sequences}) must be smaller than or equal to `num_beams` ({num_beams})"
-            ));
-        }
-        let repetition_penalty = s.repetition_penalty.unwrap_or(1.0);
-        if !(repetition_penalty > 0.0 && repetition_penalty.is_finite()) {
-            return bad(format!(
-                "`repetition_penalty` must be a strictly positive number, got {repetition_penalty}"
-            ));
-        }
-        let length_penalty = s.length_penalty.unwrap_or(1.0);
-        if !length_penalty.is_finite() {
-            return bad("`length_penalty` must be a finite number".into());
-        }
-        let eos = s.eos_token_id.clone().unwrap_or_else(|| self.model_eos.clone());
-        let vocab = self.ids.vocab_size as u32;
-        let check_id = |name: &str, id: Option<u32>| -> Result<()> {
-            match id {
-                Some(id) if id >= vocab => Err(PipelineError::validation(format!(
-                    "`{name}` {id} is outside the vocabulary of {vocab} tokens"
-                ))),
-                _ => Ok(()),
-            }
-        };
-        check_id("forced_bos_token_id", s.forced_bos_token_id)?;
-        check_id("forced_eos_token_id", s.forced_eos_token_id)?;
-        let bad_words_ids: Vec<Vec<u32>> = s
-            .bad_words_ids
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|w| !(w.len() == 1 && eos.contains(&w[0])))
+    /// The search settings of one request: its generation parameters over the defaults
+    /// (`generate::GenerationParams`, which makes transformers' checks), and the
+    /// encoder-decoder processors.
+    fn search_config(&self, parameters: &Map<String, Value>) -> Result<SearchConfig> {
+        let generation: Map<String, Value> = parameters
+            .iter()
+            .filter(|(k, _)| GENERATION_PARAMETERS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        if let Some(w) = bad_words_ids.iter().find(|w| w.is_empty() || w.iter().any(|&t| t >= vocab)) {
-            return bad(format!(
-                "`bad_words_ids` entry {w:?} is empty or outside the vocabulary of {vocab} tokens"
-            ));
+        let params = GenerationParams::resolve(&self.defaults, &generation)?;
+        let vocab = self.ids.vocab_size as u32;
+        let bad = |m: String| PipelineError::validation(m);
+        let mut extra = self.extra.clone();
+        let token = |name: &str| -> Result<Option<u32>> {
+            match parameters.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(id) if id < u64::from(vocab) => Ok(Some(id as u32)),
+                    _ => Err(bad(format!(
+                        "`{name}` must be a token id below the vocabulary size {vocab}, got {v}"
+                    ))),
+                },
+            }
+        };
+        if let Some(id) = token("forced_bos_token_id")? {
+            extra.forced_bos = Some(id);
         }
-        Ok(SearchConfig {
-            max_length,
-            num_beams,
-            length_penalty,
-            early_stopping: s.early_stopping.unwrap_or(EarlyStopping::False),
-            num_return_sequences,
-            decoder_start_token_id: s
+        if let Some(id) = token("forced_eos_token_id")? {
+            extra.forced_eos = Some(id);
+        }
+        if let Some(v) = parameters.get("bad_words_ids").filter(|v| !v.is_null()) {
+            extra.bad_words_ids = serde_json::from_value(v.clone()).map_err(|_| {
+                bad(format!(
+                    "`bad_words_ids` must be a list of lists of token ids, got {v}"
+                ))
+            })?;
+        }
+        let eos = &params.eos_token_ids;
+        extra
+            .bad_words_ids
+            .retain(|w| !(w.len() == 1 && eos.contains(&w[0])));
+        if let Some(w) = extra
+            .bad_words_ids
+            .iter()
+            .find(|w| w.is_empty() || w.iter().any(|&t| t >= vocab))
+        {
+            return Err(bad(format!(
+                "`bad_words_ids` entry {w:?} is empty or outside the vocabulary of {vocab} tokens"
+            )));
+        }
+        let config = SearchConfig {
+            decoder_start_token_id: params
                 .decoder_start_token_id
                 .unwrap_or(self.ids.decoder_start_token_id),
-            eos: eos.clone(),
-            processors: Processors {
-                repetition_penalty,
-                no_repeat_ngram_size: s.no_repeat_ngram_size.unwrap_or(0),
-                bad_words_ids,
-                min_length: if eos.is_empty() { 0 } else { min_length },
-                eos,
-                forced_bos: s.forced_bos_token_id,
-                forced_eos: s.forced_eos_token_id,
-                max_length,
-            },
-        })
+            params,
+            extra,
+        };
+        let max_length = config.max_length();
+        if max_length < 2 {
+            return Err(bad(format!(
+                "`max_length` must be at least 2 (it counts the decoder start token), got {max_length}"
+            )));
+        }
+        if let Some(limit) = self.ids.max_decoder_positions.filter(|&l| max_length > l) {
+            return Err(bad(format!(
+                "`max_length` {max_length} is more than the model's {limit} decoder positions"
+            )));
+        }
+        Ok(config)
     }
 
     /// The source ids of one input, truncated by the policy of the module docs.
@@ -571,19 +375,36 @@ impl Pipeline for Text2Text {
     }
 
     fn run(&self, request: Envelope) -> Result<Value> {
-        let mut accepted: Vec<&str> = ACCEPTED.to_vec();
+        let mut accepted: Vec<&str> = [GENERATION_PARAMETERS, EXTRA_PARAMETERS, PIPELINE_PARAMETERS]
+            .concat();
         if matches!(self.task, Task::Translation { .. }) {
             accepted.extend_from_slice(TRANSLATION_ONLY);
         }
-        let p: Params = params(&self.task, &accepted, request.parameters)?;
-        let config = self.search_config(&p)?;
+        let parameters = &request.parameters;
+        check_names(&self.task, &accepted, parameters)?;
+        let config = self.search_config(parameters)?;
+        let truncation = match parameters.get("truncation") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                super::params::deserialize_truncation(v.clone())
+                    .map_err(|e| PipelineError::validation(e.to_string()))?,
+            ),
+        };
+        let tensors = flag(parameters, "return_tensors")?.unwrap_or(false);
+        flag(parameters, "return_text")?;
+        let clean_up = flag(parameters, "clean_up_tokenization_spaces")?.unwrap_or(false);
+        for name in TRANSLATION_ONLY {
+            if let Some(v) = parameters.get(*name).filter(|v| !v.is_null() && !v.is_string()) {
+                return Err(PipelineError::validation(format!(
+                    "`{name}` must be a language code string, got {v}"
+                )));
+            }
+        }
         let (texts, listed) = super::inputs::texts(&self.task, &request.inputs)?;
-        let tensors = p.return_tensors == Some(true);
-        let clean_up = p.clean_up_tokenization_spaces == Some(true);
         let name = self.return_name();
         let mut answers = Vec::with_capacity(texts.len());
         for input in &texts {
-            let source = self.source(input, p.truncation)?;
+            let source = self.source(input, truncation)?;
             let hypotheses = self.worker.generate(source, config.clone())?;
             let mut records = Vec::with_capacity(hypotheses.len());
             for ids in hypotheses {

@@ -4,6 +4,7 @@
 use candle_core::{Device, Tensor};
 
 use super::*;
+use crate::generate::EarlyStopping;
 use crate::models::Result as ModelResult;
 use crate::models::seq2seq::{DecoderCache, Seq2SeqIds};
 
@@ -68,23 +69,16 @@ impl Seq2SeqModel for Toy {
 
 fn config(num_beams: usize, max_length: usize) -> SearchConfig {
     SearchConfig {
-        max_length,
-        num_beams,
-        length_penalty: 1.0,
-        early_stopping: EarlyStopping::True,
-        num_return_sequences: 1,
-        decoder_start_token_id: START,
-        eos: vec![EOS],
-        processors: Processors {
-            repetition_penalty: 1.0,
-            no_repeat_ngram_size: 0,
-            bad_words_ids: vec![],
-            min_length: 0,
-            eos: vec![EOS],
-            forced_bos: None,
-            forced_eos: None,
+        params: GenerationParams {
             max_length,
+            default_max_length: false,
+            num_beams,
+            early_stopping: EarlyStopping::True,
+            eos_token_ids: vec![EOS],
+            ..GenerationParams::default()
         },
+        decoder_start_token_id: START,
+        extra: EncDecProcessors::default(),
     }
 }
 
@@ -92,6 +86,16 @@ fn run(config: &SearchConfig) -> Vec<Vec<u32>> {
     generate::<()>(&Toy::new(), &[5], config, &mut || Ok(()))
         .unwrap()
         .unwrap()
+}
+
+#[test]
+fn forced_bos_and_bad_words_steer_the_decoder() {
+    // Forcing 2 first, then banning EOS (a bad word that is not EOS-only here: [2, 0]).
+    let mut c = config(1, 5);
+    c.extra.forced_bos = Some(2);
+    c.extra.bad_words_ids = vec![vec![2, 0]];
+    // START→2 (forced), 2→0 banned after 2: best of 1 (.05) / 2 (.05): first index, 1.
+    assert_eq!(run(&c)[0][..3], [START, 2, 1]);
 }
 
 #[test]
@@ -106,7 +110,7 @@ fn beam_search_finds_the_better_hypothesis_greedy_misses() {
     // ln(.36)/2; running [S,1,1], [S,1,2] (.175 each). Step 3: [S,1,2,0] = .1575 finishes,
     // score ln(.1575)/3. Both slots finished and early_stopping=true: stop.
     let mut c = config(2, 10);
-    c.num_return_sequences = 2;
+    c.params.num_return_sequences = 2;
     assert_eq!(run(&c), [vec![START, 2, 0], vec![START, 1, 2, 0]]);
 }
 
@@ -115,7 +119,7 @@ fn early_stopping_false_stops_when_no_running_beam_can_win() {
     // After step 3 the best running beam ([S,1,1,1] = .06125, ln/3 = -0.93) cannot beat the
     // worst finished one (ln(.1575)/3 = -0.62): same answer as early_stopping=true here.
     let mut c = config(2, 10);
-    c.early_stopping = EarlyStopping::False;
+    c.params.early_stopping = EarlyStopping::Heuristic;
     assert_eq!(run(&c), [vec![START, 2, 0]]);
 }
 
@@ -125,10 +129,10 @@ fn length_penalty_changes_the_ranking_of_finished_hypotheses() {
     // [S,1,2,0] (.1575) still; with a large penalty longer hypotheses gain: ln(.36)/2^4 =
     // -0.064 vs ln(.1575)/3^4 = -0.0228, so [S,1,2,0] wins.
     let mut c = config(2, 10);
-    c.num_return_sequences = 2;
-    c.length_penalty = 0.0;
+    c.params.num_return_sequences = 2;
+    c.params.length_penalty = 0.0;
     assert_eq!(run(&c)[0], [START, 2, 0]);
-    c.length_penalty = 4.0;
+    c.params.length_penalty = 4.0;
     assert_eq!(run(&c), [vec![START, 1, 2, 0], vec![START, 2, 0]]);
 }
 
@@ -136,7 +140,7 @@ fn length_penalty_changes_the_ranking_of_finished_hypotheses() {
 fn max_length_finishes_every_beam() {
     // max_length 2: every continuation of step 1 hits the limit; the two best are returned.
     let mut c = config(2, 2);
-    c.num_return_sequences = 2;
+    c.params.num_return_sequences = 2;
     assert_eq!(run(&c), [vec![START, 1], vec![START, 2]]);
 }
 
@@ -144,13 +148,13 @@ fn max_length_finishes_every_beam() {
 fn min_length_and_no_repeat_ngram_apply_inside_beam_search() {
     // min_length 4 bans EOS until 4 ids: [S,2,0] cannot finish at step 2.
     let mut c = config(2, 6);
-    c.processors.min_length = 4;
+    c.params.min_length = 4;
     let best = &run(&c)[0];
     assert!(best.len() >= 4, "{best:?}");
     // no_repeat_ngram_size 1 forbids repeating any token: no hypothesis repeats one.
     let mut c = config(2, 4);
-    c.processors.no_repeat_ngram_size = 1;
-    c.num_return_sequences = 2;
+    c.params.no_repeat_ngram_size = 1;
+    c.params.num_return_sequences = 2;
     for h in run(&c) {
         let mut seen = h.clone();
         seen.sort_unstable();
@@ -169,10 +173,4 @@ fn a_failing_check_stops_the_search_before_the_next_step() {
     .unwrap();
     assert_eq!(out, Err("cancelled"));
     assert_eq!(steps, 3);
-}
-
-#[test]
-fn top_k_orders_by_value_then_index() {
-    assert_eq!(top_k(&[1.0, 3.0, 3.0, 2.0], 3), [1, 2, 3]);
-    assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
 }

@@ -1,0 +1,438 @@
+//! The generation worker: a generation request is a stateful item of the same queue. The worker
+//! owns the model and every running sequence's KV cache, and loops: admit the requests that
+//! are waiting (each prompt is run once, its cache cloned for the other sequences or beams),
+//! pick one token for every running sequence with its own processors, stopping rule and
+//! random generator, send it through the request's stream, then run one decode step for all
+//! running sequences of all requests together (rows of different lengths, each at its own
+//! position: continuous batching), and retire the finished. A request whose caller went away
+//! (receiver dropped, cancellation flag) or whose deadline passed is dropped at the next step.
+//! A panic or error in a model call fails the requests of that call; the worker goes on.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::thread;
+use std::time::Instant;
+
+use crate::generate::logits::{LogitsProcessor, Rng, log_softmax, pick};
+use crate::generate::{BeamSearch, GenerationParams, StopRule};
+use crate::models::ModelError;
+use crate::models::decoder::{CausalLm, KvCache, Step};
+
+use super::worker::{fail, panic_message, unserved};
+use super::{GenEvent, InferError, Outputs, Reply, Request, Shared};
+
+/// A model that generates: starts a sequence from its prompt, then takes one token a row.
+pub trait Generator: Send + 'static {
+    /// Runs `prompt` as a new sequence: its cache, the ids the processors see for it (a
+    /// decoder-only model: the prompt), and the next token's logits.
+    fn start(&mut self, prompt: &[u32]) -> Result<Start, ModelError>;
+    /// One new token for each row, after the row's cache; each row's next logits.
+    fn step(&mut self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>, ModelError>;
+}
+
+/// A started sequence.
+#[derive(Debug)]
+pub struct Start {
+    /// Its cache.
+    pub cache: KvCache,
+    /// The ids so far, as the processors and stopping rules see them.
+    pub ids: Vec<u32>,
+    /// The next token's logits.
+    pub logits: Vec<f32>,
+}
+
+impl Generator for CausalLm {
+    fn start(&mut self, prompt: &[u32]) -> Result<Start, ModelError> {
+        let mut cache = KvCache::default();
+        let logits = self
+            .forward(&mut [Step {
+                tokens: prompt,
+                cache: &mut cache,
+            }])?
+            .pop()
+            .ok_or_else(|| ModelError::BadBatch {
+                reason: "no logits".into(),
+            })?;
+        Ok(Start {
+            cache,
+            ids: prompt.to_vec(),
+            logits,
+        })
+    }
+
+    fn step(&mut self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.forward(steps)
+    }
+}
+
+/// What a generation request asks for (with [`Outputs::Generate`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateSpec {
+    /// The resolved parameters.
+    pub params: GenerationParams,
+    /// Token sequences that also end a sequence.
+    pub stop_sequences: Vec<Vec<u32>>,
+}
+
+/// One sequence of greedy decoding or sampling.
+struct Seq {
+    index: usize,
+    ids: Vec<u32>,
+    prompt_len: usize,
+    cache: KvCache,
+    logits: Vec<f32>,
+    processor: LogitsProcessor,
+    stop: StopRule,
+    done: bool,
+}
+
+/// The beams of one prompt.
+struct Beams {
+    first: usize,
+    prompt_len: usize,
+    count: usize,
+    search: BeamSearch,
+    caches: Vec<KvCache>,
+    logits: Vec<Vec<f32>>,
+    processor: LogitsProcessor,
+    stop: StopRule,
+    done: bool,
+}
+
+/// A request being generated.
+struct Job {
+    request: Request,
+    seqs: Vec<Seq>,
+    beams: Vec<Beams>,
+    rng: Rng,
+    failed: bool,
+}
+
+impl Job {
+    fn send(&self, event: GenEvent) {
+        if let Reply::Tokens(tx) = &self.request.reply {
+            let _ = tx.send(Ok(event));
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.seqs.iter().all(|s| s.done) && self.beams.iter().all(|b| b.done)
+    }
+}
+
+/// Starts the generation worker thread.
+pub(super) fn spawn<G: Generator>(
+    model: G,
+    shared: Arc<Shared>,
+    name: &str,
+) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(|| serve(model, &shared)));
+            let cause = match outcome {
+                Ok(()) => return,
+                Err(panic) => format!(
+                    "it panicked outside a forward pass: {}",
+                    panic_message(panic.as_ref())
+                ),
+            };
+            tracing::error!(cause = %cause, "the generation worker stopped; /ping now answers 503");
+            super::worker::stop(&shared, &cause);
+        })?;
+    Ok(())
+}
+
+fn serve<G: Generator>(mut model: G, shared: &Shared) {
+    let mut jobs: Vec<Job> = Vec::new();
+    loop {
+        // Admit: wait when idle, otherwise take what is queued without waiting.
+        let new = if jobs.is_empty() {
+            match super::worker::take_batch(shared) {
+                Some(batch) => batch,
+                None => return,
+            }
+        } else {
+            let mut queue = shared.lock_queue();
+            let gone = queue.prune(Instant::now());
+            let batch = queue.next_batch(shared.config.max_batch_rows, usize::MAX);
+            drop(queue);
+            unserved(shared, gone);
+            batch
+        };
+        for request in new {
+            if let Some(job) = admit(&mut model, shared, request) {
+                jobs.push(job);
+            }
+        }
+        // Drop the requests whose caller left or whose time is up.
+        let now = Instant::now();
+        let mut kept = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if job.request.is_cancelled() {
+                let _enter = job.request.span.enter();
+                tracing::info!("generation cancelled by its caller; stopped at this step");
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+            } else if job.request.deadline.is_some_and(|d| d <= now) {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                fail(job.request, &InferError::DeadlineExceeded);
+            } else {
+                kept.push(job);
+            }
+        }
+        jobs = kept;
+        // Pick the next token of every running sequence.
+        for job in &mut jobs {
+            select(job);
+        }
+        // One decode step for every running row of every request.
+        step_all(&mut model, shared, &mut jobs);
+        // Retire.
+        let mut kept = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if job.failed {
+                continue;
+            }
+            if job.is_done() {
+                shared.computed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            kept.push(job);
+        }
+        jobs = kept;
+    }
+}
+
+/// Runs a model call under `catch_unwind`, marking the worker busy meanwhile.
+fn guarded<T>(shared: &Shared, f: impl FnOnce() -> Result<T, ModelError>) -> Result<T, InferError> {
+    *shared
+        .busy_since
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    let result = catch_unwind(AssertUnwindSafe(f));
+    *shared
+        .busy_since
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = None;
+    shared.forward_passes.fetch_add(1, Ordering::Relaxed);
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(err)) => {
+            let err = InferError::Model(Arc::new(err));
+            tracing::error!(error = %crate::telemetry::error_chain(&err), "generation step failed");
+            Err(err)
+        }
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(panic = %message, "generation step panicked; the worker goes on");
+            Err(InferError::WorkerPanicked { message })
+        }
+    }
+}
+
+/// Runs the prompts of a new request and sets up its sequences or beams.
+fn admit<G: Generator>(model: &mut G, shared: &Shared, request: Request) -> Option<Job> {
+    let Outputs::Generate(spec) = &request.outputs else {
+        fail(
+            request,
+            &InferError::BadRequest {
+                reason: "this model only generates".into(),
+            },
+        );
+        return None;
+    };
+    let spec = spec.as_ref().clone();
+    let params = &spec.params;
+    let span = request.span.clone();
+    let _enter = span.enter();
+    let rng = params.seed.map_or_else(Rng::unseeded, Rng::seeded);
+    let mut job = Job {
+        seqs: Vec::new(),
+        beams: Vec::new(),
+        rng,
+        failed: false,
+        request,
+    };
+    let n = params.num_return_sequences;
+    let prompts: Vec<Vec<u32>> = job.request.rows.iter().map(|r| r.ids.clone()).collect();
+    for (row, prompt) in prompts.iter().enumerate() {
+        let start = match guarded(shared, || model.start(prompt)) {
+            Ok(start) => start,
+            Err(err) => {
+                fail(job.request, &err);
+                return None;
+            }
+        };
+        let prompt_len = start.ids.len();
+        let stop = StopRule {
+            eos: params.eos_token_ids.clone(),
+            max_len: params.max_total_len(prompt_len),
+            sequences: spec.stop_sequences.clone(),
+        };
+        let processor = LogitsProcessor::new(params, prompt_len);
+        if params.is_beam_search() {
+            job.beams.push(Beams {
+                first: row * n,
+                prompt_len,
+                count: n,
+                search: BeamSearch::new(&start.ids, params, stop.max_len),
+                caches: vec![start.cache; params.num_beams],
+                logits: vec![start.logits; params.num_beams],
+                processor,
+                stop,
+                done: false,
+            });
+        } else {
+            for k in 0..n {
+                job.seqs.push(Seq {
+                    index: row * n + k,
+                    ids: start.ids.clone(),
+                    prompt_len,
+                    cache: start.cache.clone(),
+                    logits: start.logits.clone(),
+                    processor: processor.clone(),
+                    stop: stop.clone(),
+                    done: false,
+                });
+            }
+        }
+    }
+    tracing::debug!(rows = prompts.len(), "generation admitted");
+    Some(job)
+}
+
+/// Chooses the next token of each running sequence of `job` and sends it.
+fn select(job: &mut Job) {
+    let mut events = Vec::new();
+    for seq in job.seqs.iter_mut().filter(|s| !s.done) {
+        let mut scores = std::mem::take(&mut seq.logits);
+        seq.processor.process(&seq.ids, &mut scores);
+        let token = pick(&scores, seq.processor.samples(), &mut job.rng);
+        seq.ids.push(token);
+        events.push(GenEvent::Token {
+            sequence: seq.index,
+            token,
+        });
+        if seq.stop.check(&seq.ids).is_some() {
+            seq.done = true;
+            seq.cache = KvCache::default();
+            events.push(GenEvent::Finished {
+                sequence: seq.index,
+                tokens: seq.ids[seq.prompt_len..].to_vec(),
+            });
+        }
+    }
+    for beams in job.beams.iter_mut().filter(|b| !b.done) {
+        let running = beams.search.running().to_vec();
+        let log_probs: Vec<Vec<f32>> = beams
+            .logits
+            .iter()
+            .zip(&running)
+            .map(|(logits, ids)| {
+                let mut lp = log_softmax(logits);
+                beams.processor.process(ids, &mut lp);
+                lp
+            })
+            .collect();
+        let parents = beams.search.step(&log_probs, &beams.stop, &mut job.rng);
+        if beams.search.is_done() {
+            beams.done = true;
+            beams.caches.clear();
+            for (k, ids) in beams.search.best(beams.count).into_iter().enumerate() {
+                // Finished hypotheses hold the prompt too.
+                events.push(GenEvent::Finished {
+                    sequence: beams.first + k,
+                    tokens: ids[beams.prompt_len.min(ids.len())..].to_vec(),
+                });
+            }
+        } else {
+            beams.caches = parents.iter().map(|&p| beams.caches[p].clone()).collect();
+        }
+    }
+    for event in events {
+        job.send(event);
+    }
+}
+
+/// Runs one decode step for every running row of every job, `max_batch_rows` rows a pass.
+fn step_all<G: Generator>(model: &mut G, shared: &Shared, jobs: &mut [Job]) {
+    // (job index, the last token, the cache) of every running row, in a fixed order.
+    let mut owners = Vec::new();
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    for (j, job) in jobs.iter_mut().enumerate() {
+        for seq in job.seqs.iter_mut().filter(|s| !s.done) {
+            let Seq { ids, cache, .. } = seq;
+            owners.push(j);
+            steps.push(Step {
+                tokens: std::slice::from_ref(ids.last().expect("a running sequence has tokens")),
+                cache,
+            });
+        }
+        for beams in job.beams.iter_mut().filter(|b| !b.done) {
+            let Beams { search, caches, .. } = beams;
+            for (ids, cache) in search.running().iter().zip(caches.iter_mut()) {
+                owners.push(j);
+                steps.push(Step {
+                    tokens: std::slice::from_ref(ids.last().expect("a beam has tokens")),
+                    cache,
+                });
+            }
+        }
+    }
+    if steps.is_empty() {
+        return;
+    }
+    let chunk = shared.config.max_batch_rows.max(1);
+    let mut logits: Vec<Option<Vec<f32>>> = Vec::with_capacity(steps.len());
+    let mut failures: Vec<(usize, InferError)> = Vec::new();
+    let mut offset = 0;
+    for pass in steps.chunks_mut(chunk) {
+        let len = pass.len();
+        match guarded(shared, || model.step(pass)) {
+            Ok(rows) if rows.len() == len => logits.extend(rows.into_iter().map(Some)),
+            Ok(_) => {
+                failures.extend(owners[offset..offset + len].iter().map(|&j| {
+                    (
+                        j,
+                        InferError::BadRequest {
+                            reason: "the model answered a different number of rows".into(),
+                        },
+                    )
+                }));
+                logits.extend(std::iter::repeat_n(None, len));
+            }
+            Err(err) => {
+                failures.extend(
+                    owners[offset..offset + len]
+                        .iter()
+                        .map(|&j| (j, err.clone())),
+                );
+                logits.extend(std::iter::repeat_n(None, len));
+            }
+        }
+        offset += len;
+    }
+    drop(steps);
+    // Hand the logits back in the same order.
+    let mut next = logits.into_iter();
+    for job in jobs.iter_mut() {
+        for seq in job.seqs.iter_mut().filter(|s| !s.done) {
+            seq.logits = next.next().flatten().unwrap_or_default();
+        }
+        for beams in job.beams.iter_mut().filter(|b| !b.done) {
+            for row in &mut beams.logits {
+                *row = next.next().flatten().unwrap_or_default();
+            }
+        }
+    }
+    for (j, err) in failures {
+        let job = &mut jobs[j];
+        if !job.failed {
+            job.failed = true;
+            if let Reply::Tokens(tx) = &job.request.reply {
+                let _ = tx.send(Err(err));
+            }
+        }
+    }
+}

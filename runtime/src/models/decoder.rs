@@ -1,0 +1,271 @@
+//! Decoder-only language models for generation ([`CausalLm`]: GPT-2 in `gpt2.rs`, the Llama
+//! family in `llama.rs`) and what they share: the per-sequence key/value cache ([`KvCache`]) and
+//! causal attention over it, for one sequence of any length or for a batch of sequences of
+//! different lengths that each take one token (a decode step of continuous batching: each row
+//! keeps its own cache; keys are padded on the left and masked, so a row's answer does not
+//! depend on the rows beside it).
+
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Tensor};
+
+use super::{ModelConfig, ModelError, Result, WeightFiles};
+
+/// The keys and values of one sequence: `[1, kv_heads, len, head_dim]` per layer.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens already in the cache (the next token's position).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing has been run yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One row of a forward pass: the tokens that follow the row's cache.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// New tokens (the prompt at first, then one token a step).
+    pub tokens: &'a [u32],
+    /// The row's cache, extended by the pass.
+    pub cache: &'a mut KvCache,
+}
+
+/// Causal attention of a pass over the rows' caches, for one layer.
+///
+/// `q` is `[B, heads, T, d]`, `k`/`v` `[B, kv_heads, T, d]` (the new tokens); each row's cache
+/// for `layer` is extended with its `k`/`v`. `B > 1` needs `T == 1`. Returns `[B, heads, T, d]`.
+pub(crate) fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    caches: &mut [&mut KvCache],
+    layer: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, heads, t, _) = q.dims4()?;
+    let kv_heads = k.dim(1)?;
+    let mut keys = Vec::with_capacity(b);
+    let mut values = Vec::with_capacity(b);
+    let mut pasts = Vec::with_capacity(b);
+    for (i, cache) in caches.iter_mut().enumerate() {
+        if cache.layers.len() <= layer {
+            cache.layers.resize(layer + 1, None);
+        }
+        let (ki, vi) = (k.narrow(0, i, 1)?, v.narrow(0, i, 1)?);
+        let (ki, vi, past) = match &cache.layers[layer] {
+            Some((pk, pv)) => (
+                Tensor::cat(&[pk, &ki], 2)?,
+                Tensor::cat(&[pv, &vi], 2)?,
+                pk.dim(2)?,
+            ),
+            None => (ki.contiguous()?, vi.contiguous()?, 0),
+        };
+        cache.layers[layer] = Some((ki.clone(), vi.clone()));
+        keys.push(ki);
+        values.push(vi);
+        pasts.push(past);
+    }
+    let total = pasts.iter().max().copied().unwrap_or(0) + t;
+    let (keys, values, mask) = if b == 1 {
+        let past = pasts[0];
+        let mask = (t > 1)
+            .then(|| causal_mask(t, past, q.device()))
+            .transpose()?;
+        (keys.remove(0), values.remove(0), mask)
+    } else {
+        if t != 1 {
+            return Err(ModelError::BadBatch {
+                reason: format!("a batched step takes one token a row, got {t}"),
+            });
+        }
+        // Left-pad every row's keys/values to the longest and mask the padding.
+        let mut mask = vec![0f32; b * total];
+        let pad = |x: &Tensor, n: usize| -> candle_core::Result<Tensor> {
+            if n == 0 {
+                return Ok(x.clone());
+            }
+            let (_, h, _, d) = x.dims4()?;
+            let zeros = Tensor::zeros((1, h, n, d), x.dtype(), x.device())?;
+            Tensor::cat(&[&zeros, x], 2)
+        };
+        let mut padded_k = Vec::with_capacity(b);
+        let mut padded_v = Vec::with_capacity(b);
+        for i in 0..b {
+            let n = total - (pasts[i] + 1);
+            mask[i * total..i * total + n].fill(f32::NEG_INFINITY);
+            padded_k.push(pad(&keys[i], n)?);
+            padded_v.push(pad(&values[i], n)?);
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, 1, total), q.device())?;
+        (
+            Tensor::cat(&padded_k, 0)?,
+            Tensor::cat(&padded_v, 0)?,
+            Some(mask),
+        )
+    };
+    let (keys, values) = (
+        repeat_kv(&keys, heads / kv_heads)?,
+        repeat_kv(&values, heads / kv_heads)?,
+    );
+    let scores = (q.matmul(&keys.t()?)? * scale)?;
+    let scores = match mask {
+        Some(mask) => scores.broadcast_add(&mask)?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs.matmul(&values)?)
+}
+
+/// `[t, past + t]`: 0 where query `i` may see key `j` (`j <= past + i`), -inf elsewhere.
+fn causal_mask(t: usize, past: usize, device: &Device) -> Result<Tensor> {
+    let total = past + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j <= past + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(mask, (t, total), device)?)
+}
+
+/// transformers' `repeat_kv`: `[B, kv, L, d]` → `[B, kv × n, L, d]`, each kv head `n` times.
+fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kv, l, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .expand((b, kv, n, l, d))?
+        .reshape((b, kv * n, l, d))?)
+}
+
+/// Marks the rows' caches as `tokens` longer after a pass.
+pub(crate) fn advance(steps: &mut [Step<'_>]) {
+    for s in steps {
+        s.cache.len += s.tokens.len();
+    }
+}
+
+/// The position of every new token of every row, `[B, T]` row-major.
+pub(crate) fn positions(steps: &[Step<'_>]) -> Vec<u32> {
+    steps
+        .iter()
+        .flat_map(|s| (0..s.tokens.len()).map(move |i| (s.cache.len + i) as u32))
+        .collect()
+}
+
+/// The ids of a pass as a `[B, T]` tensor; all rows must have the same number of tokens.
+pub(crate) fn input_ids(steps: &[Step<'_>], device: &Device) -> Result<Tensor> {
+    let t = steps.first().map_or(0, |s| s.tokens.len());
+    if t == 0 || steps.iter().any(|s| s.tokens.len() != t) {
+        return Err(ModelError::BadBatch {
+            reason: "every row of a pass takes the same number of tokens (at least one)".into(),
+        });
+    }
+    if steps.len() > 1 && t != 1 {
+        return Err(ModelError::BadBatch {
+            reason: format!("a batched step takes one token a row, got {t}"),
+        });
+    }
+    let ids: Vec<u32> = steps
+        .iter()
+        .flat_map(|s| s.tokens.iter().copied())
+        .collect();
+    Ok(Tensor::from_vec(ids, (steps.len(), t), device)?)
+}
+
+/// The last position's logits of each row of `[B, T, V]`.
+pub(crate) fn last_logits(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let t = logits.dim(1)?;
+    let last = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
+    Ok(last.to_dtype(DType::F32)?.to_vec2()?)
+}
+
+/// Softmax-free helper: `x * rsqrt(mean(x²) + eps) * weight` (Llama's `RMSNorm`, in f32).
+pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = x.broadcast_div(&(variance + eps)?.sqrt()?)?;
+    Ok(normed.broadcast_mul(weight)?)
+}
+
+/// A decoder-only language model with a KV cache.
+#[derive(Debug)]
+pub enum CausalLm {
+    /// `gpt2`.
+    Gpt2(super::gpt2::Gpt2),
+    /// `llama`, `mistral`, `qwen2`.
+    Llama(super::llama::Llama),
+}
+
+impl CausalLm {
+    /// Whether `model_type` is served by [`CausalLm`].
+    pub fn supports(model_type: &str) -> bool {
+        matches!(model_type, "gpt2" | "llama" | "mistral" | "qwen2")
+    }
+
+    /// Loads the model of `dir` (f32, CPU).
+    pub fn load(dir: &Path, config: &ModelConfig) -> Result<Self> {
+        let files = WeightFiles::find(dir)?;
+        let vb = files.var_builder(DType::F32, &Device::Cpu)?;
+        match config.model_type.as_str() {
+            "gpt2" => Ok(Self::Gpt2(super::gpt2::Gpt2::load(vb, &config.raw)?)),
+            "llama" | "mistral" | "qwen2" => Ok(Self::Llama(super::llama::Llama::load(
+                vb,
+                &config.raw,
+                &config.model_type,
+            )?)),
+            other => Err(ModelError::UnsupportedArchitecture {
+                model_type: other.to_owned(),
+            }),
+        }
+    }
+
+    /// Runs each row's new tokens after its cache and returns each row's last logits. One row
+    /// may take any number of tokens (a prompt); several rows take one token each.
+    pub fn forward(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Self::Gpt2(m) => m.forward(steps),
+            Self::Llama(m) => m.forward(steps),
+        }
+    }
+
+    /// The longest sequence the model can take (learned positions), if bounded.
+    pub fn max_positions(&self) -> Option<usize> {
+        match self {
+            Self::Gpt2(m) => Some(m.max_positions()),
+            Self::Llama(m) => m.max_positions(),
+        }
+    }
+}
+
+/// Reads a `usize` key of `config.json`.
+pub(crate) fn config_usize(raw: &serde_json::Value, key: &str) -> Result<usize> {
+    raw.get(key)
+        .and_then(serde_json::Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| ModelError::ConfigValue {
+            key: key.to_owned(),
+            reason: "missing or not a non-negative integer".into(),
+        })
+}
+
+/// Reads an `f64` key of `config.json`, with a default.
+pub(crate) fn config_f64(raw: &serde_json::Value, key: &str, default: f64) -> f64 {
+    raw.get(key)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(default)
+}
