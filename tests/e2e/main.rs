@@ -12,6 +12,7 @@ mod ping;
 mod process;
 mod repository;
 mod sentence;
+mod seq2seq;
 mod sources;
 mod support;
 mod tasks;

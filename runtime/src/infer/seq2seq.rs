@@ -156,6 +156,12 @@ fn serve(model: &dyn Seq2SeqModel, rx: &Receiver<Job>, shared: &Shared) {
         }
         let started = Instant::now();
         let mut steps = 0u64;
+        tracing::info!(
+            source_tokens = job.source.len(),
+            num_beams = job.config.params.num_beams,
+            max_length = job.config.max_length(),
+            "generation started"
+        );
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut check = || -> Result<()> {
                 // Each step is a short forward pass; the wedge clock restarts with each.
@@ -189,7 +195,16 @@ fn serve(model: &dyn Seq2SeqModel, rx: &Receiver<Job>, shared: &Shared) {
                 Ok(hypotheses)
             }
             Ok(Ok(Err(stop))) => {
-                tracing::info!(steps, reason = %stop, "generation stopped before its end: {stop}");
+                match stop {
+                    InferError::DeadlineExceeded => tracing::info!(
+                        steps,
+                        "generation stopped before its end: the request's time limit passed"
+                    ),
+                    _ => tracing::info!(
+                        steps,
+                        "generation stopped before its end: the caller went away"
+                    ),
+                }
                 Err(stop)
             }
             Ok(Err(SearchError::Model(e))) => Err(InferError::Model(Arc::new(e))),

@@ -89,7 +89,10 @@ struct DecoderLayer {
 #[derive(Debug, Clone)]
 enum Positions {
     /// Learned, row `position + 2`.
-    Learned { encoder: Embedding, decoder: Embedding },
+    Learned {
+        encoder: Embedding,
+        decoder: Embedding,
+    },
     /// Sinusoidal `[max, d]` (shared by encoder and decoder).
     Sinusoidal(Tensor),
 }
@@ -247,7 +250,10 @@ impl Bart {
     /// Position embeddings `[T, D]` for positions `start..start+len`.
     fn positions(&self, decoder: bool, start: usize, len: usize) -> Result<Tensor> {
         match &self.positions {
-            Positions::Learned { encoder, decoder: dec } => {
+            Positions::Learned {
+                encoder,
+                decoder: dec,
+            } => {
                 let table = if decoder { dec } else { encoder };
                 let ids: Vec<u32> = (start..start + len).map(|p| (p + 2) as u32).collect();
                 Ok(table.forward(&Tensor::new(ids.as_slice(), &Device::Cpu)?)?)

@@ -48,7 +48,14 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(d: usize, inner: usize, heads: usize, with_bias: bool, buckets: usize, vb: &VarBuilder<'_>) -> Result<Self> {
+    fn load(
+        d: usize,
+        inner: usize,
+        heads: usize,
+        with_bias: bool,
+        buckets: usize,
+        vb: &VarBuilder<'_>,
+    ) -> Result<Self> {
         let lin = |name: &str, i: usize, o: usize| -> Result<Linear> {
             Ok(candle_nn::linear_no_bias(i, o, vb.pp(name))?)
         };
@@ -117,12 +124,27 @@ fn relative_position_bucket(
 
 #[derive(Debug, Clone)]
 enum FeedForward {
-    Dense { wi: Linear, wo: Linear, act: Activation },
-    Gated { wi_0: Linear, wi_1: Linear, wo: Linear, act: Activation },
+    Dense {
+        wi: Linear,
+        wo: Linear,
+        act: Activation,
+    },
+    Gated {
+        wi_0: Linear,
+        wi_1: Linear,
+        wo: Linear,
+        act: Activation,
+    },
 }
 
 impl FeedForward {
-    fn load(d: usize, d_ff: usize, gated: bool, act: Activation, vb: &VarBuilder<'_>) -> Result<Self> {
+    fn load(
+        d: usize,
+        d_ff: usize,
+        gated: bool,
+        act: Activation,
+        vb: &VarBuilder<'_>,
+    ) -> Result<Self> {
         let vb = vb.pp("DenseReluDense");
         let lin = |name: &str, i: usize, o: usize| -> Result<Linear> {
             Ok(candle_nn::linear_no_bias(i, o, vb.pp(name))?)
@@ -146,7 +168,12 @@ impl FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Self::Dense { wi, wo, act } => wo.forward(&act.forward(&wi.forward(x)?)?)?,
-            Self::Gated { wi_0, wi_1, wo, act } => {
+            Self::Gated {
+                wi_0,
+                wi_1,
+                wo,
+                act,
+            } => {
                 let g = act.forward(&wi_0.forward(x)?)?;
                 wo.forward(&(g * wi_1.forward(x)?)?)?
             }
@@ -219,14 +246,28 @@ impl T5 {
         let block = |prefix: &str, i: usize, decoder: bool| -> Result<Block> {
             let vb = vb.pp(format!("{prefix}.block.{i}.layer"));
             let attn_vb = vb.pp("0");
-            let attn = Attention::load(d, inner, heads, i == 0, num_buckets, &attn_vb.pp("SelfAttention"))?;
+            let attn = Attention::load(
+                d,
+                inner,
+                heads,
+                i == 0,
+                num_buckets,
+                &attn_vb.pp("SelfAttention"),
+            )?;
             let attn_norm = RmsNorm::load(d, eps, attn_vb.pp("layer_norm"))?;
             let (cross, ff_index) = if decoder {
                 let cvb = vb.pp("1");
                 (
                     Some((
                         RmsNorm::load(d, eps, cvb.pp("layer_norm"))?,
-                        Attention::load(d, inner, heads, false, num_buckets, &cvb.pp("EncDecAttention"))?,
+                        Attention::load(
+                            d,
+                            inner,
+                            heads,
+                            false,
+                            num_buckets,
+                            &cvb.pp("EncDecAttention"),
+                        )?,
                     )),
                     "2",
                 )

@@ -62,7 +62,10 @@ impl Seq2SeqTokenizer {
                 let enc = t
                     .encode_batch(vec![EncodeInput::Single(text.to_owned())], false)
                     .map_err(tokenizer_error)?;
-                Ok(enc.first().map(|e| e.get_ids().to_vec()).unwrap_or_default())
+                Ok(enc
+                    .first()
+                    .map(|e| e.get_ids().to_vec())
+                    .unwrap_or_default())
             }
             Self::Marian(t) => Ok(t.encode(text).map_err(tokenizer_error)?.0),
         }
@@ -146,7 +149,11 @@ const GENERATION_PARAMETERS: &[&str] = &[
 ];
 
 /// Encoder-decoder processor parameters.
-const EXTRA_PARAMETERS: &[&str] = &["bad_words_ids", "forced_bos_token_id", "forced_eos_token_id"];
+const EXTRA_PARAMETERS: &[&str] = &[
+    "bad_words_ids",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+];
 
 /// The pipeline's own parameters.
 const PIPELINE_PARAMETERS: &[&str] = &[
@@ -215,7 +222,11 @@ impl Text2Text {
         }
         let mut task = task;
         let mut prefix = String::new();
-        if let Some(tsp) = config.task_specific_params.as_ref().and_then(Value::as_object) {
+        if let Some(tsp) = config
+            .task_specific_params
+            .as_ref()
+            .and_then(Value::as_object)
+        {
             // `pipeline("translation")` on a model with translation task params takes the
             // first one (transformers' `pipeline()` does this).
             if let Task::Translation {
@@ -375,8 +386,8 @@ impl Pipeline for Text2Text {
     }
 
     fn run(&self, request: Envelope) -> Result<Value> {
-        let mut accepted: Vec<&str> = [GENERATION_PARAMETERS, EXTRA_PARAMETERS, PIPELINE_PARAMETERS]
-            .concat();
+        let mut accepted: Vec<&str> =
+            [GENERATION_PARAMETERS, EXTRA_PARAMETERS, PIPELINE_PARAMETERS].concat();
         if matches!(self.task, Task::Translation { .. }) {
             accepted.extend_from_slice(TRANSLATION_ONLY);
         }
@@ -394,7 +405,10 @@ impl Pipeline for Text2Text {
         flag(parameters, "return_text")?;
         let clean_up = flag(parameters, "clean_up_tokenization_spaces")?.unwrap_or(false);
         for name in TRANSLATION_ONLY {
-            if let Some(v) = parameters.get(*name).filter(|v| !v.is_null() && !v.is_string()) {
+            if let Some(v) = parameters
+                .get(*name)
+                .filter(|v| !v.is_null() && !v.is_string())
+            {
                 return Err(PipelineError::validation(format!(
                     "`{name}` must be a language code string, got {v}"
                 )));
@@ -425,9 +439,7 @@ impl Pipeline for Text2Text {
         }
         // transformers flattens a list input's answers when each has one record.
         if listed && answers.iter().all(|a| a.len() == 1) {
-            return Ok(Value::Array(
-                answers.into_iter().flatten().collect(),
-            ));
+            return Ok(Value::Array(answers.into_iter().flatten().collect()));
         }
         if listed {
             return Ok(Value::Array(

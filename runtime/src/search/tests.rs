@@ -45,7 +45,11 @@ impl Seq2SeqModel for Toy {
     }
 
     fn encode(&self, _ids: &[u32]) -> ModelResult<Tensor> {
-        Ok(Tensor::zeros((1, 1, 1), candle_core::DType::F32, &Device::Cpu)?)
+        Ok(Tensor::zeros(
+            (1, 1, 1),
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )?)
     }
 
     fn new_cache(&self) -> DecoderCache {
@@ -59,10 +63,7 @@ impl Seq2SeqModel for Toy {
         cache: &mut DecoderCache,
     ) -> ModelResult<Tensor> {
         cache.len += 1;
-        let data: Vec<f32> = tokens
-            .iter()
-            .flat_map(|&t| probs(t).map(f32::ln))
-            .collect();
+        let data: Vec<f32> = tokens.iter().flat_map(|&t| probs(t).map(f32::ln)).collect();
         Ok(Tensor::from_vec(data, (tokens.len(), 4), &Device::Cpu)?)
     }
 }

@@ -531,8 +531,7 @@ mod tests {
     }
 
     fn expected() -> Vec<serde_json::Value> {
-        let text =
-            std::fs::read_to_string(fixtures().join("sentencepiece/expected.json")).unwrap();
+        let text = std::fs::read_to_string(fixtures().join("sentencepiece/expected.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["cases"].as_array().unwrap().clone()
     }
@@ -577,7 +576,10 @@ mod tests {
             // the first word's token).
             let chars: Vec<char> = text.chars().collect();
             for (&(start, end), &id) in encoding.get_offsets().iter().zip(encoding.get_ids()) {
-                assert!(start <= end && end <= chars.len(), "{text:?}: {start}..{end}");
+                assert!(
+                    start <= end && end <= chars.len(),
+                    "{text:?}: {start}..{end}"
+                );
                 let piece = model.pieces[id as usize].piece.trim_start_matches('▁');
                 let span: String = chars[start..end].iter().collect();
                 if id != model.unk_id().unwrap() as u32 && piece.is_ascii() && span.is_ascii() {
