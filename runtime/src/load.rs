@@ -175,7 +175,7 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         task,
         Task::Text2TextGeneration | Task::Summarization | Task::Translation { .. }
     ) {
-        return load_seq2seq(dir, cfg, config, task);
+        return load_seq2seq(dir, cfg, &config, task);
     }
     let (infer, native) = if matches!(task, Task::TextGeneration) {
         let tokenizer = TextTokenizer::from_dir(dir, &config)?;
@@ -237,7 +237,7 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
 fn load_seq2seq(
     dir: &Path,
     cfg: &LoadConfig,
-    config: ModelConfig,
+    config: &ModelConfig,
     task: Task,
 ) -> Result<LoadedModel, LoadError> {
     if !seq2seq::is_seq2seq(&config.model_type) {
@@ -246,15 +246,15 @@ fn load_seq2seq(
             model_type: config.model_type.clone(),
         });
     }
-    let tokenizer = Seq2SeqTokenizer::from_dir(dir, &config)?;
-    let model = seq2seq::load(dir, &config)?;
+    let tokenizer = Seq2SeqTokenizer::from_dir(dir, config)?;
+    let model = seq2seq::load(dir, config)?;
     let ids = model.ids().clone();
     let worker = Seq2SeqWorker::spawn(model, cfg.queue_size, cfg.wedged_after, "model-worker")
         .map_err(LoadError::Worker)?;
     let native: Arc<dyn Pipeline> = Arc::new(Text2Text::new(
         task.clone(),
         dir,
-        &config,
+        config,
         tokenizer,
         worker.clone(),
         ids,

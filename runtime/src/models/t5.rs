@@ -22,7 +22,7 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn load(d: usize, eps: f64, vb: VarBuilder<'_>) -> Result<Self> {
+    fn load(d: usize, eps: f64, vb: &VarBuilder<'_>) -> Result<Self> {
         Ok(Self {
             weight: vb.get(d, "weight")?,
             eps,
@@ -254,12 +254,12 @@ impl T5 {
                 num_buckets,
                 &attn_vb.pp("SelfAttention"),
             )?;
-            let attn_norm = RmsNorm::load(d, eps, attn_vb.pp("layer_norm"))?;
+            let attn_norm = RmsNorm::load(d, eps, &attn_vb.pp("layer_norm"))?;
             let (cross, ff_index) = if decoder {
                 let cvb = vb.pp("1");
                 (
                     Some((
-                        RmsNorm::load(d, eps, cvb.pp("layer_norm"))?,
+                        RmsNorm::load(d, eps, &cvb.pp("layer_norm"))?,
                         Attention::load(
                             d,
                             inner,
@@ -279,7 +279,7 @@ impl T5 {
                 attn_norm,
                 attn,
                 cross,
-                ff_norm: RmsNorm::load(d, eps, fvb.pp("layer_norm"))?,
+                ff_norm: RmsNorm::load(d, eps, &fvb.pp("layer_norm"))?,
                 ff: FeedForward::load(d, d_ff, gated, act, &fvb)?,
             })
         };
@@ -304,9 +304,9 @@ impl T5 {
             shared: Embedding::new(shared_weight.clone(), d),
             shared_weight,
             encoder,
-            encoder_norm: RmsNorm::load(d, eps, vb.pp("encoder.final_layer_norm"))?,
+            encoder_norm: RmsNorm::load(d, eps, &vb.pp("encoder.final_layer_norm"))?,
             decoder,
-            decoder_norm: RmsNorm::load(d, eps, vb.pp("decoder.final_layer_norm"))?,
+            decoder_norm: RmsNorm::load(d, eps, &vb.pp("decoder.final_layer_norm"))?,
             lm_head,
             num_buckets,
             max_distance,

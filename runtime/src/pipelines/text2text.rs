@@ -214,10 +214,10 @@ impl Text2Text {
         }
         // Special ids a generation_config.json leaves out come from config.json.
         for key in ["eos_token_id", "decoder_start_token_id", "pad_token_id"] {
-            if defaults.get(key).is_none() {
-                if let Some(v) = config.raw.get(key).filter(|v| !v.is_null()) {
-                    defaults.set(key, v.clone());
-                }
+            if defaults.get(key).is_none()
+                && let Some(v) = config.raw.get(key).filter(|v| !v.is_null())
+            {
+                defaults.set(key, v.clone());
             }
         }
         let mut task = task;
@@ -233,14 +233,12 @@ impl Text2Text {
                 src: None,
                 tgt: None,
             } = task
-            {
-                if let Some(parsed) = tsp
+                && let Some(parsed) = tsp
                     .keys()
                     .find(|k| k.starts_with("translation"))
                     .and_then(|k| Task::parse(k))
-                {
-                    task = parsed;
-                }
+            {
+                task = parsed;
             }
             if let Some(params) = tsp.get(&task.to_string()).and_then(Value::as_object) {
                 for (key, value) in params {

@@ -26,10 +26,10 @@ impl EncDecProcessors {
             let Some((&last, prefix)) = bad.split_last() else {
                 continue;
             };
-            if ids.ends_with(prefix) {
-                if let Some(s) = scores.get_mut(last as usize) {
-                    *s = f32::NEG_INFINITY;
-                }
+            if ids.ends_with(prefix)
+                && let Some(s) = scores.get_mut(last as usize)
+            {
+                *s = f32::NEG_INFINITY;
             }
         }
         let cur_len = ids.len();

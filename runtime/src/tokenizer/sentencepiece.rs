@@ -335,6 +335,9 @@ fn parse_normalizer(bytes: &[u8]) -> Result<NormalizerSpec, String> {
     Ok(spec)
 }
 
+/// Token ids and their char offsets.
+pub type IdsAndOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// transformers' `MarianTokenizer` (slow: Marian ships no fast tokenizer).
 #[derive(Debug, Clone)]
 pub struct MarianTokenizer {
@@ -419,7 +422,7 @@ impl MarianTokenizer {
 
     /// Token ids of `text` with `</s>` appended, and each token's char offsets in `text`
     /// (`(0, 0)` for `</s>`). A leading language code `>>xx<<` is one token, as in transformers.
-    pub fn encode(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode(&self, text: &str) -> Result<IdsAndOffsets> {
         let mut ids = Vec::new();
         let mut offsets = Vec::new();
         let (code, rest, shift) = split_language_code(text);
@@ -475,12 +478,12 @@ impl MarianTokenizer {
 /// `>>de<< text` → (`Some(">>de<<")`, `" text"`, chars before the rest), as
 /// `MarianTokenizer.remove_language_code` (regex `>>.+<<` at the start).
 fn split_language_code(text: &str) -> (Option<&str>, &str, usize) {
-    if let Some(rest) = text.strip_prefix(">>") {
-        if let Some(end) = rest.rfind("<<").filter(|&e| e > 0) {
-            let code_end = 2 + end + 2;
-            let code = &text[..code_end];
-            return (Some(code), &text[code_end..], code.chars().count());
-        }
+    if let Some(rest) = text.strip_prefix(">>")
+        && let Some(end) = rest.rfind("<<").filter(|&e| e > 0)
+    {
+        let code_end = 2 + end + 2;
+        let code = &text[..code_end];
+        return (Some(code), &text[code_end..], code.chars().count());
     }
     (None, text, 0)
 }
