@@ -4,6 +4,7 @@
 mod archive;
 mod codec;
 mod conformance;
+mod generation;
 mod guest_sdk;
 mod hooks;
 mod inference;

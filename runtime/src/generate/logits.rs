@@ -50,7 +50,7 @@ impl LogitsProcessor {
             min_length: params.min_length,
             min_new_tokens: params.min_new_tokens.map(|n| (prompt_len, n)),
             eos: params.eos_token_ids.clone(),
-            warpers: params.do_sample.then(|| Warpers {
+            warpers: params.do_sample.then_some(Warpers {
                 temperature: params.temperature,
                 top_k: params.top_k,
                 top_p: params.top_p,

@@ -377,7 +377,7 @@ impl GenerationParams {
         if self.num_return_sequences == 0 {
             return Err(invalid("num_return_sequences", "must be >= 1, got 0"));
         }
-        if !(self.repetition_penalty > 0.0) || !self.repetition_penalty.is_finite() {
+        if !self.repetition_penalty.is_finite() || self.repetition_penalty <= 0.0 {
             return Err(invalid(
                 "repetition_penalty",
                 format!(
@@ -390,7 +390,7 @@ impl GenerationParams {
             return Err(invalid("length_penalty", "must be a finite number"));
         }
         if self.do_sample {
-            if !(self.temperature > 0.0) || !self.temperature.is_finite() {
+            if !self.temperature.is_finite() || self.temperature <= 0.0 {
                 return Err(ParamsError::Conflict {
                     reason: format!(
                         "`temperature` must be > 0 when `do_sample` is true, got {}; for greedy decoding set `do_sample` to false",
@@ -502,7 +502,8 @@ mod tests {
         let Value::Object(map) = params else {
             panic!("object")
         };
-        GenerationParams::resolve(&GenerationConfig::from_value(&defaults), &map)
+        let defaults = GenerationConfig::from_value(&{ defaults });
+        GenerationParams::resolve(&defaults, &map)
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! (receiver dropped, cancellation flag) or whose deadline passed is dropped at the next step.
 //! A panic or error in a model call fails the requests of that call; the worker goes on.
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
@@ -132,7 +133,8 @@ pub(super) fn spawn<G: Generator>(
         .spawn(move || {
             let outcome = catch_unwind(AssertUnwindSafe(|| serve(model, &shared)));
             let cause = match outcome {
-                Ok(()) => return,
+                Ok(None) => return,
+                Ok(Some(cause)) => cause,
                 Err(panic) => format!(
                     "it panicked outside a forward pass: {}",
                     panic_message(panic.as_ref())
@@ -144,15 +146,17 @@ pub(super) fn spawn<G: Generator>(
     Ok(())
 }
 
-fn serve<G: Generator>(mut model: G, shared: &Shared) {
+/// The worker loop; returns the cause when the worker cannot go on, `None` when the last
+/// handle is gone.
+fn serve<G: Generator>(mut model: G, shared: &Shared) -> Option<String> {
+    #[cfg(feature = "test-gate")]
+    let gate = shared.config.gate_dir.clone().map(super::gate::Gate::new);
+    let panic_next = Cell::new(false);
     let mut jobs: Vec<Job> = Vec::new();
     loop {
         // Admit: wait when idle, otherwise take what is queued without waiting.
         let new = if jobs.is_empty() {
-            match super::worker::take_batch(shared) {
-                Some(batch) => batch,
-                None => return,
-            }
+            super::worker::take_batch(shared)?
         } else {
             let mut queue = shared.lock_queue();
             let gone = queue.prune(Instant::now());
@@ -162,7 +166,7 @@ fn serve<G: Generator>(mut model: G, shared: &Shared) {
             batch
         };
         for request in new {
-            if let Some(job) = admit(&mut model, shared, request) {
+            if let Some(job) = admit(&mut model, shared, &panic_next, request) {
                 jobs.push(job);
             }
         }
@@ -186,8 +190,27 @@ fn serve<G: Generator>(mut model: G, shared: &Shared) {
         for job in &mut jobs {
             select(job);
         }
+        #[cfg(feature = "test-gate")]
+        if let Some(gate) = &gate {
+            match gate.before_round() {
+                super::gate::Action::Go => {}
+                super::gate::Action::Panic => panic_next.set(true),
+                super::gate::Action::Stop => {
+                    let cause = "stopped by the test gate".to_owned();
+                    for job in jobs {
+                        fail(
+                            job.request,
+                            &InferError::WorkerStopped {
+                                cause: cause.clone(),
+                            },
+                        );
+                    }
+                    return Some(cause);
+                }
+            }
+        }
         // One decode step for every running row of every request.
-        step_all(&mut model, shared, &mut jobs);
+        step_all(&mut model, shared, &panic_next, &mut jobs);
         // Retire.
         let mut kept = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -205,12 +228,23 @@ fn serve<G: Generator>(mut model: G, shared: &Shared) {
 }
 
 /// Runs a model call under `catch_unwind`, marking the worker busy meanwhile.
-fn guarded<T>(shared: &Shared, f: impl FnOnce() -> Result<T, ModelError>) -> Result<T, InferError> {
+/// `panic_next` (the test gate) makes this call panic.
+fn guarded<T>(
+    shared: &Shared,
+    panic_next: &Cell<bool>,
+    f: impl FnOnce() -> Result<T, ModelError>,
+) -> Result<T, InferError> {
     *shared
         .busy_since
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-    let result = catch_unwind(AssertUnwindSafe(f));
+    let panic_now = panic_next.replace(false);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if panic_now {
+            panic!("forced by the test gate");
+        }
+        f()
+    }));
     *shared
         .busy_since
         .lock()
@@ -232,7 +266,12 @@ fn guarded<T>(shared: &Shared, f: impl FnOnce() -> Result<T, ModelError>) -> Res
 }
 
 /// Runs the prompts of a new request and sets up its sequences or beams.
-fn admit<G: Generator>(model: &mut G, shared: &Shared, request: Request) -> Option<Job> {
+fn admit<G: Generator>(
+    model: &mut G,
+    shared: &Shared,
+    panic_next: &Cell<bool>,
+    request: Request,
+) -> Option<Job> {
     let Outputs::Generate(spec) = &request.outputs else {
         fail(
             request,
@@ -257,7 +296,7 @@ fn admit<G: Generator>(model: &mut G, shared: &Shared, request: Request) -> Opti
     let n = params.num_return_sequences;
     let prompts: Vec<Vec<u32>> = job.request.rows.iter().map(|r| r.ids.clone()).collect();
     for (row, prompt) in prompts.iter().enumerate() {
-        let start = match guarded(shared, || model.start(prompt)) {
+        let start = match guarded(shared, panic_next, || model.start(prompt)) {
             Ok(start) => start,
             Err(err) => {
                 fail(job.request, &err);
@@ -356,7 +395,12 @@ fn select(job: &mut Job) {
 }
 
 /// Runs one decode step for every running row of every job, `max_batch_rows` rows a pass.
-fn step_all<G: Generator>(model: &mut G, shared: &Shared, jobs: &mut [Job]) {
+fn step_all<G: Generator>(
+    model: &mut G,
+    shared: &Shared,
+    panic_next: &Cell<bool>,
+    jobs: &mut [Job],
+) {
     // (job index, the last token, the cache) of every running row, in a fixed order.
     let mut owners = Vec::new();
     let mut steps: Vec<Step<'_>> = Vec::new();
@@ -383,13 +427,16 @@ fn step_all<G: Generator>(model: &mut G, shared: &Shared, jobs: &mut [Job]) {
     if steps.is_empty() {
         return;
     }
+    let mut requests = owners.clone();
+    requests.dedup();
+    tracing::debug!(requests = requests.len(), rows = steps.len(), "decode step");
     let chunk = shared.config.max_batch_rows.max(1);
     let mut logits: Vec<Option<Vec<f32>>> = Vec::with_capacity(steps.len());
     let mut failures: Vec<(usize, InferError)> = Vec::new();
     let mut offset = 0;
     for pass in steps.chunks_mut(chunk) {
         let len = pass.len();
-        match guarded(shared, || model.step(pass)) {
+        match guarded(shared, panic_next, || model.step(pass)) {
             Ok(rows) if rows.len() == len => logits.extend(rows.into_iter().map(Some)),
             Ok(_) => {
                 failures.extend(owners[offset..offset + len].iter().map(|&j| {

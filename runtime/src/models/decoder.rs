@@ -222,9 +222,9 @@ impl CausalLm {
         let files = WeightFiles::find(dir)?;
         let vb = files.var_builder(DType::F32, &Device::Cpu)?;
         match config.model_type.as_str() {
-            "gpt2" => Ok(Self::Gpt2(super::gpt2::Gpt2::load(vb, &config.raw)?)),
+            "gpt2" => Ok(Self::Gpt2(super::gpt2::Gpt2::load(&vb, &config.raw)?)),
             "llama" | "mistral" | "qwen2" => Ok(Self::Llama(super::llama::Llama::load(
-                vb,
+                &vb,
                 &config.raw,
                 &config.model_type,
             )?)),

@@ -15,7 +15,7 @@ use super::layers::Activation;
 use super::{ModelError, Result};
 
 /// `Conv1D(nf, nx)`: weight `[in, out]` — kept transposed as a `Linear`.
-fn conv1d(in_dim: usize, out_dim: usize, vb: VarBuilder<'_>) -> Result<Linear> {
+fn conv1d(in_dim: usize, out_dim: usize, vb: &VarBuilder<'_>) -> Result<Linear> {
     let w = vb.get((in_dim, out_dim), "weight")?;
     let b = vb.get(out_dim, "bias")?;
     Ok(Linear::new(w.t()?.contiguous()?, Some(b)))
@@ -49,7 +49,7 @@ pub struct Gpt2 {
 
 impl Gpt2 {
     /// Loads `transformer.*` (and `lm_head.weight` when not tied) from `vb`.
-    pub(crate) fn load(vb: VarBuilder<'_>, cfg: &Value) -> Result<Self> {
+    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Value) -> Result<Self> {
         let hidden = config_usize(cfg, "n_embd")?;
         let heads = config_usize(cfg, "n_head")?;
         let layers = config_usize(cfg, "n_layer")?;
@@ -91,11 +91,11 @@ impl Gpt2 {
                 let b = t.pp(format!("h.{i}"));
                 Ok(Block {
                     ln_1: candle_nn::layer_norm(hidden, eps, b.pp("ln_1"))?,
-                    c_attn: conv1d(hidden, 3 * hidden, b.pp("attn.c_attn"))?,
-                    attn_proj: conv1d(hidden, hidden, b.pp("attn.c_proj"))?,
+                    c_attn: conv1d(hidden, 3 * hidden, &b.pp("attn.c_attn"))?,
+                    attn_proj: conv1d(hidden, hidden, &b.pp("attn.c_proj"))?,
                     ln_2: candle_nn::layer_norm(hidden, eps, b.pp("ln_2"))?,
-                    c_fc: conv1d(hidden, inner, b.pp("mlp.c_fc"))?,
-                    mlp_proj: conv1d(inner, hidden, b.pp("mlp.c_proj"))?,
+                    c_fc: conv1d(hidden, inner, &b.pp("mlp.c_fc"))?,
+                    mlp_proj: conv1d(inner, hidden, &b.pp("mlp.c_proj"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -56,7 +56,7 @@ fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder<'_>) -> Resu
 
 impl Llama {
     /// Loads `model.*` and `lm_head.weight` (or the tied embeddings).
-    pub(crate) fn load(vb: VarBuilder<'_>, cfg: &Value, model_type: &str) -> Result<Self> {
+    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Value, model_type: &str) -> Result<Self> {
         let hidden = config_usize(cfg, "hidden_size")?;
         let heads = config_usize(cfg, "num_attention_heads")?;
         let kv_heads = config_usize(cfg, "num_key_value_heads").unwrap_or(heads);
