@@ -593,6 +593,44 @@ mod tests {
     }
 
     #[test]
+    fn a_t5_folder_without_tokenizer_json_is_tokenized_as_the_slow_t5_tokenizer() {
+        let src = fixtures().join("conformance/models/t5-t2t");
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "config.json",
+            "spiece.model",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ] {
+            std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
+        }
+        let config = crate::models::ModelConfig::from_dir(dir.path()).unwrap();
+        let tokenizer = super::super::TextTokenizer::from_dir(dir.path(), &config).unwrap();
+        let texts: Vec<serde_json::Value> = expected();
+        for case in &texts {
+            let text = case["text"].as_str().unwrap();
+            let encoding = tokenizer
+                .encode_batch(vec![super::super::EncodeInput::Single(text.into())], false)
+                .unwrap()
+                .remove(0);
+            assert_eq!(encoding.get_ids(), ids(&case["t5_ids"]), "ids of {text:?}");
+        }
+        // The added tokens of tokenizer_config.json are single tokens.
+        let encoding = tokenizer
+            .encode_batch(
+                vec![super::super::EncodeInput::Single("a <extra_id_7> b".into())],
+                false,
+            )
+            .unwrap()
+            .remove(0);
+        assert!(
+            encoding.get_ids().contains(&2000),
+            "{:?}",
+            encoding.get_ids()
+        );
+    }
+
+    #[test]
     fn marian_tokenizer_gives_the_slow_marian_ids_and_decodes_them_back() {
         let tokenizer =
             MarianTokenizer::from_dir(&fixtures().join("conformance/models/marian-mt")).unwrap();
