@@ -28,6 +28,8 @@ pub mod package;
 /// Tasks and their pre- and post-processing.
 pub mod pipelines;
 /// The HTTP server.
+/// Greedy and beam search over encoder-decoder models, with transformers' logits processors.
+pub mod search;
 pub mod server;
 /// The pipeline task: names, aliases, inference from `config.json`.
 pub mod task;

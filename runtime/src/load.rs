@@ -7,9 +7,11 @@ use std::sync::Arc;
 use crate::artifact::{self, ArtifactError};
 use crate::config::{LoadConfig, ModelSource};
 use crate::handler::{HookChain, HookRuleError, UserCode};
-use crate::infer::{Infer, InferConfig};
+use crate::infer::seq2seq::Seq2SeqWorker;
+use crate::infer::{Infer, InferConfig, Worker};
 use crate::models::decoder::CausalLm;
-use crate::models::{Encoder, ModelConfig, ModelError};
+use crate::models::{Encoder, ModelConfig, ModelError, seq2seq};
+use crate::pipelines::text2text::{Seq2SeqTokenizer, Text2Text};
 use crate::pipelines::{self, Pipeline, Resources};
 use crate::task::Task;
 use crate::tokenizer::{TextTokenizer, TokenizerError};
@@ -22,8 +24,8 @@ pub struct LoadedModel {
     pub task: Task,
     /// The model directory.
     pub model_dir: PathBuf,
-    /// The inference core that owns the model, for `/ping`'s health command.
-    pub infer: Infer,
+    /// The worker that owns the model, for `/ping`'s health command.
+    pub worker: Worker,
 }
 
 /// Why the model could not be loaded. `/ping` reports it as 503 and it is logged once.
@@ -60,6 +62,16 @@ pub enum LoadError {
     TaskNotServed {
         /// The task.
         task: Task,
+    },
+    /// The task needs an encoder-decoder model and this is not one we run.
+    #[error(
+        "the task {task} needs an encoder-decoder model (T5, BART, Marian); `model_type` is `{model_type}`"
+    )]
+    NotSeq2Seq {
+        /// The task.
+        task: Task,
+        /// `config.json` `model_type`.
+        model_type: String,
     },
     /// The user code is Python, which sagebrush does not run.
     #[error(
@@ -159,6 +171,12 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
                 architecture: architecture.clone().unwrap_or_else(|| "(none)".to_owned()),
             })?,
     };
+    if matches!(
+        task,
+        Task::Text2TextGeneration | Task::Summarization | Task::Translation { .. }
+    ) {
+        return load_seq2seq(dir, cfg, &config, task);
+    }
     let (infer, native) = if matches!(task, Task::TextGeneration) {
         let tokenizer = TextTokenizer::from_dir(dir, &config)?;
         let model = CausalLm::load(dir, &config)?;
@@ -212,7 +230,49 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         chain,
         task,
         model_dir: dir.to_owned(),
-        infer,
+        worker: Worker::Encoder(infer),
+    })
+}
+
+/// Loads an encoder-decoder model (T5, BART, Marian) for text2text-generation, summarization
+/// or translation: its generation worker and the generation pipeline.
+fn load_seq2seq(
+    dir: &Path,
+    cfg: &LoadConfig,
+    config: &ModelConfig,
+    task: Task,
+) -> Result<LoadedModel, LoadError> {
+    if !seq2seq::is_seq2seq(&config.model_type) {
+        return Err(LoadError::NotSeq2Seq {
+            task,
+            model_type: config.model_type.clone(),
+        });
+    }
+    let tokenizer = Seq2SeqTokenizer::from_dir(dir, config)?;
+    let model = seq2seq::load(dir, config)?;
+    let ids = model.ids().clone();
+    let worker = Seq2SeqWorker::spawn(model, cfg.queue_size, cfg.wedged_after, "model-worker")
+        .map_err(LoadError::Worker)?;
+    let native: Arc<dyn Pipeline> = Arc::new(Text2Text::new(
+        task.clone(),
+        dir,
+        config,
+        tokenizer,
+        worker.clone(),
+        ids,
+    )?);
+    let served = native.task();
+    let user = load_user_code(dir, cfg, &native)?;
+    let chain = HookChain::new(native, user).map_err(|source| LoadError::HookRules {
+        path: dir.join("code").join(&cfg.program),
+        source,
+    })?;
+    tracing::info!(task = %served, model_type = %config.model_type, dir = %dir.display(), "model loaded");
+    Ok(LoadedModel {
+        chain,
+        task: served,
+        model_dir: dir.to_owned(),
+        worker: Worker::Seq2Seq(worker),
     })
 }
 

@@ -17,6 +17,7 @@ use tokenizers::{
 
 use crate::models::{EncoderBatch, ModelConfig};
 
+pub mod sentencepiece;
 mod slow;
 
 /// `Result` with [`TokenizerError`].
@@ -59,7 +60,7 @@ pub enum TokenizerError {
     },
     /// No tokenizer files we understand in the directory.
     #[error(
-        "no tokenizer in `{}`: expected `tokenizer.json`, `vocab.txt` (WordPiece) or `vocab.json` + `merges.txt` (byte-level BPE)",
+        "no tokenizer in `{}`: expected `tokenizer.json`, `vocab.txt` (WordPiece), `vocab.json` + `merges.txt` (byte-level BPE) or `spiece.model` (SentencePiece)",
         dir.display()
     )]
     MissingFiles {

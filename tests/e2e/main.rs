@@ -18,6 +18,7 @@ mod process;
 mod reliability;
 mod repository;
 mod sentence;
+mod seq2seq;
 mod sources;
 mod support;
 mod tasks;

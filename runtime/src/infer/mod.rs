@@ -22,6 +22,7 @@
 
 mod generate;
 mod queue;
+pub mod seq2seq;
 mod worker;
 
 pub use generate::{GenerateSpec, Generator, Next, Start};
@@ -375,6 +376,25 @@ impl Scope {
     /// The current scope, or none (no deadline, never cancelled).
     pub fn current() -> Self {
         SCOPE.with(|s| s.borrow().clone()).unwrap_or_default()
+    }
+}
+
+/// The worker behind a loaded model: the encoder queue, or an encoder-decoder generation worker.
+#[derive(Clone)]
+pub enum Worker {
+    /// Encoder tasks: [`Infer`].
+    Encoder(Infer),
+    /// Encoder-decoder generation.
+    Seq2Seq(seq2seq::Seq2SeqWorker),
+}
+
+impl Worker {
+    /// Whether the worker can serve: `/ping`'s health command.
+    pub fn health(&self) -> Health {
+        match self {
+            Self::Encoder(infer) => infer.health(),
+            Self::Seq2Seq(worker) => worker.health(),
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! candle-transformers' `BertModel` to the bit. DeBERTa-v2's base model is candle-transformers'
 //! (`deberta_v2.rs`), with our heads.
 
+mod bart;
 mod bert;
 mod deberta_v2;
 pub mod decoder;
@@ -29,6 +30,8 @@ mod layers;
 mod llama;
 mod roberta;
 pub mod sentence_transformers;
+pub mod seq2seq;
+mod t5;
 mod weights;
 
 use std::collections::BTreeMap;

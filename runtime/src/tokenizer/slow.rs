@@ -37,7 +37,7 @@ const SPECIAL_KEYS: [&str; 7] = [
     "mask_token",
 ];
 
-/// Builds a tokenizer from `vocab.txt`, or `vocab.json` + `merges.txt`.
+/// Builds a tokenizer from `vocab.txt`, `vocab.json` + `merges.txt`, or `spiece.model`.
 pub(super) fn build(
     dir: &Path,
     config: &TokenizerConfig,
@@ -50,6 +50,8 @@ pub(super) fn build(
         wordpiece(&vocab_txt, config)
     } else if vocab_json.is_file() && merges.is_file() {
         byte_level_bpe(&vocab_json, &merges, config)
+    } else if dir.join("spiece.model").is_file() {
+        t5_sentencepiece(&dir.join("spiece.model"), config)
     } else {
         Err(TokenizerError::MissingFiles {
             dir: dir.to_path_buf(),
@@ -205,6 +207,25 @@ fn byte_level_bpe(
         // `RobertaTokenizer` makes a plain-string mask token strip the space on its left.
         add_tokens(&mut tokenizer, config, vocab_path, &["mask_token"])?;
     }
+    Ok(tokenizer)
+}
+
+/// `T5Tokenizer` (`legacy=True`, transformers' default): SentencePiece segmentation in Rust
+/// (`super::sentencepiece`), `</s>` appended, the `added_tokens_decoder` entries
+/// (`<extra_id_N>`, ...) added.
+fn t5_sentencepiece(path: &Path, config: &TokenizerConfig) -> Result<Tokenizer> {
+    let model = super::sentencepiece::SpModel::from_file(path)?;
+    let mut tokenizer = model.tokenizer().map_err(|e| build_error(path, e))?;
+    let (eos, eos_id) = special_id(&tokenizer, config, "eos_token", "</s>")?;
+    let template = TemplateProcessing::builder()
+        .try_single(format!("$A:0 {eos}:0"))
+        .and_then(|b| b.try_pair(format!("$A:0 {eos}:0 $B:0 {eos}:0")))
+        .map_err(|e| build_error(path, e))?
+        .special_tokens(vec![(eos.clone(), eos_id)])
+        .build()
+        .map_err(|e| build_error(path, e))?;
+    tokenizer.with_post_processor(Some(template));
+    add_tokens(&mut tokenizer, config, path, &[])?;
     Ok(tokenizer)
 }
 
