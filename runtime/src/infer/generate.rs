@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use crate::generate::logits::{LogitsProcessor, Rng, log_softmax, pick};
 use crate::generate::{BeamSearch, GenerationParams, StopRule};
+use crate::metrics::Stage;
 use crate::models::ModelError;
 use crate::models::decoder::{CausalLm, KvCache, Step};
 
@@ -132,9 +133,18 @@ struct Job<C> {
     beams: Vec<Beams<C>>,
     rng: Rng,
     failed: bool,
+    /// When its prompts started running: the clock of its tokens per second.
+    started: Instant,
 }
 
 impl<C> Job<C> {
+    /// Adds `took` of model time to the invocation's figures.
+    fn add_inference(&self, took: std::time::Duration) {
+        if let Some(t) = &self.request.timings {
+            t.add(Stage::Inference, took);
+        }
+    }
+
     fn send(&self, event: GenEvent) {
         if let Reply::Tokens(tx) = &self.request.reply {
             let _ = tx.send(Ok(event));
@@ -310,17 +320,27 @@ fn admit<G: Generator>(
     let span = request.span.clone();
     let _enter = span.enter();
     let rng = params.seed.map_or_else(Rng::unseeded, Rng::seeded);
+    let waited = request.queued_at.elapsed();
+    crate::metrics::get().observe_stage(Stage::Queue, waited);
+    if let Some(t) = &request.timings {
+        t.add(Stage::Queue, waited);
+        t.add_tokens(request.rows.iter().map(super::Row::len).sum());
+    }
     let mut job = Job {
         seqs: Vec::new(),
         beams: Vec::new(),
         rng,
         failed: false,
         request,
+        started: Instant::now(),
     };
     let n = params.num_return_sequences;
     let prompts: Vec<Vec<u32>> = job.request.rows.iter().map(|r| r.ids.clone()).collect();
     for (row, prompt) in prompts.iter().enumerate() {
-        let start = match guarded(shared, panic_next, || model.start(prompt)) {
+        let prefill = Instant::now();
+        let started = guarded(shared, panic_next, || model.start(prompt));
+        job.add_inference(prefill.elapsed());
+        let start = match started {
             Ok(start) => start,
             Err(err) => {
                 fail(job.request, &err);
@@ -373,6 +393,7 @@ fn select<C: Clone>(job: &mut Job<C>) {
         seq.processor.process(&seq.ids, &mut scores);
         let token = pick(&scores, seq.processor.samples(), &mut job.rng);
         seq.ids.push(token);
+        crate::metrics::get().generated_tokens.inc();
         events.push(GenEvent::Token {
             sequence: seq.index,
             token,
@@ -380,6 +401,13 @@ fn select<C: Clone>(job: &mut Job<C>) {
         if seq.stop.check(&seq.ids).is_some() {
             seq.done = true;
             seq.cache = None;
+            let generated = seq.ids.len() - seq.prompt_len;
+            let secs = job.started.elapsed().as_secs_f64();
+            if generated > 0 && secs > 0.0 {
+                crate::metrics::get()
+                    .generation_tokens_per_second
+                    .observe(generated as f64 / secs);
+            }
             events.push(GenEvent::Finished {
                 sequence: seq.index,
                 tokens: seq.ids[seq.prompt_len..].to_vec(),
@@ -399,10 +427,20 @@ fn select<C: Clone>(job: &mut Job<C>) {
             })
             .collect();
         let parents = beams.search.step(&log_probs, &beams.stop, &mut job.rng);
+        crate::metrics::get()
+            .generated_tokens
+            .inc_by(beams.caches.len() as u64);
         if beams.search.is_done() {
             beams.done = true;
             beams.caches.clear();
+            let secs = job.started.elapsed().as_secs_f64();
             for (k, ids) in beams.search.best(beams.count).into_iter().enumerate() {
+                let generated = ids.len().saturating_sub(beams.prompt_len);
+                if generated > 0 && secs > 0.0 {
+                    crate::metrics::get()
+                        .generation_tokens_per_second
+                        .observe(generated as f64 / secs);
+                }
                 // Finished hypotheses hold the prompt too.
                 events.push(GenEvent::Finished {
                     sequence: beams.first + k,
@@ -456,9 +494,13 @@ fn step_all<G: Generator>(
     let mut logits: Vec<Option<Vec<f32>>> = Vec::with_capacity(steps.len());
     let mut failures: Vec<(usize, InferError)> = Vec::new();
     let mut offset = 0;
+    let mut took = std::time::Duration::ZERO;
     for pass in steps.chunks_mut(chunk) {
         let len = pass.len();
-        match guarded(shared, panic_next, || model.step(pass)) {
+        let t = Instant::now();
+        let stepped = guarded(shared, panic_next, || model.step(pass));
+        took += t.elapsed();
+        match stepped {
             Ok(rows) if rows.len() == len => logits.extend(rows.into_iter().map(Some)),
             Ok(_) => {
                 failures.extend(owners[offset..offset + len].iter().map(|&j| {
@@ -483,6 +525,9 @@ fn step_all<G: Generator>(
         offset += len;
     }
     drop(steps);
+    for &j in &requests {
+        jobs[j].add_inference(took);
+    }
     // Hand the logits back in the same order.
     let mut next = logits.into_iter();
     for job in jobs.iter_mut() {

@@ -606,6 +606,8 @@ impl Infer {
             cancel: scope.cancel,
             span: tracing::Span::current(),
             reply: Reply::Tokens(tx),
+            timings: scope.timings,
+            queued_at: Instant::now(),
         })?;
         Ok(rx)
     }
