@@ -203,6 +203,25 @@ fn infer_config(cfg: &LoadConfig, pad_id: u32) -> InferConfig {
     }
 }
 
+/// table-question-answering runs TAPAS, which has its own tokenizer and model (not an
+/// [`Encoder`] head).
+fn load_tapas(
+    dir: &Path,
+    config: ModelConfig,
+    cfg: &LoadConfig,
+) -> Result<Arc<dyn pipelines::Pipeline>, LoadError> {
+    let tokenizer = TapasTokenizer::from_dir(dir, &config)?;
+    let model = TapasModel::load(dir, &config)?;
+    let worker =
+        ModelWorker::spawn(model, cfg.queue_size, "model-worker").map_err(LoadError::Worker)?;
+    Ok(Arc::new(TableQuestionAnswering::new(
+        tokenizer,
+        worker,
+        &config,
+        cfg.max_batch_size,
+    )))
+}
+
 /// Finds user code in `code/`: the WebAssembly component named by `SAGEMAKER_PROGRAM`, or
 /// nothing. A Python `inference.py` without a `.wasm` is refused rather than silently ignored.
 fn load_user_code(

@@ -18,6 +18,7 @@ use tokenizers::{
 use crate::models::{EncoderBatch, ModelConfig};
 
 mod slow;
+pub mod tapas;
 
 /// `Result` with [`TokenizerError`].
 pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;

@@ -14,4 +14,5 @@ mod repository;
 mod sentence;
 mod sources;
 mod support;
+mod table_qa;
 mod tasks;

@@ -26,6 +26,7 @@ mod heads;
 mod layers;
 mod roberta;
 pub mod sentence_transformers;
+pub mod tapas;
 mod weights;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,555 @@
+//! table-question-answering (contract §4): answers questions about a table with TAPAS. A port
+//! of transformers 4.51.3 `pipelines/table_question_answering.py` and
+//! `TapasTokenizer.convert_logits_to_predictions`
+//! (<https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/pipelines/table_question_answering.py>):
+//! the cells whose mean token probability is above 0.5 are the answer, the aggregation head
+//! names the operator, and with `sequential` each question sees the previous answer as
+//! `prev_labels`.
+//!
+//! Input: `{"query": str | [str], "table": {column: [cells]}}` (alias `question`), or a list of
+//! such objects. Cells are strings or numbers (a number is read as its decimal text, and
+//! `cells` answers with that text). Not here: tokenization (`tokenizer::tapas`) and the model
+//! (`models::tapas`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{Envelope, Pipeline, PipelineError, Result, Task, check_names, json_kind};
+use crate::infer::ModelWorker;
+use crate::models::ModelConfig;
+use crate::models::tapas::{TOKEN_TYPES, TapasBatch, TapasModel, TapasOutput};
+use crate::tokenizer::tapas::{Table, TapasEncoding, TapasTokenizer, Truncation};
+
+/// Parameter names this task accepts (contract §4).
+pub const ACCEPTED: &[&str] = &["sequential", "truncation", "padding"];
+
+/// The probability above which a cell is part of the answer.
+const CELL_THRESHOLD: f64 = 0.5;
+
+/// The parameters of table-question-answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// Answer the questions one after the other, each seeing the previous answer (false).
+    pub sequential: bool,
+    /// `drop_rows_to_fit` (default) or `do_not_truncate`.
+    pub truncation: Truncation,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            sequential: false,
+            truncation: Truncation::DropRowsToFit,
+        }
+    }
+}
+
+impl Params {
+    /// Parses `parameters`: unknown names are a 400 naming them. `padding` is checked and has
+    /// no effect on answers (padding is masked).
+    pub fn parse(params: &Map<String, Value>) -> Result<Self> {
+        check_names(&Task::TableQuestionAnswering, ACCEPTED, params)?;
+        let mut out = Self::default();
+        match params.get("sequential") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(b)) => out.sequential = *b,
+            Some(other) => {
+                return Err(PipelineError::validation(format!(
+                    "`sequential` must be a boolean, got {}",
+                    json_kind(other)
+                )));
+            }
+        }
+        match params.get("truncation") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(true)) => out.truncation = Truncation::DropRowsToFit,
+            Some(Value::Bool(false)) => out.truncation = Truncation::None,
+            Some(Value::String(s)) if s == "drop_rows_to_fit" => {
+                out.truncation = Truncation::DropRowsToFit;
+            }
+            Some(Value::String(s)) if s == "do_not_truncate" => out.truncation = Truncation::None,
+            Some(other) => {
+                return Err(PipelineError::validation(format!(
+                    "`truncation` must be true, false, \"drop_rows_to_fit\" or \"do_not_truncate\", got {other}"
+                )));
+            }
+        }
+        match params.get("padding") {
+            None | Some(Value::Null | Value::Bool(_)) => {}
+            Some(Value::String(s))
+                if matches!(s.as_str(), "longest" | "max_length" | "do_not_pad") => {}
+            Some(other) => {
+                return Err(PipelineError::validation(format!(
+                    "`padding` must be true, false, \"longest\", \"max_length\" or \"do_not_pad\", got {other}"
+                )));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One `{query, table}` item of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// The table, cells as text.
+    pub table: Table,
+    /// The questions.
+    pub queries: Vec<String>,
+}
+
+/// The answer to one question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The cells joined by ", ", after `"AGG > "` when an aggregator applies.
+    pub answer: String,
+    /// `[row, column]` of each answer cell, sorted.
+    pub coordinates: Vec<[usize; 2]>,
+    /// The answer cells' texts.
+    pub cells: Vec<String>,
+    /// The aggregation head's choice, when the model has one.
+    pub aggregator: Option<String>,
+}
+
+impl Answer {
+    /// `{"answer", "coordinates", "cells", "aggregator"}`; no `aggregator` without the head.
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("answer".into(), Value::String(self.answer.clone()));
+        map.insert(
+            "coordinates".into(),
+            Value::Array(
+                self.coordinates
+                    .iter()
+                    .map(|&[r, c]| Value::Array(vec![r.into(), c.into()]))
+                    .collect(),
+            ),
+        );
+        map.insert(
+            "cells".into(),
+            Value::Array(self.cells.iter().cloned().map(Value::String).collect()),
+        );
+        if let Some(a) = &self.aggregator {
+            map.insert("aggregator".into(), Value::String(a.clone()));
+        }
+        Value::Object(map)
+    }
+}
+
+/// Reads the request inputs: one `{query, table}` object or a list of them.
+pub fn parse_inputs(inputs: &Value) -> Result<Vec<Item>> {
+    match inputs {
+        Value::Object(map) => Ok(vec![parse_item(map)?]),
+        Value::Array(list) if !list.is_empty() => {
+            let items = list
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::Object(map) => parse_item(map),
+                    other => Err(PipelineError::validation(format!(
+                        "`inputs[{i}]` must be an object with `query` and `table`, got {}",
+                        json_kind(other)
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(items)
+        }
+        other => Err(PipelineError::validation(format!(
+            "`inputs` must be an object {{\"query\": ..., \"table\": {{column: [cells]}}}} or a non-empty list of them, got {}",
+            json_kind(other)
+        ))),
+    }
+}
+
+fn parse_item(map: &Map<String, Value>) -> Result<Item> {
+    let query = map
+        .get("query")
+        .filter(|v| !v.is_null())
+        .or_else(|| map.get("question").filter(|v| !v.is_null()))
+        .ok_or_else(|| {
+            PipelineError::validation(
+                "`query` is missing: send {\"query\": \"...\", \"table\": {column: [cells]}}",
+            )
+        })?;
+    let queries = match query {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(list) if !list.is_empty() => {
+            let queries = list
+                .iter()
+                .map(|q| match q {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(PipelineError::validation(format!(
+                        "`query` must be a string or a list of strings, found {} in the list",
+                        json_kind(other)
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            queries
+        }
+        other => {
+            return Err(PipelineError::validation(format!(
+                "`query` must be a string or a non-empty list of strings, got {}",
+                json_kind(other)
+            )));
+        }
+    };
+    if queries.iter().any(String::is_empty) {
+        return Err(PipelineError::validation("`query` is empty"));
+    }
+    let table = match map.get("table") {
+        Some(Value::Object(columns)) => parse_table(columns)?,
+        None | Some(Value::Null) => {
+            return Err(PipelineError::validation(
+                "`table` is missing: send {\"query\": \"...\", \"table\": {column: [cells]}}",
+            ));
+        }
+        Some(other) => {
+            return Err(PipelineError::validation(format!(
+                "`table` must be an object {{column: [cells]}}, got {}",
+                json_kind(other)
+            )));
+        }
+    };
+    Ok(Item { table, queries })
+}
+
+/// `{column: [cells]}` → a table; columns must be lists of equal length of strings or numbers.
+pub fn parse_table(columns: &Map<String, Value>) -> Result<Table> {
+    let mut names = Vec::with_capacity(columns.len());
+    let mut data: Vec<Vec<String>> = Vec::with_capacity(columns.len());
+    for (name, cells) in columns {
+        let Value::Array(cells) = cells else {
+            return Err(PipelineError::validation(format!(
+                "`table` column `{name}` must be a list of cells, got {}",
+                json_kind(cells)
+            )));
+        };
+        let texts = cells
+            .iter()
+            .enumerate()
+            .map(|(row, cell)| match cell {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(number_text(n)),
+                other => Err(PipelineError::validation(format!(
+                    "`table` column `{name}` row {row}: a cell must be a string or a number, got {}",
+                    json_kind(other)
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let (Some(first), Some(first_name)) = (data.first(), names.first())
+            && first.len() != texts.len()
+        {
+            return Err(PipelineError::validation(format!(
+                "`table` columns must all have the same length: `{first_name}` has {} cells, `{name}` has {}",
+                first.len(),
+                texts.len()
+            )));
+        }
+        names.push(name.clone());
+        data.push(texts);
+    }
+    let rows = data.first().map_or(0, Vec::len);
+    if names.is_empty() || rows == 0 {
+        return Err(PipelineError::validation("`table` is empty"));
+    }
+    let rows = (0..rows)
+        .map(|r| data.iter().map(|column| column[r].clone()).collect())
+        .collect();
+    Ok(Table {
+        columns: names,
+        rows,
+    })
+}
+
+/// A JSON number as Python's `str()` writes the value pandas holds: integers as is, floats
+/// with a fraction (`2.0`).
+fn number_text(n: &serde_json::Number) -> String {
+    if n.is_f64() {
+        let f = n.as_f64().unwrap_or(0.0);
+        if f.fract() == 0.0 && f.abs() < 1e16 {
+            return format!("{f:.1}");
+        }
+        return f.to_string();
+    }
+    n.to_string()
+}
+
+/// Right-pads encodings into one batch.
+pub fn pad(encodings: &[&TapasEncoding], pad_id: u32) -> TapasBatch {
+    let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+    let mut batch = TapasBatch::default();
+    for e in encodings {
+        let mut ids = e.input_ids.clone();
+        ids.resize(len, pad_id);
+        let mut types = e.token_type_ids.clone();
+        types.resize(len, [0; TOKEN_TYPES]);
+        let mut mask = vec![1u32; e.len()];
+        mask.resize(len, 0);
+        batch.input_ids.push(ids);
+        batch.token_type_ids.push(types);
+        batch.attention_mask.push(mask);
+    }
+    batch
+}
+
+/// `convert_logits_to_predictions` for one question: the mean probability of each table cell
+/// (data rows only), keyed by (column, row), 0-based.
+pub fn cell_probabilities(
+    logits: &[f32],
+    types: &[[u32; TOKEN_TYPES]],
+) -> HashMap<(usize, usize), f64> {
+    let mut sums: HashMap<(usize, usize), (f64, usize)> = HashMap::new();
+    for (&logit, t) in logits.iter().zip(types) {
+        if t[0] != 1 || t[1] == 0 || t[2] == 0 {
+            continue;
+        }
+        // numpy: logits clipped at -88.7, then 1 / (1 + exp(-x)) in float32.
+        let x = logit.max(-88.7);
+        let p = 1.0f32 / (1.0 + (-x).exp());
+        let e = sums
+            .entry((t[1] as usize - 1, t[2] as usize - 1))
+            .or_insert((0.0, 0));
+        e.0 += f64::from(p);
+        e.1 += 1;
+    }
+    sums.into_iter()
+        .map(|(k, (s, n))| (k, s / n as f64))
+        .collect()
+}
+
+/// The answer cells (row, column), sorted, of one question.
+pub fn answer_coordinates(logits: &[f32], types: &[[u32; TOKEN_TYPES]]) -> Vec<[usize; 2]> {
+    let mut coords: Vec<[usize; 2]> = cell_probabilities(logits, types)
+        .into_iter()
+        .filter(|(_, p)| *p > CELL_THRESHOLD)
+        .map(|((column, row), _)| [row, column])
+        .collect();
+    coords.sort_unstable();
+    coords
+}
+
+/// The aggregation labels of `config.json`, by index, and the index meaning "no aggregation".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Aggregation {
+    /// `aggregation_labels`, by index; empty when the model does not aggregate.
+    pub labels: Vec<String>,
+    /// `no_aggregation_label_index`.
+    pub none_index: Option<usize>,
+}
+
+impl Aggregation {
+    /// Reads `aggregation_labels`, `num_aggregation_labels` and `no_aggregation_label_index`.
+    pub fn from_config(config: &ModelConfig) -> Self {
+        let raw = &config.raw;
+        let count = raw["num_aggregation_labels"].as_u64().unwrap_or(0) as usize;
+        let mut labels = Vec::new();
+        if let Some(map) = raw["aggregation_labels"].as_object()
+            && count > 0
+        {
+            let mut pairs: Vec<(usize, String)> = map
+                .iter()
+                .filter_map(|(k, v)| Some((k.trim().parse().ok()?, v.as_str()?.to_owned())))
+                .collect();
+            pairs.sort();
+            let len = pairs.iter().map(|(i, _)| i + 1).max().unwrap_or(0);
+            labels = vec![String::new(); len];
+            for (i, label) in pairs {
+                labels[i] = label;
+            }
+        }
+        Self {
+            labels,
+            none_index: raw["no_aggregation_label_index"]
+                .as_u64()
+                .map(|i| i as usize),
+        }
+    }
+
+    /// The aggregator of the argmax of `logits` (first of equal maxima), and whether it applies
+    /// (is not the "no aggregation" index).
+    fn choose(&self, logits: &[f32]) -> Option<(String, bool)> {
+        if self.labels.is_empty() {
+            return None;
+        }
+        let best = logits
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+            )
+            .0;
+        let label = self.labels.get(best).cloned().unwrap_or_default();
+        Some((label, self.none_index != Some(best)))
+    }
+}
+
+/// Builds the answer of one question from its logits.
+pub fn answer(
+    table: &Table,
+    logits: &[f32],
+    types: &[[u32; TOKEN_TYPES]],
+    aggregation_logits: Option<&[f32]>,
+    aggregation: &Aggregation,
+) -> Answer {
+    let coordinates = answer_coordinates(logits, types);
+    let cells: Vec<String> = coordinates
+        .iter()
+        .filter_map(|&[row, column]| table.rows.get(row)?.get(column).cloned())
+        .collect();
+    let chosen = aggregation_logits.and_then(|l| aggregation.choose(l));
+    let (aggregator, prefix) = match chosen {
+        // transformers includes the key only for a non-empty label.
+        Some((label, applies)) if !label.is_empty() => {
+            let prefix = if applies {
+                format!("{label} > ")
+            } else {
+                String::new()
+            };
+            (Some(label), prefix)
+        }
+        _ => (None, String::new()),
+    };
+    Answer {
+        answer: format!("{prefix}{}", cells.join(", ")),
+        coordinates,
+        cells,
+        aggregator,
+    }
+}
+
+/// The table-question-answering pipeline.
+pub struct TableQuestionAnswering {
+    tokenizer: Arc<TapasTokenizer>,
+    worker: Arc<ModelWorker<TapasModel>>,
+    aggregation: Aggregation,
+    max_positions: usize,
+    max_batch_size: usize,
+}
+
+impl TableQuestionAnswering {
+    /// A pipeline over a TAPAS tokenizer and the worker that owns the model.
+    pub fn new(
+        tokenizer: TapasTokenizer,
+        worker: ModelWorker<TapasModel>,
+        config: &ModelConfig,
+        max_batch_size: usize,
+    ) -> Self {
+        Self {
+            tokenizer: Arc::new(tokenizer),
+            worker: Arc::new(worker),
+            aggregation: Aggregation::from_config(config),
+            max_positions: config.max_position_embeddings.unwrap_or(usize::MAX),
+            max_batch_size: max_batch_size.max(1),
+        }
+    }
+
+    fn forward(&self, batch: TapasBatch) -> Result<TapasOutput> {
+        self.worker
+            .run(move |model| model.forward(&batch))?
+            .map_err(PipelineError::Model)
+    }
+
+    /// Answers the questions of one item.
+    fn answer_item(&self, item: &Item, params: Params) -> Result<Vec<Answer>> {
+        let table = self
+            .tokenizer
+            .tokenize_table(&item.table)
+            .map_err(|e| PipelineError::Tokenizer(e.to_string()))?;
+        let mut encodings = Vec::with_capacity(item.queries.len());
+        for query in &item.queries {
+            let encoding = self
+                .tokenizer
+                .encode(&table, query, params.truncation)
+                .map_err(|e| PipelineError::Tokenizer(e.to_string()))?
+                .map_err(|e| PipelineError::validation(e.to_string()))?;
+            if encoding.len() > self.max_positions {
+                return Err(PipelineError::validation(format!(
+                    "the question and table take {} tokens, more than this model's maximum of {}; {}",
+                    encoding.len(),
+                    self.max_positions,
+                    if params.truncation == Truncation::None {
+                        "set `truncation` to true to drop rows"
+                    } else {
+                        "shorten the question or the column names"
+                    }
+                )));
+            }
+            encodings.push(encoding);
+        }
+        let pad_id = self.tokenizer.pad_id();
+        let mut answers = Vec::with_capacity(encodings.len());
+        if params.sequential {
+            // sequential_inference: each question sees the cells chosen for the previous one.
+            let mut previous: Option<HashMap<(usize, usize), f64>> = None;
+            for encoding in &mut encodings {
+                if let Some(prev) = &previous {
+                    for t in &mut encoding.token_type_ids {
+                        if t[0] == 1 && t[1] > 0 && t[2] > 0 {
+                            let key = (t[1] as usize - 1, t[2] as usize - 1);
+                            t[3] = u32::from(prev.get(&key).is_some_and(|p| *p > CELL_THRESHOLD));
+                        }
+                    }
+                }
+                let out = self.forward(pad(&[&*encoding], pad_id))?;
+                let logits = &out.logits[0];
+                previous = Some(cell_probabilities(logits, &encoding.token_type_ids));
+                let agg = out.aggregation.as_ref().map(|a| a[0].as_slice());
+                answers.push(answer(
+                    &item.table,
+                    logits,
+                    &encoding.token_type_ids,
+                    agg,
+                    &self.aggregation,
+                ));
+            }
+            return Ok(answers);
+        }
+        for chunk in encodings.chunks(self.max_batch_size) {
+            let refs: Vec<&TapasEncoding> = chunk.iter().collect();
+            let out = self.forward(pad(&refs, pad_id))?;
+            for (row, encoding) in chunk.iter().enumerate() {
+                let logits = &out.logits[row][..encoding.len()];
+                let agg = out.aggregation.as_ref().map(|a| a[row].as_slice());
+                answers.push(answer(
+                    &item.table,
+                    logits,
+                    &encoding.token_type_ids,
+                    agg,
+                    &self.aggregation,
+                ));
+            }
+        }
+        Ok(answers)
+    }
+}
+
+impl Pipeline for TableQuestionAnswering {
+    fn task(&self) -> Task {
+        Task::TableQuestionAnswering
+    }
+
+    fn run(&self, request: Envelope) -> Result<Value> {
+        let params = Params::parse(&request.parameters)?;
+        let items = parse_inputs(&request.inputs)?;
+        let mut results = Vec::with_capacity(items.len());
+        for item in &items {
+            let mut answers: Vec<Value> = self
+                .answer_item(item, params)?
+                .iter()
+                .map(Answer::to_json)
+                .collect();
+            // transformers: one answer is an object, several a list; so is one result.
+            results.push(if answers.len() == 1 {
+                answers.swap_remove(0)
+            } else {
+                Value::Array(answers)
+            });
+        }
+        if results.len() == 1 {
+            return Ok(results.swap_remove(0));
+        }
+        Ok(Value::Array(results))
+    }
+}
