@@ -10,7 +10,10 @@ use crate::handler::{HookChain, HookRuleError, UserCode};
 use crate::infer::{Infer, InferConfig};
 use crate::models::{Encoder, ModelConfig, ModelError};
 use crate::pipelines::{self, Pipeline, Resources};
+use crate::models::tapas::TapasModel;
+use crate::pipelines::table_question_answering::TableQuestionAnswering;
 use crate::task::Task;
+use crate::tokenizer::tapas::TapasTokenizer;
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 /// A model ready to serve.
@@ -155,6 +158,10 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
                 architecture: architecture.clone().unwrap_or_else(|| "(none)".to_owned()),
             })?,
     };
+    if task == Task::TableQuestionAnswering {
+        let (native, infer) = load_tapas(dir, &config, cfg)?;
+        return finish_load(dir, cfg, native, task, architecture, infer);
+    }
     let head = pipelines::head_for(&task)
         .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
     let tokenizer = TextTokenizer::from_dir(dir, &config)?;
@@ -175,6 +182,18 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         None => pipelines::build(&task, resources)
             .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?,
     };
+    finish_load(dir, cfg, native, task, architecture, infer)
+}
+
+/// User code and the hook chain around the native pipeline.
+fn finish_load(
+    dir: &Path,
+    cfg: &LoadConfig,
+    native: Arc<dyn Pipeline>,
+    task: Task,
+    architecture: Option<String>,
+    infer: Infer,
+) -> Result<LoadedModel, LoadError> {
     let user = load_user_code(dir, cfg, &native)?;
     let chain = HookChain::new(native, user).map_err(|source| LoadError::HookRules {
         path: dir.join("code").join(&cfg.program),
@@ -204,22 +223,24 @@ fn infer_config(cfg: &LoadConfig, pad_id: u32) -> InferConfig {
 }
 
 /// table-question-answering runs TAPAS, which has its own tokenizer and model (not an
-/// [`Encoder`] head).
+/// [`Encoder`] head), behind the same inference core.
 fn load_tapas(
     dir: &Path,
-    config: ModelConfig,
+    config: &ModelConfig,
     cfg: &LoadConfig,
-) -> Result<Arc<dyn pipelines::Pipeline>, LoadError> {
-    let tokenizer = TapasTokenizer::from_dir(dir, &config)?;
-    let model = TapasModel::load(dir, &config)?;
-    let worker =
-        ModelWorker::spawn(model, cfg.queue_size, "model-worker").map_err(LoadError::Worker)?;
-    Ok(Arc::new(TableQuestionAnswering::new(
-        tokenizer,
-        worker,
-        &config,
-        cfg.max_batch_size,
-    )))
+) -> Result<(Arc<dyn Pipeline>, Infer), LoadError> {
+    let tokenizer = TapasTokenizer::from_dir(dir, config)?;
+    let model = TapasModel::load(dir, config)?;
+    let infer = Infer::spawn(
+        model,
+        infer_config(cfg, tokenizer.pad_id()),
+        "model-worker",
+    )
+    .map_err(LoadError::Worker)?;
+    Ok((
+        Arc::new(TableQuestionAnswering::new(tokenizer, infer.clone(), config)),
+        infer,
+    ))
 }
 
 /// Finds user code in `code/`: the WebAssembly component named by `SAGEMAKER_PROGRAM`, or

@@ -373,6 +373,7 @@ impl TextTokenizer {
             input_ids: Vec::with_capacity(encodings.len()),
             type_ids: Vec::with_capacity(encodings.len()),
             attention_mask: Vec::with_capacity(encodings.len()),
+            extra_type_ids: Vec::new(),
         };
         for e in encodings {
             let pad = len - e.len();

@@ -9,6 +9,12 @@
 //! the host in f32, in the order torch's `scatter_reduce` sums. Does not tokenize tables
 //! (`crate::tokenizer::tapas`) nor turn logits into answers (`crate::pipelines`).
 //!
+//! Served through the inference core ([`crate::infer::Model`]): the segment id travels as the
+//! row's `type_ids` and the six other token types as its `extra_type_ids`, in the order above;
+//! the output is one tensor `[B, T, 1 + A]` whose channel 0 is the cell-selection logit of each
+//! token and channels `1..` the row's `A` aggregation logits, repeated on every token (so that
+//! the core's per-row cut keeps them); [`RowOutput::from_tensor`] reads one row back.
+//!
 //! Ported from transformers v4.51.3:
 //! <https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/tapas/modeling_tapas.py>
 
@@ -20,7 +26,7 @@ use serde::Deserialize;
 
 use super::bert::{self, BERT_NAMES, Flavor};
 use super::layers;
-use super::{ModelConfig, ModelError, Result, WeightFiles};
+use super::{EncoderBatch, ModelConfig, ModelError, Result, WeightFiles};
 
 /// The number of token-type vectors per token: segment, column, row, previous label, column rank,
 /// inverse column rank, numeric relation.
@@ -87,6 +93,116 @@ pub struct TapasBatch {
     pub attention_mask: Vec<Vec<u32>>,
     /// The seven token types of each token `[B][T][7]`.
     pub token_type_ids: Vec<Vec<[u32; TOKEN_TYPES]>>,
+}
+
+impl TapasBatch {
+    /// The batch the inference core padded: `type_ids` is token type 0 (segment),
+    /// `extra_type_ids` the other six, in order.
+    pub fn from_encoder_batch(batch: &EncoderBatch) -> Result<Self> {
+        let rows = batch.input_ids.len();
+        if batch.extra_type_ids.len() != rows || batch.type_ids.len() != rows {
+            return Err(ModelError::BadBatch {
+                reason: format!(
+                    "TAPAS needs {} extra token-type channels for each of the {rows} rows",
+                    TOKEN_TYPES - 1
+                ),
+            });
+        }
+        let mut token_type_ids = Vec::with_capacity(rows);
+        for ((ids, segment), extra) in batch
+            .input_ids
+            .iter()
+            .zip(&batch.type_ids)
+            .zip(&batch.extra_type_ids)
+        {
+            let len = ids.len();
+            if extra.len() != TOKEN_TYPES - 1
+                || segment.len() != len
+                || extra.iter().any(|c| c.len() != len)
+            {
+                return Err(ModelError::BadBatch {
+                    reason: format!(
+                        "TAPAS needs a segment id and {} more token types per token",
+                        TOKEN_TYPES - 1
+                    ),
+                });
+            }
+            let row: Vec<[u32; TOKEN_TYPES]> = (0..len)
+                .map(|t| {
+                    let mut types = [0; TOKEN_TYPES];
+                    types[0] = segment[t];
+                    for (k, channel) in extra.iter().enumerate() {
+                        types[k + 1] = channel[t];
+                    }
+                    types
+                })
+                .collect();
+            token_type_ids.push(row);
+        }
+        Ok(Self {
+            input_ids: batch.input_ids.clone(),
+            attention_mask: batch.attention_mask.clone(),
+            token_type_ids,
+        })
+    }
+}
+
+/// One row of the core's output, read back: what the pipeline needs for one question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowOutput {
+    /// Cell-selection logit of each token.
+    pub logits: Vec<f32>,
+    /// The aggregation logits, when the model has the head.
+    pub aggregation: Option<Vec<f32>>,
+}
+
+impl RowOutput {
+    /// Reads `[T, 1 + A]` (one row of [`TapasModel`]'s output through the core).
+    pub fn from_tensor(row: &Tensor) -> candle_core::Result<Self> {
+        let values: Vec<Vec<f32>> = row.to_dtype(DType::F32)?.to_vec2()?;
+        let logits = values.iter().map(|v| v[0]).collect();
+        let aggregation = values
+            .first()
+            .filter(|v| v.len() > 1)
+            .map(|v| v[1..].to_vec());
+        Ok(Self {
+            logits,
+            aggregation,
+        })
+    }
+}
+
+impl crate::infer::Model for TapasModel {
+    fn forward(&mut self, batch: &EncoderBatch) -> Result<Tensor> {
+        let batch = TapasBatch::from_encoder_batch(batch)?;
+        let out = Self::forward(self, &batch)?;
+        let (rows, len) = (batch.input_ids.len(), batch.input_ids[0].len());
+        let aggregation_labels = out.aggregation.as_ref().map_or(0, |a| a[0].len());
+        let width = 1 + aggregation_labels;
+        let mut data = Vec::with_capacity(rows * len * width);
+        for row in 0..rows {
+            for t in 0..len {
+                data.push(out.logits[row][t]);
+                if let Some(aggregation) = &out.aggregation {
+                    data.extend_from_slice(&aggregation[row]);
+                }
+            }
+        }
+        Ok(Tensor::from_vec(data, (rows, len, width), &self.device)?)
+    }
+
+    fn forward_positions(
+        &mut self,
+        batch: &EncoderBatch,
+        positions: &[(usize, usize)],
+    ) -> Result<Tensor> {
+        let all = crate::infer::Model::forward(self, batch)?;
+        let picked = positions
+            .iter()
+            .map(|&(row, position)| all.get(row)?.get(position))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&picked, 0)?)
+    }
 }
 
 /// What `TapasForQuestionAnswering` returns, per row of the batch.

@@ -10,16 +10,22 @@
 //! such objects. Cells are strings or numbers (a number is read as its decimal text, and
 //! `cells` answers with that text). Not here: tokenization (`tokenizer::tapas`) and the model
 //! (`models::tapas`).
+//!
+//! Questions go to the inference core as rows whose `type_ids` are the segment ids and whose
+//! `extra_type_ids` are TAPAS's six other token types. Independent questions (every question
+//! of every item) go as one request, which the core batches; `sequential` questions go one
+//! request at a time, in order, each built from the previous answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{Envelope, Pipeline, PipelineError, Result, Task, check_names, json_kind};
-use crate::infer::ModelWorker;
+use super::params::check_names;
+use super::{Envelope, Pipeline, PipelineError, Result, Task, json_kind};
+use crate::infer::{Infer, Outputs, Row};
 use crate::models::ModelConfig;
-use crate::models::tapas::{TOKEN_TYPES, TapasBatch, TapasModel, TapasOutput};
+use crate::models::tapas::{RowOutput, TOKEN_TYPES};
 use crate::tokenizer::tapas::{Table, TapasEncoding, TapasTokenizer, Truncation};
 
 /// Parameter names this task accepts (contract §4).
@@ -275,22 +281,14 @@ fn number_text(n: &serde_json::Number) -> String {
     n.to_string()
 }
 
-/// Right-pads encodings into one batch.
-pub fn pad(encodings: &[&TapasEncoding], pad_id: u32) -> TapasBatch {
-    let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
-    let mut batch = TapasBatch::default();
-    for e in encodings {
-        let mut ids = e.input_ids.clone();
-        ids.resize(len, pad_id);
-        let mut types = e.token_type_ids.clone();
-        types.resize(len, [0; TOKEN_TYPES]);
-        let mut mask = vec![1u32; e.len()];
-        mask.resize(len, 0);
-        batch.input_ids.push(ids);
-        batch.token_type_ids.push(types);
-        batch.attention_mask.push(mask);
+/// The core's row for an encoding: token type 0 (segment) as `type_ids`, the other six as
+/// `extra_type_ids`.
+pub fn row_of(encoding: &TapasEncoding) -> Row {
+    let channel = |k: usize| encoding.token_type_ids.iter().map(|t| t[k]).collect();
+    Row {
+        extra_type_ids: (1..TOKEN_TYPES).map(channel).collect(),
+        ..Row::new(encoding.input_ids.clone(), channel(0))
     }
-    batch
 }
 
 /// `convert_logits_to_predictions` for one question: the mean probability of each table cell
@@ -419,50 +417,54 @@ pub fn answer(
     }
 }
 
+/// A server fault: the core answered fewer rows than the pipeline sent.
+fn missing_output(what: &str) -> PipelineError {
+    PipelineError::Output(candle_core::Error::Msg(what.to_owned()))
+}
+
 /// The table-question-answering pipeline.
 pub struct TableQuestionAnswering {
     tokenizer: Arc<TapasTokenizer>,
-    worker: Arc<ModelWorker<TapasModel>>,
+    infer: Infer,
     aggregation: Aggregation,
     max_positions: usize,
-    max_batch_size: usize,
 }
 
 impl TableQuestionAnswering {
-    /// A pipeline over a TAPAS tokenizer and the worker that owns the model.
-    pub fn new(
-        tokenizer: TapasTokenizer,
-        worker: ModelWorker<TapasModel>,
-        config: &ModelConfig,
-        max_batch_size: usize,
-    ) -> Self {
+    /// A pipeline over a TAPAS tokenizer and the inference core that owns the model.
+    pub fn new(tokenizer: TapasTokenizer, infer: Infer, config: &ModelConfig) -> Self {
         Self {
             tokenizer: Arc::new(tokenizer),
-            worker: Arc::new(worker),
+            infer,
             aggregation: Aggregation::from_config(config),
             max_positions: config.max_position_embeddings.unwrap_or(usize::MAX),
-            max_batch_size: max_batch_size.max(1),
         }
     }
 
-    fn forward(&self, batch: TapasBatch) -> Result<TapasOutput> {
-        self.worker
-            .run(move |model| model.forward(&batch))?
-            .map_err(PipelineError::Model)
+    /// Runs rows through the model: one output per row, in order.
+    fn forward(&self, rows: Vec<Row>) -> Result<Vec<RowOutput>> {
+        self.infer
+            .run(rows, Outputs::All)?
+            .iter()
+            .map(|t| RowOutput::from_tensor(t).map_err(PipelineError::Output))
+            .collect()
     }
 
-    /// Answers the questions of one item.
-    fn answer_item(&self, item: &Item, params: Params) -> Result<Vec<Answer>> {
+    /// The encodings of one item's questions (validation errors before any model work).
+    fn encode_item(&self, item: &Item, params: Params) -> Result<Vec<TapasEncoding>> {
+        let tokenizer_failed = |e: crate::tokenizer::TokenizerError| PipelineError::Tokenizer {
+            source: Box::new(e),
+        };
         let table = self
             .tokenizer
             .tokenize_table(&item.table)
-            .map_err(|e| PipelineError::Tokenizer(e.to_string()))?;
+            .map_err(tokenizer_failed)?;
         let mut encodings = Vec::with_capacity(item.queries.len());
         for query in &item.queries {
             let encoding = self
                 .tokenizer
                 .encode(&table, query, params.truncation)
-                .map_err(|e| PipelineError::Tokenizer(e.to_string()))?
+                .map_err(tokenizer_failed)?
                 .map_err(|e| PipelineError::validation(e.to_string()))?;
             if encoding.len() > self.max_positions {
                 return Err(PipelineError::validation(format!(
@@ -478,48 +480,75 @@ impl TableQuestionAnswering {
             }
             encodings.push(encoding);
         }
-        let pad_id = self.tokenizer.pad_id();
+        Ok(encodings)
+    }
+
+    /// `sequential_inference`: the questions of one item one after the other, each seeing the
+    /// cells chosen for the previous one as its previous-label token type.
+    fn answer_sequentially(
+        &self,
+        item: &Item,
+        mut encodings: Vec<TapasEncoding>,
+    ) -> Result<Vec<Answer>> {
         let mut answers = Vec::with_capacity(encodings.len());
-        if params.sequential {
-            // sequential_inference: each question sees the cells chosen for the previous one.
-            let mut previous: Option<HashMap<(usize, usize), f64>> = None;
-            for encoding in &mut encodings {
-                if let Some(prev) = &previous {
-                    for t in &mut encoding.token_type_ids {
-                        if t[0] == 1 && t[1] > 0 && t[2] > 0 {
-                            let key = (t[1] as usize - 1, t[2] as usize - 1);
-                            t[3] = u32::from(prev.get(&key).is_some_and(|p| *p > CELL_THRESHOLD));
-                        }
+        let mut previous: Option<HashMap<(usize, usize), f64>> = None;
+        for encoding in &mut encodings {
+            if let Some(prev) = &previous {
+                for t in &mut encoding.token_type_ids {
+                    if t[0] == 1 && t[1] > 0 && t[2] > 0 {
+                        let key = (t[1] as usize - 1, t[2] as usize - 1);
+                        t[3] = u32::from(prev.get(&key).is_some_and(|p| *p > CELL_THRESHOLD));
                     }
                 }
-                let out = self.forward(pad(&[&*encoding], pad_id))?;
-                let logits = &out.logits[0];
-                previous = Some(cell_probabilities(logits, &encoding.token_type_ids));
-                let agg = out.aggregation.as_ref().map(|a| a[0].as_slice());
-                answers.push(answer(
-                    &item.table,
-                    logits,
-                    &encoding.token_type_ids,
-                    agg,
-                    &self.aggregation,
-                ));
             }
-            return Ok(answers);
+            let out = self
+                .forward(vec![row_of(encoding)])?
+                .pop()
+                .ok_or_else(|| missing_output("the model answered no row"))?;
+            previous = Some(cell_probabilities(&out.logits, &encoding.token_type_ids));
+            answers.push(answer(
+                &item.table,
+                &out.logits,
+                &encoding.token_type_ids,
+                out.aggregation.as_deref(),
+                &self.aggregation,
+            ));
         }
-        for chunk in encodings.chunks(self.max_batch_size) {
-            let refs: Vec<&TapasEncoding> = chunk.iter().collect();
-            let out = self.forward(pad(&refs, pad_id))?;
-            for (row, encoding) in chunk.iter().enumerate() {
-                let logits = &out.logits[row][..encoding.len()];
-                let agg = out.aggregation.as_ref().map(|a| a[row].as_slice());
-                answers.push(answer(
+        Ok(answers)
+    }
+
+    /// Answers every item: independent questions in one request to the core, sequential ones
+    /// one request per question.
+    fn answer_items(&self, items: &[Item], params: Params) -> Result<Vec<Vec<Answer>>> {
+        let encoded = items
+            .iter()
+            .map(|item| self.encode_item(item, params))
+            .collect::<Result<Vec<_>>>()?;
+        if params.sequential {
+            return items
+                .iter()
+                .zip(encoded)
+                .map(|(item, encodings)| self.answer_sequentially(item, encodings))
+                .collect();
+        }
+        let rows = encoded.iter().flatten().map(row_of).collect();
+        let mut outputs = self.forward(rows)?.into_iter();
+        let mut answers = Vec::with_capacity(items.len());
+        for (item, encodings) in items.iter().zip(&encoded) {
+            let mut item_answers = Vec::with_capacity(encodings.len());
+            for encoding in encodings {
+                let out = outputs
+                    .next()
+                    .ok_or_else(|| missing_output("the model answered fewer rows than asked"))?;
+                item_answers.push(answer(
                     &item.table,
-                    logits,
+                    &out.logits,
                     &encoding.token_type_ids,
-                    agg,
+                    out.aggregation.as_deref(),
                     &self.aggregation,
                 ));
             }
+            answers.push(item_answers);
         }
         Ok(answers)
     }
@@ -534,12 +563,8 @@ impl Pipeline for TableQuestionAnswering {
         let params = Params::parse(&request.parameters)?;
         let items = parse_inputs(&request.inputs)?;
         let mut results = Vec::with_capacity(items.len());
-        for item in &items {
-            let mut answers: Vec<Value> = self
-                .answer_item(item, params)?
-                .iter()
-                .map(Answer::to_json)
-                .collect();
+        for item_answers in self.answer_items(&items, params)? {
+            let mut answers: Vec<Value> = item_answers.iter().map(Answer::to_json).collect();
             // transformers: one answer is an object, several a list; so is one result.
             results.push(if answers.len() == 1 {
                 answers.swap_remove(0)
