@@ -8,10 +8,10 @@ use crate::artifact::{self, ArtifactError};
 use crate::config::{LoadConfig, ModelSource};
 use crate::handler::{HookChain, HookRuleError, UserCode};
 use crate::infer::{Infer, InferConfig};
-use crate::models::{Encoder, ModelConfig, ModelError};
-use crate::pipelines::{self, Pipeline, Resources};
 use crate::models::tapas::TapasModel;
+use crate::models::{Encoder, ModelConfig, ModelError};
 use crate::pipelines::table_question_answering::TableQuestionAnswering;
+use crate::pipelines::{self, Pipeline, Resources};
 use crate::task::Task;
 use crate::tokenizer::tapas::TapasTokenizer;
 use crate::tokenizer::{TextTokenizer, TokenizerError};
@@ -160,7 +160,7 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
     };
     if task == Task::TableQuestionAnswering {
         let (native, infer) = load_tapas(dir, &config, cfg)?;
-        return finish_load(dir, cfg, native, task, architecture, infer);
+        return finish_load(dir, cfg, native, task, architecture.as_deref(), infer);
     }
     let head = pipelines::head_for(&task)
         .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
@@ -182,7 +182,7 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         None => pipelines::build(&task, resources)
             .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?,
     };
-    finish_load(dir, cfg, native, task, architecture, infer)
+    finish_load(dir, cfg, native, task, architecture.as_deref(), infer)
 }
 
 /// User code and the hook chain around the native pipeline.
@@ -191,7 +191,7 @@ fn finish_load(
     cfg: &LoadConfig,
     native: Arc<dyn Pipeline>,
     task: Task,
-    architecture: Option<String>,
+    architecture: Option<&str>,
     infer: Infer,
 ) -> Result<LoadedModel, LoadError> {
     let user = load_user_code(dir, cfg, &native)?;
@@ -199,7 +199,7 @@ fn finish_load(
         path: dir.join("code").join(&cfg.program),
         source,
     })?;
-    tracing::info!(task = %task, architecture = architecture.as_deref().unwrap_or("-"), dir = %dir.display(), "model loaded");
+    tracing::info!(task = %task, architecture = architecture.unwrap_or("-"), dir = %dir.display(), "model loaded");
     Ok(LoadedModel {
         chain,
         task,
@@ -231,14 +231,14 @@ fn load_tapas(
 ) -> Result<(Arc<dyn Pipeline>, Infer), LoadError> {
     let tokenizer = TapasTokenizer::from_dir(dir, config)?;
     let model = TapasModel::load(dir, config)?;
-    let infer = Infer::spawn(
-        model,
-        infer_config(cfg, tokenizer.pad_id()),
-        "model-worker",
-    )
-    .map_err(LoadError::Worker)?;
+    let infer = Infer::spawn(model, infer_config(cfg, tokenizer.pad_id()), "model-worker")
+        .map_err(LoadError::Worker)?;
     Ok((
-        Arc::new(TableQuestionAnswering::new(tokenizer, infer.clone(), config)),
+        Arc::new(TableQuestionAnswering::new(
+            tokenizer,
+            infer.clone(),
+            config,
+        )),
         infer,
     ))
 }

@@ -180,19 +180,16 @@ fn parse_item(map: &Map<String, Value>) -> Result<Item> {
         })?;
     let queries = match query {
         Value::String(s) => vec![s.clone()],
-        Value::Array(list) if !list.is_empty() => {
-            let queries = list
-                .iter()
-                .map(|q| match q {
-                    Value::String(s) => Ok(s.clone()),
-                    other => Err(PipelineError::validation(format!(
-                        "`query` must be a string or a list of strings, found {} in the list",
-                        json_kind(other)
-                    ))),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            queries
-        }
+        Value::Array(list) if !list.is_empty() => list
+            .iter()
+            .map(|q| match q {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(PipelineError::validation(format!(
+                    "`query` must be a string or a list of strings, found {} in the list",
+                    json_kind(other)
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?,
         other => {
             return Err(PipelineError::validation(format!(
                 "`query` must be a string or a non-empty list of strings, got {}",

@@ -171,15 +171,17 @@ fn number_pattern_at(chars: &[char], i: usize) -> Option<usize> {
     };
     let sign = |j: usize| chars.get(j).is_some_and(|c| matches!(c, '+' | '-'));
     // The optional sign group first (greedy), then without it.
-    if i == 0 && sign(0) {
-        if let Some(end) = number_at(1) {
-            return Some(end);
-        }
+    if i == 0
+        && sign(0)
+        && let Some(end) = number_at(1)
+    {
+        return Some(end);
     }
-    if chars.get(i).is_some_and(|c| c.is_whitespace()) && sign(i + 1) {
-        if let Some(end) = number_at(i + 2) {
-            return Some(end);
-        }
+    if chars.get(i).is_some_and(|c| c.is_whitespace())
+        && sign(i + 1)
+        && let Some(end) = number_at(i + 2)
+    {
+        return Some(end);
     }
     number_at(i)
 }
@@ -389,10 +391,10 @@ fn field_matches(field: Field, chars: &[char], i: usize) -> Vec<(usize, u32)> {
             if let Some(a @ 1..=9) = digit(i) {
                 out.push((i + 1, a));
             }
-            if chars.get(i) == Some(&' ') {
-                if let Some(a @ 1..=9) = digit(i + 1) {
-                    out.push((i + 2, a));
-                }
+            if chars.get(i) == Some(&' ')
+                && let Some(a @ 1..=9) = digit(i + 1)
+            {
+                out.push((i + 2, a));
             }
             out
         }

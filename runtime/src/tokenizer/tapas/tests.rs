@@ -104,24 +104,89 @@ fn encodings_equal_transformers_with_ranks_relations_and_truncation() {
     }
 }
 
-#[test]
-fn big_tables_drop_rows_and_wordy_cells_are_shortened() {
-    let cases = expected()["encodings"].as_array().unwrap().clone();
-    let big = cases.iter().find(|c| c["table"] == "big").unwrap();
-    let rows_kept = big["token_type_ids"]
-        .as_array()
+/// Our encoding of a fixture case.
+fn encode_case(tok: &TapasTokenizer, case: &Value) -> TapasEncoding {
+    let tokenized = tok.tokenize_table(&table_of(case)).unwrap();
+    let truncation = if case["truncation"].as_bool().unwrap() {
+        Truncation::DropRowsToFit
+    } else {
+        Truncation::None
+    };
+    tok.encode(&tokenized, case["query"].as_str().unwrap(), truncation)
         .unwrap()
-        .iter()
-        .map(|t| t[2].as_u64().unwrap())
-        .max()
-        .unwrap();
-    assert!(
-        rows_kept < 50,
-        "the fixture must drop rows, kept {rows_kept}"
-    );
-    assert!(big["input_ids"].as_array().unwrap().len() <= 128);
+        .unwrap()
+}
+
+/// The highest row id (token type 2) of an encoding: how many data rows it kept.
+fn rows_kept(types: &[[u32; TOKEN_TYPES]]) -> u32 {
+    types.iter().map(|t| t[2]).max().unwrap_or(0)
+}
+
+#[test]
+fn big_tables_drop_the_rows_transformers_drops_and_wordy_cells_are_shortened() {
+    let tok = tokenizer();
+    let cases = expected()["encodings"].as_array().unwrap().clone();
+    let big: Vec<&Value> = cases.iter().filter(|c| c["table"] == "big").collect();
+    assert!(!big.is_empty());
+    for case in big {
+        let rows = case["rows"].as_array().unwrap().len();
+        let want: Vec<[u32; TOKEN_TYPES]> =
+            serde_json::from_value(case["token_type_ids"].clone()).unwrap();
+        let got = encode_case(&tok, case);
+        // transformers keeps 11 or 12 of the 50 rows (drop_rows_to_fit) for these questions.
+        assert_eq!(
+            rows_kept(&got.token_type_ids),
+            rows_kept(&want),
+            "{}",
+            case["query"]
+        );
+        assert!(
+            (rows_kept(&want) as usize) < rows,
+            "the fixture must drop rows"
+        );
+        assert_eq!(got.len(), case["input_ids"].as_array().unwrap().len());
+        assert!(got.len() <= 128);
+    }
     let wordy = cases.iter().find(|c| c["table"] == "wordy").unwrap();
-    assert!(wordy["input_ids"].as_array().unwrap().len() <= 128);
+    let got = encode_case(&tok, wordy);
+    let want: Vec<u32> = serde_json::from_value(wordy["input_ids"].clone()).unwrap();
+    assert_eq!(
+        got.input_ids, want,
+        "wordy cells are cut as transformers cuts them"
+    );
+}
+
+#[test]
+fn rank_ids_and_numeric_relations_equal_transformers() {
+    let tok = tokenizer();
+    let cases = expected()["encodings"].as_array().unwrap().clone();
+    let mut ranked = 0;
+    for case in &cases {
+        let want: Vec<[u32; TOKEN_TYPES]> =
+            serde_json::from_value(case["token_type_ids"].clone()).unwrap();
+        let got = encode_case(&tok, case);
+        let channel = |types: &[[u32; TOKEN_TYPES]], k: usize| -> Vec<u32> {
+            types.iter().map(|t| t[k]).collect()
+        };
+        for (k, name) in [
+            (4, "column rank"),
+            (5, "inverse column rank"),
+            (6, "numeric relation"),
+        ] {
+            assert_eq!(
+                channel(&got.token_type_ids, k),
+                channel(&want, k),
+                "{} / {}: {name}",
+                case["table"],
+                case["query"]
+            );
+        }
+        ranked += usize::from(want.iter().any(|t| t[4] > 1));
+    }
+    assert!(
+        ranked >= 5,
+        "the fixture must exercise ranks, {ranked} cases do"
+    );
 }
 
 #[test]
