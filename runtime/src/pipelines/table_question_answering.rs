@@ -575,3 +575,147 @@ impl Pipeline for TableQuestionAnswering {
         Ok(Value::Array(results))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn params(v: Value) -> Result<Params> {
+        Params::parse(v.as_object().expect("an object"))
+    }
+
+    #[test]
+    fn parameters_take_transformers_values_and_refuse_others() {
+        assert_eq!(params(json!({})).unwrap(), Params::default());
+        let p = params(
+            json!({"sequential": true, "truncation": "do_not_truncate", "padding": "longest"}),
+        )
+        .unwrap();
+        assert!(p.sequential);
+        assert_eq!(p.truncation, Truncation::None);
+        assert_eq!(
+            params(json!({"truncation": true})).unwrap().truncation,
+            Truncation::DropRowsToFit
+        );
+        for bad in [
+            json!({"sequential": 1}),
+            json!({"truncation": "longest_first"}),
+            json!({"padding": 3}),
+            json!({"top_k": 1}),
+        ] {
+            assert!(params(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tables_are_read_column_by_column_into_rows() {
+        let table = parse_table(
+            json!({"a": ["x", 1, 2.5, 3.0], "b": ["p", "q", "r", "s"]})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(table.columns, ["a", "b"]);
+        // Numbers as Python's str() of the value pandas holds.
+        assert_eq!(table.rows[1], ["1", "q"]);
+        assert_eq!(table.rows[2], ["2.5", "r"]);
+        assert_eq!(table.rows[3], ["3.0", "s"]);
+        let uneven = parse_table(json!({"a": ["x"], "b": []}).as_object().unwrap()).unwrap_err();
+        assert!(uneven.to_string().contains("same length"), "{uneven}");
+        let nested = parse_table(json!({"a": [["x"]]}).as_object().unwrap()).unwrap_err();
+        assert!(
+            nested.to_string().contains("string or a number"),
+            "{nested}"
+        );
+    }
+
+    #[test]
+    fn a_query_is_required_and_question_is_its_alias() {
+        let table = json!({"a": ["x"]});
+        let item = &parse_inputs(&json!({"question": "q", "table": table})).unwrap()[0];
+        assert_eq!(item.queries, ["q"]);
+        let missing = parse_inputs(&json!({"table": table})).unwrap_err();
+        assert!(
+            missing.to_string().contains("`query` is missing"),
+            "{missing}"
+        );
+        let many = parse_inputs(&json!([{"query": ["a", "b"], "table": table}])).unwrap();
+        assert_eq!(many[0].queries, ["a", "b"]);
+    }
+
+    /// Token types of `[CLS] q [SEP] header cell(0,0) cell(1,0)`: segment, column, row.
+    fn types() -> Vec<[u32; TOKEN_TYPES]> {
+        [
+            (0, 0, 0),
+            (0, 0, 0),
+            (0, 0, 0),
+            (1, 1, 0),
+            (1, 1, 1),
+            (1, 1, 2),
+        ]
+        .iter()
+        .map(|&(s, c, r)| {
+            let mut t = [0; TOKEN_TYPES];
+            t[0] = s;
+            t[1] = c;
+            t[2] = r;
+            t
+        })
+        .collect()
+    }
+
+    #[test]
+    fn cells_above_one_half_answer_with_the_aggregator_prefix() {
+        let table = Table {
+            columns: vec!["n".into()],
+            rows: vec![vec!["7".into()], vec!["9".into()]],
+        };
+        let aggregation = Aggregation {
+            labels: ["NONE", "SUM", "AVERAGE", "COUNT"]
+                .map(String::from)
+                .to_vec(),
+            none_index: Some(0),
+        };
+        // Header and question logits never count; the second cell is below 0.5.
+        let logits = [9.0, 9.0, 9.0, 9.0, 2.0, -2.0];
+        let sum = answer(
+            &table,
+            &logits,
+            &types(),
+            Some(&[0.0, 3.0, 1.0, 1.0]),
+            &aggregation,
+        );
+        assert_eq!(sum.coordinates, vec![[0, 0]]);
+        assert_eq!(sum.answer, "SUM > 7");
+        assert_eq!(sum.aggregator.as_deref(), Some("SUM"));
+        let none = answer(
+            &table,
+            &logits,
+            &types(),
+            Some(&[3.0, 0.0, 0.0, 0.0]),
+            &aggregation,
+        );
+        assert_eq!(none.answer, "7");
+        assert_eq!(none.aggregator.as_deref(), Some("NONE"));
+        let headless = answer(&table, &logits, &types(), None, &Aggregation::default());
+        assert_eq!(
+            headless.to_json(),
+            json!({"answer": "7", "coordinates": [[0, 0]], "cells": ["7"]})
+        );
+    }
+
+    #[test]
+    fn rows_carry_the_segment_and_six_extra_channels() {
+        let encoding = TapasEncoding {
+            input_ids: vec![1, 2, 3, 4, 5, 6],
+            token_type_ids: types(),
+        };
+        let row = row_of(&encoding);
+        assert_eq!(row.type_ids, [0, 0, 0, 1, 1, 1]);
+        assert_eq!(row.extra_type_ids.len(), TOKEN_TYPES - 1);
+        assert_eq!(row.extra_type_ids[0], [0, 0, 0, 1, 1, 1]);
+        assert_eq!(row.extra_type_ids[1], [0, 0, 0, 0, 1, 2]);
+    }
+}
