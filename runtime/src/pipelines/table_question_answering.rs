@@ -582,21 +582,21 @@ mod tests {
 
     use super::*;
 
-    fn params(v: Value) -> Result<Params> {
+    fn params(v: &Value) -> Result<Params> {
         Params::parse(v.as_object().expect("an object"))
     }
 
     #[test]
     fn parameters_take_transformers_values_and_refuse_others() {
-        assert_eq!(params(json!({})).unwrap(), Params::default());
+        assert_eq!(params(&json!({})).unwrap(), Params::default());
         let p = params(
-            json!({"sequential": true, "truncation": "do_not_truncate", "padding": "longest"}),
+            &json!({"sequential": true, "truncation": "do_not_truncate", "padding": "longest"}),
         )
         .unwrap();
         assert!(p.sequential);
         assert_eq!(p.truncation, Truncation::None);
         assert_eq!(
-            params(json!({"truncation": true})).unwrap().truncation,
+            params(&json!({"truncation": true})).unwrap().truncation,
             Truncation::DropRowsToFit
         );
         for bad in [
@@ -605,7 +605,7 @@ mod tests {
             json!({"padding": 3}),
             json!({"top_k": 1}),
         ] {
-            assert!(params(bad.clone()).is_err(), "{bad}");
+            assert!(params(&bad).is_err(), "{bad}");
         }
     }
 
