@@ -37,6 +37,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Write a SageMaker `model.tar.gz` from a model directory and an optional guest `.wasm`.
     Package(PackageArgs),
+    /// Run a Batch Transform job over local files or an `s3://` prefix, in-process.
+    Batch(Box<BatchArgs>),
 }
 
 /// Log output format.
@@ -182,6 +184,108 @@ pub struct PackageArgs {
     /// Archive to write.
     #[arg(short, long, default_value = "model.tar.gz")]
     pub output: PathBuf,
+}
+
+/// Flags of `sagebrush batch` (contract §8). The model flags are those of `serve`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Input: a file, a directory (read recursively) or an `s3://bucket/prefix`.
+    #[arg(long)]
+    pub input: String,
+    /// Output: a directory or an `s3://bucket/prefix`; each input gets `<input name>.out`.
+    #[arg(long)]
+    pub output: String,
+    /// How a file is cut into records: `Line` (one per line) or `None` (the whole file).
+    #[arg(long, value_enum, default_value_t = SplitType::Line, ignore_case = true)]
+    pub split_type: SplitType,
+    /// One record per request, or as many as fit in `--max-payload-mb` (and `--max-records`).
+    #[arg(long, value_enum, default_value_t = Strategy::MultiRecord, ignore_case = true)]
+    pub strategy: Strategy,
+    /// Most records in one MultiRecord request.
+    #[arg(long, default_value_t = 64, value_parser = number::<usize>(1, 1_000_000, "a whole number"))]
+    pub max_records: usize,
+    /// Requests in flight at once. Default: `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS`, else `--workers`.
+    #[arg(long, value_parser = number::<usize>(1, 1024, "a whole number"))]
+    pub concurrency: Option<usize>,
+    /// How outputs are joined in a file: `Line` (a newline after each record) or `None`.
+    #[arg(long, value_enum, default_value_t = AssembleWith::Line, ignore_case = true)]
+    pub assemble_with: AssembleWith,
+    /// Media type of the records (`application/jsonlines`, `text/csv` with a header row, ...).
+    #[arg(long, default_value = "application/jsonlines")]
+    pub content_type: String,
+    /// Media type of the answers.
+    #[arg(long, default_value = "application/jsonlines")]
+    pub accept: String,
+    /// What a bad record does: `fail` its file (no output, non-zero exit) or write a `placeholder` error line.
+    #[arg(long, value_enum, default_value_t = OnError::Fail, ignore_case = true)]
+    pub on_error: OnError,
+    /// JSONPath selecting the part of each input record sent to the model (e.g. `$.features`, `$[1:]`).
+    #[arg(long)]
+    pub input_filter: Option<String>,
+    /// JSONPath selecting the part of each (joined) output record written (e.g. `$['id','SageMakerOutput']`).
+    #[arg(long)]
+    pub output_filter: Option<String>,
+    /// `Input` joins each input record with its output; `None` writes the output alone.
+    #[arg(long, value_enum, default_value_t = JoinSource::None, ignore_case = true)]
+    pub join_source: JoinSource,
+    /// Model, user-code and limit flags, as for `serve`.
+    #[command(flatten)]
+    pub model: ServeArgs,
+}
+
+/// `--split-type` (SageMaker's `SplitType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitType {
+    /// One record per line.
+    #[value(name = "Line")]
+    Line,
+    /// The whole file is one record.
+    #[value(name = "None")]
+    None,
+}
+
+/// `--strategy` (SageMaker's `BatchStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Strategy {
+    /// One record per request.
+    #[value(name = "SingleRecord")]
+    SingleRecord,
+    /// Several records per request.
+    #[value(name = "MultiRecord")]
+    MultiRecord,
+}
+
+/// `--assemble-with` (SageMaker's `AssembleWith`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AssembleWith {
+    /// A newline after each record's output.
+    #[value(name = "Line")]
+    Line,
+    /// Outputs concatenated as they are.
+    #[value(name = "None")]
+    None,
+}
+
+/// `--on-error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnError {
+    /// A bad record fails its file: no output file, and the job exits non-zero.
+    #[value(name = "fail")]
+    Fail,
+    /// A bad record's output line is an error object; the job goes on.
+    #[value(name = "placeholder")]
+    Placeholder,
+}
+
+/// `--join-source` (SageMaker's `JoinSource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JoinSource {
+    /// Each output record is joined with its input record.
+    #[value(name = "Input")]
+    Input,
+    /// The output alone.
+    #[value(name = "None")]
+    None,
 }
 
 /// Batch Transform strategy (contract §8).
@@ -361,7 +465,17 @@ impl Config {
                 .unwrap_or(1)
         });
         // SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS wins over the older SAGEMAKER_MODEL_SERVER_TIMEOUT.
-        let timeout = args.timeout_seconds.or(args.timeout_legacy).unwrap_or(60);
+        // In a Batch Transform container a MultiRecord request holds many records: the default
+        // is then SageMaker's own invocation timeout for transform jobs (contract §8).
+        let default_timeout = if args.batch {
+            BATCH_TIMEOUT_SECONDS
+        } else {
+            60
+        };
+        let timeout = args
+            .timeout_seconds
+            .or(args.timeout_legacy)
+            .unwrap_or(default_timeout);
         let source = match (&args.model, &args.hub.model_id) {
             (Some(model), Some(model_id)) => {
                 return Err(ConfigError::TwoSources {
@@ -399,7 +513,11 @@ impl Config {
                 workers,
                 queue_size: args.queue_size,
                 default_accept: args.default_accept,
-                max_concurrent_transforms: args.max_concurrent_transforms.unwrap_or(workers),
+                // Never more than can wait for the model: beyond the queue, requests get 429.
+                max_concurrent_transforms: args
+                    .max_concurrent_transforms
+                    .unwrap_or(workers)
+                    .min(args.queue_size),
                 batch_strategy: args.batch_strategy,
                 batch: args.batch,
             },
@@ -429,6 +547,9 @@ impl Config {
         })
     }
 }
+
+/// SageMaker's default `InvocationsTimeoutInSeconds` for transform jobs.
+const BATCH_TIMEOUT_SECONDS: u64 = 600;
 
 fn hub_config(hub: &HubArgs, model_id: &str) -> HubConfig {
     let hf_home = hub
@@ -522,9 +643,9 @@ where
     })
 }
 
-/// A boolean variable (contract §2's truth values).
 /// A checked parser of a truth value.
 type BoolParser = Checked<fn(&str) -> Result<bool, String>>;
+/// A boolean variable (contract §2's truth values).
 const BOOL: BoolParser = Checked(parse_bool);
 
 /// A time limit in whole seconds, shared by the two names of the invocation timeout.
@@ -578,7 +699,7 @@ mod tests {
         let args = ["sagebrush", "serve"].iter().chain(extra);
         match Cli::try_parse_from(args).expect("parses").command {
             Command::Serve(args) => *args,
-            Command::Package(_) => unreachable!("serve was asked for"),
+            Command::Package(_) | Command::Batch(_) => unreachable!("serve was asked for"),
         }
     }
 
@@ -658,6 +779,74 @@ mod tests {
             err.contains("`SAGEMAKER_BATCH_STRATEGY`") && err.contains("MULTI_RECORD"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn batch_parses_sagemaker_spellings() {
+        let cli = Cli::try_parse_from([
+            "sagebrush",
+            "batch",
+            "--input",
+            "in",
+            "--output",
+            "s3://b/out",
+            "--strategy",
+            "SingleRecord",
+            "--split-type",
+            "none",
+            "--on-error",
+            "placeholder",
+            "--join-source",
+            "Input",
+        ])
+        .expect("parses");
+        let Command::Batch(args) = cli.command else {
+            panic!("not batch")
+        };
+        assert_eq!(args.strategy, Strategy::SingleRecord);
+        assert_eq!(args.split_type, SplitType::None);
+        assert_eq!(args.on_error, OnError::Placeholder);
+        assert_eq!(args.join_source, JoinSource::Input);
+        assert_eq!(args.assemble_with, AssembleWith::Line);
+        let bad = Cli::try_parse_from([
+            "sagebrush",
+            "batch",
+            "--input",
+            "a",
+            "--output",
+            "b",
+            "--strategy",
+            "All",
+        ]);
+        assert!(bad.unwrap_err().to_string().contains("MultiRecord"));
+    }
+
+    #[test]
+    fn batch_container_defaults() {
+        let parse = |env_batch: &str| {
+            let cli = Cli::try_parse_from([
+                "sagebrush",
+                "serve",
+                "--batch",
+                env_batch,
+                "--queue-size",
+                "4",
+                "--max-concurrent-transforms",
+                "9",
+            ])
+            .expect("parses");
+            let Command::Serve(args) = cli.command else {
+                panic!("not serve")
+            };
+            Config::from_serve_args(&args).expect("config")
+        };
+        let batch = parse("true");
+        assert_eq!(
+            batch.server.timeout,
+            Duration::from_secs(BATCH_TIMEOUT_SECONDS)
+        );
+        assert_eq!(batch.server.max_concurrent_transforms, 4);
+        assert_eq!(parse("false").server.timeout, Duration::from_secs(60));
     }
 
     #[test]

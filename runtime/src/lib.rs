@@ -3,6 +3,8 @@
 
 /// Model artifacts: directories and safely unpacked `model.tar.gz`.
 pub mod artifact;
+/// `sagebrush batch`: Batch Transform jobs over local files and `s3://`, in-process.
+pub mod batch;
 /// Media types: decode request bodies, encode answers, negotiate.
 pub mod codec;
 /// Command line, environment and the checked configuration.
@@ -45,6 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_serve_args(&args)?;
             serve(config).await
         }
+        Command::Batch(args) => batch::run(&args).await.map_err(anyhow::Error::from),
         Command::Package(args) => {
             let archive = package::run(&args)?;
             println!("{}", archive.display());

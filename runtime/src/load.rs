@@ -195,10 +195,12 @@ fn finish_load(
     infer: Infer,
 ) -> Result<LoadedModel, LoadError> {
     let user = load_user_code(dir, cfg, &native)?;
-    let chain = HookChain::new(native, user).map_err(|source| LoadError::HookRules {
-        path: dir.join("code").join(&cfg.program),
-        source,
-    })?;
+    let chain = HookChain::new(native, user)
+        .map(|chain| chain.with_record_parallelism(cfg.max_batch_size))
+        .map_err(|source| LoadError::HookRules {
+            path: dir.join("code").join(&cfg.program),
+            source,
+        })?;
     tracing::info!(task = %task, architecture = architecture.unwrap_or("-"), dir = %dir.display(), "model loaded");
     Ok(LoadedModel {
         chain,
@@ -211,7 +213,10 @@ fn finish_load(
 /// The inference core's limits from the load settings.
 fn infer_config(cfg: &LoadConfig, pad_id: u32) -> InferConfig {
     InferConfig {
-        queue_size: cfg.queue_size,
+        // One admitted invocation submits up to `max_batch_size` records of a multi-record
+        // body at once (`HookChain::with_record_parallelism`); admission (`queue_size`
+        // invocations) is what bounds the load, so the queue holds all they may submit.
+        queue_size: cfg.queue_size.saturating_mul(cfg.max_batch_size.max(1)),
         max_batch_rows: cfg.max_batch_size,
         max_batch_tokens: cfg.max_batch_tokens,
         max_wait: cfg.max_batch_wait,

@@ -345,3 +345,65 @@ fn concurrent_table_question_answering_merges_and_equals_single() {
         ],
     );
 }
+
+#[test]
+fn the_records_of_one_json_lines_body_share_a_forward_pass() {
+    let gated = Gated::start("bert-seqcls", None, &[]);
+    let url = gated.server.url("/invocations");
+    let texts = [
+        "I love this movie",
+        "a much longer sentence that pads the others in its forward pass",
+        "short",
+        "the fourth record",
+        "and a fifth one",
+    ];
+    let body: String = texts
+        .iter()
+        .map(|t| format!("{}\n", json!({ "inputs": t })))
+        .collect();
+    let singles: Vec<Value> = texts
+        .iter()
+        .map(|t| {
+            let (status, text) = post(&url, &json!({ "inputs": t }), None);
+            assert_eq!(status, 200, "{text}");
+            serde_json::from_str(&text).expect("json")
+        })
+        .collect();
+    // The worker is held on another request; the body's records all queue behind it.
+    let busy = gated.busy_with(json!({"inputs": "the one being served"}));
+    let queued_before = gated.count(QUEUED);
+    let handle = std::thread::spawn(move || {
+        let r = reqwest::blocking::Client::new()
+            .post(&url)
+            .header("content-type", "application/jsonlines")
+            .header("accept", "application/jsonlines")
+            .body(body)
+            .send()
+            .expect("POST");
+        (r.status().as_u16(), r.text().expect("body"))
+    });
+    gated.wait_count(QUEUED, queued_before + texts.len());
+    gated.release();
+    assert_eq!(busy.join().expect("busy").0, 200);
+    let (status, text) = handle.join().expect("client");
+    assert_eq!(status, 200, "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), texts.len(), "{text}");
+    for (i, (line, single)) in lines.iter().zip(&singles).enumerate() {
+        compare::json_close(line, single, 1e-4)
+            .unwrap_or_else(|e| panic!("record {i}: merged differs from single: {e}"));
+    }
+    let merged_round = format!("requests={}", texts.len());
+    assert!(
+        gated
+            .server
+            .logs()
+            .lines()
+            .any(|l| l.contains("batch formed") && l.contains(&merged_round)),
+        "the body's records did not share a round:\n{}",
+        gated.server.logs()
+    );
+}

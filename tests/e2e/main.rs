@@ -2,6 +2,7 @@
 //! port and speaks HTTP to it (see `support`).
 
 mod archive;
+mod batch;
 mod codec;
 mod conformance;
 mod guest_sdk;

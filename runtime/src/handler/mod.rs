@@ -8,11 +8,13 @@
 mod defaults;
 mod types;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
 use crate::codec::{self, Decoding, Encoding};
+use crate::infer::Scope;
 use crate::pipelines::{Pipeline, Task};
 
 pub use types::*;
@@ -45,6 +47,8 @@ pub struct Invocation {
 pub struct HookChain {
     native: Arc<dyn Pipeline>,
     user: Option<Arc<dyn UserCode>>,
+    /// Records of one multi-record body predicted at once by the native `predict_fn`.
+    record_parallelism: usize,
 }
 
 impl HookChain {
@@ -57,7 +61,21 @@ impl HookChain {
         if let Some(user) = &user {
             user.hooks().check()?;
         }
-        Ok(Self { native, user })
+        Ok(Self {
+            native,
+            user,
+            record_parallelism: 1,
+        })
+    }
+
+    /// Lets the native `predict_fn` run up to `n` records of one multi-record body (JSON
+    /// Lines, CSV rows) at once, so that the inference core merges them into shared forward
+    /// passes instead of running them one after another. Answers are unchanged: padding never
+    /// changes an answer, and records are answered (and fail) in their order.
+    #[must_use]
+    pub fn with_record_parallelism(mut self, n: usize) -> Self {
+        self.record_parallelism = n.max(1);
+        self
     }
 
     /// The task of the native pipeline.
@@ -118,15 +136,20 @@ impl HookChain {
             (_, Some(decoding)) => defaults::input_fn(&self.task(), decoding, &inv.body)?,
             (_, None) => unreachable_plan()?,
         };
-        // predict_fn, once per record (JSON Lines bodies hold several)
-        let mut predictions = Vec::with_capacity(inputs.len());
-        for data in inputs {
-            let prediction = match &self.user {
-                Some(user) if self.has(Hook::PredictFn) => user.predict_fn(&inv.ctx, data)?,
-                _ => defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn)?,
-            };
-            predictions.push(prediction);
-        }
+        // predict_fn, once per record (JSON Lines and CSV bodies hold several)
+        let predictions = match &self.user {
+            Some(user) if self.has(Hook::PredictFn) => inputs
+                .into_iter()
+                .map(|data| user.predict_fn(&inv.ctx, data))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ if inputs.len() > 1 && self.record_parallelism > 1 => {
+                self.predict_records_at_once(inputs)?
+            }
+            _ => inputs
+                .into_iter()
+                .map(|data| defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         // output_fn
         match (&self.user, inv.plan.encoding) {
             (Some(user), _) if self.has(Hook::OutputFn) => {
@@ -151,6 +174,76 @@ impl HookChain {
     }
 }
 
+impl HookChain {
+    /// The native `predict_fn` over several records on up to `record_parallelism` threads,
+    /// each in the caller's [`Scope`] (deadline, cancellation) and span. Each record is one
+    /// request to the inference core; submitted together, they share forward passes. The
+    /// answer is what running them in order gives: the predictions in record order, or the
+    /// error of the first bad record (records after a failed one are not started).
+    fn predict_records_at_once(&self, inputs: Vec<Payload>) -> Result<Vec<Payload>, HookError> {
+        let n = inputs.len();
+        let width = self.record_parallelism.min(n);
+        let scope = Scope::current();
+        let span = tracing::Span::current();
+        let slots: Vec<Mutex<Option<Payload>>> =
+            inputs.into_iter().map(|p| Mutex::new(Some(p))).collect();
+        let results: Vec<Mutex<Option<Result<Payload, HookError>>>> =
+            (0..n).map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let first_failed = AtomicUsize::new(usize::MAX);
+        std::thread::scope(|threads| {
+            for _ in 0..width {
+                let (scope, span) = (scope.clone(), span.clone());
+                let (slots, results, next, first_failed) = (&slots, &results, &next, &first_failed);
+                threads.spawn(move || {
+                    let _enter = span.enter();
+                    scope.run(|| {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= n || i > first_failed.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            let Some(data) = lock(&slots[i]).take() else {
+                                continue;
+                            };
+                            let result =
+                                defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn);
+                            if result.is_err() {
+                                first_failed.fetch_min(i, Ordering::Relaxed);
+                            }
+                            *lock(&results[i]) = Some(result);
+                        }
+                    });
+                });
+            }
+        });
+        // Every record before the first failed one ran, so this is the sequential answer.
+        let mut predictions = Vec::with_capacity(n);
+        for result in results {
+            match result.into_inner().unwrap_or_else(PoisonError::into_inner) {
+                Some(Ok(p)) => predictions.push(p),
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        if predictions.len() == n {
+            Ok(predictions)
+        } else {
+            Err(HookError::User {
+                hook: Hook::PredictFn,
+                kind: UserErrorKind::Internal,
+                message: "a record of the request was not predicted".to_owned(),
+                detail: None,
+            })
+        }
+    }
+}
+
+/// Each slot is written once by one thread; a panic elsewhere cannot leave it half-written.
+fn lock<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// `negotiate` leaves a stage's media type unset only when user code owns that stage, so the
 /// default stage never sees `None`; answer with an internal error rather than panic.
 fn unreachable_plan<T>() -> Result<T, HookError> {
@@ -170,3 +263,6 @@ fn accept_for_user_code(accept: Option<&str>, encoding: Option<Encoding>) -> Str
         (None, _) => "application/json".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests;
