@@ -10,10 +10,13 @@ use crate::handler::{HookChain, HookRuleError, UserCode};
 use crate::infer::seq2seq::Seq2SeqWorker;
 use crate::infer::{Infer, InferConfig, Worker};
 use crate::models::decoder::CausalLm;
+use crate::models::tapas::TapasModel;
 use crate::models::{Encoder, ModelConfig, ModelError, seq2seq};
+use crate::pipelines::table_question_answering::TableQuestionAnswering;
 use crate::pipelines::text2text::{Seq2SeqTokenizer, Text2Text};
 use crate::pipelines::{self, Pipeline, Resources};
 use crate::task::Task;
+use crate::tokenizer::tapas::TapasTokenizer;
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 /// A model ready to serve.
@@ -177,6 +180,10 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
     ) {
         return load_seq2seq(dir, cfg, &config, task);
     }
+    if task == Task::TableQuestionAnswering {
+        let (native, infer) = load_tapas(dir, &config, cfg)?;
+        return finish_load(dir, cfg, native, task, architecture.as_deref(), infer);
+    }
     let (infer, native) = if matches!(task, Task::TextGeneration) {
         let tokenizer = TextTokenizer::from_dir(dir, &config)?;
         let model = CausalLm::load(dir, &config)?;
@@ -218,6 +225,18 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         };
         (infer, native)
     };
+    finish_load(dir, cfg, native, task, architecture.as_deref(), infer)
+}
+
+/// User code and the hook chain around the native pipeline.
+fn finish_load(
+    dir: &Path,
+    cfg: &LoadConfig,
+    native: Arc<dyn Pipeline>,
+    task: Task,
+    architecture: Option<&str>,
+    infer: Infer,
+) -> Result<LoadedModel, LoadError> {
     let user = load_user_code(dir, cfg, &native)?;
     let chain = HookChain::new(native, user)
         .map(|chain| chain.with_record_parallelism(cfg.max_batch_size))
@@ -225,7 +244,7 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
             path: dir.join("code").join(&cfg.program),
             source,
         })?;
-    tracing::info!(task = %task, architecture = architecture.as_deref().unwrap_or("-"), dir = %dir.display(), "model loaded");
+    tracing::info!(task = %task, architecture = architecture.unwrap_or("-"), dir = %dir.display(), "model loaded");
     Ok(LoadedModel {
         chain,
         task,
@@ -291,6 +310,27 @@ fn infer_config(cfg: &LoadConfig, pad_id: u32) -> InferConfig {
         #[cfg(feature = "test-gate")]
         gate_dir: cfg.test_gate_dir.clone(),
     }
+}
+
+/// table-question-answering runs TAPAS, which has its own tokenizer and model (not an
+/// [`Encoder`] head), behind the same inference core.
+fn load_tapas(
+    dir: &Path,
+    config: &ModelConfig,
+    cfg: &LoadConfig,
+) -> Result<(Arc<dyn Pipeline>, Infer), LoadError> {
+    let tokenizer = TapasTokenizer::from_dir(dir, config)?;
+    let model = TapasModel::load(dir, config)?;
+    let infer = Infer::spawn(model, infer_config(cfg, tokenizer.pad_id()), "model-worker")
+        .map_err(LoadError::Worker)?;
+    Ok((
+        Arc::new(TableQuestionAnswering::new(
+            tokenizer,
+            infer.clone(),
+            config,
+        )),
+        infer,
+    ))
 }
 
 /// Finds user code in `code/`: the WebAssembly component named by `SAGEMAKER_PROGRAM`, or

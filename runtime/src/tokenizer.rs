@@ -19,6 +19,7 @@ use crate::models::{EncoderBatch, ModelConfig};
 
 pub mod sentencepiece;
 mod slow;
+pub mod tapas;
 
 /// `Result` with [`TokenizerError`].
 pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
@@ -373,6 +374,7 @@ impl TextTokenizer {
             input_ids: Vec::with_capacity(encodings.len()),
             type_ids: Vec::with_capacity(encodings.len()),
             attention_mask: Vec::with_capacity(encodings.len()),
+            extra_type_ids: Vec::new(),
         };
         for e in encodings {
             let pad = len - e.len();

@@ -421,6 +421,36 @@ fn queue_accounting_exactly_n_wait_the_rest_are_refused_and_a_leaver_frees_its_s
     assert_eq!(value(&metrics, "sagebrush_queue_depth", &[]), 0.0);
 }
 
+/// TAPAS rows carry six extra token-type channels; merged with other requests' rows (other
+/// tables, other lengths) they are padded with zeros and answer as alone. The sequential body
+/// submits its first question into the merged round and the next one after it.
+#[test]
+fn concurrent_table_question_answering_merges_and_equals_single() {
+    let repos = json!({
+        "Repository": ["transformers", "datasets", "tokenizers"],
+        "Stars": ["36542", "4512", "3934"],
+        "Contributors": ["651", "77", "34"],
+        "Language": ["Python", "Python", "Rust, Python and NodeJS"]
+    });
+    let cities = json!({
+        "City": ["Paris", "Berlin", "Madrid", "Rome", "Lisbon"],
+        "Founded": ["3rd century BC", "1237", "9th century", "753 BC", "1147"],
+        "Population": [2161000, 3645000, 3223000, 2873000, 545000]
+    });
+    assert_merged_equals_single(
+        "tapas-tqa",
+        None,
+        &[
+            json!({"inputs": {"query": "How many stars?", "table": repos}}),
+            json!({"inputs": {"query": ["Which city has the largest population?", "When was Rome founded?"], "table": cities}}),
+            json!({"inputs": {"query": ["How many stars?", "And contributors?"], "table": repos},
+                   "parameters": {"sequential": true}}),
+            json!({"inputs": [{"query": "Total population?", "table": cities},
+                              {"question": "Which language?", "table": repos}]}),
+        ],
+    );
+}
+
 #[test]
 fn the_records_of_one_json_lines_body_share_a_forward_pass() {
     let gated = Gated::start("bert-seqcls", None, &[]);

@@ -21,4 +21,5 @@ mod sentence;
 mod seq2seq;
 mod sources;
 mod support;
+mod table_qa;
 mod tasks;

@@ -21,6 +21,13 @@ pub(super) fn input_fn(
         )
         .into());
     }
+    if decoding == Decoding::Csv && *task == Task::TableQuestionAnswering {
+        // A CSV body is rows of text; a table question needs a table and a query.
+        return Err(PipelineError::validation(
+            "text/csv is not supported for table-question-answering (a CSV body cannot carry a `query` and a `table`); send application/json: {\"inputs\": {\"query\": \"...\", \"table\": {column: [cells]}}}",
+        )
+        .into());
+    }
     let records = codec::decode(decoding, body)?;
     Ok((
         records.values.into_iter().map(Payload::Json).collect(),

@@ -116,14 +116,27 @@ pub struct Row {
     pub ids: Vec<u32>,
     /// Segment (token type) ids, as long as `ids`.
     pub type_ids: Vec<u32>,
+    /// More per-token type channels, each as long as `ids` (`[channel][token]`); empty for
+    /// every model but TAPAS, whose six other token types travel here. The worker pads them with
+    /// 0, like `type_ids`.
+    pub extra_type_ids: Vec<Vec<u32>>,
 }
 
 impl Row {
     /// The row of an encoding.
     pub fn from_encoding(encoding: &tokenizers::Encoding) -> Self {
+        Self::new(
+            encoding.get_ids().to_vec(),
+            encoding.get_type_ids().to_vec(),
+        )
+    }
+
+    /// A row of token ids and segment ids, with no extra type channels.
+    pub fn new(ids: Vec<u32>, type_ids: Vec<u32>) -> Self {
         Self {
-            ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
+            ids,
+            type_ids,
+            extra_type_ids: Vec::new(),
         }
     }
 
@@ -249,11 +262,11 @@ impl Request {
         if self.rows.is_empty() {
             return bad("no rows".into());
         }
-        if let Some(i) = self
-            .rows
-            .iter()
-            .position(|r| r.is_empty() || r.ids.len() != r.type_ids.len())
-        {
+        if let Some(i) = self.rows.iter().position(|r| {
+            r.is_empty()
+                || r.ids.len() != r.type_ids.len()
+                || r.extra_type_ids.iter().any(|c| c.len() != r.ids.len())
+        }) {
             return bad(format!(
                 "row {i} is empty or its ids and type ids differ in length"
             ));
@@ -594,9 +607,9 @@ impl Infer {
         let scope = Scope::current();
         let rows = prompts
             .into_iter()
-            .map(|ids| Row {
-                type_ids: vec![0; ids.len()],
-                ids,
+            .map(|ids| {
+                let type_ids = vec![0; ids.len()];
+                Row::new(ids, type_ids)
             })
             .collect();
         self.submit(Request {

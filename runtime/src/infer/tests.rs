@@ -78,10 +78,7 @@ fn config(queue_size: usize) -> InferConfig {
 }
 
 fn row(ids: &[u32]) -> Row {
-    Row {
-        ids: ids.to_vec(),
-        type_ids: vec![1; ids.len()],
-    }
+    Row::new(ids.to_vec(), vec![1; ids.len()])
 }
 
 fn start(
@@ -320,4 +317,101 @@ fn an_invocation_gets_its_queue_time_inference_time_and_tokens() {
     assert!(timings.get(Stage::Queue) > Duration::ZERO);
     assert!(timings.get(Stage::Inference) > Duration::ZERO);
     assert_eq!(timings.get(Stage::Decode), Duration::ZERO);
+}
+
+/// A model that sends each padded batch it is given and answers, per token, its segment id
+/// and its extra type channels.
+struct Channels(std_mpsc::Sender<EncoderBatch>);
+
+impl Model for Channels {
+    fn forward(&mut self, batch: &EncoderBatch) -> Result<Tensor, ModelError> {
+        let _ = self.0.send(batch.clone());
+        let (rows, len) = (batch.input_ids.len(), batch.input_ids[0].len());
+        let channels = batch.extra_type_ids.first().map_or(0, Vec::len);
+        let mut data = Vec::new();
+        for r in 0..rows {
+            for t in 0..len {
+                data.push(batch.type_ids[r][t] as f32);
+                if let Some(extra) = batch.extra_type_ids.get(r) {
+                    data.extend(extra.iter().map(|c| c[t] as f32));
+                }
+            }
+        }
+        Ok(Tensor::from_vec(
+            data,
+            (rows, len, 1 + channels),
+            &Device::Cpu,
+        )?)
+    }
+
+    fn forward_positions(
+        &mut self,
+        _batch: &EncoderBatch,
+        _positions: &[(usize, usize)],
+    ) -> Result<Tensor, ModelError> {
+        unreachable!("not asked for positions")
+    }
+}
+
+#[test]
+fn extra_type_channels_are_padded_with_zeros_and_come_back_per_row() {
+    let (tx, batches) = std_mpsc::channel();
+    let infer = Infer::spawn(Channels(tx), config(4), "test-worker").unwrap();
+    let long = Row {
+        extra_type_ids: vec![vec![1, 2, 3], vec![4, 5, 6]],
+        ..Row::new(vec![7, 8, 9], vec![1, 1, 1])
+    };
+    let short = Row {
+        extra_type_ids: vec![vec![10], vec![11]],
+        ..Row::new(vec![7], vec![0])
+    };
+    let out = infer.run(vec![short, long], Outputs::All).unwrap();
+    let batch = batches.recv().unwrap();
+    // Rows are ordered by length inside the pass: find the short one by its mask.
+    let short_at = batch
+        .attention_mask
+        .iter()
+        .position(|m| m == &[1, 0, 0])
+        .expect("the short row is padded to 3");
+    assert_eq!(
+        batch.extra_type_ids[short_at],
+        vec![vec![10, 0, 0], vec![11, 0, 0]]
+    );
+    assert_eq!(batch.type_ids[short_at], vec![0, 0, 0]);
+    let short: Vec<Vec<f32>> = out[0].to_vec2().unwrap();
+    let long: Vec<Vec<f32>> = out[1].to_vec2().unwrap();
+    assert_eq!(short, vec![vec![0.0, 10.0, 11.0]]);
+    assert_eq!(
+        long,
+        vec![
+            vec![1.0, 1.0, 4.0],
+            vec![1.0, 2.0, 5.0],
+            vec![1.0, 3.0, 6.0]
+        ]
+    );
+}
+
+#[test]
+fn rows_without_extra_channels_give_the_model_none() {
+    let (tx, batches) = std_mpsc::channel();
+    let infer = Infer::spawn(Channels(tx), config(4), "test-worker").unwrap();
+    let out = infer
+        .run(vec![row(&[5, 6]), row(&[7])], Outputs::All)
+        .unwrap();
+    assert!(batches.recv().unwrap().extra_type_ids.is_empty());
+    assert_eq!(out[1].to_vec2::<f32>().unwrap(), vec![vec![1.0]]);
+}
+
+#[test]
+fn an_extra_channel_of_the_wrong_length_is_refused() {
+    let (tx, _batches) = std_mpsc::channel();
+    let infer = Infer::spawn(Channels(tx), config(4), "test-worker").unwrap();
+    let bad = Row {
+        extra_type_ids: vec![vec![1]],
+        ..Row::new(vec![7, 8], vec![0, 0])
+    };
+    assert!(matches!(
+        infer.run(vec![bad], Outputs::All),
+        Err(InferError::BadRequest { .. })
+    ));
 }

@@ -416,13 +416,21 @@ impl Round {
     }
 }
 
-/// Right-pads the rows of a pass to the longest with `pad_id`, type id 0 and attention mask 0.
+/// Right-pads the rows of a pass to the longest with `pad_id`, type id 0 (in every type channel)
+/// and attention mask 0. `extra_type_ids` stays empty unless a row has extra channels; then
+/// every row gets as many, a row without them all zeros.
 fn pad(pass: &[RowRef], pending: &[Pending], pad_id: u32) -> EncoderBatch {
     let len = pass.iter().map(|r| r.len).max().unwrap_or(0);
+    let channels = pass
+        .iter()
+        .map(|r| pending[r.request].request.rows[r.row].extra_type_ids.len())
+        .max()
+        .unwrap_or(0);
     let mut batch = EncoderBatch {
         input_ids: Vec::with_capacity(pass.len()),
         type_ids: Vec::with_capacity(pass.len()),
         attention_mask: Vec::with_capacity(pass.len()),
+        extra_type_ids: Vec::new(),
     };
     for r in pass {
         let row = &pending[r.request].request.rows[r.row];
@@ -437,6 +445,12 @@ fn pad(pass: &[RowRef], pending: &[Pending], pad_id: u32) -> EncoderBatch {
         let mut mask = vec![1u32; row.len()];
         mask.resize(len, 0);
         batch.attention_mask.push(mask);
+        if channels > 0 {
+            let mut extra: Vec<Vec<u32>> =
+                row.extra_type_ids.iter().map(|c| padded(c, 0)).collect();
+            extra.resize(channels, vec![0; len]);
+            batch.extra_type_ids.push(extra);
+        }
     }
     batch
 }

@@ -266,7 +266,7 @@ impl Embeddings {
 }
 
 /// Where a layer's parameters live, relative to the layer.
-struct LayerNames {
+pub(crate) struct LayerNames {
     qkv: [&'static str; 3],
     attention_out: &'static str,
     attention_norm: &'static str,
@@ -275,7 +275,7 @@ struct LayerNames {
     output_norm: &'static str,
 }
 
-const BERT_NAMES: LayerNames = LayerNames {
+pub(crate) const BERT_NAMES: LayerNames = LayerNames {
     qkv: [
         "attention.self.query",
         "attention.self.key",
@@ -300,7 +300,7 @@ const ALBERT_NAMES: LayerNames = LayerNames {
 
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L523
 #[derive(Debug)]
-struct Layer {
+pub(crate) struct Layer {
     attention: SelfAttention,
     attention_out: Linear,
     attention_norm: LayerNorm,
@@ -311,7 +311,8 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: &VarBuilder<'_>, cfg: &Config, names: &LayerNames) -> Result<Self> {
+    /// Loads one encoder layer (also TAPAS's, which is BERT's).
+    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Config, names: &LayerNames) -> Result<Self> {
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
         Ok(Self {
@@ -325,7 +326,8 @@ impl Layer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, additive_mask: &Tensor) -> Result<Tensor> {
+    /// `xs` `[B, T, H]` with the additive mask `[B, 1, 1, T]`.
+    pub(crate) fn forward(&self, xs: &Tensor, additive_mask: &Tensor) -> Result<Tensor> {
         let context = self.attention.forward(xs, additive_mask)?;
         let attended = self
             .attention_norm

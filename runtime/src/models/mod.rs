@@ -32,6 +32,7 @@ mod roberta;
 pub mod sentence_transformers;
 pub mod seq2seq;
 mod t5;
+pub mod tapas;
 mod weights;
 
 use std::collections::BTreeMap;
@@ -290,6 +291,10 @@ pub struct EncoderBatch {
     pub type_ids: Vec<Vec<u32>>,
     /// 1 for real tokens, 0 for padding.
     pub attention_mask: Vec<Vec<u32>>,
+    /// More per-token type channels, `[row][channel][token]`, for models that take more than
+    /// the segment (TAPAS: column, row, previous answer, ranks, numeric relation). Empty for
+    /// every other model, which ignores it.
+    pub extra_type_ids: Vec<Vec<Vec<u32>>>,
 }
 
 /// The encoder families we run, by `model_type`.

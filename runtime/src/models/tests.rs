@@ -428,6 +428,7 @@ fn ragged_batch_is_rejected() {
         input_ids: vec![vec![2, 3], vec![2]],
         type_ids: vec![vec![0, 0], vec![0]],
         attention_mask: vec![vec![1, 1], vec![1]],
+        extra_type_ids: Vec::new(),
     };
     assert!(matches!(
         loaded.encoder.forward(&batch),
@@ -499,6 +500,7 @@ fn sharded_safetensors_load_like_one_file() {
         input_ids: vec![vec![2, 100, 200, 3]],
         type_ids: vec![vec![0; 4]],
         attention_mask: vec![vec![1; 4]],
+        extra_type_ids: Vec::new(),
     };
     let a: Vec<Vec<f32>> = sharded.forward(&batch).expect("fwd").to_vec2().expect("v");
     let b: Vec<Vec<f32>> = whole.forward(&batch).expect("fwd").to_vec2().expect("v");
@@ -803,6 +805,7 @@ fn every_head_loads_and_has_its_shape_for_every_family() {
         input_ids: vec![vec![2, 100, 200, 3], vec![2, 100, 3, 0]],
         type_ids: vec![vec![0; 4]; 2],
         attention_mask: vec![vec![1, 1, 1, 1], vec![1, 1, 1, 0]],
+        extra_type_ids: Vec::new(),
     };
     // bert-mlm has the MLM head; other heads need their own checkpoints.
     let cases = [
@@ -924,6 +927,7 @@ fn legacy_gamma_beta_names_load() {
         input_ids: vec![vec![2, 100, 200, 3]],
         type_ids: vec![vec![0; 4]],
         attention_mask: vec![vec![1; 4]],
+        extra_type_ids: Vec::new(),
     };
     let a: Vec<Vec<f32>> = old.forward(&batch).expect("fwd").to_vec2().expect("v");
     let b: Vec<Vec<f32>> = new.forward(&batch).expect("fwd").to_vec2().expect("v");
@@ -975,6 +979,7 @@ fn extra_families_match_transformers_on_every_head() {
         let batch = EncoderBatch {
             type_ids: input_ids.iter().map(|r| vec![0; r.len()]).collect(),
             attention_mask: rows("attention_mask"),
+            extra_type_ids: Vec::new(),
             input_ids,
         };
         let dir = root.join(name);
@@ -1084,6 +1089,7 @@ fn bench_bert_base_forward() {
         input_ids: vec![(0..128).map(|i| 1000 + i).collect()],
         type_ids: vec![vec![0; 128]],
         attention_mask: vec![vec![1; 128]],
+        extra_type_ids: Vec::new(),
     };
     let base = Encoder::from_var_builder(&vb, &config, Head::Base).expect("load");
     let ours = base.forward(&batch).expect("fwd");
@@ -1119,6 +1125,7 @@ fn bench_bert_base_forward() {
             input_ids: vec![(0..128).map(|i| 1000 + i).collect(); rows],
             type_ids: vec![vec![0; 128]; rows],
             attention_mask: vec![vec![1; 128]; rows],
+            extra_type_ids: Vec::new(),
         };
         encoder.forward(&batch).expect("warm-up");
         let mut times: Vec<f64> = (0..5)

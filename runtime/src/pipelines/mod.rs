@@ -15,6 +15,7 @@ pub mod question_answering;
 pub mod sentence_embeddings;
 pub mod sentence_ranking;
 pub mod sentence_similarity;
+pub mod table_question_answering;
 pub mod text2text;
 pub mod text_classification;
 pub mod text_generation;
