@@ -319,6 +319,72 @@ impl Server {
         answer(req.send().expect("POST"))
     }
 
+    /// POST only the head of a request that declares a `content_length`-byte body, and read
+    /// the answer without sending the body: for limits decided on the declared length, without
+    /// racing a client still writing a body the server will not read.
+    pub fn post_head_only(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_length: usize,
+    ) -> Answer {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        let mut head =
+            format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {content_length}\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).expect("send the head");
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).expect("read the answer");
+            assert!(
+                n > 0,
+                "closed before a whole answer: {}",
+                String::from_utf8_lossy(&raw)
+            );
+            raw.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let mut lines = head.lines();
+            let status: u16 = lines
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|s| s.parse().ok())
+                .expect("status line");
+            let mut headers = reqwest::header::HeaderMap::new();
+            for line in lines {
+                if let Some((k, v)) = line.split_once(':') {
+                    let name = reqwest::header::HeaderName::from_bytes(
+                        k.trim().to_ascii_lowercase().as_bytes(),
+                    )
+                    .expect("header name");
+                    headers.insert(name, v.trim().parse().expect("header value"));
+                }
+            }
+            let len: usize = headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .expect("content-length");
+            if body.len() >= len {
+                return Answer {
+                    status,
+                    headers,
+                    body: body[..len].to_owned(),
+                };
+            }
+        }
+    }
+
     /// POST a JSON body to /invocations.
     pub fn invoke(&self, body: &serde_json::Value) -> Answer {
         self.post(
