@@ -194,11 +194,7 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
             "generation-worker",
         )
         .map_err(LoadError::Worker)?;
-        let resources = Resources {
-            tokenizer: Arc::new(tokenizer),
-            config: Arc::new(config),
-            infer: infer.clone(),
-        };
+        let resources = resources(tokenizer, config, &infer);
         let pipeline =
             pipelines::text_generation::TextGeneration::new(resources, dir, max_positions)?;
         (infer, Arc::new(pipeline) as Arc<dyn Pipeline>)
@@ -213,11 +209,7 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
             "model-worker",
         )
         .map_err(LoadError::Worker)?;
-        let resources = Resources {
-            tokenizer: Arc::new(tokenizer),
-            config: Arc::new(config),
-            infer: infer.clone(),
-        };
+        let resources = resources(tokenizer, config, &infer);
         let native = match pipelines::sentence_embeddings::build(&task, dir, resources.clone())? {
             Some(pipeline) => pipeline,
             None => pipelines::build(&task, resources)
@@ -226,6 +218,15 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         (infer, native)
     };
     finish_load(dir, cfg, native, task, architecture.as_deref(), infer)
+}
+
+/// What a pipeline over the inference core needs.
+fn resources(tokenizer: TextTokenizer, config: ModelConfig, infer: &Infer) -> Resources {
+    Resources {
+        tokenizer: Arc::new(tokenizer),
+        config: Arc::new(config),
+        infer: infer.clone(),
+    }
 }
 
 /// User code and the hook chain around the native pipeline.

@@ -99,28 +99,8 @@ pub const GENERATION_KEYS: &[&str] = &[
     "decoder_start_token_id",
 ];
 
-/// Keys a model's defaults may set (the request-only ones excluded).
-const DEFAULT_KEYS: &[&str] = &[
-    "max_new_tokens",
-    "max_length",
-    "min_new_tokens",
-    "min_length",
-    "do_sample",
-    "temperature",
-    "top_k",
-    "top_p",
-    "typical_p",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-    "num_return_sequences",
-    "num_beams",
-    "length_penalty",
-    "early_stopping",
-    "eos_token_id",
-    "pad_token_id",
-    "bos_token_id",
-    "decoder_start_token_id",
-];
+/// Keys of [`GENERATION_KEYS`] only a request sets; a model's defaults may set all the others.
+const REQUEST_ONLY_KEYS: &[&str] = &["return_full_text", "stop_sequence", "seed"];
 
 impl GenerationConfig {
     /// `dir/generation_config.json`, else the generation keys of `dir/config.json`, else none.
@@ -157,8 +137,9 @@ impl GenerationConfig {
 
     /// The generation keys of a `generation_config.json` / `config.json` value (null = unset).
     pub fn from_value(value: &Value) -> Self {
-        let values = DEFAULT_KEYS
+        let values = GENERATION_KEYS
             .iter()
+            .filter(|k| !REQUEST_ONLY_KEYS.contains(k))
             .filter_map(|k| {
                 value
                     .get(*k)

@@ -12,7 +12,6 @@ use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::thread;
 use std::time::Instant;
 
 use crate::generate::logits::{LogitsProcessor, Rng, log_softmax, pick};
@@ -162,22 +161,9 @@ pub(super) fn spawn<G: Generator>(
     shared: Arc<Shared>,
     name: &str,
 ) -> std::io::Result<()> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            let outcome = catch_unwind(AssertUnwindSafe(|| serve(model, &shared)));
-            let cause = match outcome {
-                Ok(None) => return,
-                Ok(Some(cause)) => cause,
-                Err(panic) => format!(
-                    "it panicked outside a forward pass: {}",
-                    panic_message(panic.as_ref())
-                ),
-            };
-            tracing::error!(cause = %cause, "the generation worker stopped; /ping now answers 503");
-            super::worker::stop(&shared, &cause);
-        })?;
-    Ok(())
+    super::worker::spawn_thread(shared, name, "generation worker", move |shared| {
+        serve(model, shared)
+    })
 }
 
 /// The worker loop; returns the cause when the worker cannot go on, `None` when the last

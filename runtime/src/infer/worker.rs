@@ -20,10 +20,24 @@ use super::{InferError, Model, Outputs, Reply, Request, Shared};
 
 /// Starts the worker thread.
 pub(super) fn spawn<M: Model>(model: M, shared: Arc<Shared>, name: &str) -> std::io::Result<()> {
+    spawn_thread(shared, name, "model worker", move |shared| {
+        serve(model, shared)
+    })
+}
+
+/// Runs `serve` on a thread named `name`. When it returns a cause, or panics, the worker is
+/// marked stopped with it (seen by `/ping`) and every waiting request is answered with it;
+/// `None` (the last handle is gone) ends the thread quietly. `what` names the worker in the log.
+pub(super) fn spawn_thread(
+    shared: Arc<Shared>,
+    name: &str,
+    what: &'static str,
+    serve: impl FnOnce(&Shared) -> Option<String> + Send + 'static,
+) -> std::io::Result<()> {
     thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            let outcome = catch_unwind(AssertUnwindSafe(|| serve(model, &shared)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| serve(&shared)));
             let cause = match outcome {
                 Ok(None) => return,
                 Ok(Some(cause)) => cause,
@@ -32,7 +46,7 @@ pub(super) fn spawn<M: Model>(model: M, shared: Arc<Shared>, name: &str) -> std:
                     panic_message(panic.as_ref())
                 ),
             };
-            tracing::error!(cause = %cause, "the model worker stopped; /ping now answers 503");
+            tracing::error!(cause = %cause, "the {what} stopped; /ping now answers 503");
             stop(&shared, &cause);
         })?;
     Ok(())
