@@ -57,9 +57,11 @@
 //! }
 //! ```
 //!
-//! Build it with `cargo build --target wasm32-wasip2 --release` (install the target once with
-//! `rustup target add wasm32-wasip2`) and ship `target/wasm32-wasip2/release/clean_text.wasm` as
-//! `code/inference.wasm` in `model.tar.gz` (`sagebrush package --model-dir DIR --code FILE.wasm`).
+//! Build and pack it with `sagebrush package --model-dir DIR --guest .` (install the target once
+//! with `rustup target add wasm32-wasip2`), or build it with
+//! `cargo build --target wasm32-wasip2 --release` and ship
+//! `target/wasm32-wasip2/release/clean_text.wasm` as `code/inference.wasm` in `model.tar.gz`
+//! (`sagebrush package --model-dir DIR --code FILE.wasm`).
 //!
 //! # What a guest may do
 //!
