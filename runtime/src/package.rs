@@ -57,13 +57,13 @@ pub enum PackageError {
         dir: PathBuf,
     },
     /// cargo could not be started.
-    #[error("`--guest` builds the crate with cargo, and `{}` cannot be run ({source}); install Rust with rustup (https://rustup.rs), then `rustup target add {GUEST_TARGET}`", program.to_string_lossy())]
+    #[error("`--guest` builds the crate with cargo, and `{}` cannot be run ({error}); install Rust with rustup (https://rustup.rs), then `rustup target add {GUEST_TARGET}`", program.to_string_lossy())]
     CargoMissing {
         /// The program tried (`$CARGO` or `cargo`).
         program: OsString,
-        /// Why it did not start.
-        #[source]
-        source: io::Error,
+        /// Why it did not start (in the message: a missing program is the usual case, and the
+        /// advice must come last).
+        error: io::Error,
     },
     /// The Rust standard library for `wasm32-wasip2` is not installed.
     #[error("the Rust target `{GUEST_TARGET}` is not installed for the toolchain that builds `{}` (no `{}`); install it with `rustup target add {GUEST_TARGET}`", dir.display(), libdir.display())]
@@ -234,9 +234,9 @@ pub fn build_guest(dir: &Path, tools: &Toolchain) -> Result<PathBuf> {
             dir: dir.to_path_buf(),
         });
     }
-    let cargo_missing = |source| PackageError::CargoMissing {
+    let cargo_missing = |error| PackageError::CargoMissing {
         program: tools.cargo.clone(),
-        source,
+        error,
     };
     // cargo first: without it, the target question is moot.
     Command::new(&tools.cargo)
@@ -312,9 +312,9 @@ fn component_path(dir: &Path, cargo: &OsStr) -> Result<PathBuf> {
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .stderr(Stdio::piped())
         .output()
-        .map_err(|source| PackageError::CargoMissing {
+        .map_err(|error| PackageError::CargoMissing {
             program: cargo.to_os_string(),
-            source,
+            error,
         })?;
     if !output.status.success() {
         return Err(metadata_err(
