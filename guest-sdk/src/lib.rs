@@ -57,9 +57,11 @@
 //! }
 //! ```
 //!
-//! Build it with `cargo build --target wasm32-wasip2 --release` (install the target once with
-//! `rustup target add wasm32-wasip2`) and ship `target/wasm32-wasip2/release/clean_text.wasm` as
-//! `code/inference.wasm` in `model.tar.gz` (`sagebrush package --model-dir DIR --code FILE.wasm`).
+//! Build and pack it with `sagebrush package --model-dir DIR --guest .` (install the target once
+//! with `rustup target add wasm32-wasip2`), or build it with
+//! `cargo build --target wasm32-wasip2 --release` and ship
+//! `target/wasm32-wasip2/release/clean_text.wasm` as `code/inference.wasm` in `model.tar.gz`
+//! (`sagebrush package --model-dir DIR --code FILE.wasm`).
 //!
 //! # What a guest may do
 //!
@@ -116,6 +118,34 @@ pub use types::{Context, Error, HookSet, Payload, Response};
 /// wit-bindgen's runtime, for the generated bindings only.
 #[doc(hidden)]
 pub use wit_bindgen as __rt;
+
+/// The first media type of a `Content-Type` or `Accept` value, without its parameters (`q=`,
+/// `charset=`, ...), trimmed and lower-cased; `""` for an empty value. Match the result against
+/// the types your `output_fn` can write, and answer [`Error::not_acceptable`] for the others.
+///
+/// ```
+/// assert_eq!(guest_sdk::media_type("Text/CSV; charset=utf-8"), "text/csv");
+/// assert_eq!(guest_sdk::media_type("text/plain;q=0.9, application/json"), "text/plain");
+/// assert_eq!(guest_sdk::media_type(" application/json "), "application/json");
+/// assert_eq!(guest_sdk::media_type("*/*"), "*/*");
+/// assert_eq!(guest_sdk::media_type(""), "");
+/// ```
+///
+/// Only the first entry counts: an `Accept` listing several types by preference (`q=` values)
+/// is not ranked here.
+///
+/// ```
+/// assert_eq!(guest_sdk::media_type("text/csv;q=0.1, application/json;q=1"), "text/csv");
+/// ```
+pub fn media_type(value: &str) -> String {
+    let first = value.split(',').next().unwrap_or("");
+    first
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
 
 /// User code: one method per SageMaker hook. Write only the hooks you need inside an impl
 /// block marked [`handler`]; the defaults return [`Error::NotImplemented`] and the runtime runs

@@ -183,8 +183,12 @@ pub struct PackageArgs {
     #[arg(long)]
     pub model_dir: PathBuf,
     /// Guest component to ship as `code/inference.wasm`.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE.wasm", conflicts_with = "guest")]
     pub code: Option<PathBuf>,
+    /// Guest crate to build (`cargo build --target wasm32-wasip2 --release`, run in DIR) and
+    /// ship as `code/inference.wasm`; excludes `--code`.
+    #[arg(long, value_name = "DIR")]
+    pub guest: Option<PathBuf>,
     /// Archive to write.
     #[arg(short, long, default_value = "model.tar.gz")]
     pub output: PathBuf,

@@ -55,7 +55,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Batch(args) => batch::run(&args).await.map_err(anyhow::Error::from),
         Command::Package(args) => {
-            let archive = package::run(&args)?;
+            // `--guest` runs a cargo build, which takes a while: not on a runtime worker.
+            let archive = tokio::task::spawn_blocking(move || package::run(&args)).await??;
             println!("{}", archive.display());
             Ok(())
         }

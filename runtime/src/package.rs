@@ -1,14 +1,18 @@
-//! `sagebrush package --model-dir DIR [--code FILE.wasm] -o model.tar.gz`: writes a SageMaker
-//! `model.tar.gz` with the model files at the archive root and the guest component at
-//! `code/inference.wasm` (contract §3, §6).
+//! `sagebrush package --model-dir DIR [--code FILE.wasm | --guest CRATE_DIR] -o model.tar.gz`:
+//! writes a SageMaker `model.tar.gz` with the model files at the archive root and the guest
+//! component at `code/inference.wasm` (contract §3, §6). `--guest` builds the guest crate first
+//! (`cargo build --target wasm32-wasip2 --release` in its directory, with its own target dir)
+//! and packs the component it produced, found through `cargo metadata`.
 //!
 //! The archive is reproducible: entries sorted by path, owner 0, mtime 0, modes 0644/0755.
 //! Symbolic links are followed (a Hugging Face cache snapshot is made of links), so the archive
 //! holds only regular files and directories, which is what the safe unpacker accepts.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -17,6 +21,9 @@ use crate::config::PackageArgs;
 
 /// Where the guest goes inside the archive.
 pub const GUEST_ENTRY: &str = "code/inference.wasm";
+
+/// The Rust target guests are built for.
+pub const GUEST_TARGET: &str = "wasm32-wasip2";
 
 /// The first 8 bytes of a WebAssembly component (magic, then version 0x0d and layer 1).
 const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
@@ -39,6 +46,60 @@ pub enum PackageError {
         path: PathBuf,
         /// What it is instead.
         reason: &'static str,
+    },
+    /// Both `--code` and `--guest` were given.
+    #[error("give either `--code FILE.wasm` or `--guest DIR`, not both")]
+    CodeAndGuest,
+    /// `--guest` is not a directory with a `Cargo.toml`.
+    #[error("`--guest` must be the directory of a guest crate (with a `Cargo.toml`); `{}` has none", dir.display())]
+    NotACrate {
+        /// The directory given.
+        dir: PathBuf,
+    },
+    /// cargo could not be started.
+    #[error("`--guest` builds the crate with cargo, and `{}` cannot be run ({error}); install Rust with rustup (https://rustup.rs), then `rustup target add {GUEST_TARGET}`", program.to_string_lossy())]
+    CargoMissing {
+        /// The program tried (`$CARGO` or `cargo`).
+        program: OsString,
+        /// Why it did not start (in the message: a missing program is the usual case, and the
+        /// advice must come last).
+        error: io::Error,
+    },
+    /// The Rust standard library for `wasm32-wasip2` is not installed.
+    #[error("the Rust target `{GUEST_TARGET}` is not installed for the toolchain that builds `{}` (no `{}`); install it with `rustup target add {GUEST_TARGET}`", dir.display(), libdir.display())]
+    TargetMissing {
+        /// The guest crate.
+        dir: PathBuf,
+        /// Where its standard library would be.
+        libdir: PathBuf,
+    },
+    /// `cargo metadata` failed or did not describe the crate.
+    #[error("cannot read the guest crate `{}` with `cargo metadata`: {reason}", dir.display())]
+    Metadata {
+        /// The guest crate.
+        dir: PathBuf,
+        /// What went wrong (cargo's message when it failed).
+        reason: String,
+    },
+    /// The crate builds no `cdylib`, so no component.
+    #[error("the guest crate `{}` has no `cdylib` library, so it builds no component; add `[lib] crate-type = [\"cdylib\"]` to its Cargo.toml", dir.display())]
+    NoCdylib {
+        /// The guest crate.
+        dir: PathBuf,
+    },
+    /// `cargo build` failed; its output went to standard error.
+    #[error("`cargo build --target {GUEST_TARGET} --release` failed in `{}` ({status}); cargo's output is above", dir.display())]
+    BuildFailed {
+        /// The guest crate.
+        dir: PathBuf,
+        /// cargo's exit status.
+        status: std::process::ExitStatus,
+    },
+    /// The build succeeded but the component is not where cargo metadata says.
+    #[error("`cargo build` succeeded but `{}` was not written", path.display())]
+    NotBuilt {
+        /// Where the component should be.
+        path: PathBuf,
     },
     /// A file is neither a regular file nor a directory (socket, device, dangling link).
     #[error("`{}` is not a regular file or directory; remove it from the model directory", path.display())]
@@ -76,20 +137,30 @@ pub fn run(args: &PackageArgs) -> Result<PathBuf> {
             path: args.model_dir.clone(),
         });
     }
-    if let Some(code) = &args.code {
-        check_component(code)?;
-    }
+    let code = match (&args.code, &args.guest) {
+        (Some(_), Some(_)) => return Err(PackageError::CodeAndGuest),
+        (Some(code), None) => {
+            check_component(code)?;
+            Some(code.clone())
+        }
+        (None, Some(dir)) => {
+            let component = build_guest(dir, &Toolchain::from_env())?;
+            check_component(&component)?;
+            Some(component)
+        }
+        (None, None) => None,
+    };
     let output_abs = std::path::absolute(&args.output).unwrap_or_else(|_| args.output.clone());
     let mut entries = Vec::new();
     collect(&args.model_dir, Path::new(""), &mut entries)?;
-    // The guest given with --code replaces one already in the directory; the archive being
-    // written never packs itself.
+    // The guest given with --code or --guest replaces one already in the directory; the archive
+    // being written never packs itself.
     entries.retain(|entry| {
-        let replaced = args.code.is_some() && entry.relative == Path::new(GUEST_ENTRY);
+        let replaced = code.is_some() && entry.relative == Path::new(GUEST_ENTRY);
         let itself = std::path::absolute(&entry.source).is_ok_and(|p| p == output_abs);
         !replaced && !itself
     });
-    if let Some(code) = &args.code {
+    if let Some(code) = &code {
         if !entries.iter().any(|e| e.relative == Path::new("code")) {
             entries.push(Entry {
                 relative: PathBuf::from("code"),
@@ -130,8 +201,172 @@ pub fn run(args: &PackageArgs) -> Result<PathBuf> {
         .and_then(|f| f.sync_all());
     finished.map_err(write_err)?;
     std::fs::rename(&tmp, &args.output).map_err(write_err)?;
-    tracing::info!(output = %args.output.display(), files = entries.iter().filter(|e| !e.dir).count(), guest = args.code.is_some(), "model archive written");
+    tracing::info!(output = %args.output.display(), files = entries.iter().filter(|e| !e.dir).count(), guest = code.is_some(), "model archive written");
     Ok(args.output.clone())
+}
+
+/// The programs that build a guest crate.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    /// cargo: `$CARGO`, else `cargo` from `PATH`.
+    pub cargo: OsString,
+    /// rustc, asked where the target's standard library is: `$RUSTC`, else `rustc`.
+    pub rustc: OsString,
+}
+
+impl Toolchain {
+    /// The toolchain named by the environment, as cargo itself would pick it.
+    pub fn from_env() -> Self {
+        Self {
+            cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+            rustc: std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()),
+        }
+    }
+}
+
+/// Builds the guest crate at `dir` for `wasm32-wasip2` in release mode, in `dir` (so its own
+/// `rust-toolchain.toml`, `.cargo/config.toml` and target dir apply), and returns the path of
+/// the component. cargo's output goes to standard error as it builds.
+pub fn build_guest(dir: &Path, tools: &Toolchain) -> Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Err(PackageError::NotACrate {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let cargo_missing = |error| PackageError::CargoMissing {
+        program: tools.cargo.clone(),
+        error,
+    };
+    // cargo first: without it, the target question is moot.
+    Command::new(&tools.cargo)
+        .arg("--version")
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(cargo_missing)?;
+    check_target(dir, &tools.rustc)?;
+    let component = component_path(dir, &tools.cargo)?;
+    tracing::info!(guest = %dir.display(), component = %component.display(), "building the guest crate with `cargo build --target {GUEST_TARGET} --release`");
+    // cargo writes its progress and errors to stderr; anything on its stdout goes to ours
+    // too, so that stdout only carries the archive's path.
+    let stdout = {
+        use std::os::fd::AsFd as _;
+        io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_or_else(|_| Stdio::inherit(), Stdio::from)
+    };
+    let status = Command::new(&tools.cargo)
+        .current_dir(dir)
+        .args(["build", "--target", GUEST_TARGET, "--release"])
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(cargo_missing)?;
+    if !status.success() {
+        return Err(PackageError::BuildFailed {
+            dir: dir.to_path_buf(),
+            status,
+        });
+    }
+    if !component.is_file() {
+        return Err(PackageError::NotBuilt { path: component });
+    }
+    Ok(component)
+}
+
+/// Fails with [`PackageError::TargetMissing`] when the toolchain that builds `dir` has no
+/// standard library for `wasm32-wasip2`. A rustc that cannot be asked is not an error here:
+/// cargo then reports what is wrong itself.
+fn check_target(dir: &Path, rustc: &OsStr) -> Result<()> {
+    let output = Command::new(rustc)
+        .current_dir(dir)
+        .args(["--print", "target-libdir", "--target", GUEST_TARGET])
+        .stderr(Stdio::null())
+        .output();
+    let Ok(output) = output else { return Ok(()) };
+    if !output.status.success() {
+        return Ok(());
+    }
+    let libdir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if libdir.as_os_str().is_empty() || libdir.is_dir() {
+        return Ok(());
+    }
+    Err(PackageError::TargetMissing {
+        dir: dir.to_path_buf(),
+        libdir,
+    })
+}
+
+/// Where `cargo build --target wasm32-wasip2 --release` in `dir` writes the crate's component:
+/// `<target_directory>/wasm32-wasip2/release/<lib name>.wasm`, both from `cargo metadata`.
+fn component_path(dir: &Path, cargo: &OsStr) -> Result<PathBuf> {
+    let metadata_err = |reason: String| PackageError::Metadata {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let output = Command::new(cargo)
+        .current_dir(dir)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|error| PackageError::CargoMissing {
+            program: cargo.to_os_string(),
+            error,
+        })?;
+    if !output.status.success() {
+        return Err(metadata_err(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| metadata_err(format!("unreadable output: {e}")))?;
+    let manifest = dir
+        .join("Cargo.toml")
+        .canonicalize()
+        .map_err(|source| PackageError::Read {
+            path: dir.join("Cargo.toml"),
+            source,
+        })?;
+    let package = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["manifest_path"]
+                .as_str()
+                .and_then(|m| Path::new(m).canonicalize().ok())
+                .is_some_and(|m| m == manifest)
+        })
+        .ok_or_else(|| {
+            metadata_err(
+                "it describes no package with this Cargo.toml (a workspace root? give the guest \
+                 crate's own directory)"
+                    .to_owned(),
+            )
+        })?;
+    let lib = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"))
+        })
+        .and_then(|t| t["name"].as_str())
+        .ok_or_else(|| PackageError::NoCdylib {
+            dir: dir.to_path_buf(),
+        })?;
+    let target_dir = metadata["target_directory"]
+        .as_str()
+        .ok_or_else(|| metadata_err("no `target_directory`".to_owned()))?;
+    Ok(Path::new(target_dir)
+        .join(GUEST_TARGET)
+        .join("release")
+        .join(format!("{}.wasm", lib.replace('-', "_"))))
 }
 
 struct Entry {
@@ -273,6 +508,7 @@ mod tests {
         let args = PackageArgs {
             model_dir: model,
             code: Some(guest),
+            guest: None,
             output: output.clone(),
         };
         assert_eq!(run(&args).expect("packs"), output);
@@ -335,6 +571,7 @@ mod tests {
             run(&PackageArgs {
                 model_dir: model.clone(),
                 code: None,
+                guest: None,
                 output: output.clone(),
             })
             .expect("packs");
@@ -370,6 +607,7 @@ mod tests {
         run(&PackageArgs {
             model_dir: tmp.path().to_path_buf(),
             code: None,
+            guest: None,
             output: output.clone(),
         })
         .expect("packs");
@@ -385,6 +623,7 @@ mod tests {
         let args = PackageArgs {
             model_dir: tmp.path().to_path_buf(),
             code: Some(module),
+            guest: None,
             output: tmp.path().join("m.tar.gz"),
         };
         assert!(matches!(
@@ -399,11 +638,164 @@ mod tests {
         let args = PackageArgs {
             model_dir: tmp.path().join("nope"),
             code: None,
+            guest: None,
             output: tmp.path().join("m.tar.gz"),
         };
         assert!(matches!(
             run(&args),
             Err(PackageError::NotADirectory { .. })
         ));
+    }
+
+    /// A crate with no dependencies whose library is a `cdylib` named unlike its package:
+    /// builds in a second for `wasm32-wasip2`, offline.
+    fn tiny_guest(dir: &Path, lib_section: &str, body: &str) {
+        std::fs::create_dir_all(dir.join("src")).expect("mkdir");
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"tiny-guest\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n{lib_section}\n[workspace]\n"
+            ),
+        )
+        .expect("write manifest");
+        std::fs::write(dir.join("src/lib.rs"), body).expect("write lib.rs");
+    }
+
+    const EXPORT: &str = "#[unsafe(no_mangle)]\npub extern \"C\" fn answer() -> i32 { 42 }\n";
+
+    fn tools() -> Toolchain {
+        Toolchain {
+            cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+            rustc: "rustc".into(),
+        }
+    }
+
+    #[test]
+    fn a_guest_crate_is_built_and_its_component_found_by_its_lib_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let crate_dir = tmp.path().join("tiny-guest");
+        tiny_guest(
+            &crate_dir,
+            "[lib]\nname = \"renamed_lib\"\ncrate-type = [\"cdylib\"]\n",
+            EXPORT,
+        );
+        let component = build_guest(&crate_dir, &tools()).expect("builds");
+        assert_eq!(
+            component,
+            crate_dir
+                .canonicalize()
+                .expect("canonical")
+                .join("target/wasm32-wasip2/release/renamed_lib.wasm")
+        );
+        let bytes = std::fs::read(&component).expect("component written");
+        assert_eq!(bytes[..8], COMPONENT_HEADER);
+    }
+
+    #[test]
+    fn a_guest_that_fails_to_build_is_reported_with_cargos_status() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        tiny_guest(
+            tmp.path(),
+            "[lib]\ncrate-type = [\"cdylib\"]\n",
+            "pub fn broken( {}\n",
+        );
+        let err = build_guest(tmp.path(), &tools()).expect_err("does not build");
+        assert!(matches!(err, PackageError::BuildFailed { .. }), "{err:?}");
+        assert!(err.to_string().contains("cargo's output is above"), "{err}");
+    }
+
+    #[test]
+    fn a_guest_without_a_cdylib_is_refused_before_building() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        tiny_guest(tmp.path(), "", EXPORT);
+        let err = build_guest(tmp.path(), &tools()).expect_err("no cdylib");
+        assert!(matches!(err, PackageError::NoCdylib { .. }), "{err:?}");
+        assert!(
+            !tmp.path().join("target").exists(),
+            "nothing may be built for a crate that yields no component"
+        );
+    }
+
+    #[test]
+    fn a_directory_without_cargo_toml_is_not_a_guest_crate() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = build_guest(tmp.path(), &tools()).expect_err("no crate");
+        assert!(matches!(err, PackageError::NotACrate { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn missing_cargo_is_named_with_how_to_install_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        tiny_guest(tmp.path(), "[lib]\ncrate-type = [\"cdylib\"]\n", EXPORT);
+        let cargo = tmp.path().join("no-such-cargo");
+        let err = build_guest(
+            tmp.path(),
+            &Toolchain {
+                cargo: cargo.clone().into_os_string(),
+                rustc: "rustc".into(),
+            },
+        )
+        .expect_err("no cargo");
+        assert!(matches!(err, PackageError::CargoMissing { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains(&cargo.display().to_string()), "{message}");
+        assert!(message.contains("rustup"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_wasm32_wasip2_target_is_named_with_the_rustup_command() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        tiny_guest(tmp.path(), "[lib]\ncrate-type = [\"cdylib\"]\n", EXPORT);
+        // A rustc whose sysroot has no wasm32-wasip2 standard library, as rustc answers
+        // `--print target-libdir` when the target is not installed.
+        let rustc = tmp.path().join("rustc-without-wasm");
+        let libdir = tmp.path().join("sysroot/lib/rustlib/wasm32-wasip2/lib");
+        std::fs::write(&rustc, format!("#!/bin/sh\necho {}\n", libdir.display()))
+            .expect("write fake rustc");
+        std::fs::set_permissions(&rustc, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let err = build_guest(
+            tmp.path(),
+            &Toolchain {
+                cargo: tools().cargo,
+                rustc: rustc.into_os_string(),
+            },
+        )
+        .expect_err("no target");
+        assert!(matches!(err, PackageError::TargetMissing { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("rustup target add wasm32-wasip2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn code_and_guest_together_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = run(&PackageArgs {
+            model_dir: tmp.path().to_path_buf(),
+            code: Some(component_file(tmp.path())),
+            guest: Some(tmp.path().to_path_buf()),
+            output: tmp.path().join("m.tar.gz"),
+        })
+        .expect_err("exclusive");
+        assert!(matches!(err, PackageError::CodeAndGuest), "{err:?}");
+    }
+
+    #[test]
+    fn code_and_guest_are_exclusive_on_the_command_line() {
+        use clap::Parser as _;
+        let err = crate::config::Cli::try_parse_from([
+            "sagebrush",
+            "package",
+            "--model-dir",
+            "m",
+            "--code",
+            "g.wasm",
+            "--guest",
+            "g",
+        ])
+        .expect_err("clap refuses both");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }

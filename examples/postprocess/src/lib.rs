@@ -18,7 +18,7 @@ impl Handler for Postprocess {
     fn output_fn(prediction: Payload, accept: &str, ctx: &Context) -> Result<Response, Error> {
         let answer: Value = prediction.to_json()?;
         let predictions = reshape(answer);
-        let mut response = match media_type(accept).as_str() {
+        let mut response = match guest_sdk::media_type(accept).as_str() {
             "" | "*/*" | "application/*" | "application/json" => Response::json(&json!({
                 "task": guest_sdk::pipeline::task(),
                 "predictions": predictions,
@@ -36,19 +36,6 @@ impl Handler for Postprocess {
         }
         Ok(response)
     }
-}
-
-/// The first media type of an `Accept` header, without parameters, lower-cased.
-fn media_type(accept: &str) -> String {
-    accept
-        .split(',')
-        .next()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
 }
 
 /// Renames labels and adds `confident` in every `{"label", "score"}` object, at any depth

@@ -18,7 +18,7 @@ impl Handler for Transform {
         accept: &str,
         ctx: &Context,
     ) -> Result<Response, Error> {
-        let (inputs, parameters) = match media_type(content_type).as_str() {
+        let (inputs, parameters) = match guest_sdk::media_type(content_type).as_str() {
             "application/json" => {
                 let request: Value = guest_sdk::json::from_slice(&body)?;
                 match request.get("inputs") {
@@ -44,7 +44,7 @@ impl Handler for Transform {
             request["parameters"] = parameters;
         }
         let prediction = guest_sdk::pipeline::predict(&request)?;
-        let response = match media_type(accept).as_str() {
+        let response = match guest_sdk::media_type(accept).as_str() {
             "" | "*/*" | "application/json" => Response::json(&json!({
                 "request_id": ctx.request_id,
                 "inputs": inputs,
@@ -64,18 +64,6 @@ impl Handler for Transform {
             None => response,
         })
     }
-}
-
-fn media_type(value: &str) -> String {
-    value
-        .split(',')
-        .next()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
 }
 
 /// `label<TAB>score` for every `{"label", "score"}` object in the prediction.
