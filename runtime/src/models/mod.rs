@@ -549,3 +549,5 @@ impl Encoder {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timing;
