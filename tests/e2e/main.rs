@@ -20,6 +20,7 @@ mod repository;
 mod sentence;
 mod seq2seq;
 mod sources;
+mod streaming;
 mod support;
 mod table_qa;
 mod tasks;

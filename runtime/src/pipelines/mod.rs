@@ -15,6 +15,7 @@ pub mod question_answering;
 pub mod sentence_embeddings;
 pub mod sentence_ranking;
 pub mod sentence_similarity;
+pub mod stream;
 pub mod table_question_answering;
 pub mod text2text;
 pub mod text_classification;
@@ -150,6 +151,15 @@ pub trait Pipeline: Send + Sync {
     /// Answers one decoded request: `{"inputs", "parameters"}` or a bare input.
     fn predict(&self, request: Value) -> Result<Value> {
         self.run(Envelope::from_value(request)?)
+    }
+    /// Starts a streamed answer (issue #12); only generation tasks stream, the others refuse
+    /// with a 400.
+    fn stream(&self, request: Envelope) -> Result<stream::TokenStream> {
+        let _ = request;
+        Err(PipelineError::validation(format!(
+            "`stream` is not available for the {} task; only text-generation streams",
+            self.task()
+        )))
     }
 }
 

@@ -48,7 +48,7 @@ pub(crate) async fn invocations(
     body: Body,
 ) -> Result<Response, ApiError> {
     let model = state.ready_model()?;
-    let _permit = state.admit()?;
+    let permit = state.admit()?;
     let text = |name: header::HeaderName| {
         headers
             .get(name)
@@ -63,6 +63,16 @@ pub(crate) async fn invocations(
         state.config.default_accept,
     )?;
     let body = read_body(&headers, body, state.config.max_payload_bytes).await?;
+    if let Some(request) = super::stream::streaming_request(&body) {
+        return super::stream::respond(
+            model,
+            permit,
+            accept.as_deref(),
+            request,
+            state.config.timeout,
+        )
+        .await;
+    }
     let ctx = RequestContext {
         request_id: headers
             .get(REQUEST_ID)
@@ -139,6 +149,7 @@ pub(crate) async fn invocations(
         headers.insert(HeaderName::from_static(CUSTOM_ATTRIBUTES), attrs);
     }
     response.extensions_mut().insert(Timed(timings));
+    drop(permit);
     let headers = response.headers_mut();
     for (name, value) in answer.headers {
         let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value))

@@ -6,6 +6,7 @@ pub mod middleware;
 mod ping;
 pub mod shutdown;
 pub mod state;
+mod stream;
 
 use std::future::Future;
 
