@@ -3,6 +3,7 @@
 
 mod archive;
 mod batch;
+mod chat;
 mod codec;
 mod conformance;
 mod faults;

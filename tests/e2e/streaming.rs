@@ -344,6 +344,17 @@ fn streaming_with_user_code_is_a_400_saying_so() {
         answer.records[0]["message"],
         sagebrush::handler::STREAM_WITH_USER_CODE
     );
+    // Chat completions are refused too (the guest owns the requests).
+    let chat = server.post(
+        "/v1/chat/completions",
+        &[("content-type", "application/json")],
+        json!({"messages": [{"role": "user", "content": "x"}]}).to_string(),
+    );
+    assert_eq!(chat.status, 400, "{}", chat.body);
+    assert_eq!(
+        chat.json()["message"],
+        sagebrush::handler::CHAT_WITH_USER_CODE
+    );
     // Without `stream` the guest answers as usual.
     let whole = server.invoke(&json!({"inputs": "x", "parameters": {"max_new_tokens": 2}}));
     assert_eq!(whole.status, 200, "{}", whole.body);

@@ -6,6 +6,7 @@
 //! pad, batch or touch the model.
 
 pub mod answer;
+pub mod chat;
 pub mod encode;
 pub mod feature_extraction;
 pub mod fill_mask;
@@ -151,6 +152,14 @@ pub trait Pipeline: Send + Sync {
     /// Answers one decoded request: `{"inputs", "parameters"}` or a bare input.
     fn predict(&self, request: Value) -> Result<Value> {
         self.run(Envelope::from_value(request)?)
+    }
+    /// Answers an OpenAI chat-completion request (issue #12); only text-generation chats.
+    fn chat(&self, request: chat::ChatRequest) -> Result<Value> {
+        let _ = request;
+        Err(PipelineError::validation(format!(
+            "chat completions (`messages`) need a text-generation model; this one serves {}",
+            self.task()
+        )))
     }
     /// Starts a streamed answer (issue #12); only generation tasks stream, the others refuse
     /// with a 400.

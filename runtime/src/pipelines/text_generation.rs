@@ -23,6 +23,7 @@ use crate::generate::params::GENERATION_KEYS;
 use crate::generate::{GenerationConfig, GenerationParams, ParamsError};
 use crate::infer::GenerateSpec;
 
+use super::chat::{self, ChatRequest, Choice};
 use super::fill_mask::clean_up_tokenization;
 use super::inputs::json_kind;
 use super::params::check_names;
@@ -342,6 +343,10 @@ impl Pipeline for TextGeneration {
         })
     }
 
+    fn chat(&self, request: ChatRequest) -> Result<Value> {
+        self.complete_chat(&request)
+    }
+
     fn stream(&self, request: Envelope) -> Result<TokenStream> {
         let Prepared {
             mut prompts,
@@ -380,6 +385,40 @@ impl Pipeline for TextGeneration {
             .generated_text(tokens)
         });
         Ok(TokenStream::new(events, detok, finish))
+    }
+}
+
+impl TextGeneration {
+    /// A chat completion: the messages rendered by the chat template, generated with the
+    /// request's parameters, each answer cut at the first stop string.
+    fn complete_chat(&self, request: &ChatRequest) -> Result<Value> {
+        let envelope = Envelope {
+            inputs: Value::Array(request.messages.clone()),
+            parameters: request.parameters(),
+        };
+        let Prepared { rows, spec, .. } = self.prepare(&envelope)?;
+        let row = rows.first().cloned().unwrap_or_default();
+        let limit = spec.params.max_new_for(row.len());
+        let eos = spec.params.eos_token_ids.clone();
+        let generated = self.res.infer.generate_all(rows, spec)?;
+        let choices: Vec<Choice> = generated
+            .iter()
+            .map(|tokens| {
+                let ended = tokens.last().is_some_and(|t| eos.contains(t));
+                let mut all = row.clone();
+                all.extend_from_slice(tokens);
+                let prompt_chars = decode(&self.res.tokenizer, &row).chars().count();
+                Choice {
+                    text: decode(&self.res.tokenizer, &all)
+                        .chars()
+                        .skip(prompt_chars)
+                        .collect(),
+                    tokens: tokens.len(),
+                    hit_length: !ended && tokens.len() >= limit,
+                }
+            })
+            .collect();
+        Ok(chat::completion(&choices, &request.stops(), row.len()))
     }
 }
 

@@ -63,6 +63,14 @@ pub(crate) async fn invocations(
         state.config.default_accept,
     )?;
     let body = read_body(&headers, body, state.config.max_payload_bytes).await?;
+    // The Messages API, unless user code owns the request (contract: its hooks see every body).
+    if !model.chain.has_user_code()
+        && let Some(request) = super::openai::chat_request(&body)
+    {
+        let answer = super::openai::respond_chat(model, request, state.config.timeout).await;
+        drop(permit);
+        return answer;
+    }
     if let Some(request) = super::stream::streaming_request(&body) {
         return super::stream::respond(
             model,
@@ -166,7 +174,11 @@ pub(crate) async fn invocations(
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorType::PayloadTooLarge,
