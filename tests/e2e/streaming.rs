@@ -172,19 +172,19 @@ fn text_of(records: &[Value]) -> (String, Value) {
     (text, records[records.len() - 1]["generated_text"].clone())
 }
 
-fn greedy(inputs: Value, return_full_text: bool) -> Value {
+fn greedy(inputs: &Value, return_full_text: bool) -> Value {
     json!({"inputs": inputs, "parameters": {
         "max_new_tokens": 12, "do_sample": false, "return_full_text": return_full_text}})
 }
 
 fn check_streamed_equals_unstreamed(model: &str, inputs: &Value) {
     let server = Server::start(fixture(model)).wait_ready();
-    let whole = server.invoke(&greedy(inputs.clone(), true));
+    let whole = server.invoke(&greedy(inputs, true));
     assert_eq!(whole.status, 200, "{}", whole.body);
-    let new_only = server.invoke(&greedy(inputs.clone(), false));
+    let new_only = server.invoke(&greedy(inputs, false));
     assert_eq!(new_only.status, 200, "{}", new_only.body);
     for accept in [None, Some("application/jsonlines")] {
-        let mut body = greedy(inputs.clone(), true);
+        let mut body = greedy(inputs, true);
         body["stream"] = json!(true);
         let streamed = stream_request(&server, &body, accept);
         assert_eq!(streamed.status, 200, "{:?}", streamed.records);

@@ -89,7 +89,7 @@ impl ChatRequest {
             p.insert("max_new_tokens".into(), json!(max));
         }
         match self.temperature {
-            Some(t) if t == 0.0 => {
+            Some(0.0) => {
                 p.insert("do_sample".into(), json!(false));
             }
             Some(t) => {

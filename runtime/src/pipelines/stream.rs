@@ -54,13 +54,14 @@ impl Detokenizer {
         self.ids.push(id);
         let before = self.decode(&self.ids[self.prefix..self.read]);
         let after = self.decode(&self.ids[self.prefix..]);
-        if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
-            if let Some(new) = after.get(before.len()..) {
-                let new = new.to_owned();
-                self.prefix = self.read;
-                self.read = self.ids.len();
-                return new;
-            }
+        if after.len() > before.len()
+            && !after.ends_with('\u{FFFD}')
+            && let Some(new) = after.get(before.len()..)
+        {
+            let new = new.to_owned();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            return new;
         }
         String::new()
     }
@@ -145,13 +146,13 @@ impl TokenStream {
             &text,
             logprob,
             self.detok.is_special(token),
-            generated,
+            generated.as_ref(),
         )))
     }
 }
 
 /// TGI's stream record.
-fn record(id: u32, text: &str, logprob: f32, special: bool, generated: Option<Value>) -> Value {
+fn record(id: u32, text: &str, logprob: f32, special: bool, generated: Option<&Value>) -> Value {
     json!({
         "token": {"id": id, "text": text, "logprob": logprob, "special": special},
         "generated_text": generated,
