@@ -17,16 +17,16 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, fixture};
 
-const HELD: &str = "forward pass held by the test gate";
+pub(crate) const HELD: &str = "forward pass held by the test gate";
 const QUEUED: &str = "queued for the model";
 
-struct Gated {
-    server: Server,
+pub(crate) struct Gated {
+    pub(crate) server: Server,
     dir: tempfile::TempDir,
 }
 
 impl Gated {
-    fn start(model: &str) -> Self {
+    pub(crate) fn start(model: &str) -> Self {
         let dir = tempfile::tempdir().expect("gate dir");
         let server = Server::builder()
             .model(fixture(model))
@@ -37,11 +37,11 @@ impl Gated {
         Self { server, dir }
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn count(&self, needle: &str) -> usize {
+    pub(crate) fn count(&self, needle: &str) -> usize {
         self.server
             .logs()
             .lines()
@@ -49,7 +49,7 @@ impl Gated {
             .count()
     }
 
-    fn wait_count(&self, needle: &str, n: usize) {
+    pub(crate) fn wait_count(&self, needle: &str, n: usize) {
         let start = Instant::now();
         while self.count(needle) < n {
             assert!(

@@ -3,6 +3,7 @@
 
 mod archive;
 mod batch;
+mod chat;
 mod codec;
 mod conformance;
 mod faults;
@@ -20,6 +21,7 @@ mod repository;
 mod sentence;
 mod seq2seq;
 mod sources;
+mod streaming;
 mod support;
 mod table_qa;
 mod tasks;

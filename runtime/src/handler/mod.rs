@@ -16,7 +16,14 @@ use bytes::Bytes;
 use crate::codec::{self, Decoding, Encoding};
 use crate::infer::Scope;
 use crate::metrics::Stage;
-use crate::pipelines::{Pipeline, Task};
+use crate::pipelines::stream::TokenStream;
+use crate::pipelines::{Envelope, Pipeline, PipelineError, Task};
+
+/// The 400 of a chat-completion request to a model with user code (issue #12).
+pub const CHAT_WITH_USER_CODE: &str = "chat completions are not available with user code: this model has a guest (code/*.wasm), whose hooks own the request; send `{\"inputs\": ...}` to /invocations";
+
+/// The 400 of a streaming request to a model with user code (issue #12).
+pub const STREAM_WITH_USER_CODE: &str = "streaming is not available with user code: this model has a guest (code/*.wasm) whose hooks take and return whole bodies; send the request without `\"stream\": true`";
 
 pub use types::*;
 
@@ -82,6 +89,11 @@ impl HookChain {
     /// The task of the native pipeline.
     pub fn task(&self) -> Task {
         self.native.task()
+    }
+
+    /// Whether user code (a guest) is loaded.
+    pub fn has_user_code(&self) -> bool {
+        self.user.is_some()
     }
 
     /// The hooks user code implements.
@@ -186,6 +198,31 @@ impl HookChain {
 }
 
 impl HookChain {
+    /// Answers an OpenAI chat-completion body (issue #12) with the native pipeline; refused
+    /// with a 400 when user code is loaded (its hooks own the request). Blocks.
+    pub fn chat(&self, body: serde_json::Value) -> Result<serde_json::Value, HookError> {
+        if self.user.is_some() {
+            return Err(PipelineError::validation(CHAT_WITH_USER_CODE).into());
+        }
+        let request = crate::pipelines::chat::ChatRequest::from_value(body)?;
+        Ok(self.native.chat(request)?)
+    }
+
+    /// Starts a streamed answer (`"stream": true`, issue #12) from a JSON body: the native
+    /// pipeline's token stream, which never passes through `output_fn`. Refused with a 400 when
+    /// user code is loaded: a guest's hooks see whole bodies and whole answers, never a stream.
+    /// Blocks (tokenization and queueing): call it off the async runtime.
+    pub fn stream(&self, body: serde_json::Value) -> Result<TokenStream, HookError> {
+        if self.user.is_some() {
+            return Err(PipelineError::validation(STREAM_WITH_USER_CODE).into());
+        }
+        let mut body = body;
+        if let Some(map) = body.as_object_mut() {
+            map.remove("stream");
+        }
+        Ok(self.native.stream(Envelope::from_value(body)?)?)
+    }
+
     /// The native `predict_fn` over several records on up to `record_parallelism` threads,
     /// each in the caller's [`Scope`] (deadline, cancellation) and span. Each record is one
     /// request to the inference core; submitted together, they share forward passes. The

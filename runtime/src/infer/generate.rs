@@ -378,13 +378,20 @@ fn select<C: Clone>(job: &mut Job<C>) {
         let mut scores = std::mem::take(&mut seq.logits);
         seq.processor.process(&seq.ids, &mut scores);
         let token = pick(&scores, seq.processor.samples(), &mut job.rng);
+        let logprob = log_softmax(&scores)
+            .get(token as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY);
         seq.ids.push(token);
         crate::metrics::get().generated_tokens.inc();
+        let last = seq.stop.check(&seq.ids).is_some();
         events.push(GenEvent::Token {
             sequence: seq.index,
             token,
+            logprob,
+            last,
         });
-        if seq.stop.check(&seq.ids).is_some() {
+        if last {
             seq.done = true;
             seq.cache = None;
             let generated = seq.ids.len() - seq.prompt_len;

@@ -167,7 +167,7 @@ pub enum Outputs {
 
 /// One event of a generation stream. Sequence `r × num_return_sequences + k` is the `k`-th
 /// answer to row `r`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum GenEvent {
     /// A token of a sequence, as soon as it is chosen (greedy decoding and sampling; beam
     /// search only knows its sequences when it ends).
@@ -176,6 +176,12 @@ pub enum GenEvent {
         sequence: usize,
         /// The token.
         token: u32,
+        /// Its log-probability under the processed scores it was chosen from (temperature,
+        /// top-k/top-p and penalties applied), as TGI reports it.
+        logprob: f32,
+        /// Whether the token ends its sequence: its [`GenEvent::Finished`] follows at once, so
+        /// a stream can put the whole answer on this token's record.
+        last: bool,
     },
     /// A sequence is finished: all its generated tokens (the prompt excluded).
     Finished {

@@ -6,6 +6,7 @@
 //! pad, batch or touch the model.
 
 pub mod answer;
+pub mod chat;
 pub mod encode;
 pub mod feature_extraction;
 pub mod fill_mask;
@@ -15,6 +16,7 @@ pub mod question_answering;
 pub mod sentence_embeddings;
 pub mod sentence_ranking;
 pub mod sentence_similarity;
+pub mod stream;
 pub mod table_question_answering;
 pub mod text2text;
 pub mod text_classification;
@@ -150,6 +152,23 @@ pub trait Pipeline: Send + Sync {
     /// Answers one decoded request: `{"inputs", "parameters"}` or a bare input.
     fn predict(&self, request: Value) -> Result<Value> {
         self.run(Envelope::from_value(request)?)
+    }
+    /// Answers an OpenAI chat-completion request (issue #12); only text-generation chats.
+    fn chat(&self, request: chat::ChatRequest) -> Result<Value> {
+        let _ = request;
+        Err(PipelineError::validation(format!(
+            "chat completions (`messages`) need a text-generation model; this one serves {}",
+            self.task()
+        )))
+    }
+    /// Starts a streamed answer (issue #12); only generation tasks stream, the others refuse
+    /// with a 400.
+    fn stream(&self, request: Envelope) -> Result<stream::TokenStream> {
+        let _ = request;
+        Err(PipelineError::validation(format!(
+            "`stream` is not available for the {} task; only text-generation streams",
+            self.task()
+        )))
     }
 }
 

@@ -23,10 +23,13 @@ use crate::generate::params::GENERATION_KEYS;
 use crate::generate::{GenerationConfig, GenerationParams, ParamsError};
 use crate::infer::GenerateSpec;
 
+use super::chat::{self, ChatRequest, Choice};
 use super::fill_mask::clean_up_tokenization;
 use super::inputs::json_kind;
 use super::params::check_names;
+use super::stream::{Detokenizer, TokenStream};
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task};
+use crate::tokenizer::TextTokenizer;
 
 /// Parameters the pipeline reads besides the generation ones.
 const PIPELINE_KEYS: &[&str] = &["truncation"];
@@ -88,16 +91,6 @@ impl TextGeneration {
             .encode(text, add_special_tokens)
             .map_err(|source| PipelineError::Tokenizer { source })?;
         Ok(encoding.get_ids().to_vec())
-    }
-
-    fn decode(&self, ids: &[u32]) -> String {
-        let text = self
-            .res
-            .tokenizer
-            .inner()
-            .decode(ids, true)
-            .unwrap_or_default();
-        clean_up_tokenization(&text)
     }
 
     /// The prompt's token ids (before truncation).
@@ -318,6 +311,128 @@ impl Pipeline for TextGeneration {
     }
 
     fn run(&self, request: Envelope) -> Result<Value> {
+        let Prepared {
+            prompts,
+            is_list,
+            rows,
+            from_nothing,
+            spec,
+        } = self.prepare(&request)?;
+        let n = spec.params.num_return_sequences;
+        let return_full_text = spec.params.return_full_text.unwrap_or(true);
+        let generated = self.res.infer.generate_all(rows.clone(), spec)?;
+        let mut answers = Vec::with_capacity(prompts.len());
+        for (r, prompt) in prompts.iter().enumerate() {
+            let answer = Answer {
+                tokenizer: &self.res.tokenizer,
+                prompt,
+                row: &rows[r],
+                from_nothing: from_nothing[r],
+                return_full_text,
+            };
+            let records: Vec<Value> = generated[r * n..(r + 1) * n]
+                .iter()
+                .map(|tokens| json!({ "generated_text": answer.generated_text(tokens) }))
+                .collect();
+            answers.push(Value::Array(records));
+        }
+        Ok(if is_list {
+            Value::Array(answers)
+        } else {
+            answers.pop().unwrap_or(Value::Null)
+        })
+    }
+
+    fn chat(&self, request: ChatRequest) -> Result<Value> {
+        self.complete_chat(&request)
+    }
+
+    fn stream(&self, request: Envelope) -> Result<TokenStream> {
+        let Prepared {
+            mut prompts,
+            is_list,
+            mut rows,
+            from_nothing,
+            spec,
+        } = self.prepare(&request)?;
+        if is_list {
+            return Err(PipelineError::validation(
+                "`stream` answers one prompt (or one chat) at a time, got a list of inputs",
+            ));
+        }
+        if spec.params.num_return_sequences != 1 || spec.params.num_beams != 1 {
+            return Err(PipelineError::validation(format!(
+                "`stream` generates one sequence without beam search, got `num_return_sequences` {} and `num_beams` {}",
+                spec.params.num_return_sequences, spec.params.num_beams
+            )));
+        }
+        let (Some(prompt), Some(row)) = (prompts.pop(), rows.pop()) else {
+            return Err(PipelineError::validation("`stream` needs one prompt"));
+        };
+        let return_full_text = spec.params.return_full_text.unwrap_or(true);
+        let detok = Detokenizer::new(std::sync::Arc::clone(&self.res.tokenizer), &row);
+        let events = self.res.infer.generate(vec![row.clone()], spec)?;
+        let tokenizer = std::sync::Arc::clone(&self.res.tokenizer);
+        let from_nothing = from_nothing.first().copied().unwrap_or(false);
+        let finish = Box::new(move |tokens: &[u32]| {
+            Answer {
+                tokenizer: &tokenizer,
+                prompt: &prompt,
+                row: &row,
+                from_nothing,
+                return_full_text,
+            }
+            .generated_text(tokens)
+        });
+        Ok(TokenStream::new(events, detok, finish))
+    }
+}
+
+impl TextGeneration {
+    /// A chat completion: the messages rendered by the chat template, generated with the
+    /// request's parameters, each answer cut at the first stop string.
+    fn complete_chat(&self, request: &ChatRequest) -> Result<Value> {
+        let envelope = Envelope {
+            inputs: Value::Array(request.messages.clone()),
+            parameters: request.parameters(),
+        };
+        let Prepared { rows, spec, .. } = self.prepare(&envelope)?;
+        let row = rows.first().cloned().unwrap_or_default();
+        let limit = spec.params.max_new_for(row.len());
+        let eos = spec.params.eos_token_ids.clone();
+        let generated = self.res.infer.generate_all(rows, spec)?;
+        let choices: Vec<Choice> = generated
+            .iter()
+            .map(|tokens| {
+                let ended = tokens.last().is_some_and(|t| eos.contains(t));
+                let mut all = row.clone();
+                all.extend_from_slice(tokens);
+                let prompt_chars = decode(&self.res.tokenizer, &row).chars().count();
+                Choice {
+                    text: decode(&self.res.tokenizer, &all)
+                        .chars()
+                        .skip(prompt_chars)
+                        .collect(),
+                    tokens: tokens.len(),
+                    hit_length: !ended && tokens.len() >= limit,
+                }
+            })
+            .collect();
+        Ok(chat::completion(&choices, &request.stops(), row.len()))
+    }
+}
+
+/// A request checked and tokenized, ready for the generation worker.
+struct Prepared {
+    prompts: Vec<Prompt>,
+    is_list: bool,
+    rows: Vec<Vec<u32>>,
+    from_nothing: Vec<bool>,
+    spec: GenerateSpec,
+}
+
+impl TextGeneration {
+    fn prepare(&self, request: &Envelope) -> Result<Prepared> {
         let task = Task::TextGeneration;
         let accepted: Vec<&str> = GENERATION_KEYS
             .iter()
@@ -359,59 +474,68 @@ impl Pipeline for TextGeneration {
                 from_nothing.push(false);
             }
         }
-        let n = params.num_return_sequences;
-        let return_full_text = params.return_full_text.unwrap_or(true);
-        let spec = GenerateSpec {
-            params,
-            stop_sequences: Vec::new(),
-        };
-        let generated = self.res.infer.generate_all(rows.clone(), spec)?;
-        let mut answers = Vec::with_capacity(prompts.len());
-        for (r, prompt) in prompts.iter().enumerate() {
-            let prompt_chars = if from_nothing[r] {
-                0
-            } else {
-                self.decode(&rows[r]).chars().count()
-            };
-            let records: Vec<Value> = generated[r * n..(r + 1) * n]
-                .iter()
-                .map(|tokens| {
-                    let mut all = rows[r].clone();
-                    all.extend_from_slice(tokens);
-                    let text: String = self.decode(&all).chars().skip(prompt_chars).collect();
-                    let generated_text = match (prompt, return_full_text) {
-                        (_, false) => Value::String(text),
-                        (Prompt::Text(p), true) => Value::String(format!("{p}{text}")),
-                        (Prompt::Chat(messages), true) => {
-                            let mut messages = messages.clone();
-                            if ends_with_assistant(&messages) {
-                                if let Some(last) =
-                                    messages.last_mut().and_then(Value::as_object_mut)
-                                {
-                                    let content = last
-                                        .get("content")
-                                        .and_then(Value::as_str)
-                                        .unwrap_or_default();
-                                    let joined = format!("{content}{text}");
-                                    last.insert("content".into(), Value::String(joined));
-                                }
-                            } else {
-                                messages.push(json!({"role": "assistant", "content": text}));
-                            }
-                            Value::Array(messages)
-                        }
-                    };
-                    json!({ "generated_text": generated_text })
-                })
-                .collect();
-            answers.push(Value::Array(records));
-        }
-        Ok(if is_list {
-            Value::Array(answers)
-        } else {
-            answers.pop().unwrap_or(Value::Null)
+        Ok(Prepared {
+            prompts,
+            is_list,
+            rows,
+            from_nothing,
+            spec: GenerateSpec {
+                params,
+                stop_sequences: Vec::new(),
+            },
         })
     }
+}
+
+/// What one generated sequence answers: `decode(prompt + new)` minus the decoded prompt, after
+/// the prompt (or appended to the chat) when `return_full_text`.
+struct Answer<'a> {
+    tokenizer: &'a TextTokenizer,
+    prompt: &'a Prompt,
+    row: &'a [u32],
+    from_nothing: bool,
+    return_full_text: bool,
+}
+
+impl Answer<'_> {
+    fn generated_text(&self, tokens: &[u32]) -> Value {
+        let prompt_chars = if self.from_nothing {
+            0
+        } else {
+            decode(self.tokenizer, self.row).chars().count()
+        };
+        let mut all = self.row.to_vec();
+        all.extend_from_slice(tokens);
+        let text: String = decode(self.tokenizer, &all)
+            .chars()
+            .skip(prompt_chars)
+            .collect();
+        match (self.prompt, self.return_full_text) {
+            (_, false) => Value::String(text),
+            (Prompt::Text(p), true) => Value::String(format!("{p}{text}")),
+            (Prompt::Chat(messages), true) => {
+                let mut messages = messages.clone();
+                if ends_with_assistant(&messages) {
+                    if let Some(last) = messages.last_mut().and_then(Value::as_object_mut) {
+                        let content = last
+                            .get("content")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        let joined = format!("{content}{text}");
+                        last.insert("content".into(), Value::String(joined));
+                    }
+                } else {
+                    messages.push(json!({"role": "assistant", "content": text}));
+                }
+                Value::Array(messages)
+            }
+        }
+    }
+}
+
+fn decode(tokenizer: &TextTokenizer, ids: &[u32]) -> String {
+    let text = tokenizer.inner().decode(ids, true).unwrap_or_default();
+    clean_up_tokenization(&text)
 }
 
 #[cfg(test)]

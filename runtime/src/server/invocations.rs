@@ -48,7 +48,7 @@ pub(crate) async fn invocations(
     body: Body,
 ) -> Result<Response, ApiError> {
     let model = state.ready_model()?;
-    let _permit = state.admit()?;
+    let permit = state.admit()?;
     let text = |name: header::HeaderName| {
         headers
             .get(name)
@@ -63,6 +63,24 @@ pub(crate) async fn invocations(
         state.config.default_accept,
     )?;
     let body = read_body(&headers, body, state.config.max_payload_bytes).await?;
+    // The Messages API, unless user code owns the request (contract: its hooks see every body).
+    if !model.chain.has_user_code()
+        && let Some(request) = super::openai::chat_request(&body)
+    {
+        let answer = super::openai::respond_chat(model, request, state.config.timeout).await;
+        drop(permit);
+        return answer;
+    }
+    if let Some(request) = super::stream::streaming_request(&body) {
+        return super::stream::respond(
+            model,
+            permit,
+            accept.as_deref(),
+            request,
+            state.config.timeout,
+        )
+        .await;
+    }
     let ctx = RequestContext {
         request_id: headers
             .get(REQUEST_ID)
@@ -139,6 +157,7 @@ pub(crate) async fn invocations(
         headers.insert(HeaderName::from_static(CUSTOM_ATTRIBUTES), attrs);
     }
     response.extensions_mut().insert(Timed(timings));
+    drop(permit);
     let headers = response.headers_mut();
     for (name, value) in answer.headers {
         let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value))
@@ -155,7 +174,11 @@ pub(crate) async fn invocations(
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorType::PayloadTooLarge,

@@ -3,9 +3,11 @@
 pub mod error;
 mod invocations;
 pub mod middleware;
+mod openai;
 mod ping;
 pub mod shutdown;
 pub mod state;
+mod stream;
 
 use std::future::Future;
 
@@ -25,6 +27,8 @@ pub fn router(state: AppState) -> Router {
         .route("/execution-parameters", get(ping::execution_parameters))
         .route("/invocations", post(invocations::invocations))
         .route("/metrics", get(metrics))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(CatchPanicLayer::custom(middleware::panic_response))
