@@ -306,10 +306,8 @@ fn admit<G: Generator>(
     let span = request.span.clone();
     let _enter = span.enter();
     let rng = params.seed.map_or_else(Rng::unseeded, Rng::seeded);
-    let waited = request.queued_at.elapsed();
-    crate::metrics::get().observe_stage(Stage::Queue, waited);
+    request.record_queue_wait(Instant::now());
     if let Some(t) = &request.timings {
-        t.add(Stage::Queue, waited);
         t.add_tokens(request.rows.iter().map(super::Row::len).sum());
     }
     let mut job = Job {
@@ -371,6 +369,17 @@ fn admit<G: Generator>(
     Some(job)
 }
 
+/// Records the decoding speed of a sequence that finished with `generated` new tokens, its job
+/// having started at `started`.
+fn observe_speed(generated: usize, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    if generated > 0 && secs > 0.0 {
+        crate::metrics::get()
+            .generation_tokens_per_second
+            .observe(generated as f64 / secs);
+    }
+}
+
 /// Chooses the next token of each running sequence of `job` and sends it.
 fn select<C: Clone>(job: &mut Job<C>) {
     let mut events = Vec::new();
@@ -394,13 +403,7 @@ fn select<C: Clone>(job: &mut Job<C>) {
         if last {
             seq.done = true;
             seq.cache = None;
-            let generated = seq.ids.len() - seq.prompt_len;
-            let secs = job.started.elapsed().as_secs_f64();
-            if generated > 0 && secs > 0.0 {
-                crate::metrics::get()
-                    .generation_tokens_per_second
-                    .observe(generated as f64 / secs);
-            }
+            observe_speed(seq.ids.len() - seq.prompt_len, job.started);
             events.push(GenEvent::Finished {
                 sequence: seq.index,
                 tokens: seq.ids[seq.prompt_len..].to_vec(),
@@ -426,14 +429,8 @@ fn select<C: Clone>(job: &mut Job<C>) {
         if beams.search.is_done() {
             beams.done = true;
             beams.caches.clear();
-            let secs = job.started.elapsed().as_secs_f64();
             for (k, ids) in beams.search.best(beams.count).into_iter().enumerate() {
-                let generated = ids.len().saturating_sub(beams.prompt_len);
-                if generated > 0 && secs > 0.0 {
-                    crate::metrics::get()
-                        .generation_tokens_per_second
-                        .observe(generated as f64 / secs);
-                }
+                observe_speed(ids.len().saturating_sub(beams.prompt_len), job.started);
                 // Finished hypotheses hold the prompt too.
                 events.push(GenEvent::Finished {
                     sequence: beams.first + k,

@@ -258,6 +258,16 @@ impl Request {
         (request, rx)
     }
 
+    /// Records the time since the request was made, up to `now`, as its queue time: in its
+    /// invocation's figures and in the queue-stage histogram.
+    pub(crate) fn record_queue_wait(&self, now: Instant) {
+        let waited = now.saturating_duration_since(self.queued_at);
+        if let Some(t) = &self.timings {
+            t.add(crate::metrics::Stage::Queue, waited);
+        }
+        crate::metrics::get().observe_stage(crate::metrics::Stage::Queue, waited);
+    }
+
     /// Whether the caller is gone: the receiver dropped or the cancellation flag set.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_set() || self.reply.is_closed()

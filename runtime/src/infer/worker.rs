@@ -218,11 +218,7 @@ impl Round {
     fn new(batch: Vec<Request>) -> Self {
         let now = Instant::now();
         for request in &batch {
-            let waited = now.saturating_duration_since(request.queued_at);
-            if let Some(t) = &request.timings {
-                t.add(Stage::Queue, waited);
-            }
-            crate::metrics::get().observe_stage(Stage::Queue, waited);
+            request.record_queue_wait(now);
         }
         let pending = batch
             .into_iter()
