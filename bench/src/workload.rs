@@ -224,10 +224,19 @@ impl Texts {
     /// Loads `tokenizer.json` from `model_dir` and collects the single-token words.
     pub fn load(model_dir: &Path) -> Result<Self> {
         let path = model_dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&path).map_err(|e| WorkloadError::Tokenizer {
+        let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| WorkloadError::Tokenizer {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        // Counts are of the text itself: a tokenizer.json that pads to a fixed length or
+        // truncates (sentence-transformers' do) would hide them.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| WorkloadError::Tokenizer {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         // Whole words: vocabulary entries of lowercase letters, with the word-start marker of
         // byte-level BPE (`Ġ`) or SentencePiece (`▁`) taken off, that encode to one token.
         let mut candidates: Vec<(String, u32)> = tokenizer
