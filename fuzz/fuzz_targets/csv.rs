@@ -1,0 +1,14 @@
+//! An `text/csv` request body (a header row, then rows): decode, then encode what was decoded in every response
+//! encoding (a guest's `predict_fn` can hand the native encoder any JSON value).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sagebrush::codec::{self, Decoding, Encoding};
+
+fuzz_target!(|body: &[u8]| {
+    if let Ok(records) = codec::decode(Decoding::Csv, body) {
+        for encoding in [Encoding::Json, Encoding::JsonLines, Encoding::Csv] {
+            let _ = codec::encode(encoding, &records.values, records.multi);
+        }
+    }
+});
