@@ -7,7 +7,12 @@ use std::io::Write;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use libfuzzer_sys::fuzz_target;
-use sagebrush::artifact::unpack::unpack_reader;
+// The unpacker's own source (the module `sagebrush::artifact::unpack`), compiled into this target.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../runtime/src/artifact/unpack.rs"]
+mod unpack;
+
+use unpack::unpack_reader;
 
 fuzz_target!(|tar: &[u8]| {
     let mut gz = GzEncoder::new(Vec::new(), Compression::fast());

@@ -3,7 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sagebrush::artifact::unpack::unpack_reader;
+// The unpacker's own source (the module `sagebrush::artifact::unpack`), compiled into this target.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../runtime/src/artifact/unpack.rs"]
+mod unpack;
+
+use unpack::unpack_reader;
 
 fuzz_target!(|archive: &[u8]| {
     let tmp = tempfile::tempdir().expect("temporary directory");
