@@ -171,11 +171,7 @@ pub(crate) fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) 
 }
 
 /// Appends the new keys/values to the cached ones along the time axis.
-fn append_kv(
-    cached: Option<(Tensor, Tensor)>,
-    k: Tensor,
-    v: Tensor,
-) -> Result<(Tensor, Tensor)> {
+fn append_kv(cached: Option<(Tensor, Tensor)>, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
     Ok(match cached {
         Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
         None => (k, v),

@@ -206,7 +206,11 @@ fn a_question_longer_than_the_budget_with_no_row_to_drop_keeps_no_row() {
             .unwrap()
             .unwrap();
         assert_eq!(rows_kept(&encoding.token_type_ids), 0);
-        assert!(encoding.input_ids.len() > 200, "{}", encoding.input_ids.len());
+        assert!(
+            encoding.input_ids.len() > 200,
+            "{}",
+            encoding.input_ids.len()
+        );
     }
 }
 
