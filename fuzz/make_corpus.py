@@ -161,3 +161,14 @@ put("spm_model", spm([piece("<unk>", 0.0, 2), piece("<s>", 0.0, 3), piece("</s>"
 put("spm_model", spm([piece("<unk>", 0.0, 2), piece("<0x41>", 0.0, 6), piece("a", -1.0)], byte_fallback=1))
 put("spm_model", spm([piece("<unk>", 0.0, 2)], model_type=2))
 put("spm_model", spm([piece("<unk>", 0.0, 2), piece("x", -1.0)], unk_id=99))
+
+# The structured mode of the target (an odd first byte): chunks of score, type, text.
+def chunk(score, kind, text):
+    import struct
+    return struct.pack("<f", score) + bytes([kind]) + text.encode()
+
+
+put("spm_model", bytes([0x01]) + b"\xff".join([chunk(0.0, 2, "<unk>"), chunk(-1.0, 1, "\u2581Hello"),
+                                               chunk(-2.0, 1, "\u2581"), chunk(-3.0, 1, "o")]))
+put("spm_model", bytes([0x0F]) + b"\xff".join([chunk(0.0, 2, "<unk>"), chunk(float("nan"), 1, "a"),
+                                               chunk(float("inf"), 6, "<0x41>"), chunk(-1.0, 3, "<s>")]))
