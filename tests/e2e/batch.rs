@@ -126,6 +126,20 @@ fn assert_answers(path: &Path, expected: &[Value]) {
     }
 }
 
+/// A job's arguments: `--model`, `--input`, `--output`, then `more`.
+fn job_args(model: &str, input: &Path, output: &Path, more: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--model".to_owned(),
+        model.to_owned(),
+        "--input".into(),
+        input.display().to_string(),
+        "--output".into(),
+        output.display().to_string(),
+    ];
+    args.extend(more.iter().map(|a| (*a).to_owned()));
+    args
+}
+
 fn str_args(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
@@ -152,20 +166,19 @@ fn both_strategies_answer_every_record_in_order_with_gzip_and_nested_folders() {
     );
     for strategy in ["MultiRecord", "SingleRecord"] {
         let out = dir.path().join(format!("out-{strategy}"));
-        let args = [
-            "--model".to_owned(),
-            model_arg(),
-            "--input".into(),
-            input.display().to_string(),
-            "--output".into(),
-            out.display().to_string(),
-            "--strategy".into(),
-            strategy.into(),
-            "--concurrency".into(),
-            "8".into(),
-            "--max-records".into(),
-            "4".into(),
-        ];
+        let args = job_args(
+            &model_arg(),
+            &input,
+            &out,
+            &[
+                "--strategy",
+                strategy,
+                "--concurrency",
+                "8",
+                "--max-records",
+                "4",
+            ],
+        );
         let r = run(&str_args(&args), &[]);
         assert!(r.status.success(), "{strategy}: {}", r.logs);
         assert_answers(&out.join("top.jsonl.out"), &expected);
@@ -213,20 +226,19 @@ fn csv_records_keep_their_header_and_answer_as_csv() {
         ("SingleRecord", archive.display().to_string()),
     ] {
         let _ = std::fs::remove_dir_all(&out);
-        let args = [
-            "--model".to_owned(),
-            model,
-            "--input".into(),
-            input.display().to_string(),
-            "--output".into(),
-            out.display().to_string(),
-            "--content-type".into(),
-            "text/csv".into(),
-            "--accept".into(),
-            "text/csv".into(),
-            "--strategy".into(),
-            strategy.into(),
-        ];
+        let args = job_args(
+            &model,
+            &input,
+            &out,
+            &[
+                "--content-type",
+                "text/csv",
+                "--accept",
+                "text/csv",
+                "--strategy",
+                strategy,
+            ],
+        );
         let r = run(&str_args(&args), &[]);
         assert!(r.status.success(), "{}", r.logs);
         let text = std::fs::read_to_string(out.join("rows.csv.out")).unwrap();
@@ -253,18 +265,7 @@ fn a_bad_record_fails_its_file_or_becomes_a_placeholder() {
     write(&input.join("b-bad.jsonl"), &jsonl(&mixed));
 
     let out = dir.path().join("out-fail");
-    let base = |out: &Path| {
-        vec![
-            "--model".to_owned(),
-            model_arg(),
-            "--input".into(),
-            input.display().to_string(),
-            "--output".into(),
-            out.display().to_string(),
-            "--concurrency".into(),
-            "8".into(),
-        ]
-    };
+    let base = |out: &Path| job_args(&model_arg(), &input, out, &["--concurrency", "8"]);
     let r = run(&str_args(&base(&out)), &[]);
     assert!(!r.status.success(), "{}", r.logs);
     assert!(out.join("a-good.jsonl.out").is_file(), "{}", r.logs);
@@ -347,16 +348,7 @@ fn stopped_mid_file_then_resumed(signal: &str) {
     // `b.jsonl` is a FIFO: the job reads what the test writes and then blocks, mid-file.
     let fifo = input.join("b.jsonl");
     mkfifo(&fifo);
-    let args = [
-        "--model".to_owned(),
-        model_arg(),
-        "--input".into(),
-        input.display().to_string(),
-        "--output".into(),
-        out.display().to_string(),
-        "--strategy".into(),
-        "SingleRecord".into(),
-    ];
+    let args = job_args(&model_arg(), &input, &out, &["--strategy", "SingleRecord"]);
     let (mut child, logs) = spawn(&str_args(&args), &[]);
     let done_a = out.join("a.jsonl.out");
     wait_until(
@@ -429,20 +421,19 @@ fn user_code_from_the_model_runs_in_batch_as_in_serve() {
         ),
     );
     let out = dir.path().join("out");
-    let args = [
-        "--model".to_owned(),
-        base.path().join("model").display().to_string(),
-        "--input".into(),
-        input.display().to_string(),
-        "--output".into(),
-        out.display().to_string(),
-        "--content-type".into(),
-        "application/json".into(),
-        "--accept".into(),
-        "application/json".into(),
-        "--strategy".into(),
-        "SingleRecord".into(),
-    ];
+    let args = job_args(
+        &base.path().join("model").display().to_string(),
+        &input,
+        &out,
+        &[
+            "--content-type",
+            "application/json",
+            "--accept",
+            "application/json",
+            "--strategy",
+            "SingleRecord",
+        ],
+    );
     let r = run(&str_args(&args), &[]);
     assert!(r.status.success(), "{}", r.logs);
     assert!(r.logs.contains("user code hooks found"), "{}", r.logs);
@@ -466,20 +457,19 @@ fn input_filter_join_and_output_filter_follow_sagemaker() {
         .collect();
     write(&input.join("r.jsonl"), &jsonl(&records));
     let out = dir.path().join("out-json");
-    let args = [
-        "--model".to_owned(),
-        model_arg(),
-        "--input".into(),
-        input.display().to_string(),
-        "--output".into(),
-        out.display().to_string(),
-        "--input-filter".into(),
-        "$.features".into(),
-        "--join-source".into(),
-        "Input".into(),
-        "--output-filter".into(),
-        "$['id','SageMakerOutput']".into(),
-    ];
+    let args = job_args(
+        &model_arg(),
+        &input,
+        &out,
+        &[
+            "--input-filter",
+            "$.features",
+            "--join-source",
+            "Input",
+            "--output-filter",
+            "$['id','SageMakerOutput']",
+        ],
+    );
     let r = run(&str_args(&args), &[]);
     assert!(r.status.success(), "{}", r.logs);
     let expected: Vec<Value> = SCORES
@@ -495,24 +485,23 @@ fn input_filter_join_and_output_filter_follow_sagemaker() {
         format!("id,inputs\n7,{}\n8,\"{}\"\n", TEXTS[0], TEXTS[1]).as_bytes(),
     );
     let out = dir.path().join("out-csv");
-    let args = [
-        "--model".to_owned(),
-        model_arg(),
-        "--input".into(),
-        csv_in.display().to_string(),
-        "--output".into(),
-        out.display().to_string(),
-        "--content-type".into(),
-        "text/csv".into(),
-        "--accept".into(),
-        "text/csv".into(),
-        "--input-filter".into(),
-        "$[1:]".into(),
-        "--join-source".into(),
-        "Input".into(),
-        "--output-filter".into(),
-        "$[0,2]".into(),
-    ];
+    let args = job_args(
+        &model_arg(),
+        &csv_in,
+        &out,
+        &[
+            "--content-type",
+            "text/csv",
+            "--accept",
+            "text/csv",
+            "--input-filter",
+            "$[1:]",
+            "--join-source",
+            "Input",
+            "--output-filter",
+            "$[0,2]",
+        ],
+    );
     let r = run(&str_args(&args), &[]);
     assert!(r.status.success(), "{}", r.logs);
     let text = std::fs::read_to_string(out.join("rows.csv.out")).unwrap();
@@ -750,18 +739,12 @@ fn gated_run(strategy: &str) -> (Run, Vec<(usize, usize)>, PathBuf, tempfile::Te
     let records: Vec<Value> = (0..8).map(|i| json!({ "inputs": TEXTS[i % 3] })).collect();
     write(&input.join("a.jsonl"), &jsonl(&records));
     std::fs::write(gate.join("hold"), b"").unwrap();
-    let args = [
-        "--model".to_owned(),
-        model_arg(),
-        "--input".into(),
-        input.display().to_string(),
-        "--output".into(),
-        out.display().to_string(),
-        "--strategy".into(),
-        strategy.into(),
-        "--concurrency".into(),
-        "1".into(),
-    ];
+    let args = job_args(
+        &model_arg(),
+        &input,
+        &out,
+        &["--strategy", strategy, "--concurrency", "1"],
+    );
     let gate_dir = gate.display().to_string();
     let env = [
         ("SAGEBRUSH_TEST_GATE_DIR", gate_dir.as_str()),

@@ -3,11 +3,9 @@
 //! case's tolerance. Cases of tasks not served yet are listed in `NOT_SERVED_YET` and skipped
 //! by name, so the gap stays visible.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
-use crate::support::{Server, cases_file, compare, fixture, repo_root};
+use crate::support::{Server, cases_file, compare, fixture, repo_root, run_cases_by_env};
 
 /// Tasks whose pipelines are not built yet.
 const NOT_SERVED_YET: &[&str] = &[];
@@ -63,46 +61,14 @@ fn run_model(model: &str, model_arg: Option<&std::path::Path>) -> usize {
             .map(|l| serde_json::from_str::<Value>(l).expect("quirk"))
             .filter(|q| q["model"] == model && q["expect"].is_object()),
     );
-    let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     // An archive fixture has no config.json beside it: its content is bert-seqcls.
     let config_dir = if model_arg.is_some() {
         fixture("bert-seqcls")
     } else {
         dir.clone()
     };
-    for case in cases {
-        let task = task_of(&case, &config_dir);
-        if served(&task) {
-            groups
-                .entry(case["env"].to_string())
-                .or_default()
-                .push(case);
-        }
-    }
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for cases in groups.values() {
-        let mut builder = Server::builder().model(model_arg.unwrap_or(&dir));
-        if let Some(env) = cases[0]["env"].as_object() {
-            for (k, v) in env {
-                builder = builder.env(k, v.as_str().unwrap_or_default());
-            }
-        }
-        let server = builder.start().wait_ready();
-        for case in cases {
-            ran += 1;
-            if let Err(e) = run_case(&server, case) {
-                failures.push(format!("{}: {e}", case["id"].as_str().unwrap_or("?")));
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {ran} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    ran
+    cases.retain(|case| served(&task_of(case, &config_dir)));
+    run_cases_by_env(model_arg.unwrap_or(&dir), cases, run_case)
 }
 
 fn run_case(server: &Server, case: &Value) -> Result<(), String> {

@@ -3,13 +3,12 @@
 //! (made by `tests/fixtures/build_sentence_fixtures.py` with sentence-transformers 4.1.0), and
 //! the real all-MiniLM-L6-v2 against sentence-transformers' embeddings when it is in the cache.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, compare, repo_root};
+use crate::support::{Server, compare, repo_root, run_cases_by_env};
 
 fn sentence_dir() -> PathBuf {
     repo_root().join("tests/fixtures/sentence")
@@ -23,36 +22,11 @@ fn model(name: &str) -> PathBuf {
 fn run_cases(name: &str) -> usize {
     let text = std::fs::read_to_string(sentence_dir().join("cases").join(format!("{name}.jsonl")))
         .expect("case file");
-    let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for line in text.lines() {
-        let case: Value = serde_json::from_str(line).expect("case");
-        groups
-            .entry(case["env"].to_string())
-            .or_default()
-            .push(case);
-    }
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for cases in groups.values() {
-        let mut builder = Server::builder().model(model(name));
-        for (k, v) in cases[0]["env"].as_object().into_iter().flatten() {
-            builder = builder.env(k, v.as_str().unwrap_or_default());
-        }
-        let server = builder.start().wait_ready();
-        for case in cases {
-            ran += 1;
-            if let Err(e) = run_case(&server, case) {
-                failures.push(format!("{}: {e}", case["id"].as_str().unwrap_or("?")));
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {ran} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    ran
+    let cases = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("case"))
+        .collect();
+    run_cases_by_env(&model(name), cases, run_case)
 }
 
 fn run_case(server: &Server, case: &Value) -> Result<(), String> {

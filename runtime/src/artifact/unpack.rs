@@ -117,7 +117,10 @@ pub fn unpack_reader(reader: impl Read, dest: &Path, max_bytes: u64) -> Result<(
                     .unwrap_or_default()
                     .into_owned();
                 let parent = rel.parent().unwrap_or(Path::new(""));
-                if link.is_absolute() || normalize(&parent.join(&link)).is_none() {
+                if link.is_absolute()
+                    || !climbs_first(&link)
+                    || normalize(&parent.join(&link)).is_none()
+                {
                     return Err(UnpackError::LinkEscapes {
                         entry: raw,
                         kind: "symbolic",
@@ -147,7 +150,8 @@ pub fn unpack_reader(reader: impl Read, dest: &Path, max_bytes: u64) -> Result<(
                 };
                 check_parents(dest, &source_rel, &raw)?;
                 let source = dest.join(&source_rel);
-                let size = fs::symlink_metadata(&source).map_err(io_at(&raw))?.len();
+                // `fs::copy` follows a symbolic link: count what it will write.
+                let size = fs::metadata(&source).map_err(io_at(&raw))?.len();
                 if total.saturating_add(size) > max_bytes {
                     return Err(UnpackError::TooLarge {
                         entry: raw,
@@ -213,6 +217,22 @@ fn normalize(path: &Path) -> Option<PathBuf> {
         }
     }
     Some(parts.iter().collect())
+}
+
+/// Whether every `..` of a symbolic link's target comes before its first name. `..` only climbs
+/// the link's own parent directories then, which are real directories (see [`check_parents`]);
+/// a `..` after a name could climb out of a directory that is itself a link (`d/b -> ..`, then
+/// `e -> d/b/../f` names a file next to the model directory, which `normalize` cannot see).
+fn climbs_first(link: &Path) -> bool {
+    let mut named = false;
+    for component in link.components() {
+        match component {
+            Component::Normal(_) => named = true,
+            Component::ParentDir if named => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Refuses an entry whose existing parent directories include a symbolic link.
@@ -455,6 +475,65 @@ mod tests {
         );
         assert!(
             matches!(r, Err(UnpackError::TooLarge { ref entry, .. }) if entry == Path::new("b.bin")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn symlink_climbing_out_through_another_link_is_refused() {
+        // `d/b` -> `..` is the model directory itself (allowed); `e` -> `d/b/../secret` looks
+        // inside by its letters but names `secret` next to the model directory.
+        let (d, r) = unpack_into(
+            &[
+                ("d/", EntryType::Directory, b"", None),
+                ("d/b", EntryType::Symlink, b"", Some("..")),
+                ("e", EntryType::Symlink, b"", Some("d/b/../secret")),
+            ],
+            1 << 20,
+        );
+        assert!(
+            matches!(r, Err(UnpackError::LinkEscapes { ref entry, .. }) if entry == Path::new("e")),
+            "{r:?}"
+        );
+        assert!(!d.path().join("model/e").exists());
+        // Leading `..` (the Hugging Face cache's `../../blobs/…`) stays allowed.
+        let (d, r) = unpack_into(
+            &[
+                ("blobs/", EntryType::Directory, b"", None),
+                ("blobs/x", EntryType::Regular, b"{}", None),
+                ("snap/r/", EntryType::Directory, b"", None),
+                (
+                    "snap/r/config.json",
+                    EntryType::Symlink,
+                    b"",
+                    Some("../../blobs/x"),
+                ),
+            ],
+            1 << 20,
+        );
+        r.unwrap();
+        assert_eq!(
+            fs::read(d.path().join("model/snap/r/config.json")).unwrap(),
+            b"{}"
+        );
+    }
+
+    #[test]
+    fn hard_links_to_a_symlink_count_the_bytes_they_copy() {
+        // Each hard link to `s` copies all of `big.bin`: the bound counts those bytes, not the
+        // length of the link.
+        let big = vec![7u8; 600];
+        let (_d, r) = unpack_into(
+            &[
+                ("big.bin", EntryType::Regular, &big, None),
+                ("s", EntryType::Symlink, b"", Some("big.bin")),
+                ("c1", EntryType::Link, b"", Some("s")),
+                ("c2", EntryType::Link, b"", Some("s")),
+            ],
+            1000,
+        );
+        assert!(
+            matches!(r, Err(UnpackError::TooLarge { ref entry, .. }) if entry == Path::new("c1")),
             "{r:?}"
         );
     }

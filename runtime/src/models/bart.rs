@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::layers::{Activation, layer_norm, linear};
 use super::seq2seq::{
-    DecoderCache, Seq2SeqIds, Seq2SeqModel, append_kv, attend, cfg_usize, join_heads, split_heads,
+    DecoderCache, Seq2SeqIds, Seq2SeqModel, attend, cfg_usize, join_heads, split_heads,
 };
 use super::{ModelError, Result};
 
@@ -310,14 +310,9 @@ impl Seq2SeqModel for Bart {
         let mut h = self.embed(&ids, true, cache.len)?;
         for (layer, lc) in self.decoder.iter().zip(cache.layers.iter_mut()) {
             let (k, v) = layer.attn.kv(&h)?;
-            let kv = append_kv(lc.self_kv.take(), k, v)?;
-            let a = layer.attn.forward(&h, &kv)?;
-            lc.self_kv = Some(kv);
+            let a = layer.attn.forward(&h, lc.push_self(k, v)?)?;
             h = layer.attn_norm.forward(&(h + a)?)?;
-            if lc.cross_kv.is_none() {
-                lc.cross_kv = Some(layer.cross.kv(encoder)?);
-            }
-            let cross_kv = lc.cross_kv.as_ref().expect("set above");
+            let cross_kv = lc.cross(|| layer.cross.kv(encoder))?;
             let c = layer.cross.forward(&h, cross_kv)?;
             h = layer.cross_norm.forward(&(h + c)?)?;
             let f = layer.ffn.forward(&h)?;

@@ -267,12 +267,21 @@ impl Embeddings {
 
 /// Where a layer's parameters live, relative to the layer.
 pub(crate) struct LayerNames {
-    qkv: [&'static str; 3],
-    attention_out: &'static str,
-    attention_norm: &'static str,
-    intermediate: &'static str,
-    output: &'static str,
-    output_norm: &'static str,
+    pub(crate) qkv: [&'static str; 3],
+    pub(crate) attention_out: &'static str,
+    pub(crate) attention_norm: &'static str,
+    pub(crate) intermediate: &'static str,
+    pub(crate) output: &'static str,
+    pub(crate) output_norm: &'static str,
+}
+
+/// The sizes of an encoder layer.
+pub(crate) struct LayerSizes {
+    pub(crate) hidden: usize,
+    pub(crate) heads: usize,
+    pub(crate) intermediate: usize,
+    pub(crate) eps: f64,
+    pub(crate) act: Activation,
 }
 
 pub(crate) const BERT_NAMES: LayerNames = LayerNames {
@@ -298,7 +307,9 @@ const ALBERT_NAMES: LayerNames = LayerNames {
     output_norm: "full_layer_layer_norm",
 };
 
+/// The post-LayerNorm encoder layer of BERT, ALBERT, TAPAS and DistilBERT.
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L523
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L468
 #[derive(Debug)]
 pub(crate) struct Layer {
     attention: SelfAttention,
@@ -313,15 +324,36 @@ pub(crate) struct Layer {
 impl Layer {
     /// Loads one encoder layer (also TAPAS's, which is BERT's).
     pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Config, names: &LayerNames) -> Result<Self> {
-        let h = cfg.hidden_size;
-        let eps = cfg.layer_norm_eps;
+        let sizes = LayerSizes {
+            hidden: cfg.hidden_size,
+            heads: cfg.num_attention_heads,
+            intermediate: cfg.intermediate_size,
+            eps: cfg.layer_norm_eps,
+            act: cfg.hidden_act,
+        };
+        Self::load_sized(vb, &sizes, names)
+    }
+
+    /// Loads one encoder layer of the given sizes.
+    pub(crate) fn load_sized(
+        vb: &VarBuilder<'_>,
+        sizes: &LayerSizes,
+        names: &LayerNames,
+    ) -> Result<Self> {
+        let LayerSizes {
+            hidden: h,
+            heads,
+            intermediate,
+            eps,
+            act,
+        } = *sizes;
         Ok(Self {
-            attention: SelfAttention::load(vb, names.qkv, h, cfg.num_attention_heads)?,
+            attention: SelfAttention::load(vb, names.qkv, h, heads)?,
             attention_out: layers::linear(h, h, vb.pp(names.attention_out))?,
             attention_norm: layers::layer_norm(h, eps, vb.pp(names.attention_norm))?,
-            intermediate: layers::linear(h, cfg.intermediate_size, vb.pp(names.intermediate))?,
-            act: cfg.hidden_act,
-            output: layers::linear(cfg.intermediate_size, h, vb.pp(names.output))?,
+            intermediate: layers::linear(h, intermediate, vb.pp(names.intermediate))?,
+            act,
+            output: layers::linear(intermediate, h, vb.pp(names.output))?,
             output_norm: layers::layer_norm(h, eps, vb.pp(names.output_norm))?,
         })
     }

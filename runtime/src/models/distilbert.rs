@@ -4,10 +4,11 @@
 //! uses the exact (erf) one for `activation: "gelu"`, which moves logits by ~1e-3.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{self, Activation, SelfAttention};
+use super::bert::{Layer, LayerNames, LayerSizes};
+use super::layers::{self, Activation};
 use super::{BatchTensors, ModelError, Result};
 
 /// transformers hard-codes this epsilon for every DistilBERT LayerNorm.
@@ -73,67 +74,39 @@ impl Embeddings {
     }
 }
 
+/// Where a DistilBERT layer's parameters live (`TransformerBlock`: BERT's layer under other
+/// names).
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L468
-#[derive(Debug)]
-struct TransformerBlock {
-    attention: SelfAttention,
-    out_lin: Linear,
-    sa_layer_norm: LayerNorm,
-    lin1: Linear,
-    act: Activation,
-    lin2: Linear,
-    output_layer_norm: LayerNorm,
-}
-
-impl TransformerBlock {
-    fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
-        let att = vb.pp("attention");
-        Ok(Self {
-            attention: SelfAttention::load(
-                &att,
-                ["q_lin", "k_lin", "v_lin"],
-                cfg.dim,
-                cfg.n_heads,
-            )?,
-            out_lin: layers::linear(cfg.dim, cfg.dim, att.pp("out_lin"))?,
-            sa_layer_norm: layers::layer_norm(cfg.dim, LAYER_NORM_EPS, vb.pp("sa_layer_norm"))?,
-            lin1: layers::linear(cfg.dim, cfg.hidden_dim, vb.pp("ffn.lin1"))?,
-            act: Activation::from_name(&cfg.activation)?,
-            lin2: layers::linear(cfg.hidden_dim, cfg.dim, vb.pp("ffn.lin2"))?,
-            output_layer_norm: layers::layer_norm(
-                cfg.dim,
-                LAYER_NORM_EPS,
-                vb.pp("output_layer_norm"),
-            )?,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor, additive_mask: &Tensor) -> Result<Tensor> {
-        let context = self.attention.forward(xs, additive_mask)?;
-        let sa = self
-            .sa_layer_norm
-            .forward(&(self.out_lin.forward(&context)? + xs)?)?;
-        let ffn = self
-            .lin2
-            .forward(&self.act.forward(&self.lin1.forward(&sa)?)?)?;
-        Ok(self.output_layer_norm.forward(&(ffn + sa)?)?)
-    }
-}
+const NAMES: LayerNames = LayerNames {
+    qkv: ["attention.q_lin", "attention.k_lin", "attention.v_lin"],
+    attention_out: "attention.out_lin",
+    attention_norm: "sa_layer_norm",
+    intermediate: "ffn.lin1",
+    output: "ffn.lin2",
+    output_norm: "output_layer_norm",
+};
 
 /// The DistilBERT base model (`embeddings.*`, `transformer.layer.{i}.*`).
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L579
 #[derive(Debug)]
 pub(crate) struct DistilBertModel {
     embeddings: Embeddings,
-    layers: Vec<TransformerBlock>,
+    layers: Vec<Layer>,
 }
 
 impl DistilBertModel {
     /// Loads from `vb` positioned at the base model.
     pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Config) -> Result<Self> {
         let embeddings = Embeddings::load(&vb.pp("embeddings"), cfg)?;
+        let sizes = LayerSizes {
+            hidden: cfg.dim,
+            heads: cfg.n_heads,
+            intermediate: cfg.hidden_dim,
+            eps: LAYER_NORM_EPS,
+            act: Activation::from_name(&cfg.activation)?,
+        };
         let layers = (0..cfg.n_layers)
-            .map(|i| TransformerBlock::load(&vb.pp(format!("transformer.layer.{i}")), cfg))
+            .map(|i| Layer::load_sized(&vb.pp(format!("transformer.layer.{i}")), &sizes, &NAMES))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { embeddings, layers })
     }

@@ -33,7 +33,32 @@ pub(crate) enum HeadModule {
     },
 }
 
+/// The LM decoder bias names of BERT-style checkpoints (older ones store `decoder.bias`).
+const BERT_BIAS: &[&str] = &["bias", "decoder.bias"];
+/// BERT's masked-LM transform: `transform.dense`, `transform.LayerNorm`.
+const BERT_TRANSFORM: [&str; 2] = ["transform.dense", "transform.LayerNorm"];
+/// The masked-LM transform of ALBERT, ELECTRA and DeBERTa-v2: `dense`, `LayerNorm`.
+const DENSE_NORM: [&str; 2] = ["dense", "LayerNorm"];
+
 impl HeadModule {
+    /// The masked-LM head every family has under its own names: `{dense}` (h → e) → `act` →
+    /// `{norm}` (e, `eps`) under `p`, then `decoder` (see [`tied_decoder`]).
+    fn masked_lm(
+        p: &VarBuilder<'_>,
+        [dense, norm]: [&str; 2],
+        (h, e): (usize, usize),
+        eps: f64,
+        act: Activation,
+        decoder: Linear,
+    ) -> Result<Self> {
+        Ok(Self::MaskedLm {
+            dense: layers::linear(h, e, p.pp(dense))?,
+            act,
+            norm: layers::layer_norm(e, eps, p.pp(norm))?,
+            decoder,
+        })
+    }
+
     /// Applies the head to `hidden` `[B, T, H]`.
     pub(crate) fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(match self {
@@ -64,6 +89,7 @@ impl HeadModule {
     ) -> Result<Self> {
         let h = cfg.hidden_size;
         let labels = model.num_labels();
+        let eps = cfg.layer_norm_eps;
         Ok(match (head, cfg.flavor) {
             (Head::Base, _) => Self::Identity,
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L1623
@@ -103,64 +129,34 @@ impl HeadModule {
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L691
             (Head::MaskedLm, Flavor::Bert) => {
                 let p = vb.pp("cls.predictions");
-                Self::MaskedLm {
-                    dense: layers::linear(h, h, p.pp("transform.dense"))?,
-                    act: cfg.hidden_act,
-                    norm: layers::layer_norm(h, cfg.layer_norm_eps, p.pp("transform.LayerNorm"))?,
-                    decoder: tied_decoder(
-                        &p,
-                        "decoder",
-                        &["bias", "decoder.bias"],
-                        word_embeddings,
-                    )?,
-                }
+                let decoder = tied_decoder(&p, "decoder", BERT_BIAS, word_embeddings)?;
+                Self::masked_lm(&p, BERT_TRANSFORM, (h, h), eps, cfg.hidden_act, decoder)?
             }
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/roberta/modeling_roberta.py#L1128
             (Head::MaskedLm, Flavor::Roberta) => {
                 let p = vb.pp("lm_head");
-                Self::MaskedLm {
-                    dense: layers::linear(h, h, p.pp("dense"))?,
-                    act: Activation::GeluErf,
-                    norm: layers::layer_norm(h, cfg.layer_norm_eps, p.pp("layer_norm"))?,
-                    decoder: tied_decoder(
-                        &p,
-                        "decoder",
-                        &["bias", "decoder.bias"],
-                        word_embeddings,
-                    )?,
-                }
+                let decoder = tied_decoder(&p, "decoder", BERT_BIAS, word_embeddings)?;
+                let names = ["dense", "layer_norm"];
+                Self::masked_lm(&p, names, (h, h), eps, Activation::GeluErf, decoder)?
             }
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L769
             (Head::MaskedLm, Flavor::Albert) => {
                 let e = cfg.embedding_size;
                 let p = vb.pp("predictions");
-                Self::MaskedLm {
-                    dense: layers::linear(h, e, p.pp("dense"))?,
-                    act: cfg.hidden_act,
-                    norm: layers::layer_norm(e, cfg.layer_norm_eps, p.pp("LayerNorm"))?,
-                    decoder: tied_decoder(
-                        &p,
-                        "decoder",
-                        &["bias", "decoder.bias"],
-                        word_embeddings,
-                    )?,
-                }
+                let decoder = tied_decoder(&p, "decoder", BERT_BIAS, word_embeddings)?;
+                Self::masked_lm(&p, DENSE_NORM, (h, e), eps, cfg.hidden_act, decoder)?
             }
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/electra/modeling_electra.py#L657
             (Head::MaskedLm, Flavor::Electra) => {
                 let e = cfg.embedding_size;
                 let p = vb.pp("generator_predictions");
-                Self::MaskedLm {
-                    dense: layers::linear(h, e, p.pp("dense"))?,
-                    act: Activation::GeluErf,
-                    norm: layers::layer_norm(e, cfg.layer_norm_eps, p.pp("LayerNorm"))?,
-                    decoder: tied_decoder(
-                        vb,
-                        "generator_lm_head",
-                        &["generator_lm_head.bias"],
-                        word_embeddings,
-                    )?,
-                }
+                let decoder = tied_decoder(
+                    vb,
+                    "generator_lm_head",
+                    &["generator_lm_head.bias"],
+                    word_embeddings,
+                )?;
+                Self::masked_lm(&p, DENSE_NORM, (h, e), eps, Activation::GeluErf, decoder)?
             }
         })
     }
@@ -189,17 +185,22 @@ impl HeadModule {
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L1029
             Head::QuestionAnswering => Self::PerToken(layers::linear(d, 2, vb.pp("qa_outputs"))?),
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L794
-            Head::MaskedLm => Self::MaskedLm {
-                dense: layers::linear(d, d, vb.pp("vocab_transform"))?,
-                act: Activation::from_name(&cfg.activation)?,
-                norm: layers::layer_norm(d, distilbert::LAYER_NORM_EPS, vb.pp("vocab_layer_norm"))?,
-                decoder: tied_decoder(
+            Head::MaskedLm => {
+                let decoder = tied_decoder(
                     vb,
                     "vocab_projector",
                     &["vocab_projector.bias"],
                     word_embeddings,
-                )?,
-            },
+                )?;
+                Self::masked_lm(
+                    vb,
+                    ["vocab_transform", "vocab_layer_norm"],
+                    (d, d),
+                    distilbert::LAYER_NORM_EPS,
+                    Activation::from_name(&cfg.activation)?,
+                    decoder,
+                )?
+            }
         })
     }
 
@@ -234,28 +235,17 @@ impl HeadModule {
             Head::QuestionAnswering => Self::PerToken(layers::linear(h, 2, vb.pp("qa_outputs"))?),
             // legacy: https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L857
             Head::MaskedLm if cfg.legacy => {
+                let act = Activation::from_name(&cfg.hidden_act)?;
                 let p = vb.pp("cls.predictions");
-                Self::MaskedLm {
-                    dense: layers::linear(h, e, p.pp("transform.dense"))?,
-                    act: Activation::from_name(&cfg.hidden_act)?,
-                    norm: layers::layer_norm(e, eps, p.pp("transform.LayerNorm"))?,
-                    decoder: tied_decoder(
-                        &p,
-                        "decoder",
-                        &["bias", "decoder.bias"],
-                        word_embeddings,
-                    )?,
-                }
+                let decoder = tied_decoder(&p, "decoder", BERT_BIAS, word_embeddings)?;
+                Self::masked_lm(&p, BERT_TRANSFORM, (h, e), eps, act, decoder)?
             }
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L907
             Head::MaskedLm => {
+                let act = Activation::from_name(&cfg.hidden_act)?;
                 let p = vb.pp("lm_predictions.lm_head");
-                Self::MaskedLm {
-                    dense: layers::linear(h, e, p.pp("dense"))?,
-                    act: Activation::from_name(&cfg.hidden_act)?,
-                    norm: layers::layer_norm(e, eps, p.pp("LayerNorm"))?,
-                    decoder: tied_decoder(&p, "decoder", &["bias"], word_embeddings)?,
-                }
+                let decoder = tied_decoder(&p, "decoder", &["bias"], word_embeddings)?;
+                Self::masked_lm(&p, DENSE_NORM, (h, e), eps, act, decoder)?
             }
         })
     }

@@ -40,6 +40,27 @@ pub struct LayerCache {
     pub cross_kv: Option<(Tensor, Tensor)>,
 }
 
+impl LayerCache {
+    /// Appends this step's self-attention keys/values to the cached ones; returns them all.
+    pub(crate) fn push_self(&mut self, k: Tensor, v: Tensor) -> Result<&(Tensor, Tensor)> {
+        let kv = append_kv(self.self_kv.take(), k, v)?;
+        Ok(self.self_kv.insert(kv))
+    }
+
+    /// The cross-attention keys/values: computed by `compute` (from the encoder output) on the
+    /// first step, cached for the later ones.
+    pub(crate) fn cross(
+        &mut self,
+        compute: impl FnOnce() -> Result<(Tensor, Tensor)>,
+    ) -> Result<&(Tensor, Tensor)> {
+        let kv = match self.cross_kv.take() {
+            Some(kv) => kv,
+            None => compute()?,
+        };
+        Ok(self.cross_kv.insert(kv))
+    }
+}
+
 /// The decoder's KV cache for a batch of rows.
 #[derive(Debug, Clone, Default)]
 pub struct DecoderCache {
@@ -150,11 +171,7 @@ pub(crate) fn attend(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) 
 }
 
 /// Appends the new keys/values to the cached ones along the time axis.
-pub(crate) fn append_kv(
-    cached: Option<(Tensor, Tensor)>,
-    k: Tensor,
-    v: Tensor,
-) -> Result<(Tensor, Tensor)> {
+fn append_kv(cached: Option<(Tensor, Tensor)>, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
     Ok(match cached {
         Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
         None => (k, v),

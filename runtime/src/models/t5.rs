@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::layers::Activation;
 use super::seq2seq::{
-    DecoderCache, Seq2SeqIds, Seq2SeqModel, append_kv, attend, cfg_usize, join_heads, split_heads,
+    DecoderCache, Seq2SeqIds, Seq2SeqModel, attend, cfg_usize, join_heads, split_heads,
 };
 use super::{ModelError, Result};
 
@@ -393,16 +393,12 @@ impl Seq2SeqModel for T5 {
         for (block, lc) in self.decoder.iter().zip(cache.layers.iter_mut()) {
             let n = block.attn_norm.forward(&h)?;
             let (k, v) = block.attn.kv(&n)?;
-            let kv = append_kv(lc.self_kv.take(), k, v)?;
-            let a = block.attn.forward(&n, &kv, Some(&bias))?;
-            lc.self_kv = Some(kv);
+            let a = block.attn.forward(&n, lc.push_self(k, v)?, Some(&bias))?;
             h = (h + a)?;
             let (cross_norm, cross) = block.cross.as_ref().expect("decoder blocks cross-attend");
-            if lc.cross_kv.is_none() {
-                lc.cross_kv = Some(cross.kv(encoder)?);
-            }
+            let cross_kv = lc.cross(|| cross.kv(encoder))?;
             let n = cross_norm.forward(&h)?;
-            let c = cross.forward(&n, lc.cross_kv.as_ref().expect("set above"), None)?;
+            let c = cross.forward(&n, cross_kv, None)?;
             h = (h + c)?;
             let n = block.ff_norm.forward(&h)?;
             h = (h + block.ff.forward(&n)?)?;

@@ -16,6 +16,16 @@ pub fn one_or_list(answers: Vec<Value>, listed: bool) -> Value {
     }
 }
 
+/// transformers' habit in fill-mask, question-answering and table-question-answering: a list
+/// of one answer is answered as that answer alone, whatever the shape of the input.
+pub fn one_alone(mut answers: Vec<Value>) -> Value {
+    if answers.len() == 1 {
+        answers.swap_remove(0)
+    } else {
+        Value::Array(answers)
+    }
+}
+
 /// The first `n` rows of a `[tokens, k]` model output as `f32`; NaN or infinity is an error
 /// (it cannot be answered as JSON, contract §5).
 pub fn matrix(t: &candle_core::Tensor, n: usize) -> Result<Vec<Vec<f32>>> {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::answer::vector;
+use super::answer::{one_alone, vector};
 use super::encode::encode_texts;
 use super::inputs::texts;
 use super::params::{deserialize_truncation, params, truncation_default};
@@ -309,11 +309,7 @@ impl Pipeline for FillMask {
             answers.push(input_json(&per_mask));
         }
         // transformers answers a list of one text like the text alone.
-        Ok(if answers.len() == 1 {
-            answers.remove(0)
-        } else {
-            Value::Array(answers)
-        })
+        Ok(one_alone(answers))
     }
 }
 

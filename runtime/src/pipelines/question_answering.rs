@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokenizers::utils::truncation::TruncationStrategy;
 use tokenizers::{Encoding, Tokenizer};
 
-use super::answer::{CharIndex, matrix};
+use super::answer::{CharIndex, matrix, one_alone};
 use super::encode::{Truncation, encode_pair};
 use super::params::params;
 use super::{
@@ -431,11 +431,7 @@ impl Pipeline for QuestionAnswering {
             answers.push(answers_json(&postprocess(example, spans, &logits, &params)));
         }
         // transformers answers a list of one example like the example alone.
-        Ok(if answers.len() == 1 {
-            answers.remove(0)
-        } else {
-            Value::Array(answers)
-        })
+        Ok(one_alone(answers))
     }
 }
 

@@ -49,12 +49,16 @@ fn yes() -> bool {
     true
 }
 
-/// How to embed a batch of texts.
-#[derive(Debug, Clone, Default)]
+/// How to embed a batch of texts: also sentence-similarity's parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmbedOptions {
-    /// Truncate long texts (else 400).
+    /// Truncate long texts to `max_seq_length` (default); false: an over-long text is a 400.
+    #[serde(default = "yes")]
     pub truncate: bool,
-    /// The prompt name asked for, if any (else the model's default prompt).
+    /// A prompt name from `config_sentence_transformers.json` (else the model's default
+    /// prompt).
+    #[serde(default)]
     pub prompt_name: Option<String>,
 }
 

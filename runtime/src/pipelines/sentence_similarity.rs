@@ -7,7 +7,6 @@
 //! Parameters: `truncate` and `prompt_name`, as for sentence-embeddings (normalizing changes
 //! no cosine, so `normalize` is not accepted).
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::answer::finite;
@@ -20,22 +19,6 @@ pub const ACCEPTED: &[&str] = &["truncate", "prompt_name"];
 
 /// The shape this task expects, for error messages.
 const EXPECTED: &str = r#"{"source_sentence": string, "sentences": [string, ...]}"#;
-
-/// The parameters of sentence-similarity.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    /// Truncate long texts (default); false: an over-long text is a 400.
-    #[serde(default = "yes")]
-    pub truncate: bool,
-    /// A prompt name from `config_sentence_transformers.json`.
-    #[serde(default)]
-    pub prompt_name: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
 
 /// The source sentence and the sentences to compare it with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,12 +74,9 @@ impl Pipeline for SentenceSimilarity {
 
     fn run(&self, request: Envelope) -> Result<Value> {
         let task = Task::SentenceSimilarity;
-        let params: Params = super::params::params(&task, ACCEPTED, request.parameters)?;
+        // The parameters are the embedding options themselves.
+        let options: EmbedOptions = super::params::params(&task, ACCEPTED, request.parameters)?;
         let inputs = parse_inputs(&request.inputs)?;
-        let options = EmbedOptions {
-            truncate: params.truncate,
-            prompt_name: params.prompt_name,
-        };
         // One call, so that the source and the sentences share the forward passes.
         let mut texts = Vec::with_capacity(1 + inputs.sentences.len());
         texts.push(inputs.source);

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::answer::one_alone;
 use super::params::check_names;
 use super::{Envelope, Pipeline, PipelineError, Result, Task, json_kind};
 use crate::infer::{Infer, Outputs, Row};
@@ -561,18 +562,12 @@ impl Pipeline for TableQuestionAnswering {
         let items = parse_inputs(&request.inputs)?;
         let mut results = Vec::with_capacity(items.len());
         for item_answers in self.answer_items(&items, params)? {
-            let mut answers: Vec<Value> = item_answers.iter().map(Answer::to_json).collect();
             // transformers: one answer is an object, several a list; so is one result.
-            results.push(if answers.len() == 1 {
-                answers.swap_remove(0)
-            } else {
-                Value::Array(answers)
-            });
+            results.push(one_alone(
+                item_answers.iter().map(Answer::to_json).collect(),
+            ));
         }
-        if results.len() == 1 {
-            return Ok(results.swap_remove(0));
-        }
-        Ok(Value::Array(results))
+        Ok(one_alone(results))
     }
 }
 

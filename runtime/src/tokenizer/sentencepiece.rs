@@ -268,6 +268,15 @@ impl SpModel {
         let spec = &self.normalizer;
         let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
         if !spec.precompiled_charsmap.is_empty() {
+            // `spm_precompiled` takes a charsmap whose trie is empty (its first u32, the trie's
+            // size in bytes, under 4) and then indexes that empty trie on the first text.
+            let trie_bytes = spec
+                .precompiled_charsmap
+                .first_chunk::<4>()
+                .map_or(0, |b| u32::from_le_bytes(*b));
+            if trie_bytes < 4 {
+                return Err("the normalizer's precompiled_charsmap has an empty trie".into());
+            }
             normalizers.push(Precompiled::from(&spec.precompiled_charsmap)?.into());
         }
         if spec.remove_extra_whitespaces {
@@ -511,6 +520,30 @@ mod tests {
             numbers.push(n);
         }
         assert_eq!(numbers, [1, 2, 3]);
+    }
+
+    /// Found by the `spm_model` fuzz target: a charsmap whose trie is empty loaded, then the
+    /// first text panicked inside `spm_precompiled`.
+    #[test]
+    fn a_charsmap_with_an_empty_trie_is_refused_at_load() {
+        let piece = |piece: &str, kind| Piece {
+            piece: piece.into(),
+            score: -1.0,
+            kind,
+        };
+        let model = SpModel {
+            pieces: vec![
+                piece("<unk>", PieceKind::Unknown),
+                piece("a", PieceKind::Normal),
+            ],
+            normalizer: NormalizerSpec {
+                precompiled_charsmap: vec![0, 0, 0, 0, 0, 0, 2, 2, 2, b'U'],
+                ..NormalizerSpec::default()
+            },
+            trainer: TrainerSpec::default(),
+        };
+        let err = model.tokenizer().unwrap_err();
+        assert!(err.to_string().contains("empty trie"), "{err}");
     }
 
     #[test]

@@ -367,6 +367,11 @@ impl TapasTokenizer {
             if let Some(tokens) = max_num_tokens(&histogram, budget, max_tokens, trim >= 0) {
                 return (num_rows, tokens.max(1));
             }
+            // No row left to drop (a table of a header only, a question longer than the
+            // budget): transformers' count goes to -1, that is no row.
+            if num_rows == 0 {
+                return (0, 1);
+            }
             table.add_row(num_rows, &mut histogram, -1);
             num_rows -= 1;
             if num_rows < 1 {

@@ -31,6 +31,46 @@ pub fn cases_file(model: &str) -> PathBuf {
         .join(format!("{model}.jsonl"))
 }
 
+/// Runs recorded cases (JSON objects with `id` and an optional `env` object) with one server
+/// per distinct `env`, started on `model` with those variables; each case goes through
+/// `run_case`. Fails listing every case that failed; returns how many ran.
+pub fn run_cases_by_env(
+    model: &Path,
+    cases: Vec<serde_json::Value>,
+    run_case: impl Fn(&Server, &serde_json::Value) -> Result<(), String>,
+) -> usize {
+    let mut groups: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for case in cases {
+        groups
+            .entry(case["env"].to_string())
+            .or_default()
+            .push(case);
+    }
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for cases in groups.values() {
+        let mut builder = Server::builder().model(model);
+        for (k, v) in cases[0]["env"].as_object().into_iter().flatten() {
+            builder = builder.env(k, v.as_str().unwrap_or_default());
+        }
+        let server = builder.start().wait_ready();
+        for case in cases {
+            ran += 1;
+            if let Err(e) = run_case(&server, case) {
+                failures.push(format!("{}: {e}", case["id"].as_str().unwrap_or("?")));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    ran
+}
+
 /// How to start a server.
 #[derive(Default, Clone)]
 pub struct ServerBuilder {

@@ -189,6 +189,31 @@ fn rank_ids_and_numeric_relations_equal_transformers() {
     );
 }
 
+/// Found by the `tokenizer` fuzz target: a header-only table with a question longer than
+/// `model_max_length` made `drop_rows_to_fit` drop a row below zero (an overflow panic).
+#[test]
+fn a_question_longer_than_the_budget_with_no_row_to_drop_keeps_no_row() {
+    let tok = tokenizer();
+    let question = "!".repeat(200);
+    for rows in [vec![], vec![vec!["x".to_owned()]]] {
+        let table = Table {
+            columns: vec![String::new()],
+            rows,
+        };
+        let tokenized = tok.tokenize_table(&table).unwrap();
+        let encoding = tok
+            .encode(&tokenized, &question, Truncation::DropRowsToFit)
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows_kept(&encoding.token_type_ids), 0);
+        assert!(
+            encoding.input_ids.len() > 200,
+            "{}",
+            encoding.input_ids.len()
+        );
+    }
+}
+
 #[test]
 fn too_many_rows_without_truncation_is_an_error() {
     let tok = tokenizer();
