@@ -28,6 +28,7 @@ mod gpt2;
 mod heads;
 mod layers;
 mod llama;
+mod rope;
 mod roberta;
 pub mod sentence_transformers;
 pub mod seq2seq;
