@@ -357,4 +357,57 @@ mod tests {
     fn llama_batched_step_equals_rows_alone() {
         batched_step_equals_rows_alone("llama-gen");
     }
+
+    /// llama-gen's weights as Mistral with a 4-token sliding window.
+    fn windowed() -> CausalLm {
+        let dir = super::super::tests::fixture("llama-gen");
+        let mut config = ModelConfig::from_dir(&dir).expect("config");
+        config.model_type = "mistral".into();
+        config.raw["sliding_window"] = serde_json::json!(4);
+        CausalLm::load(&dir, &config).expect("model")
+    }
+
+    /// Expected: transformers 4.51.3's `MistralForCausalLM` (eager attention) on llama-gen's
+    /// weights with `sliding_window` 4, the first logits after ids 5..=14, the prompt at once
+    /// and its last token as a cached step.
+    #[test]
+    fn mistral_sliding_window_matches_transformers_at_once_and_stepwise() {
+        let m = windowed();
+        let prompt: Vec<u32> = (5..=14).collect();
+        let expected = [3.306_918_6, -0.711_22, -2.640_805, 0.081_449_8, 0.391_273_8, 0.006_373_6];
+        let at_once = run(&m, &prompt, &mut KvCache::default());
+        assert_close(&at_once[..6], &expected);
+        let mut cache = KvCache::default();
+        run(&m, &prompt[..9], &mut cache);
+        let step = run(&m, &prompt[9..], &mut cache);
+        assert_close(&step[..6], &expected);
+        // Without the window the answer differs: the window is applied.
+        let plain = model("llama-gen");
+        let unwindowed = run(&plain, &prompt, &mut KvCache::default());
+        assert!((unwindowed[0] - at_once[0]).abs() > 1e-3);
+        // Rows of different lengths stepped together, each windowed at its own position.
+        let mut caches: Vec<KvCache> = [&prompt[..9], &prompt[..2]]
+            .iter()
+            .map(|p| {
+                let mut c = KvCache::default();
+                run(&m, p, &mut c);
+                c
+            })
+            .collect();
+        let mut alone = caches.clone();
+        let next = [14u32, 7];
+        let mut steps: Vec<Step<'_>> = caches
+            .iter_mut()
+            .zip(&next)
+            .map(|(cache, t)| Step {
+                tokens: std::slice::from_ref(t),
+                cache,
+            })
+            .collect();
+        let batched = m.forward(&mut steps).expect("batched");
+        assert_close(&batched[0][..6], &expected);
+        for ((cache, t), b) in alone.iter_mut().zip(&next).zip(&batched) {
+            assert_close(&run(&m, std::slice::from_ref(t), cache), b);
+        }
+    }
 }
