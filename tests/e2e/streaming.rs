@@ -370,8 +370,9 @@ fn check_seq2seq_streamed_equals_unstreamed(model: &str, task: &str, key: &str, 
         .start()
         .wait_ready();
     for parameters in [
-        json!({"max_new_tokens": 12}),
-        json!({"max_new_tokens": 10, "do_sample": true, "seed": 3, "top_k": 30}),
+        // `num_beams` 1: BART's and Marian's generation configs default to beam search.
+        json!({"max_new_tokens": 12, "num_beams": 1}),
+        json!({"max_new_tokens": 10, "num_beams": 1, "do_sample": true, "seed": 3, "top_k": 30}),
     ] {
         let body = json!({"inputs": input, "parameters": parameters});
         let whole = server.invoke(&body);
@@ -428,9 +429,15 @@ fn an_encoder_decoder_stream_with_beams_or_a_list_is_a_400_saying_why() {
         .start()
         .wait_ready();
     let cases = [
-        (json!({"inputs": "x", "stream": true, "parameters": {"num_beams": 2}}), "beam search"),
+        (
+            json!({"inputs": "x", "stream": true, "parameters": {"num_beams": 2}}),
+            "beam search",
+        ),
         (json!({"inputs": ["a", "b"], "stream": true}), "list"),
-        (json!({"inputs": "x", "stream": true, "parameters": {"return_tensors": true}}), "return_tensors"),
+        (
+            json!({"inputs": "x", "stream": true, "parameters": {"return_tensors": true}}),
+            "return_tensors",
+        ),
     ];
     for (body, needle) in cases {
         let answer = stream_request(&server, &body, None);

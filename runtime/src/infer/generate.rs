@@ -35,8 +35,11 @@ pub trait Generator: Send + 'static {
     /// Runs `prompt` as a new sequence: its cache, the ids the processors see for it (a
     /// decoder-only model: the prompt), and the next token's logits.
     /// `spec` is the request's (an encoder-decoder model reads its `decoder_start_token_id`).
-    fn start(&mut self, prompt: &[u32], spec: &GenerateSpec)
-    -> Result<Start<Self::Cache>, ModelError>;
+    fn start(
+        &mut self,
+        prompt: &[u32],
+        spec: &GenerateSpec,
+    ) -> Result<Start<Self::Cache>, ModelError>;
     /// One new token for each row, after the row's cache; each row's next logits, in order.
     fn step(&mut self, rows: &mut [Next<'_, Self::Cache>]) -> Result<Vec<Vec<f32>>, ModelError>;
 }

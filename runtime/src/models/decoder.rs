@@ -233,11 +233,9 @@ impl CausalLm {
         let vb = files.var_builder(DType::F32, &Device::Cpu)?;
         match config.model_type.as_str() {
             "gpt2" => Ok(Self::Gpt2(super::gpt2::Gpt2::load(&vb, &config.raw)?)),
-            "llama" | "mistral" | "qwen2" | "phi3" | "gemma" => Ok(Self::Llama(super::llama::Llama::load(
-                &vb,
-                &config.raw,
-                &config.model_type,
-            )?)),
+            "llama" | "mistral" | "qwen2" | "phi3" | "gemma" => Ok(Self::Llama(
+                super::llama::Llama::load(&vb, &config.raw, &config.model_type)?,
+            )),
             other => Err(ModelError::UnsupportedArchitecture {
                 model_type: other.to_owned(),
             }),
@@ -374,7 +372,14 @@ mod tests {
     fn mistral_sliding_window_matches_transformers_at_once_and_stepwise() {
         let m = windowed();
         let prompt: Vec<u32> = (5..=14).collect();
-        let expected = [3.306_918_6, -0.711_22, -2.640_805, 0.081_449_8, 0.391_273_8, 0.006_373_6];
+        let expected = [
+            3.306_918_6,
+            -0.711_22,
+            -2.640_805,
+            0.081_449_8,
+            0.391_273_8,
+            0.006_373_6,
+        ];
         let at_once = run(&m, &prompt, &mut KvCache::default());
         assert_close(&at_once[..6], &expected);
         let mut cache = KvCache::default();

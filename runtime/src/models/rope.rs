@@ -57,7 +57,12 @@ fn factors(scaling: &Value, key: &str, n: usize) -> Result<Vec<f32>> {
     let list: Vec<f32> = scaling
         .get(key)
         .and_then(Value::as_array)
-        .map(|l| l.iter().filter_map(Value::as_f64).map(|v| v as f32).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_f64)
+                .map(|v| v as f32)
+                .collect()
+        })
         .unwrap_or_default();
     if list.len() != n {
         return Err(bad(format!(
@@ -127,7 +132,10 @@ impl Rope {
                     None => (1.0 + factor.ln() / original.ln()).sqrt(),
                 };
                 let scaled = |ext: Vec<f32>| -> Vec<f32> {
-                    ext.iter().zip(&powers).map(|(e, p)| 1.0 / (e * p)).collect()
+                    ext.iter()
+                        .zip(&powers)
+                        .map(|(e, p)| 1.0 / (e * p))
+                        .collect()
                 };
                 rope.inv_freq = scaled(factors(scaling, "short_factor", dim / 2)?);
                 rope.long = Some(scaled(factors(scaling, "long_factor", dim / 2)?));
@@ -211,7 +219,10 @@ mod tests {
     fn close(a: &[f32], b: &[f64]) {
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(b) {
-            assert!((f64::from(*x) - y).abs() <= 1e-6 * y.abs().max(1e-3), "{a:?} vs {b:?}");
+            assert!(
+                (f64::from(*x) - y).abs() <= 1e-6 * y.abs().max(1e-3),
+                "{a:?} vs {b:?}"
+            );
         }
     }
 
@@ -227,7 +238,14 @@ mod tests {
             Rope::from_config(&c, 16).expect("rope")
         };
         let default = [
-            1.0, 0.316_227_76, 0.1, 0.031_622_78, 0.01, 0.003_162_278, 0.001, 0.000_316_227_8,
+            1.0,
+            0.316_227_76,
+            0.1,
+            0.031_622_78,
+            0.01,
+            0.003_162_278,
+            0.001,
+            0.000_316_227_8,
         ];
         close(&Rope::from_config(&base, 16).unwrap().inv_freq, &default);
         let linear: Vec<f64> = default.iter().map(|v| v / 2.0).collect();
@@ -242,8 +260,10 @@ mod tests {
         // llama3, factor 8, low 1, high 4, original 64: wavelengths above 64 divided by 8,
         // below 16 kept, between smoothed.
         close(
-            &with(json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64}))
+            &with(
+                json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+            )
             .inv_freq,
             &[
                 1.0,

@@ -31,9 +31,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::params::check_names;
+use super::stream::{Detokenizer, TokenStream, TokenText};
 use super::{Envelope, Pipeline, PipelineError, Result, Task};
 use crate::generate::{GenerationConfig, GenerationParams, ParamsError};
-use super::stream::{Detokenizer, TokenStream, TokenText};
 use crate::infer::{GenerateSpec, Infer};
 use crate::models::ModelConfig;
 use crate::models::seq2seq::Seq2SeqIds;
@@ -419,7 +419,9 @@ impl Pipeline for Text2Text {
             let mut records = Vec::with_capacity(hypotheses.len());
             for tokens in hypotheses {
                 // Answers are the decoder ids, start token first, as transformers returns them.
-                let ids: Vec<u32> = std::iter::once(start).chain(tokens.iter().copied()).collect();
+                let ids: Vec<u32> = std::iter::once(start)
+                    .chain(tokens.iter().copied())
+                    .collect();
                 let mut record = Map::new();
                 // transformers: `return_tensors` gives the ids instead of the text.
                 if tensors {
@@ -481,7 +483,9 @@ impl Pipeline for Text2Text {
         let events = self.worker.generate(vec![source], spec(config))?;
         let tokenizer = self.tokenizer.clone();
         let finish = Box::new(move |tokens: &[u32]| {
-            let ids: Vec<u32> = std::iter::once(start).chain(tokens.iter().copied()).collect();
+            let ids: Vec<u32> = std::iter::once(start)
+                .chain(tokens.iter().copied())
+                .collect();
             let text = tokenizer.decode(&ids).unwrap_or_default();
             json!(if clean_up {
                 super::fill_mask::clean_up_tokenization(&text)

@@ -117,7 +117,11 @@ fn on_worker(config: &SearchConfig, others: &[SearchConfig]) -> Vec<Vec<u32>> {
         .expect("generated");
     drop(beside);
     out.into_iter()
-        .map(|tokens| std::iter::once(config.decoder_start_token_id).chain(tokens).collect())
+        .map(|tokens| {
+            std::iter::once(config.decoder_start_token_id)
+                .chain(tokens)
+                .collect()
+        })
         .collect()
 }
 
