@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::artifact::{self, ArtifactError};
 use crate::config::{LoadConfig, ModelSource};
 use crate::handler::{HookChain, HookRuleError, UserCode};
-use crate::infer::seq2seq::Seq2SeqWorker;
+use crate::infer::seq2seq::EncoderDecoder;
 use crate::infer::{Infer, InferConfig, Worker};
 use crate::models::decoder::CausalLm;
 use crate::models::tapas::TapasModel;
@@ -271,8 +271,12 @@ fn load_seq2seq(
     let tokenizer = Seq2SeqTokenizer::from_dir(dir, config)?;
     let model = seq2seq::load(dir, config)?;
     let ids = model.ids().clone();
-    let worker = Seq2SeqWorker::spawn(model, cfg.queue_size, cfg.wedged_after, "model-worker")
-        .map_err(LoadError::Worker)?;
+    let worker = Infer::spawn_generator(
+        EncoderDecoder::new(model),
+        infer_config(cfg, tokenizer.pad_id()),
+        "generation-worker",
+    )
+    .map_err(LoadError::Worker)?;
     let native: Arc<dyn Pipeline> = Arc::new(Text2Text::new(
         task.clone(),
         dir,
@@ -292,7 +296,7 @@ fn load_seq2seq(
         chain,
         task: served,
         model_dir: dir.to_owned(),
-        worker: Worker::Seq2Seq(worker),
+        worker: Worker::Encoder(worker),
     })
 }
 

@@ -233,3 +233,18 @@ fn conformance_llama_gen() {
 fn conformance_tapas_tqa() {
     assert_eq!(run_model("tapas-tqa", None), 5);
 }
+
+// Phi-3 and Gemma (issue 11), made by `tools/make_phi3_gemma.py`: Phi-3's fused projections,
+// partial rotary and longrope (prompts and generations past its 32 original positions switch to
+// the long factors); Gemma's scaled embeddings, (1 + weight) norms, GELU MLP, tied head and
+// linear `rope_scaling`.
+
+#[test]
+fn conformance_phi3_gen() {
+    assert_eq!(run_model("phi3-gen", None), 8);
+}
+
+#[test]
+fn conformance_gemma_gen() {
+    assert_eq!(run_model("gemma-gen", None), 8);
+}

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::support::{Server, fixture};
 
 pub(crate) const HELD: &str = "forward pass held by the test gate";
-const QUEUED: &str = "queued for the model";
+pub(crate) const QUEUED: &str = "queued for the model";
 
 pub(crate) struct Gated {
     pub(crate) server: Server,
@@ -27,13 +27,20 @@ pub(crate) struct Gated {
 
 impl Gated {
     pub(crate) fn start(model: &str) -> Self {
+        Self::with_task(model, None)
+    }
+
+    /// [`start`](Self::start) with `HF_TASK` set to `task`.
+    pub(crate) fn with_task(model: &str, task: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("gate dir");
-        let server = Server::builder()
+        let mut builder = Server::builder()
             .model(fixture(model))
             .env("SAGEBRUSH_TEST_GATE_DIR", &dir.path().display().to_string())
-            .env("RUST_LOG", "info,sagebrush::infer=debug")
-            .start()
-            .wait_ready();
+            .env("RUST_LOG", "info,sagebrush::infer=debug");
+        if let Some(task) = task {
+            builder = builder.env("HF_TASK", task);
+        }
+        let server = builder.start().wait_ready();
         Self { server, dir }
     }
 
@@ -62,7 +69,7 @@ impl Gated {
     }
 }
 
-fn post(url: &str, body: &Value) -> (u16, Value) {
+pub(crate) fn post(url: &str, body: &Value) -> (u16, Value) {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

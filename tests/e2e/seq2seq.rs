@@ -1,17 +1,21 @@
 //! Encoder-decoder generation over HTTP (T5, BART, Marian fixtures): request errors are 400s
 //! that say why, load-time errors are reported by `/ping`, concurrent generations answer what
-//! the same requests answer one at a time, a client that disconnects stops its generation, and
-//! the shapes of `num_return_sequences` and `return_tensors` answers.
+//! the same requests answer one at a time (and share decoder steps: continuous batching), a
+//! client that disconnects stops its generation, and the shapes of `num_return_sequences` and
+//! `return_tensors` answers.
 
 use std::io::Write;
 use std::net::TcpStream;
 
 use serde_json::{Value, json};
 
+use crate::generation::{Gated, HELD, QUEUED, post};
 use crate::support::{Server, fixture};
 
 fn serve(model: &str, task: Option<&str>) -> Server {
-    let mut builder = Server::builder().model(fixture(model));
+    let mut builder = Server::builder()
+        .model(fixture(model))
+        .env("RUST_LOG", "info,sagebrush::infer=debug");
     if let Some(task) = task {
         builder = builder.env("HF_TASK", task);
     }
@@ -140,9 +144,108 @@ fn a_client_that_disconnects_stops_its_generation() {
     )
     .expect("send");
     stream.flush().expect("flush");
-    server.wait_for_log(&["gone-generation-1", "generation started"]);
+    server.wait_for_log(&["gone-generation-1", "queued for the model"]);
     drop(stream);
-    server.wait_for_log(&["gone-generation-1", "generation stopped before its end"]);
+    server.wait_for_log(&["gone-generation-1", "generation cancelled by its caller"]);
     let ok = server.invoke(&json!({"inputs": "next", "parameters": {"max_new_tokens": 2}}));
     assert_eq!(ok.status, 200, "{}", ok.body);
+}
+
+/// Answers `bodies` one at a time, then together: the first is held by the test gate in the
+/// middle of its generation while the others queue, so all of them join its decoder steps.
+/// The answers must be the same, and one decoder step must have run rows of every request.
+fn shared_steps_answer_as_alone(model: &str, task: Option<&str>, bodies: &[Value]) {
+    let gated = Gated::with_task(model, task);
+    let url = gated.server.url("/invocations");
+    let alone: Vec<Value> = bodies
+        .iter()
+        .map(|b| {
+            let (status, answer) = post(&url, b);
+            assert_eq!(status, 200, "{answer}");
+            answer
+        })
+        .collect();
+    let held_before = gated.count(HELD);
+    let queued_before = gated.count(QUEUED);
+    std::fs::write(gated.file("hold"), b"").expect("hold");
+    let spawn = |b: &Value| {
+        let (url, body) = (url.clone(), b.clone());
+        std::thread::spawn(move || post(&url, &body))
+    };
+    let first = spawn(&bodies[0]);
+    gated.wait_count(HELD, held_before + 1);
+    let rest: Vec<_> = bodies[1..].iter().map(spawn).collect();
+    gated.wait_count(QUEUED, queued_before + bodies.len());
+    std::fs::remove_file(gated.file("hold")).expect("release");
+    let together: Vec<Value> = std::iter::once(first)
+        .chain(rest)
+        .map(|h| {
+            let (status, answer) = h.join().expect("client");
+            assert_eq!(status, 200, "{answer}");
+            answer
+        })
+        .collect();
+    assert_eq!(together, alone, "{model}");
+    let logs = gated.server.logs();
+    let all = format!("requests={}", bodies.len());
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("decode step") && l.contains(&all)),
+        "no decoder step shared by the {} requests:\n{logs}",
+        bodies.len()
+    );
+}
+
+/// Greedy, beams (several returned), a list input, sampling with a seed, and processors;
+/// `min_new_tokens` keeps every request running long enough to share steps.
+fn mixed_bodies(inputs: [&str; 4]) -> Vec<Value> {
+    vec![
+        json!({"inputs": inputs[0], "parameters": {"max_new_tokens": 12, "min_new_tokens": 8}}),
+        json!({"inputs": inputs[1], "parameters": {"num_beams": 3, "num_return_sequences": 2, "max_new_tokens": 7, "min_new_tokens": 3}}),
+        json!({"inputs": [inputs[2], inputs[3]], "parameters": {"max_new_tokens": 6, "min_new_tokens": 3, "no_repeat_ngram_size": 2}}),
+        json!({"inputs": inputs[3], "parameters": {"do_sample": true, "seed": 5, "top_k": 20, "max_new_tokens": 8, "min_new_tokens": 3}}),
+        json!({"inputs": inputs[0], "parameters": {"num_beams": 2, "max_new_tokens": 5, "min_new_tokens": 3, "repetition_penalty": 1.5}}),
+    ]
+}
+
+#[test]
+fn t5_concurrent_generations_share_decoder_steps_and_answer_as_alone() {
+    shared_steps_answer_as_alone(
+        "t5-t2t",
+        None,
+        &mixed_bodies([
+            "translate English to German: The house is wonderful.",
+            "summarize: The logging module defines functions and classes.",
+            "Open the file.",
+            "Close the socket, then return.",
+        ]),
+    );
+}
+
+#[test]
+fn bart_concurrent_summaries_share_decoder_steps_and_answer_as_alone() {
+    shared_steps_answer_as_alone(
+        "bart-sum",
+        Some("summarization"),
+        &mixed_bodies([
+            "The Eiffel Tower is a wrought-iron lattice tower in Paris.",
+            "Handlers send the log records to the appropriate destination.",
+            "Open the file.",
+            "A very long sentence about nothing in particular that goes on and on.",
+        ]),
+    );
+}
+
+#[test]
+fn marian_concurrent_translations_share_decoder_steps_and_answer_as_alone() {
+    shared_steps_answer_as_alone(
+        "marian-mt",
+        Some("translation_en_to_de"),
+        &mixed_bodies([
+            "The house is wonderful.",
+            "I loved it.",
+            "Open the file.",
+            "Close the socket.",
+        ]),
+    );
 }

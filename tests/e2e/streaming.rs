@@ -3,7 +3,8 @@
 //! time and reassembles every record; the streamed answer equals the unstreamed one for the
 //! same greedy request; a refused request is a 4xx before the first byte; an error after it is
 //! an in-band record; a client that leaves mid-stream stops its generation and frees its slot;
-//! a model with user code refuses to stream.
+//! a model with user code refuses to stream. The encoder-decoder tasks (text2text-generation,
+//! summarization, translation) stream the same records.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -358,4 +359,90 @@ fn streaming_with_user_code_is_a_400_saying_so() {
     // Without `stream` the guest answers as usual.
     let whole = server.invoke(&json!({"inputs": "x", "parameters": {"max_new_tokens": 2}}));
     assert_eq!(whole.status, 200, "{}", whole.body);
+}
+
+/// An encoder-decoder model served for `task`: a greedy and a seeded sampling request, streamed
+/// (SSE and JSON Lines) and not, give the same text, and the token texts add up to it.
+fn check_seq2seq_streamed_equals_unstreamed(model: &str, task: &str, key: &str, input: &str) {
+    let server = Server::builder()
+        .model(fixture(model))
+        .env("HF_TASK", task)
+        .start()
+        .wait_ready();
+    for parameters in [
+        // `num_beams` 1: BART's and Marian's generation configs default to beam search.
+        json!({"max_new_tokens": 12, "num_beams": 1}),
+        json!({"max_new_tokens": 10, "num_beams": 1, "do_sample": true, "seed": 3, "top_k": 30}),
+    ] {
+        let body = json!({"inputs": input, "parameters": parameters});
+        let whole = server.invoke(&body);
+        assert_eq!(whole.status, 200, "{}", whole.body);
+        let expected = whole.json()[0][key].clone();
+        assert!(expected.is_string(), "{}", whole.body);
+        for accept in [None, Some("application/jsonlines")] {
+            let mut streamed_body = body.clone();
+            streamed_body["stream"] = json!(true);
+            let streamed = stream_request(&server, &streamed_body, accept);
+            assert_eq!(streamed.status, 200, "{:?}", streamed.records);
+            let (text, generated) = text_of(&streamed.records);
+            assert_eq!(generated, expected, "{model} {parameters} {accept:?}");
+            assert_eq!(json!(text), expected, "{model} {parameters} {accept:?}");
+            assert_eq!(streamed.done, accept.is_none(), "[DONE] only ends SSE");
+        }
+    }
+}
+
+#[test]
+fn t5_text2text_stream_reassembled_from_7_byte_pieces_equals_the_unstreamed_answer() {
+    check_seq2seq_streamed_equals_unstreamed(
+        "t5-t2t",
+        "text2text-generation",
+        "generated_text",
+        "translate English to German: The house is wonderful.",
+    );
+}
+
+#[test]
+fn bart_summary_stream_reassembled_from_7_byte_pieces_equals_the_unstreamed_answer() {
+    check_seq2seq_streamed_equals_unstreamed(
+        "bart-sum",
+        "summarization",
+        "summary_text",
+        "The Eiffel Tower is a wrought-iron lattice tower in Paris. It was built in 1889.",
+    );
+}
+
+#[test]
+fn marian_translation_stream_reassembled_from_7_byte_pieces_equals_the_unstreamed_answer() {
+    check_seq2seq_streamed_equals_unstreamed(
+        "marian-mt",
+        "translation_en_to_de",
+        "translation_text",
+        "The house is wonderful.",
+    );
+}
+
+#[test]
+fn an_encoder_decoder_stream_with_beams_or_a_list_is_a_400_saying_why() {
+    let server = Server::builder()
+        .model(fixture("t5-t2t"))
+        .start()
+        .wait_ready();
+    let cases = [
+        (
+            json!({"inputs": "x", "stream": true, "parameters": {"num_beams": 2}}),
+            "beam search",
+        ),
+        (json!({"inputs": ["a", "b"], "stream": true}), "list"),
+        (
+            json!({"inputs": "x", "stream": true, "parameters": {"return_tensors": true}}),
+            "return_tensors",
+        ),
+    ];
+    for (body, needle) in cases {
+        let answer = stream_request(&server, &body, None);
+        assert_eq!(answer.status, 400, "{body}: {:?}", answer.records);
+        let message = answer.records[0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{body}: {message}");
+    }
 }

@@ -19,21 +19,27 @@ use crate::generate::{BeamSearch, GenerationParams, StopRule};
 use crate::metrics::Stage;
 use crate::models::ModelError;
 use crate::models::decoder::{CausalLm, KvCache, Step};
+use crate::search::EncDecProcessors;
 
 use super::worker::{fail, panic_message, unserved};
 use super::{GenEvent, InferError, Outputs, Reply, Request, Shared};
 
 /// A model that generates: starts a sequence from its prompt, then takes one token a row. The
 /// worker knows nothing else of it: a decoder-only model ([`CausalLm`]) runs the prompt and
-/// keeps its KV cache; an encoder-decoder model would encode the prompt into its cache and
-/// start the decoder (the ids then being the decoder's start).
+/// keeps its KV cache; an encoder-decoder model (`seq2seq.rs`) encodes the prompt into its
+/// cache and starts the decoder (the ids then being the decoder's start).
 pub trait Generator: Send + 'static {
     /// Everything one sequence needs between steps (cloned for beams and for the sequences of
     /// one prompt).
     type Cache: Clone + Send;
     /// Runs `prompt` as a new sequence: its cache, the ids the processors see for it (a
     /// decoder-only model: the prompt), and the next token's logits.
-    fn start(&mut self, prompt: &[u32]) -> Result<Start<Self::Cache>, ModelError>;
+    /// `spec` is the request's (an encoder-decoder model reads its `decoder_start_token_id`).
+    fn start(
+        &mut self,
+        prompt: &[u32],
+        spec: &GenerateSpec,
+    ) -> Result<Start<Self::Cache>, ModelError>;
     /// One new token for each row, after the row's cache; each row's next logits, in order.
     fn step(&mut self, rows: &mut [Next<'_, Self::Cache>]) -> Result<Vec<Vec<f32>>, ModelError>;
 }
@@ -61,7 +67,7 @@ pub struct Start<C> {
 impl Generator for CausalLm {
     type Cache = KvCache;
 
-    fn start(&mut self, prompt: &[u32]) -> Result<Start<KvCache>, ModelError> {
+    fn start(&mut self, prompt: &[u32], _: &GenerateSpec) -> Result<Start<KvCache>, ModelError> {
         let mut cache = KvCache::default();
         let logits = self
             .forward(&mut [Step {
@@ -98,6 +104,9 @@ pub struct GenerateSpec {
     pub params: GenerationParams,
     /// Token sequences that also end a sequence.
     pub stop_sequences: Vec<Vec<u32>>,
+    /// The encoder-decoder processors (`bad_words_ids`, forced BOS/EOS); empty for
+    /// decoder-only models.
+    pub extra: EncDecProcessors,
 }
 
 /// One sequence of greedy decoding or sampling.
@@ -131,6 +140,8 @@ struct Job<C> {
     seqs: Vec<Seq<C>>,
     beams: Vec<Beams<C>>,
     rng: Rng,
+    /// The request's encoder-decoder processors.
+    extra: EncDecProcessors,
     failed: bool,
     /// When its prompts started running: the clock of its tokens per second.
     started: Instant,
@@ -314,6 +325,7 @@ fn admit<G: Generator>(
         seqs: Vec::new(),
         beams: Vec::new(),
         rng,
+        extra: spec.extra.clone(),
         failed: false,
         request,
         started: Instant::now(),
@@ -322,7 +334,7 @@ fn admit<G: Generator>(
     let prompts: Vec<Vec<u32>> = job.request.rows.iter().map(|r| r.ids.clone()).collect();
     for (row, prompt) in prompts.iter().enumerate() {
         let prefill = Instant::now();
-        let started = guarded(shared, panic_next, || model.start(prompt));
+        let started = guarded(shared, panic_next, || model.start(prompt, &spec));
         job.add_inference(prefill.elapsed());
         let start = match started {
             Ok(start) => start,
@@ -386,6 +398,7 @@ fn select<C: Clone>(job: &mut Job<C>) {
     for seq in job.seqs.iter_mut().filter(|s| !s.done) {
         let mut scores = std::mem::take(&mut seq.logits);
         seq.processor.process(&seq.ids, &mut scores);
+        job.extra.apply(&seq.ids, &mut scores, seq.stop.max_len);
         let token = pick(&scores, seq.processor.samples(), &mut job.rng);
         let logprob = log_softmax(&scores)
             .get(token as usize)
@@ -412,6 +425,7 @@ fn select<C: Clone>(job: &mut Job<C>) {
     }
     for beams in job.beams.iter_mut().filter(|b| !b.done) {
         let running = beams.search.running().to_vec();
+        let extra = &job.extra;
         let log_probs: Vec<Vec<f32>> = beams
             .logits
             .iter()
@@ -419,6 +433,7 @@ fn select<C: Clone>(job: &mut Job<C>) {
             .map(|(logits, ids)| {
                 let mut lp = log_softmax(logits);
                 beams.processor.process(ids, &mut lp);
+                extra.apply(ids, &mut lp, beams.stop.max_len);
                 lp
             })
             .collect();

@@ -408,13 +408,12 @@ impl Scope {
     }
 }
 
-/// The worker behind a loaded model: the encoder queue, or an encoder-decoder generation worker.
+/// The worker behind a loaded model: the inference core of its model (an encoder, or a
+/// generation worker of a decoder-only or encoder-decoder model).
 #[derive(Clone)]
 pub enum Worker {
-    /// Encoder tasks: [`Infer`].
+    /// [`Infer`].
     Encoder(Infer),
-    /// Encoder-decoder generation.
-    Seq2Seq(seq2seq::Seq2SeqWorker),
 }
 
 impl Worker {
@@ -422,7 +421,6 @@ impl Worker {
     pub fn health(&self) -> Health {
         match self {
             Self::Encoder(infer) => infer.health(),
-            Self::Seq2Seq(worker) => worker.health(),
         }
     }
 }

@@ -1,223 +1,151 @@
-//! The generation worker of an encoder-decoder model: a thread that owns the model and its
-//! decoder caches and runs one generation request at a time (a source sequence and its resolved
-//! search settings), a step per decoder token. Before every step it checks the request: a
-//! caller that went away (the reply receiver dropped or the request's cancellation flag set) or
-//! a passed deadline ends the generation there, and the worker takes the next request. A panic
-//! fails that request only ([`InferError::WorkerPanicked`]).
+//! Encoder-decoder models (T5, BART, Marian) as a [`Generator`]: they run on the same
+//! generation worker as decoder-only models (`generate.rs`), so concurrent requests share
+//! decoder steps (continuous batching: a request joins the running batch at the next step and
+//! leaves when done, each with its own parameters; beams are rows), a list input is one
+//! request, tokens go out through the queue's stream sender, and a caller that leaves stops its
+//! generation at the next step.
 //!
-//! Not done yet: continuous batching (requests to the same model sharing decode steps) — each
-//! request here is generated alone, its beams as the decoder batch.
+//! Starting a sequence encodes its source once and runs the first decoder step (the decoder
+//! start token) alone: that step computes the cross-attention keys/values of every decoder
+//! layer, which then stay in the sequence's cache (shared, not copied, by its beams and its
+//! other return sequences) for the rest of the generation; the encoder output is not kept.
+//! Every later step runs the running rows of all requests together
+//! ([`Seq2SeqModel::decode_rows`]).
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use super::generate::{GenerateSpec, Generator, Next, Start};
+use crate::models::ModelError;
+use crate::models::seq2seq::{DecodeRow, DecoderCache, Seq2SeqModel};
 
-use tokio::sync::oneshot;
-
-use super::{CancelFlag, Health, InferError, Result, Scope};
-use crate::models::seq2seq::Seq2SeqModel;
-use crate::search::{self, SearchConfig, SearchError};
-
-/// One generation request.
-struct Job {
-    source: Vec<u32>,
-    config: SearchConfig,
-    deadline: Option<Instant>,
-    cancel: CancelFlag,
-    span: tracing::Span,
-    reply: oneshot::Sender<Result<Vec<Vec<u32>>>>,
+/// An encoder-decoder model on the generation worker.
+pub struct EncoderDecoder {
+    model: Box<dyn Seq2SeqModel>,
 }
 
-struct Shared {
-    stopped: Mutex<Option<String>>,
-    busy_since: Mutex<Option<Instant>>,
-    wedged_after: std::time::Duration,
-    steps: AtomicU64,
+impl EncoderDecoder {
+    /// Wraps `model`.
+    pub fn new(model: Box<dyn Seq2SeqModel>) -> Self {
+        Self { model }
+    }
 }
 
-/// The handle of a generation worker. Cheap to clone; the worker stops with the last handle.
-#[derive(Clone)]
-pub struct Seq2SeqWorker {
-    tx: SyncSender<Job>,
-    capacity: usize,
-    shared: Arc<Shared>,
-}
+impl Generator for EncoderDecoder {
+    type Cache = DecoderCache;
 
-impl Seq2SeqWorker {
-    /// Starts the worker thread owning `model`, with room for `queue_size` waiting requests.
-    pub fn spawn(
-        model: Box<dyn Seq2SeqModel>,
-        queue_size: usize,
-        wedged_after: std::time::Duration,
-        name: &str,
-    ) -> std::io::Result<Self> {
-        let capacity = queue_size.max(1);
-        let (tx, rx) = sync_channel(capacity);
-        let shared = Arc::new(Shared {
-            stopped: Mutex::new(None),
-            busy_since: Mutex::new(None),
-            wedged_after,
-            steps: AtomicU64::new(0),
-        });
-        let worker = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || serve(model.as_ref(), &rx, &worker))?;
-        Ok(Self {
-            tx,
-            capacity,
-            shared,
+    /// Encodes `prompt` (the source ids) and runs the decoder start token: the ids the
+    /// processors see are `[decoder_start_token_id]`.
+    fn start(
+        &mut self,
+        prompt: &[u32],
+        spec: &GenerateSpec,
+    ) -> Result<Start<DecoderCache>, ModelError> {
+        let start = spec
+            .params
+            .decoder_start_token_id
+            .unwrap_or(self.model.ids().decoder_start_token_id);
+        let encoder = self.model.encode(prompt)?;
+        let mut cache = self.model.new_cache();
+        let logits = self.model.decode_step(&[start], &encoder, &mut cache)?;
+        let logits = logits
+            .to_vec2::<f32>()
+            .map_err(ModelError::Candle)?
+            .pop()
+            .ok_or_else(|| ModelError::BadBatch {
+                reason: "no logits".into(),
+            })?;
+        Ok(Start {
+            cache,
+            ids: vec![start],
+            logits,
         })
     }
 
-    /// Generates for `source` and waits for the hypotheses (decoder ids, start token first).
-    /// Blocks: call it off the async runtime. Inherits the current [`Scope`] (deadline,
-    /// cancellation) and span.
-    pub fn generate(&self, source: Vec<u32>, config: SearchConfig) -> Result<Vec<Vec<u32>>> {
-        if source.is_empty() {
-            return Err(InferError::BadRequest {
-                reason: "empty source sequence".into(),
-            });
-        }
-        if let Some(cause) = self.stopped_cause() {
-            return Err(InferError::WorkerStopped { cause });
-        }
-        let scope = Scope::current();
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            source,
-            config,
-            deadline: scope.deadline,
-            cancel: scope.cancel,
-            span: tracing::Span::current(),
-            reply,
-        };
-        match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(InferError::Overloaded {
-                    capacity: self.capacity,
-                });
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(InferError::WorkerStopped {
-                    cause: self
-                        .stopped_cause()
-                        .unwrap_or_else(|| "the generation worker is gone".into()),
-                });
-            }
-        }
-        rx.blocking_recv().unwrap_or_else(|_| {
-            Err(self.stopped_cause().map_or(InferError::Cancelled, |cause| {
-                InferError::WorkerStopped { cause }
-            }))
-        })
-    }
-
-    /// Decoder steps run since start.
-    pub fn steps(&self) -> u64 {
-        self.shared.steps.load(Ordering::Relaxed)
-    }
-
-    /// Whether the worker can serve: `/ping`'s health command.
-    pub fn health(&self) -> Health {
-        if let Some(cause) = self.stopped_cause() {
-            return Health::Stopped { cause };
-        }
-        let busy = *self
-            .shared
-            .busy_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match busy.map(|t| t.elapsed()) {
-            Some(busy_for) if busy_for > self.shared.wedged_after => Health::Wedged { busy_for },
-            _ => Health::Ready,
-        }
-    }
-
-    fn stopped_cause(&self) -> Option<String> {
-        self.shared
-            .stopped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn step(&mut self, rows: &mut [Next<'_, DecoderCache>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut rows: Vec<DecodeRow<'_>> = rows
+            .iter_mut()
+            .map(|r| DecodeRow {
+                token: r.token,
+                cache: &mut *r.cache,
+            })
+            .collect();
+        self.model.decode_rows(&mut rows)
     }
 }
 
-fn serve(model: &dyn Seq2SeqModel, rx: &Receiver<Job>, shared: &Shared) {
-    while let Ok(job) = rx.recv() {
-        let _enter = job.span.enter();
-        if job.cancel.is_set() || job.reply.is_closed() {
-            tracing::info!("generation request cancelled before it started; it is not computed");
-            let _ = job.reply.send(Err(InferError::Cancelled));
-            continue;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::ModelConfig;
+    use crate::models::seq2seq;
+
+    fn model(name: &str) -> Box<dyn Seq2SeqModel> {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/conformance/models")
+            .join(name);
+        let config = ModelConfig::from_dir(&dir).expect("config");
+        seq2seq::load(&dir, &config).expect("model")
+    }
+
+    fn assert_close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "logits differ by {worst}");
+    }
+
+    /// Rows of different source lengths, at different decoder positions, stepped together give
+    /// each row's logits alone.
+    fn rows_stepped_together_equal_rows_alone(name: &str) {
+        let m = model(name);
+        let start = m.ids().decoder_start_token_id;
+        let sources: [&[u32]; 3] = [&[5, 6, 7, 2], &[8, 9, 10, 11, 12, 13, 14, 2], &[15, 2]];
+        // Row i has decoded i + 1 tokens before the shared step.
+        let mut caches: Vec<DecoderCache> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let enc = m.encode(s).expect("encode");
+                let mut c = m.new_cache();
+                m.decode_step(&[start], &enc, &mut c).expect("start");
+                for t in 0..i as u32 {
+                    m.decode_step(&[20 + t], &enc, &mut c).expect("step");
+                }
+                c
+            })
+            .collect();
+        let mut alone = caches.clone();
+        let next = [40u32, 41, 42];
+        let mut rows: Vec<DecodeRow<'_>> = caches
+            .iter_mut()
+            .zip(next)
+            .map(|(cache, token)| DecodeRow { token, cache })
+            .collect();
+        let together = m.decode_rows(&mut rows).expect("together");
+        for ((cache, token), row) in alone.iter_mut().zip(next).zip(&together) {
+            let single = m
+                .decode_rows(&mut [DecodeRow { token, cache }])
+                .expect("alone");
+            assert_close(&single[0], row);
         }
-        let started = Instant::now();
-        let mut steps = 0u64;
-        tracing::info!(
-            source_tokens = job.source.len(),
-            num_beams = job.config.params.num_beams,
-            max_length = job.config.max_length(),
-            "generation started"
-        );
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let mut check = || -> Result<()> {
-                // Each step is a short forward pass; the wedge clock restarts with each.
-                *shared
-                    .busy_since
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-                if job.cancel.is_set() || job.reply.is_closed() {
-                    return Err(InferError::Cancelled);
-                }
-                if job.deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(InferError::DeadlineExceeded);
-                }
-                steps += 1;
-                Ok(())
-            };
-            search::generate(model, &job.source, &job.config, &mut check)
-        }));
-        *shared
-            .busy_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-        shared.steps.fetch_add(steps, Ordering::Relaxed);
-        let answer = match outcome {
-            Ok(Ok(Ok(hypotheses))) => {
-                tracing::debug!(
-                    steps,
-                    ms = started.elapsed().as_millis() as u64,
-                    "generation done"
-                );
-                Ok(hypotheses)
-            }
-            Ok(Ok(Err(stop))) => {
-                match stop {
-                    InferError::DeadlineExceeded => tracing::info!(
-                        steps,
-                        "generation stopped before its end: the request's time limit passed"
-                    ),
-                    _ => tracing::info!(
-                        steps,
-                        "generation stopped before its end: the caller went away"
-                    ),
-                }
-                Err(stop)
-            }
-            Ok(Err(SearchError::Model(e))) => Err(InferError::Model(Arc::new(e))),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                tracing::error!(message = %message, "the generation panicked; the worker goes on");
-                Err(InferError::WorkerPanicked { message })
-            }
-        };
-        let _ = job.reply.send(answer);
+        for (i, c) in caches.iter().enumerate() {
+            assert_eq!(c.len, i + 2);
+        }
+    }
+
+    #[test]
+    fn t5_rows_stepped_together_equal_rows_alone() {
+        rows_stepped_together_equal_rows_alone("t5-t2t");
+    }
+
+    #[test]
+    fn bart_rows_stepped_together_equal_rows_alone() {
+        rows_stepped_together_equal_rows_alone("bart-sum");
+    }
+
+    #[test]
+    fn marian_rows_stepped_together_equal_rows_alone() {
+        rows_stepped_together_equal_rows_alone("marian-mt");
     }
 }

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use super::layers::{Activation, layer_norm, linear};
 use super::seq2seq::{
-    DecoderCache, Seq2SeqIds, Seq2SeqModel, attend, cfg_usize, join_heads, split_heads,
+    DecodeRow, DecoderCache, Seq2SeqIds, Seq2SeqModel, attend, attend_rows, cfg_usize,
+    cross_kvs, join_heads, logit_rows, push_self_kv, split_heads,
 };
 use super::{ModelError, Result};
 
@@ -45,11 +46,20 @@ impl Attention {
         ))
     }
 
+    /// The scaled queries `[B, H, T, Dh]`.
+    fn query(&self, x: &Tensor) -> Result<Tensor> {
+        split_heads(&(self.q.forward(x)? * self.scale)?, self.heads)
+    }
+
+    /// The output projection of `[B, H, T, Dh]` attention results.
+    fn project(&self, ctx: &Tensor) -> Result<Tensor> {
+        Ok(self.out.forward(&join_heads(ctx)?)?)
+    }
+
     /// Attention of `x` over `kv` (no mask: no padding, and a decoder step sees all of the past).
     fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
-        let q = split_heads(&(self.q.forward(x)? * self.scale)?, self.heads)?;
-        let ctx = attend(&q, &kv.0, &kv.1, None)?;
-        Ok(self.out.forward(&join_heads(&ctx)?)?)
+        let ctx = attend(&self.query(x)?, &kv.0, &kv.1, None)?;
+        self.project(&ctx)
     }
 }
 
@@ -264,8 +274,28 @@ impl Bart {
 
     fn embed(&self, ids: &Tensor, decoder: bool, start: usize) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
+        let positions = self.positions(decoder, start, t)?;
+        self.embed_at(ids, decoder, &positions)
+    }
+
+    /// The decoder embeddings `[B, 1, D]` of one token a row, each at its own position.
+    fn embed_rows(&self, tokens: &[u32], positions: &[usize]) -> Result<Tensor> {
+        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(1)?;
+        let at = |offset: usize| -> Result<Tensor> {
+            let p: Vec<u32> = positions.iter().map(|&p| (p + offset) as u32).collect();
+            Ok(Tensor::new(p.as_slice(), &Device::Cpu)?)
+        };
+        let pos = match &self.positions {
+            Positions::Learned { decoder, .. } => decoder.forward(&at(2)?)?,
+            Positions::Sinusoidal(table) => table.index_select(&at(0)?, 0)?,
+        };
+        self.embed_at(&ids, true, &pos.unsqueeze(1)?)
+    }
+
+    /// Token embeddings of `ids` plus `positions` (broadcast), then `layernorm_embedding`.
+    fn embed_at(&self, ids: &Tensor, decoder: bool, positions: &Tensor) -> Result<Tensor> {
         let tokens = (self.embed.forward(ids)? * self.embed_scale)?;
-        let h = tokens.broadcast_add(&self.positions(decoder, start, t)?)?;
+        let h = tokens.broadcast_add(positions)?;
         let norm = if decoder {
             &self.dec_ln_embedding
         } else {
@@ -319,6 +349,38 @@ impl Seq2SeqModel for Bart {
             h = layer.final_norm.forward(&(h + f)?)?;
         }
         cache.len += 1;
+        self.logits(&h)
+    }
+
+    fn decode_rows(&self, rows: &mut [DecodeRow<'_>]) -> Result<Vec<Vec<f32>>> {
+        let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
+        let positions: Vec<usize> = rows.iter().map(|r| r.cache.len).collect();
+        let mut h = self.embed_rows(&tokens, &positions)?;
+        for (l, layer) in self.decoder.iter().enumerate() {
+            let (k, v) = layer.attn.kv(&h)?;
+            let kvs = push_self_kv(rows, l, &k, &v)?;
+            let a = layer
+                .attn
+                .project(&attend_rows(&layer.attn.query(&h)?, &kvs, None)?)?;
+            h = layer.attn_norm.forward(&(h + a)?)?;
+            let q = layer.cross.query(&h)?;
+            let c = layer
+                .cross
+                .project(&attend_rows(&q, &cross_kvs(rows, l)?, None)?)?;
+            h = layer.cross_norm.forward(&(h + c)?)?;
+            let f = layer.ffn.forward(&h)?;
+            h = layer.final_norm.forward(&(h + f)?)?;
+        }
+        for row in rows.iter_mut() {
+            row.cache.len += 1;
+        }
+        logit_rows(&self.logits(&h)?)
+    }
+}
+
+impl Bart {
+    /// The LM head on the decoder's last hidden states `[B, 1, D]`: `[B, V]` in f32.
+    fn logits(&self, h: &Tensor) -> Result<Tensor> {
         let h = h.squeeze(1)?;
         let mut logits = h.matmul(&self.shared.t()?)?;
         if let Some(bias) = &self.final_logits_bias {

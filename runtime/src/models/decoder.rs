@@ -43,6 +43,8 @@ pub struct Step<'a> {
 ///
 /// `q` is `[B, heads, T, d]`, `k`/`v` `[B, kv_heads, T, d]` (the new tokens); each row's cache
 /// for `layer` is extended with its `k`/`v`. `B > 1` needs `T == 1`. Returns `[B, heads, T, d]`.
+/// With a sliding `window` (Mistral, Phi-3), the query at position `i` sees the keys at
+/// positions `i - window < j <= i` only, as transformers 4.51's mask does.
 pub(crate) fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -50,6 +52,7 @@ pub(crate) fn attend(
     caches: &mut [&mut KvCache],
     layer: usize,
     scale: f64,
+    window: Option<usize>,
 ) -> Result<Tensor> {
     let (b, heads, t, _) = q.dims4()?;
     let kv_heads = k.dim(1)?;
@@ -77,8 +80,9 @@ pub(crate) fn attend(
     let total = pasts.iter().max().copied().unwrap_or(0) + t;
     let (keys, values, mask) = if b == 1 {
         let past = pasts[0];
-        let mask = (t > 1)
-            .then(|| causal_mask(t, past, q.device()))
+        let windowed = window.is_some_and(|w| past + t > w);
+        let mask = (t > 1 || windowed)
+            .then(|| causal_mask(t, past, window, q.device()))
             .transpose()?;
         (keys.remove(0), values.remove(0), mask)
     } else {
@@ -101,7 +105,9 @@ pub(crate) fn attend(
         let mut padded_v = Vec::with_capacity(b);
         for i in 0..b {
             let n = total - (pasts[i] + 1);
-            mask[i * total..i * total + n].fill(f32::NEG_INFINITY);
+            // Padding, and the keys the window has left behind (positions <= past - window).
+            let hidden = n + window.map_or(0, |w| (pasts[i] + 1).saturating_sub(w));
+            mask[i * total..i * total + hidden].fill(f32::NEG_INFINITY);
             padded_k.push(pad(&keys[i], n)?);
             padded_v.push(pad(&values[i], n)?);
         }
@@ -125,13 +131,14 @@ pub(crate) fn attend(
     Ok(probs.matmul(&values)?)
 }
 
-/// `[t, past + t]`: 0 where query `i` may see key `j` (`j <= past + i`), -inf elsewhere.
-fn causal_mask(t: usize, past: usize, device: &Device) -> Result<Tensor> {
+/// `[t, past + t]`: 0 where query `i` may see key `j` (`j <= past + i`, and within the window
+/// when there is one), -inf elsewhere.
+fn causal_mask(t: usize, past: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
     let total = past + t;
     let mask: Vec<f32> = (0..t)
         .flat_map(|i| {
             (0..total).map(move |j| {
-                if j <= past + i {
+                if j <= past + i && window.is_none_or(|w| j + w > past + i) {
                     0.0
                 } else {
                     f32::NEG_INFINITY
@@ -207,14 +214,17 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> 
 pub enum CausalLm {
     /// `gpt2`.
     Gpt2(super::gpt2::Gpt2),
-    /// `llama`, `mistral`, `qwen2`.
+    /// `llama`, `mistral`, `qwen2`, `phi3`, `gemma`.
     Llama(super::llama::Llama),
 }
 
 impl CausalLm {
     /// Whether `model_type` is served by [`CausalLm`].
     pub fn supports(model_type: &str) -> bool {
-        matches!(model_type, "gpt2" | "llama" | "mistral" | "qwen2")
+        matches!(
+            model_type,
+            "gpt2" | "llama" | "mistral" | "qwen2" | "phi3" | "gemma"
+        )
     }
 
     /// Loads the model of `dir` (f32, CPU).
@@ -223,11 +233,9 @@ impl CausalLm {
         let vb = files.var_builder(DType::F32, &Device::Cpu)?;
         match config.model_type.as_str() {
             "gpt2" => Ok(Self::Gpt2(super::gpt2::Gpt2::load(&vb, &config.raw)?)),
-            "llama" | "mistral" | "qwen2" => Ok(Self::Llama(super::llama::Llama::load(
-                &vb,
-                &config.raw,
-                &config.model_type,
-            )?)),
+            "llama" | "mistral" | "qwen2" | "phi3" | "gemma" => Ok(Self::Llama(
+                super::llama::Llama::load(&vb, &config.raw, &config.model_type)?,
+            )),
             other => Err(ModelError::UnsupportedArchitecture {
                 model_type: other.to_owned(),
             }),
@@ -346,5 +354,65 @@ mod tests {
     #[test]
     fn llama_batched_step_equals_rows_alone() {
         batched_step_equals_rows_alone("llama-gen");
+    }
+
+    /// llama-gen's weights as Mistral with a 4-token sliding window.
+    fn windowed() -> CausalLm {
+        let dir = super::super::tests::fixture("llama-gen");
+        let mut config = ModelConfig::from_dir(&dir).expect("config");
+        config.model_type = "mistral".into();
+        config.raw["sliding_window"] = serde_json::json!(4);
+        CausalLm::load(&dir, &config).expect("model")
+    }
+
+    /// Expected: transformers 4.51.3's `MistralForCausalLM` (eager attention) on llama-gen's
+    /// weights with `sliding_window` 4, the first logits after ids 5..=14, the prompt at once
+    /// and its last token as a cached step.
+    #[test]
+    fn mistral_sliding_window_matches_transformers_at_once_and_stepwise() {
+        let m = windowed();
+        let prompt: Vec<u32> = (5..=14).collect();
+        let expected = [
+            3.306_918_6,
+            -0.711_22,
+            -2.640_805,
+            0.081_449_8,
+            0.391_273_8,
+            0.006_373_6,
+        ];
+        let at_once = run(&m, &prompt, &mut KvCache::default());
+        assert_close(&at_once[..6], &expected);
+        let mut cache = KvCache::default();
+        run(&m, &prompt[..9], &mut cache);
+        let step = run(&m, &prompt[9..], &mut cache);
+        assert_close(&step[..6], &expected);
+        // Without the window the answer differs: the window is applied.
+        let plain = model("llama-gen");
+        let unwindowed = run(&plain, &prompt, &mut KvCache::default());
+        assert!((unwindowed[0] - at_once[0]).abs() > 1e-3);
+        // Rows of different lengths stepped together, each windowed at its own position.
+        let mut caches: Vec<KvCache> = [&prompt[..9], &prompt[..2]]
+            .iter()
+            .map(|p| {
+                let mut c = KvCache::default();
+                run(&m, p, &mut c);
+                c
+            })
+            .collect();
+        let mut alone = caches.clone();
+        let next = [14u32, 7];
+        let mut steps: Vec<Step<'_>> = caches
+            .iter_mut()
+            .zip(&next)
+            .map(|(cache, t)| Step {
+                tokens: std::slice::from_ref(t),
+                cache,
+            })
+            .collect();
+        let batched = m.forward(&mut steps).expect("batched");
+        assert_close(&batched[0][..6], &expected);
+        for ((cache, t), b) in alone.iter_mut().zip(&next).zip(&batched) {
+            assert_close(&run(&m, std::slice::from_ref(t), cache), b);
+        }
     }
 }

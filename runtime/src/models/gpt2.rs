@@ -156,7 +156,7 @@ impl Gpt2 {
                     .contiguous()
             };
             let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let ctx = attend(&q, &k, &v, &mut caches, i, self.scale)?;
+            let ctx = attend(&q, &k, &v, &mut caches, i, self.scale, None)?;
             let ctx = ctx.transpose(1, 2)?.reshape((b, t, self.hidden))?;
             h = (h + block.attn_proj.forward(&ctx)?)?;
             let m = block.ln_2.forward(&h)?;

@@ -1,11 +1,16 @@
-//! The Llama family (`LlamaForCausalLM`, and `MistralForCausalLM` / `Qwen2ForCausalLM`, which
-//! have the same blocks: Qwen2 adds Q/K/V biases): RMSNorm, rotary positions (default rope,
-//! `rope_theta`), grouped-query attention, SwiGLU MLP. Written here rather than taken from
-//! candle-transformers because its Llama keeps one shared cache for a single sequence, while
-//! generation here keeps one cache per sequence and batches rows at different positions.
-//! Not supported (refused at load): `rope_scaling`, Mistral's sliding window shorter than the
-//! sequence is not applied (sequences here stay within `max_position_embeddings`).
+//! The Llama family (`LlamaForCausalLM`, and `MistralForCausalLM` / `Qwen2ForCausalLM` /
+//! `Phi3ForCausalLM` / `GemmaForCausalLM`, which have the same blocks: Qwen2 adds Q/K/V biases;
+//! Phi-3 fuses Q/K/V into `qkv_proj` and gate/up into `gate_up_proj`, which are split at load;
+//! Gemma scales the embeddings by √hidden, its RMSNorms multiply by `1 + weight`, and its MLP is
+//! gated GELU (tanh)): RMSNorm, rotary positions (`rope.rs`: `rope_theta`,
+//! `partial_rotary_factor`, `rope_scaling`), grouped-query attention, gated MLP. Written here
+//! rather than taken from candle-transformers because its Llama keeps one shared cache for a
+//! single sequence, while generation here keeps one cache per sequence and batches rows at
+//! different positions. Mistral's and Phi-3's `sliding_window` masks the keys older than the
+//! window; Qwen2's per-layer window (`use_sliding_window`) is refused at load.
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/llama/modeling_llama.py
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/phi3/modeling_phi3.py
+// https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gemma/modeling_gemma.py
 
 use candle_core::{DType, Tensor};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
@@ -15,6 +20,8 @@ use super::decoder::{
     KvCache, Step, advance, attend, config_f64, config_usize, input_ids, last_logits, positions,
     rms_norm,
 };
+use super::layers::Activation;
+use super::rope::Rope;
 use super::{ModelError, Result};
 
 #[derive(Debug)]
@@ -41,8 +48,13 @@ pub struct Llama {
     kv_heads: usize,
     head_dim: usize,
     eps: f64,
-    /// `1 / theta^(2i/d)`, `[d/2]`.
-    inv_freq: Vec<f32>,
+    rope: Rope,
+    /// Mistral's and Phi-3's sliding window.
+    window: Option<usize>,
+    /// The MLP's gate activation.
+    act: Activation,
+    /// Gemma: the embeddings are multiplied by √hidden.
+    embed_scale: Option<f64>,
     max_positions: Option<usize>,
 }
 
@@ -65,26 +77,25 @@ impl Llama {
         let inter = config_usize(cfg, "intermediate_size")?;
         let head_dim = config_usize(cfg, "head_dim").unwrap_or(hidden / heads.max(1));
         let eps = config_f64(cfg, "rms_norm_eps", 1e-6);
-        let theta = config_f64(cfg, "rope_theta", 10_000.0);
         if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(ModelError::ConfigValue {
                 key: "num_key_value_heads".into(),
                 reason: format!("{heads} heads are not a multiple of {kv_heads} key/value heads"),
             });
         }
-        if cfg.get("rope_scaling").is_some_and(|v| !v.is_null()) {
-            return Err(ModelError::ConfigValue {
-                key: "rope_scaling".into(),
-                reason: "scaled rotary positions are not supported yet".into(),
-            });
-        }
-        let act = cfg
-            .get("hidden_act")
-            .and_then(Value::as_str)
-            .unwrap_or("silu");
-        if act != "silu" {
-            return Err(ModelError::UnsupportedActivation { name: act.into() });
-        }
+        let rope = Rope::from_config(cfg, head_dim)?;
+        let max_positions = cfg
+            .get("max_position_embeddings")
+            .and_then(Value::as_u64)
+            .map(|v| v as usize);
+        let window = sliding_window(cfg, model_type)?;
+        let gemma = model_type == "gemma";
+        let act = Activation::from_name(
+            cfg.get("hidden_act")
+                .and_then(Value::as_str)
+                .unwrap_or(if gemma { "gelu_pytorch_tanh" } else { "silu" }),
+        )?;
+        let phi3 = model_type == "phi3";
         let qkv_bias = model_type == "qwen2"
             || cfg.get("attention_bias").and_then(Value::as_bool) == Some(true);
         let mlp_bias = cfg.get("mlp_bias").and_then(Value::as_bool) == Some(true);
@@ -95,11 +106,39 @@ impl Llama {
                 let l = m.pp(format!("layers.{i}"));
                 let a = l.pp("self_attn");
                 let p = l.pp("mlp");
+                let norm = |name: &str| norm_weight(&l.pp(name), hidden, gemma);
+                let (q, k, v) = if phi3 {
+                    let (qd, kvd) = (heads * head_dim, kv_heads * head_dim);
+                    let w = a.pp("qkv_proj").get((qd + 2 * kvd, hidden), "weight")?;
+                    (
+                        Linear::new(w.narrow(0, 0, qd)?, None),
+                        Linear::new(w.narrow(0, qd, kvd)?, None),
+                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None),
+                    )
+                } else {
+                    (
+                        linear(hidden, heads * head_dim, qkv_bias, a.pp("q_proj"))?,
+                        linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("k_proj"))?,
+                        linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("v_proj"))?,
+                    )
+                };
+                let (gate, up) = if phi3 {
+                    let w = p.pp("gate_up_proj").get((2 * inter, hidden), "weight")?;
+                    (
+                        Linear::new(w.narrow(0, 0, inter)?, None),
+                        Linear::new(w.narrow(0, inter, inter)?, None),
+                    )
+                } else {
+                    (
+                        linear(hidden, inter, mlp_bias, p.pp("gate_proj"))?,
+                        linear(hidden, inter, mlp_bias, p.pp("up_proj"))?,
+                    )
+                };
                 Ok(Layer {
-                    input_norm: l.pp("input_layernorm").get(hidden, "weight")?,
-                    q: linear(hidden, heads * head_dim, qkv_bias, a.pp("q_proj"))?,
-                    k: linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("k_proj"))?,
-                    v: linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("v_proj"))?,
+                    input_norm: norm("input_layernorm")?,
+                    q,
+                    k,
+                    v,
                     o: linear(
                         heads * head_dim,
                         hidden,
@@ -107,24 +146,24 @@ impl Llama {
                             && cfg.get("attention_bias").and_then(Value::as_bool) == Some(true),
                         a.pp("o_proj"),
                     )?,
-                    post_norm: l.pp("post_attention_layernorm").get(hidden, "weight")?,
-                    gate: linear(hidden, inter, mlp_bias, p.pp("gate_proj"))?,
-                    up: linear(hidden, inter, mlp_bias, p.pp("up_proj"))?,
+                    post_norm: norm("post_attention_layernorm")?,
+                    gate,
+                    up,
                     down: linear(inter, hidden, mlp_bias, p.pp("down_proj"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let norm = m.pp("norm").get(hidden, "weight")?;
-        let tied = cfg.get("tie_word_embeddings").and_then(Value::as_bool) == Some(true);
+        let norm = norm_weight(&m.pp("norm"), hidden, gemma)?;
+        // Gemma's config ties by default (transformers then leaves the key out).
+        let tied = cfg
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(gemma);
         let lm_head = if !tied && vb.contains_tensor("lm_head.weight") {
             Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)
         } else {
             Linear::new(embed.embeddings().clone(), None)
         };
-        // transformers: inv_freq = 1 / base ** (arange(0, dim, 2).float() / dim), in f32.
-        let inv_freq = (0..head_dim / 2)
-            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
-            .collect();
         Ok(Self {
             embed,
             layers,
@@ -134,11 +173,12 @@ impl Llama {
             kv_heads,
             head_dim,
             eps,
-            inv_freq,
-            max_positions: cfg
-                .get("max_position_embeddings")
-                .and_then(Value::as_u64)
-                .map(|v| v as usize),
+            rope,
+            window,
+            act,
+            // transformers: torch.tensor(hidden_size ** 0.5, dtype=hidden_states.dtype).
+            embed_scale: gemma.then(|| f64::from((hidden as f64).sqrt() as f32)),
+            max_positions,
         })
     }
 
@@ -147,28 +187,16 @@ impl Llama {
         self.max_positions
     }
 
-    /// cos and sin of every new token's position, `[B, T, d/2]`.
-    fn rotary(
-        &self,
-        pos: &[u32],
-        b: usize,
-        t: usize,
-        device: &candle_core::Device,
-    ) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(pos.len() * half);
-        let mut sin = Vec::with_capacity(pos.len() * half);
-        for &p in pos {
-            for &f in &self.inv_freq {
-                let angle = p as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
+    /// Rotates the first `rope.dim()` dimensions of `x` (`[B, heads, T, head_dim]`); the rest
+    /// pass unchanged (`partial_rotary_factor`).
+    fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let dim = self.rope.dim();
+        if dim == self.head_dim {
+            return Ok(candle_nn::rotary_emb::rope(x, cos, sin)?);
         }
-        Ok((
-            Tensor::from_vec(cos, (b, t, half), device)?,
-            Tensor::from_vec(sin, (b, t, half), device)?,
-        ))
+        let rot = candle_nn::rotary_emb::rope(&x.narrow(3, 0, dim)?.contiguous()?, cos, sin)?;
+        let pass = x.narrow(3, dim, self.head_dim - dim)?;
+        Ok(Tensor::cat(&[&rot, &pass], 3)?.contiguous()?)
     }
 
     /// See [`super::decoder::CausalLm::forward`].
@@ -177,8 +205,11 @@ impl Llama {
         let ids = input_ids(steps, &device)?;
         let (b, t) = ids.dims2()?;
         let pos = positions(steps);
-        let (cos, sin) = self.rotary(&pos, b, t, &device)?;
+        let (cos, sin) = self.rope.tables(&pos, b, t, &device)?;
         let mut h = self.embed.forward(&ids)?;
+        if let Some(scale) = self.embed_scale {
+            h = (h * scale)?;
+        }
         let mut caches: Vec<&mut KvCache> = steps.iter_mut().map(|s| &mut *s.cache).collect();
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -191,9 +222,9 @@ impl Llama {
             let q = shape(layer.q.forward(&x)?, self.heads)?;
             let k = shape(layer.k.forward(&x)?, self.kv_heads)?;
             let v = shape(layer.v.forward(&x)?, self.kv_heads)?;
-            let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
-            let ctx = attend(&q, &k, &v, &mut caches, i, scale)?;
+            let q = self.rotate(&q, &cos, &sin)?;
+            let k = self.rotate(&k, &cos, &sin)?;
+            let ctx = attend(&q, &k, &v, &mut caches, i, scale, self.window)?;
             let ctx = ctx
                 .transpose(1, 2)?
                 .reshape((b, t, self.heads * self.head_dim))?;
@@ -201,7 +232,7 @@ impl Llama {
             let x = rms_norm(&h, &layer.post_norm, self.eps)?;
             let mlp = layer
                 .down
-                .forward(&(layer.gate.forward(&x)?.silu()? * layer.up.forward(&x)?)?)?;
+                .forward(&(self.act.forward(&layer.gate.forward(&x)?)? * layer.up.forward(&x)?)?)?;
             h = (h + mlp)?;
         }
         drop(caches);
@@ -212,5 +243,31 @@ impl Llama {
             .forward(&rms_norm(&last, &self.norm, self.eps)?)?
             .to_dtype(DType::F32)?;
         last_logits(&logits)
+    }
+}
+
+/// An RMSNorm weight; Gemma's norms multiply by `1 + weight`, folded in here.
+fn norm_weight(vb: &VarBuilder<'_>, hidden: usize, gemma: bool) -> Result<Tensor> {
+    let w = vb.get(hidden, "weight")?;
+    Ok(if gemma { (w + 1.0)? } else { w })
+}
+
+/// The sliding window transformers 4.51 applies to every layer: Mistral's and Phi-3's
+/// `sliding_window`. Qwen2 applies its window to some layers only (`use_sliding_window`,
+/// `max_window_layers`): refused when on.
+fn sliding_window(cfg: &Value, model_type: &str) -> Result<Option<usize>> {
+    let window = cfg
+        .get("sliding_window")
+        .and_then(Value::as_u64)
+        .map(|w| w as usize);
+    match model_type {
+        "mistral" | "phi3" => Ok(window.filter(|&w| w > 0)),
+        "qwen2" if cfg.get("use_sliding_window").and_then(Value::as_bool) == Some(true) => {
+            Err(ModelError::ConfigValue {
+                key: "use_sliding_window".into(),
+                reason: "Qwen2's per-layer sliding window is not supported".into(),
+            })
+        }
+        _ => Ok(None),
     }
 }

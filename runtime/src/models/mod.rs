@@ -29,6 +29,7 @@ mod heads;
 mod layers;
 mod llama;
 mod roberta;
+mod rope;
 pub mod sentence_transformers;
 pub mod seq2seq;
 mod t5;

@@ -4,6 +4,12 @@
 //! cross-attention keys/values (computed from the encoder output once). Beam search reorders the
 //! cache rows between steps ([`DecoderCache::reorder`]).
 //!
+//! Continuous batching (issue #11) steps rows of different requests together
+//! ([`Seq2SeqModel::decode_rows`]): each row keeps its own single-row cache (its decoder
+//! keys/values, and the cross-attention keys/values of its request's source, computed once when
+//! the request starts); a step pads every row's keys on the left to the longest and masks the
+//! padding (-inf before the softmax), so a row's logits do not depend on the rows beside it.
+//!
 //! Written here rather than taken from candle-transformers 0.11: its `t5` keeps the cache in
 //! private fields (no beam reordering) and takes no per-step position offset for cached
 //! relative-position bias, and its `marian` has no BART (learned positions, `layernorm_embedding`).
@@ -99,6 +105,16 @@ impl DecoderCache {
     }
 }
 
+/// One row of a batched decoder step: its newest token and its own single-row cache, whose
+/// cross-attention keys/values are already computed (by a first [`Seq2SeqModel::decode_step`]).
+#[derive(Debug)]
+pub struct DecodeRow<'a> {
+    /// The row's newest token.
+    pub token: u32,
+    /// The row's cache (`B = 1`), extended by the step.
+    pub cache: &'a mut DecoderCache,
+}
+
 /// An encoder-decoder language model.
 pub trait Seq2SeqModel: Send {
     /// The generation ids of `config.json`.
@@ -115,6 +131,9 @@ pub trait Seq2SeqModel: Send {
         encoder: &Tensor,
         cache: &mut DecoderCache,
     ) -> Result<Tensor>;
+    /// Decodes one step for rows that each have their own cache, at their own positions and
+    /// with sources of their own lengths; returns each row's next-token logits, in order.
+    fn decode_rows(&self, rows: &mut [DecodeRow<'_>]) -> Result<Vec<Vec<f32>>>;
 }
 
 /// Loads the encoder-decoder model of `config` from `dir`.
@@ -176,4 +195,110 @@ fn append_kv(cached: Option<(Tensor, Tensor)>, k: Tensor, v: Tensor) -> Result<(
         Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
         None => (k, v),
     })
+}
+
+/// Appends each row's new self-attention keys/values (`k`, `v`: `[B, H, 1, Dh]`, row `i` for
+/// `rows[i]`) to the row's cache of decoder layer `layer`; returns every row's keys/values.
+pub(crate) fn push_self_kv(
+    rows: &mut [DecodeRow<'_>],
+    layer: usize,
+    k: &Tensor,
+    v: &Tensor,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter_mut().enumerate() {
+        let lc = row
+            .cache
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| ModelError::BadBatch {
+                reason: format!("a row's cache has no decoder layer {layer}"),
+            })?;
+        let kv = append_kv(
+            lc.self_kv.take(),
+            k.narrow(0, i, 1)?.contiguous()?,
+            v.narrow(0, i, 1)?.contiguous()?,
+        )?;
+        lc.self_kv = Some(kv.clone());
+        out.push(kv);
+    }
+    Ok(out)
+}
+
+/// Every row's cross-attention keys/values of decoder layer `layer`.
+pub(crate) fn cross_kvs(rows: &[DecodeRow<'_>], layer: usize) -> Result<Vec<(Tensor, Tensor)>> {
+    rows.iter()
+        .map(|row| {
+            row.cache
+                .layers
+                .get(layer)
+                .and_then(|l| l.cross_kv.clone())
+                .ok_or_else(|| ModelError::BadBatch {
+                    reason: "a row joined a decoder step before its source was encoded".into(),
+                })
+        })
+        .collect()
+}
+
+/// Attention of one query a row (`q`: `[B, H, 1, Dh]`) over each row's own keys/values
+/// (`[1, H, len_i, Dh]`), with an optional bias a row (`[1, H, 1, len_i]`, T5's positions):
+/// keys and values are padded on the left to the longest row and the padding is masked, so
+/// each row attends to exactly its own keys.
+pub(crate) fn attend_rows(
+    q: &Tensor,
+    kvs: &[(Tensor, Tensor)],
+    biases: Option<&[Tensor]>,
+) -> Result<Tensor> {
+    let lens = kvs
+        .iter()
+        .map(|(k, _)| k.dim(2))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let longest = lens.iter().copied().max().unwrap_or(0);
+    let padded = lens.iter().any(|&l| l != longest);
+    let device = q.device();
+    let pad = |x: &Tensor, n: usize| -> Result<Tensor> {
+        if n == 0 {
+            return Ok(x.clone());
+        }
+        let (_, h, _, d) = x.dims4()?;
+        let zeros = Tensor::zeros((1, h, n, d), x.dtype(), x.device())?;
+        Ok(Tensor::cat(&[&zeros, x], 2)?)
+    };
+    let mut keys = Vec::with_capacity(kvs.len());
+    let mut values = Vec::with_capacity(kvs.len());
+    let mut masks = Vec::with_capacity(kvs.len());
+    for (i, ((k, v), &len)) in kvs.iter().zip(&lens).enumerate() {
+        let n = longest - len;
+        keys.push(pad(k, n)?);
+        values.push(pad(v, n)?);
+        let row_bias = match biases {
+            Some(b) => Some(b.get(i).cloned().ok_or_else(|| ModelError::BadBatch {
+                reason: "fewer position biases than rows".into(),
+            })?),
+            None if padded => Some(Tensor::zeros((1, 1, 1, len), DType::F32, device)?),
+            None => None,
+        };
+        if let Some(bias) = row_bias {
+            masks.push(if n == 0 {
+                bias
+            } else {
+                let h = bias.dim(1)?;
+                let blocked = Tensor::full(f32::NEG_INFINITY, (1, h, 1, n), device)?;
+                Tensor::cat(&[&blocked, &bias], 3)?
+            });
+        }
+    }
+    let keys = Tensor::cat(&keys, 0)?;
+    let values = Tensor::cat(&values, 0)?;
+    let mask = if masks.is_empty() {
+        None
+    } else {
+        Some(Tensor::cat(&masks, 0)?)
+    };
+    attend(q, &keys, &values, mask.as_ref())
+}
+
+/// The last-position logits `[B, V]` of a step as one vector a row.
+pub(crate) fn logit_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?)
 }

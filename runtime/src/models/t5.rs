@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use super::layers::Activation;
 use super::seq2seq::{
-    DecoderCache, Seq2SeqIds, Seq2SeqModel, attend, cfg_usize, join_heads, split_heads,
+    DecodeRow, DecoderCache, Seq2SeqIds, Seq2SeqModel, attend, attend_rows, cfg_usize,
+    cross_kvs, join_heads, logit_rows, push_self_kv, split_heads,
 };
 use super::{ModelError, Result};
 
@@ -82,6 +83,15 @@ impl Attention {
             split_heads(&self.k.forward(x)?, self.heads)?,
             split_heads(&self.v.forward(x)?, self.heads)?,
         ))
+    }
+
+    fn query(&self, x: &Tensor) -> Result<Tensor> {
+        split_heads(&self.q.forward(x)?, self.heads)
+    }
+
+    /// The output projection of `[B, H, T, Dh]` attention results.
+    fn out(&self, ctx: &Tensor) -> Result<Tensor> {
+        Ok(self.o.forward(&join_heads(ctx)?)?)
     }
 
     fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor), bias: Option<&Tensor>) -> Result<Tensor> {
@@ -404,7 +414,47 @@ impl Seq2SeqModel for T5 {
             h = (h + block.ff.forward(&n)?)?;
         }
         cache.len += 1;
-        let h = self.decoder_norm.forward(&h)?.squeeze(1)?;
+        self.logits(&h)
+    }
+
+    fn decode_rows(&self, rows: &mut [DecodeRow<'_>]) -> Result<Vec<Vec<f32>>> {
+        let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
+        let ids = Tensor::new(tokens.as_slice(), &Device::Cpu)?.unsqueeze(1)?;
+        let mut h = self.shared.forward(&ids)?;
+        let table = self.decoder[0]
+            .attn
+            .relative_bias
+            .as_ref()
+            .expect("the first block has the relative bias");
+        // Each row's causal position bias for its own position.
+        let biases = rows
+            .iter()
+            .map(|r| self.position_bias(table, r.cache.len, 1, r.cache.len + 1, false))
+            .collect::<Result<Vec<_>>>()?;
+        for (l, block) in self.decoder.iter().enumerate() {
+            let n = block.attn_norm.forward(&h)?;
+            let (k, v) = block.attn.kv(&n)?;
+            let kvs = push_self_kv(rows, l, &k, &v)?;
+            let ctx = attend_rows(&block.attn.query(&n)?, &kvs, Some(&biases))?;
+            h = (h + block.attn.out(&ctx)?)?;
+            let (cross_norm, cross) = block.cross.as_ref().expect("decoder blocks cross-attend");
+            let n = cross_norm.forward(&h)?;
+            let ctx = attend_rows(&cross.query(&n)?, &cross_kvs(rows, l)?, None)?;
+            h = (h + cross.out(&ctx)?)?;
+            let n = block.ff_norm.forward(&h)?;
+            h = (h + block.ff.forward(&n)?)?;
+        }
+        for row in rows.iter_mut() {
+            row.cache.len += 1;
+        }
+        logit_rows(&self.logits(&h)?)
+    }
+}
+
+impl T5 {
+    /// The LM head on the decoder's last hidden states `[B, 1, D]`: `[B, V]` in f32.
+    fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        let h = self.decoder_norm.forward(h)?.squeeze(1)?;
         let logits = match &self.lm_head {
             Some(head) => head.forward(&h)?,
             None => (h * (self.d_model as f64).powf(-0.5))?.matmul(&self.shared_weight.t()?)?,

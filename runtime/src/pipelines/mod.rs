@@ -166,7 +166,7 @@ pub trait Pipeline: Send + Sync {
     fn stream(&self, request: Envelope) -> Result<stream::TokenStream> {
         let _ = request;
         Err(PipelineError::validation(format!(
-            "`stream` is not available for the {} task; only text-generation streams",
+            "`stream` is not available for the {} task; only text-generation, text2text-generation, summarization and translation stream",
             self.task()
         )))
     }

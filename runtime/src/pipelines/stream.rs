@@ -1,4 +1,4 @@
-//! Token streaming for text-generation (issue #12): a started generation's events turned into
+//! Token streaming for text-generation and the encoder-decoder generation tasks (issue #12): a started generation's events turned into
 //! TGI's stream records (`{"token": {"id", "text", "logprob", "special"}, "generated_text",
 //! "details"}`), one per token, as soon as the generation worker sends it.
 //!
@@ -21,9 +21,31 @@ use crate::tokenizer::TextTokenizer;
 /// Tokens of context decoded before a new token, as TGI does.
 const WINDOW: usize = 5;
 
+/// What incremental detokenizing needs of a tokenizer: text-generation's [`TextTokenizer`]
+/// (raw decode), or an encoder-decoder model's tokenizer (`pipelines::text2text`).
+pub trait TokenText: Send + Sync {
+    /// The text of `ids`.
+    fn text(&self, ids: &[u32]) -> String;
+    /// Whether `id` is a special token.
+    fn is_special(&self, id: u32) -> bool;
+}
+
+impl TokenText for TextTokenizer {
+    fn text(&self, ids: &[u32]) -> String {
+        self.inner().decode(ids, false).unwrap_or_default()
+    }
+
+    fn is_special(&self, id: u32) -> bool {
+        self.inner()
+            .get_added_tokens_decoder()
+            .get(&id)
+            .is_some_and(|t| t.special)
+    }
+}
+
 /// Turns token ids into text one at a time, never splitting a UTF-8 character.
 pub struct Detokenizer {
-    tokenizer: Arc<TextTokenizer>,
+    tokenizer: Arc<dyn TokenText>,
     ids: Vec<u32>,
     prefix: usize,
     read: usize,
@@ -33,6 +55,11 @@ impl Detokenizer {
     /// Starts after `prompt` (its last tokens give the first new token its context, e.g. the
     /// leading space SentencePiece drops at the start of a text).
     pub fn new(tokenizer: Arc<TextTokenizer>, prompt: &[u32]) -> Self {
+        Self::with_text(tokenizer, prompt)
+    }
+
+    /// [`new`](Self::new) over any [`TokenText`].
+    pub fn with_text(tokenizer: Arc<dyn TokenText>, prompt: &[u32]) -> Self {
         let read = prompt.len();
         Self {
             tokenizer,
@@ -43,10 +70,7 @@ impl Detokenizer {
     }
 
     fn decode(&self, ids: &[u32]) -> String {
-        self.tokenizer
-            .inner()
-            .decode(ids, false)
-            .unwrap_or_default()
+        self.tokenizer.text(ids)
     }
 
     /// The text `id` adds, or `""` while it ends inside a character (held for the next).
@@ -68,11 +92,7 @@ impl Detokenizer {
 
     /// Whether `id` is one of the tokenizer's special tokens.
     pub fn is_special(&self, id: u32) -> bool {
-        self.tokenizer
-            .inner()
-            .get_added_tokens_decoder()
-            .get(&id)
-            .is_some_and(|t| t.special)
+        self.tokenizer.is_special(id)
     }
 }
 

@@ -8,9 +8,13 @@
 //!   `prefix` is put before every input), then with the request's `parameters`;
 //! - `max_length` counts the decoder start token; `max_new_tokens` wins over it; an unchanged
 //!   default `max_length` (20) means 20 new tokens, capped by `max_position_embeddings`;
-//! - each input is generated alone (transformers' pipeline without `batch_size` does the same),
-//!   greedy or beam search (`search`), and decoded with special tokens skipped and no
+//! - the inputs of a list are one generation request on the generation worker (they share
+//!   decoder steps with each other and with concurrent requests: continuous batching, each
+//!   answer equal to its input's answer alone, as transformers' pipeline without `batch_size`
+//!   gives), greedy, sampling or beam search, and decoded with special tokens skipped and no
 //!   clean-up of tokenization spaces;
+//! - `"stream": true` (one input, greedy or sampling, one sequence) streams TGI records
+//!   (`pipelines::stream`), the last one's `generated_text` being the unstreamed answer's text;
 //! - inputs longer than the model's position table (BART, Marian) are truncated to the
 //!   tokenizer's `model_max_length` (transformers fails there: see `reference_quirks.jsonl`);
 //!   `truncation: false` refuses them with a 400 naming the length instead; `truncation: true`
@@ -27,9 +31,10 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::params::check_names;
+use super::stream::{Detokenizer, TokenStream, TokenText};
 use super::{Envelope, Pipeline, PipelineError, Result, Task};
 use crate::generate::{GenerationConfig, GenerationParams, ParamsError};
-use crate::infer::seq2seq::Seq2SeqWorker;
+use crate::infer::{GenerateSpec, Infer};
 use crate::models::ModelConfig;
 use crate::models::seq2seq::Seq2SeqIds;
 use crate::search::{EncDecProcessors, SearchConfig};
@@ -95,6 +100,20 @@ impl Seq2SeqTokenizer {
         match self {
             Self::Fast(t) => t.pad_id(),
             Self::Marian(t) => t.pad_id(),
+        }
+    }
+}
+
+/// Streamed token texts: the decode of the answers (special tokens skipped).
+impl TokenText for Seq2SeqTokenizer {
+    fn text(&self, ids: &[u32]) -> String {
+        self.decode(ids).unwrap_or_default()
+    }
+
+    fn is_special(&self, id: u32) -> bool {
+        match self {
+            Self::Fast(t) => TokenText::is_special(t.as_ref(), id),
+            Self::Marian(t) => t.is_special(id),
         }
     }
 }
@@ -180,7 +199,7 @@ fn flag(parameters: &Map<String, Value>, name: &str) -> Result<Option<bool>> {
 pub struct Text2Text {
     task: Task,
     tokenizer: Seq2SeqTokenizer,
-    worker: Seq2SeqWorker,
+    worker: Infer,
     ids: Seq2SeqIds,
     /// `generation_config.json` (or `config.json`) with `task_specific_params`.
     defaults: GenerationConfig,
@@ -196,7 +215,7 @@ impl Text2Text {
         dir: &Path,
         config: &ModelConfig,
         tokenizer: Seq2SeqTokenizer,
-        worker: Seq2SeqWorker,
+        worker: Infer,
         ids: Seq2SeqIds,
     ) -> std::result::Result<Self, ParamsError> {
         let mut defaults = GenerationConfig::from_dir(dir)?;
@@ -384,6 +403,131 @@ impl Pipeline for Text2Text {
     }
 
     fn run(&self, request: Envelope) -> Result<Value> {
+        let Prepared {
+            sources,
+            listed,
+            config,
+            tensors,
+            clean_up,
+        } = self.prepare(&request)?;
+        let name = self.return_name();
+        let n = config.params.num_return_sequences;
+        let start = config.decoder_start_token_id;
+        let generated = self.worker.generate_all(sources, spec(config))?;
+        let mut answers = Vec::with_capacity(generated.len() / n.max(1));
+        for hypotheses in generated.chunks(n.max(1)) {
+            let mut records = Vec::with_capacity(hypotheses.len());
+            for tokens in hypotheses {
+                // Answers are the decoder ids, start token first, as transformers returns them.
+                let ids: Vec<u32> = std::iter::once(start)
+                    .chain(tokens.iter().copied())
+                    .collect();
+                let mut record = Map::new();
+                // transformers: `return_tensors` gives the ids instead of the text.
+                if tensors {
+                    record.insert(format!("{name}_token_ids"), json!(ids));
+                } else {
+                    let mut text = self.tokenizer.decode(&ids)?;
+                    if clean_up {
+                        text = super::fill_mask::clean_up_tokenization(&text);
+                    }
+                    record.insert(format!("{name}_text"), json!(text));
+                }
+                records.push(Value::Object(record));
+            }
+            answers.push(records);
+        }
+        // transformers flattens a list input's answers when each has one record.
+        if listed && answers.iter().all(|a| a.len() == 1) {
+            return Ok(Value::Array(answers.into_iter().flatten().collect()));
+        }
+        if listed {
+            return Ok(Value::Array(
+                answers.into_iter().map(Value::Array).collect(),
+            ));
+        }
+        Ok(Value::Array(answers.into_iter().next().unwrap_or_default()))
+    }
+
+    fn stream(&self, request: Envelope) -> Result<TokenStream> {
+        let Prepared {
+            mut sources,
+            listed,
+            config,
+            tensors,
+            clean_up,
+        } = self.prepare(&request)?;
+        if listed {
+            return Err(PipelineError::validation(
+                "`stream` answers one input at a time, got a list of inputs",
+            ));
+        }
+        if config.params.num_beams != 1 || config.params.num_return_sequences != 1 {
+            return Err(PipelineError::validation(format!(
+                "`stream` generates one sequence token by token: beam search only knows its answers at its end; got `num_beams` {} and `num_return_sequences` {} (use greedy decoding or sampling)",
+                config.params.num_beams, config.params.num_return_sequences
+            )));
+        }
+        if tensors {
+            return Err(PipelineError::validation(
+                "`stream` answers text; `return_tensors` cannot be streamed",
+            ));
+        }
+        let Some(source) = sources.pop() else {
+            return Err(PipelineError::validation("`stream` needs one input"));
+        };
+        let start = config.decoder_start_token_id;
+        let text: Arc<dyn TokenText> = Arc::new(self.tokenizer.clone());
+        // The answers' text skips special tokens, so the window starts empty (no start token).
+        let detok = Detokenizer::with_text(text, &[]);
+        let events = self.worker.generate(vec![source], spec(config))?;
+        let tokenizer = self.tokenizer.clone();
+        let finish = Box::new(move |tokens: &[u32]| {
+            let ids: Vec<u32> = std::iter::once(start)
+                .chain(tokens.iter().copied())
+                .collect();
+            let text = tokenizer.decode(&ids).unwrap_or_default();
+            json!(if clean_up {
+                super::fill_mask::clean_up_tokenization(&text)
+            } else {
+                text
+            })
+        });
+        Ok(TokenStream::new(events, detok, finish))
+    }
+}
+
+/// A request, checked and tokenized.
+struct Prepared {
+    /// The source ids of each input.
+    sources: Vec<Vec<u32>>,
+    /// Whether `inputs` was a list.
+    listed: bool,
+    config: SearchConfig,
+    /// `return_tensors`.
+    tensors: bool,
+    /// `clean_up_tokenization_spaces`.
+    clean_up: bool,
+}
+
+/// The generation request of a search configuration.
+fn spec(config: SearchConfig) -> GenerateSpec {
+    let SearchConfig {
+        mut params,
+        decoder_start_token_id,
+        extra,
+    } = config;
+    params.decoder_start_token_id = Some(decoder_start_token_id);
+    GenerateSpec {
+        params,
+        stop_sequences: Vec::new(),
+        extra,
+    }
+}
+
+impl Text2Text {
+    /// Checks the parameters and tokenizes the inputs.
+    fn prepare(&self, request: &Envelope) -> Result<Prepared> {
         let mut accepted: Vec<&str> =
             [GENERATION_PARAMETERS, EXTRA_PARAMETERS, PIPELINE_PARAMETERS].concat();
         if matches!(self.task, Task::Translation { .. }) {
@@ -413,37 +557,16 @@ impl Pipeline for Text2Text {
             }
         }
         let (texts, listed) = super::inputs::texts(&self.task, &request.inputs)?;
-        let name = self.return_name();
-        let mut answers = Vec::with_capacity(texts.len());
-        for input in &texts {
-            let source = self.source(input, truncation)?;
-            let hypotheses = self.worker.generate(source, config.clone())?;
-            let mut records = Vec::with_capacity(hypotheses.len());
-            for ids in hypotheses {
-                let mut record = Map::new();
-                // transformers: `return_tensors` gives the ids instead of the text.
-                if tensors {
-                    record.insert(format!("{name}_token_ids"), json!(ids));
-                } else {
-                    let mut text = self.tokenizer.decode(&ids)?;
-                    if clean_up {
-                        text = super::fill_mask::clean_up_tokenization(&text);
-                    }
-                    record.insert(format!("{name}_text"), json!(text));
-                }
-                records.push(Value::Object(record));
-            }
-            answers.push(records);
-        }
-        // transformers flattens a list input's answers when each has one record.
-        if listed && answers.iter().all(|a| a.len() == 1) {
-            return Ok(Value::Array(answers.into_iter().flatten().collect()));
-        }
-        if listed {
-            return Ok(Value::Array(
-                answers.into_iter().map(Value::Array).collect(),
-            ));
-        }
-        Ok(Value::Array(answers.into_iter().next().unwrap_or_default()))
+        let sources = texts
+            .iter()
+            .map(|input| self.source(input, truncation))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Prepared {
+            sources,
+            listed,
+            config,
+            tensors,
+            clean_up,
+        })
     }
 }

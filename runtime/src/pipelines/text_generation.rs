@@ -482,6 +482,7 @@ impl TextGeneration {
             spec: GenerateSpec {
                 params,
                 stop_sequences: Vec::new(),
+                extra: crate::search::EncDecProcessors::default(),
             },
         })
     }

@@ -1,12 +1,14 @@
 //! Greedy and beam search on a toy model whose next-token probabilities depend on the last
-//! token only; expected hypotheses computed by hand (see each test).
+//! token only; expected hypotheses computed by hand (see each test). Each case also runs on the
+//! generation worker (`infer::seq2seq::EncoderDecoder`, continuous batching), which must answer
+//! what the one-at-a-time search answers.
 
 use candle_core::{Device, Tensor};
 
 use super::*;
 use crate::generate::EarlyStopping;
 use crate::models::Result as ModelResult;
-use crate::models::seq2seq::{DecoderCache, Seq2SeqIds};
+use crate::models::seq2seq::{DecodeRow, DecoderCache, Seq2SeqIds};
 
 const START: u32 = 3;
 const EOS: u32 = 0;
@@ -66,6 +68,61 @@ impl Seq2SeqModel for Toy {
         let data: Vec<f32> = tokens.iter().flat_map(|&t| probs(t).map(f32::ln)).collect();
         Ok(Tensor::from_vec(data, (tokens.len(), 4), &Device::Cpu)?)
     }
+
+    fn decode_rows(&self, rows: &mut [DecodeRow<'_>]) -> ModelResult<Vec<Vec<f32>>> {
+        Ok(rows
+            .iter_mut()
+            .map(|r| {
+                r.cache.len += 1;
+                probs(r.token).map(f32::ln).to_vec()
+            })
+            .collect())
+    }
+}
+
+/// The same search on the generation worker, with the requests of `others` running beside it.
+fn on_worker(config: &SearchConfig, others: &[SearchConfig]) -> Vec<Vec<u32>> {
+    use crate::infer::seq2seq::EncoderDecoder;
+    use crate::infer::{GenerateSpec, Infer, InferConfig};
+    let infer = Infer::spawn_generator(
+        EncoderDecoder::new(Box::new(Toy::new())),
+        InferConfig {
+            queue_size: 8,
+            max_batch_rows: 8,
+            max_batch_tokens: 1000,
+            max_wait: std::time::Duration::ZERO,
+            pad_id: 0,
+            wedged_after: std::time::Duration::from_secs(60),
+            #[cfg(feature = "test-gate")]
+            gate_dir: None,
+        },
+        "toy-generation",
+    )
+    .expect("worker");
+    let spec = |c: &SearchConfig| {
+        let mut params = c.params.clone();
+        params.decoder_start_token_id = Some(c.decoder_start_token_id);
+        GenerateSpec {
+            params,
+            stop_sequences: Vec::new(),
+            extra: c.extra.clone(),
+        }
+    };
+    let beside: Vec<_> = others
+        .iter()
+        .map(|c| infer.generate(vec![vec![5]], spec(c)).expect("queued"))
+        .collect();
+    let out = infer
+        .generate_all(vec![vec![5]], spec(config))
+        .expect("generated");
+    drop(beside);
+    out.into_iter()
+        .map(|tokens| {
+            std::iter::once(config.decoder_start_token_id)
+                .chain(tokens)
+                .collect()
+        })
+        .collect()
 }
 
 fn config(num_beams: usize, max_length: usize) -> SearchConfig {
@@ -83,10 +140,14 @@ fn config(num_beams: usize, max_length: usize) -> SearchConfig {
     }
 }
 
-fn run(config: &SearchConfig) -> Vec<Vec<u32>> {
-    generate::<()>(&Toy::new(), &[5], config, &mut || Ok(()))
+fn run(c: &SearchConfig) -> Vec<Vec<u32>> {
+    let alone = generate::<()>(&Toy::new(), &[5], c, &mut || Ok(()))
         .unwrap()
-        .unwrap()
+        .unwrap();
+    assert_eq!(on_worker(c, &[]), alone, "the worker alone");
+    let others = [config(1, 7), config(3, 6), c.clone()];
+    assert_eq!(on_worker(c, &others), alone, "the worker with others");
+    alone
 }
 
 #[test]

@@ -468,6 +468,11 @@ impl MarianTokenizer {
         out.replace('▁', " ").trim().to_owned()
     }
 
+    /// Whether `id` is one of the special tokens `decode` skips.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
+    }
+
     /// `</s>`.
     pub fn eos_id(&self) -> u32 {
         self.eos_id
