@@ -14,6 +14,8 @@ mod inference;
 mod invocations;
 mod malformed;
 mod metrics;
+mod openai;
+mod python_clients;
 mod ping;
 mod process;
 mod reliability;
