@@ -99,8 +99,8 @@ out["hub_generate_stream_details"] = [
     streamed[-1].details.finish_reason,
     len(streamed),
 ]
-out["hub_generate_stop"] = hub.text_generation(
-    prompt, max_new_tokens=8, stop=[out["hub_generate"][2:4]]
-) if len(out["hub_generate"]) >= 4 else None
+if len(out["hub_generate"]) >= 4:
+    stop = out["hub_generate"][2:4]
+    out["hub_generate_stop"] = [stop, hub.text_generation(prompt, max_new_tokens=8, stop=[stop])]
 
 print(json.dumps(out))

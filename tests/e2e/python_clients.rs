@@ -71,13 +71,22 @@ fn openai_and_huggingface_hub_clients_get_the_raw_http_answers() {
     assert_eq!(&got["openai_completion"], text, "{got}");
     let generate = raw(
         "/generate",
-        json!({"inputs": "Open the", "parameters": {"max_new_tokens": 8}}),
+        json!({"inputs": "Open the", "parameters": {"max_new_tokens": 8, "details": true}}),
     );
+    let details = &generate["details"];
     assert_eq!(&got["hub_generate"], &generate["generated_text"], "{got}");
-    assert_eq!(&got["hub_generate_details"], &json!(["length", 8]), "{got}");
+    assert_eq!(
+        &got["hub_generate_details"],
+        &json!([details["finish_reason"], details["generated_tokens"]]),
+        "{got}"
+    );
     assert_eq!(
         &got["hub_generate_stream_details"],
-        &json!([generate["generated_text"], "length", 8]),
+        &json!([
+            generate["generated_text"],
+            details["finish_reason"],
+            details["generated_tokens"]
+        ]),
         "{got}"
     );
     assert_eq!(
@@ -91,8 +100,12 @@ fn openai_and_huggingface_hub_clients_get_the_raw_http_answers() {
             .is_some_and(|m| m.contains("frobnicate")),
         "{got}"
     );
-    if let Some(stopped) = got["hub_generate_stop"].as_str() {
+    if let Some([stop, stopped]) = got["hub_generate_stop"].as_array().map(Vec::as_slice) {
         let full = got["hub_generate"].as_str().expect("text");
-        assert_eq!(stopped, &full[..full.find(&full[2..4]).expect("stop")]);
+        let stop = stop.as_str().expect("stop");
+        let at = full
+            .find(stop)
+            .expect("the stop string is in the free answer");
+        assert_eq!(stopped.as_str(), Some(&full[..at]), "{got}");
     }
 }

@@ -119,7 +119,10 @@ impl TextStop {
         self.ids.push(token);
         let text = self.decode();
         let new = text.get(self.context_len..).unwrap_or(&text);
-        self.strings.strings.iter().any(|s| new.contains(s.as_str()))
+        self.strings
+            .strings
+            .iter()
+            .any(|s| new.contains(s.as_str()))
     }
 }
 

@@ -168,7 +168,9 @@ impl Sampling {
         }
         match self.temperature {
             Some(t) if !(0.0..=2.0).contains(&t) => {
-                return Err(bad(format!("`temperature` must be between 0 and 2, got {t}")));
+                return Err(bad(format!(
+                    "`temperature` must be between 0 and 2, got {t}"
+                )));
             }
             Some(0.0) => {
                 p.insert("do_sample".into(), json!(false));
@@ -476,7 +478,10 @@ impl TgiRequest {
     fn into_job(self, listed: bool) -> Result<Job> {
         let p = self.parameters;
         for (name, asked) in [
-            ("decoder_input_details", p.decoder_input_details == Some(true)),
+            (
+                "decoder_input_details",
+                p.decoder_input_details == Some(true),
+            ),
             ("watermark", p.watermark == Some(true)),
             ("truncate", p.truncate.is_some()),
             (
@@ -549,10 +554,12 @@ mod tests {
     fn unknown_fields_are_refused_naming_them_and_nulls_accepted() {
         let err = chat(json!({"bogus": 1})).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
-        let ok = chat(json!({"max_tokens": null, "temperature": null, "stop": null, "n": null,
+        let ok = chat(
+            json!({"max_tokens": null, "temperature": null, "stop": null, "n": null,
             "model": "m", "user": "u", "logit_bias": {}, "response_format": {"type": "text"},
             "tools": [], "tool_choice": "none", "store": false, "metadata": null,
-            "stream_options": null, "logprobs": null, "top_logprobs": null}))
+            "stream_options": null, "logprobs": null, "top_logprobs": null}),
+        )
         .unwrap();
         assert_eq!(ok.parameters.get("return_full_text"), Some(&json!(false)));
         assert!(!ok.stream);
@@ -569,10 +576,12 @@ mod tests {
 
     #[test]
     fn sampling_fields_map_to_generation_parameters() {
-        let job = chat(json!({"max_tokens": 3, "max_completion_tokens": 2, "temperature": 0.5,
+        let job = chat(
+            json!({"max_tokens": 3, "max_completion_tokens": 2, "temperature": 0.5,
             "top_p": 0.9, "seed": 4, "n": 2, "stop": "\n", "frequency_penalty": 0.5,
             "logprobs": true, "top_logprobs": 3, "stream": true,
-            "stream_options": {"include_usage": true}}))
+            "stream_options": {"include_usage": true}}),
+        )
         .unwrap();
         let p = &job.parameters;
         assert_eq!(p["max_new_tokens"], 2);

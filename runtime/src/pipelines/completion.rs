@@ -299,7 +299,11 @@ impl Context {
 
     /// Each token's text as the stream shows it.
     fn token_texts(&self, sequence: usize, tokens: &[u32]) -> Vec<String> {
-        let row = self.rows.get(self.row(sequence)).cloned().unwrap_or_default();
+        let row = self
+            .rows
+            .get(self.row(sequence))
+            .cloned()
+            .unwrap_or_default();
         let mut detok = Detokenizer::new(Arc::clone(&self.tokenizer), &row);
         tokens
             .iter()
@@ -560,8 +564,7 @@ impl ChunkStream {
                 .unwrap_or_default()
                 .to_owned();
             if !rest.is_empty() {
-                let at =
-                    self.ctx.prefix(s).chars().count() + self.seqs[s].shown.chars().count();
+                let at = self.ctx.prefix(s).chars().count() + self.seqs[s].shown.chars().count();
                 self.seqs[s].shown.push_str(&rest);
                 let mut choice = self.text_choice(s, &rest, None, at);
                 choice["logprobs"] = Value::Null;

@@ -419,9 +419,7 @@ impl TextGeneration {
         let n = spec.params.num_return_sequences;
         let prefixes = match (&job.input, job.api) {
             (JobInput::Texts(texts), Api::Completion) if job.echo => texts.clone(),
-            (JobInput::Texts(texts), Api::Generate { .. }) if job.return_full_text => {
-                texts.clone()
-            }
+            (JobInput::Texts(texts), Api::Generate { .. }) if job.return_full_text => texts.clone(),
             _ => Vec::new(),
         };
         let ctx = Context {

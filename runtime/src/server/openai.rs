@@ -110,16 +110,14 @@ pub(crate) async fn respond(call: Call, body: Value) -> Result<Response, ApiErro
             Ok(Json(value).into_response())
         }
         Completed::Stream(records) => {
-            let records = futures_util::stream::unfold(
-                (records, stamp),
-                |(mut records, stamp)| async move {
+            let records =
+                futures_util::stream::unfold((records, stamp), |(mut records, stamp)| async move {
                     let item = records.next().await?.map(|mut record| {
                         stamp.apply(&mut record);
                         record
                     });
                     Some((item, (records, stamp)))
-                },
-            );
+                });
             Ok(stream::respond_records(
                 records,
                 Framing::from_accept(accept.as_deref()),
@@ -164,15 +162,15 @@ impl Stamp {
 
 /// Reads a JSON body for one of the OpenAI-compatible or TGI routes and answers it.
 async fn route(
-    state: AppState,
-    headers: HeaderMap,
+    state: &AppState,
+    headers: &HeaderMap,
     body: Body,
     api: Api,
     force_stream: Option<bool>,
 ) -> Result<Response, ApiError> {
     let model = state.ready_model()?;
     let admission = state.admit()?;
-    let body = read_body(&headers, body, state.config.max_payload_bytes).await?;
+    let body = read_body(headers, body, state.config.max_payload_bytes).await?;
     let mut value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorType::Validation,
@@ -202,7 +200,7 @@ pub(crate) async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    route(state, headers, body, Api::Chat, None).await
+    route(&state, &headers, body, Api::Chat, None).await
 }
 
 /// `POST /v1/completions`.
@@ -211,7 +209,7 @@ pub(crate) async fn completions(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    route(state, headers, body, Api::Completion, None).await
+    route(&state, &headers, body, Api::Completion, None).await
 }
 
 /// `POST /`: TGI's compatibility route, what `huggingface_hub.InferenceClient(base_url=...)
@@ -222,7 +220,7 @@ pub(crate) async fn tgi_compat(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    route(state, headers, body, Api::Generate { listed: true }, None).await
+    route(&state, &headers, body, Api::Generate { listed: true }, None).await
 }
 
 /// `POST /generate`: TGI's whole answer, `{"generated_text"}`.
@@ -232,8 +230,8 @@ pub(crate) async fn generate(
     body: Body,
 ) -> Result<Response, ApiError> {
     route(
-        state,
-        headers,
+        &state,
+        &headers,
         body,
         Api::Generate { listed: false },
         Some(false),
@@ -248,8 +246,8 @@ pub(crate) async fn generate_stream(
     body: Body,
 ) -> Result<Response, ApiError> {
     route(
-        state,
-        headers,
+        &state,
+        &headers,
         body,
         Api::Generate { listed: false },
         Some(true),
