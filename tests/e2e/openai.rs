@@ -130,9 +130,9 @@ fn streamed_chat_with_n_2_streams_both_choices_as_the_whole_answer_gives_them() 
     let streamed = stream_post(&server, "/v1/chat/completions", &streamed_body, None);
     assert_eq!(streamed.status, 200, "{:?}", streamed.records);
     let chat = read_chat_stream(&streamed.records, 2);
-    for i in 0..2 {
+    for (i, text) in chat.texts.iter().enumerate() {
         assert_eq!(
-            json!(chat.texts[i]),
+            json!(text),
             whole["choices"][i]["message"]["content"],
             "choice {i}"
         );

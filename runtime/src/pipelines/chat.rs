@@ -542,7 +542,7 @@ impl TgiRequest {
 mod tests {
     use super::*;
 
-    fn chat(extra: Value) -> Result<Job> {
+    fn chat(extra: &Value) -> Result<Job> {
         let mut body = json!({"messages": [{"role": "user", "content": "x"}]});
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
@@ -552,10 +552,10 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused_naming_them_and_nulls_accepted() {
-        let err = chat(json!({"bogus": 1})).unwrap_err();
+        let err = chat(&json!({"bogus": 1})).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
         let ok = chat(
-            json!({"max_tokens": null, "temperature": null, "stop": null, "n": null,
+            &json!({"max_tokens": null, "temperature": null, "stop": null, "n": null,
             "model": "m", "user": "u", "logit_bias": {}, "response_format": {"type": "text"},
             "tools": [], "tool_choice": "none", "store": false, "metadata": null,
             "stream_options": null, "logprobs": null, "top_logprobs": null}),
@@ -569,7 +569,7 @@ mod tests {
             ("tools", json!([{"type": "function"}])),
             ("tool_choice", json!("auto")),
         ] {
-            let err = chat(json!({ field: value })).unwrap_err();
+            let err = chat(&json!({ field: value })).unwrap_err();
             assert!(err.to_string().contains(field), "{err}");
         }
     }
@@ -577,7 +577,7 @@ mod tests {
     #[test]
     fn sampling_fields_map_to_generation_parameters() {
         let job = chat(
-            json!({"max_tokens": 3, "max_completion_tokens": 2, "temperature": 0.5,
+            &json!({"max_tokens": 3, "max_completion_tokens": 2, "temperature": 0.5,
             "top_p": 0.9, "seed": 4, "n": 2, "stop": "\n", "frequency_penalty": 0.5,
             "logprobs": true, "top_logprobs": 3, "stream": true,
             "stream_options": {"include_usage": true}}),
@@ -592,11 +592,11 @@ mod tests {
         assert_eq!(job.logprobs, Some(3));
         assert!(job.stream && job.include_usage);
         assert_eq!(job.frequency_penalty, 0.5);
-        assert!(chat(json!({"presence_penalty": 3})).is_err());
-        assert!(chat(json!({"top_logprobs": 2})).is_err());
-        assert!(chat(json!({"logprobs": true, "top_logprobs": 21})).is_err());
-        assert!(chat(json!({"n": 0})).is_err());
-        assert!(chat(json!({"stop": ["a", "b", "c", "d", "e"]})).is_err());
+        assert!(chat(&json!({"presence_penalty": 3})).is_err());
+        assert!(chat(&json!({"top_logprobs": 2})).is_err());
+        assert!(chat(&json!({"logprobs": true, "top_logprobs": 21})).is_err());
+        assert!(chat(&json!({"n": 0})).is_err());
+        assert!(chat(&json!({"stop": ["a", "b", "c", "d", "e"]})).is_err());
     }
 
     #[test]
