@@ -17,15 +17,25 @@ use crate::support::guests::model_with_guest;
 use crate::support::{Server, fixture};
 
 /// A raw streamed answer: status, head, and the records in order.
-struct Streamed {
-    status: u16,
-    head: String,
-    records: Vec<Value>,
+pub(crate) struct Streamed {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) records: Vec<Value>,
     /// SSE only: whether the last event was `data: [DONE]`.
-    done: bool,
+    pub(crate) done: bool,
 }
 
 fn send(addr: std::net::SocketAddr, body: &Value, accept: Option<&str>, id: &str) -> TcpStream {
+    send_to(addr, "/invocations", body, accept, id)
+}
+
+fn send_to(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &Value,
+    accept: Option<&str>,
+    id: &str,
+) -> TcpStream {
     let body = body.to_string();
     let accept = accept
         .map(|a| format!("accept: {a}\r\n"))
@@ -33,7 +43,7 @@ fn send(addr: std::net::SocketAddr, body: &Value, accept: Option<&str>, id: &str
     let mut stream = TcpStream::connect(addr).expect("connect");
     write!(
         stream,
-        "POST /invocations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{accept}\
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{accept}\
          x-request-id: {id}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
@@ -126,7 +136,18 @@ fn reassemble(bytes: &[u8], sse: bool, piece: usize) -> (Vec<Value>, bool) {
 }
 
 fn stream_request(server: &Server, body: &Value, accept: Option<&str>) -> Streamed {
-    let mut stream = send(server.addr, body, accept, "streamed-1");
+    stream_post(server, "/invocations", body, accept)
+}
+
+/// Posts `body` to `path` over a raw socket, reads the answer 7 bytes at a time and
+/// reassembles its records (SSE or JSON Lines, from the content type).
+pub(crate) fn stream_post(
+    server: &Server,
+    path: &str,
+    body: &Value,
+    accept: Option<&str>,
+) -> Streamed {
+    let mut stream = send_to(server.addr, path, body, accept, "streamed-1");
     let raw = read_in_sevens(&mut stream);
     let (head, rest) = split_head(&raw);
     let status = head

@@ -4,6 +4,11 @@
 //! top-p and typical-p. Each works on one row of scores and the token ids of that sequence so
 //! far, so greedy, sampling and beam search (which feeds log-probabilities) share them.
 //!
+//! The OpenAI-compatible routes add `frequency_penalty` and `presence_penalty` (OpenAI's
+//! semantics: counted over the generated tokens only, applied after the repetition penalty and
+//! before the warpers). [`LogitsProcessor::process_distribution`] stops before the truncating
+//! warpers (top-k, top-p, typical-p): its log-softmax is what `logprobs` report.
+//!
 //! Sampling draws from a seeded xoshiro256** generator: the same seed gives the same tokens
 //! (not torch's generator: a seeded request is reproducible against sagebrush, not against
 //! torch).
@@ -22,6 +27,8 @@ pub struct LogitsProcessor {
     /// `(prompt length, min_new_tokens)`.
     min_new_tokens: Option<(usize, usize)>,
     eos: Vec<u32>,
+    /// `(prompt length, frequency penalty, presence penalty)`, when either is not 0.
+    openai_penalties: Option<(usize, f32, f32)>,
     warpers: Option<Warpers>,
 }
 
@@ -50,6 +57,12 @@ impl LogitsProcessor {
             min_length: params.min_length,
             min_new_tokens: params.min_new_tokens.map(|n| (prompt_len, n)),
             eos: params.eos_token_ids.clone(),
+            openai_penalties: (params.frequency_penalty != 0.0 || params.presence_penalty != 0.0)
+                .then_some((
+                    prompt_len,
+                    params.frequency_penalty,
+                    params.presence_penalty,
+                )),
             warpers: params.do_sample.then_some(Warpers {
                 temperature: params.temperature,
                 top_k: params.top_k,
@@ -63,8 +76,24 @@ impl LogitsProcessor {
     /// Applies every processor to `scores` (logits, or log-probabilities in beam search) for
     /// the sequence `ids` (prompt included).
     pub fn process(&self, ids: &[u32], scores: &mut [f32]) {
+        self.process_distribution(ids, scores);
+        self.truncate(scores);
+    }
+
+    /// The processors that reshape the distribution: penalties, minimum lengths and the
+    /// temperature (when sampling). What is left ([`truncate`](Self::truncate)) only removes
+    /// tokens.
+    pub fn process_distribution(&self, ids: &[u32], scores: &mut [f32]) {
         if self.repetition_penalty != 1.0 {
             repetition_penalty(ids, scores, self.repetition_penalty);
+        }
+        if let Some((prompt, frequency, presence)) = self.openai_penalties {
+            frequency_presence_penalty(
+                ids.get(prompt..).unwrap_or_default(),
+                scores,
+                frequency,
+                presence,
+            );
         }
         if self.no_repeat_ngram_size > 0 {
             no_repeat_ngram(ids, scores, self.no_repeat_ngram_size);
@@ -78,10 +107,16 @@ impl LogitsProcessor {
         {
             suppress(scores, &self.eos);
         }
+        if let Some(w) = &self.warpers
+            && w.temperature != 1.0
+        {
+            temperature(scores, w.temperature);
+        }
+    }
+
+    /// The truncating warpers (top-k, top-p, typical-p), when sampling.
+    pub fn truncate(&self, scores: &mut [f32]) {
         if let Some(w) = &self.warpers {
-            if w.temperature != 1.0 {
-                temperature(scores, w.temperature);
-            }
             if w.top_k != 0 {
                 top_k(scores, w.top_k, w.min_keep);
             }
@@ -110,6 +145,27 @@ pub fn repetition_penalty(ids: &[u32], scores: &mut [f32], penalty: f32) {
         if i < scores.len() && seen.insert(id) {
             let s = scores[i];
             scores[i] = if s < 0.0 { s * penalty } else { s / penalty };
+        }
+    }
+}
+
+/// OpenAI's frequency and presence penalties: `logit[j] -= c[j] * frequency + (c[j] > 0) *
+/// presence`, where `c[j]` counts token `j` in `generated` (the new tokens so far, the prompt
+/// excluded).
+// https://platform.openai.com/docs/advanced-usage/frequency-and-presence-penalties
+pub fn frequency_presence_penalty(
+    generated: &[u32],
+    scores: &mut [f32],
+    frequency: f32,
+    presence: f32,
+) {
+    let mut counts: HashMap<u32, usize> = HashMap::new();
+    for &id in generated {
+        *counts.entry(id).or_default() += 1;
+    }
+    for (id, count) in counts {
+        if let Some(s) = scores.get_mut(id as usize) {
+            *s -= count as f32 * frequency + presence;
         }
     }
 }
@@ -349,6 +405,46 @@ mod tests {
         let mut s = vec![2.0, -1.0, 3.0, 0.5];
         repetition_penalty(&[0, 1, 1, 0], &mut s, 2.0);
         close(&s, &[1.0, -2.0, 3.0, 0.5]);
+    }
+
+    #[test]
+    fn frequency_and_presence_penalties_follow_openai_over_the_generated_tokens() {
+        // Generated: token 1 three times, token 3 once; tokens 0 and 2 never.
+        // logit[j] - c[j] * 0.5 - (c[j] > 0) * 0.25:
+        //   1: 2.0 - 1.5 - 0.25 = 0.25;  3: -1.0 - 0.5 - 0.25 = -1.75.
+        let mut s = vec![1.0, 2.0, 0.5, -1.0];
+        frequency_presence_penalty(&[1, 3, 1, 1], &mut s, 0.5, 0.25);
+        close(&s, &[1.0, 0.25, 0.5, -1.75]);
+        // Negative values raise the logits: 2.0 + 3 * 1.0 + 0.5 = 5.5.
+        let mut s = vec![1.0, 2.0];
+        frequency_presence_penalty(&[1, 1, 1], &mut s, -1.0, -0.5);
+        close(&s, &[1.0, 5.5]);
+        // Through the processor, the prompt's tokens do not count: prompt [1, 1], new [3].
+        let params = GenerationParams {
+            frequency_penalty: 1.0,
+            presence_penalty: 0.5,
+            ..GenerationParams::default()
+        };
+        let p = LogitsProcessor::new(&params, 2);
+        let mut s = vec![0.0; 4];
+        p.process(&[1, 1, 3], &mut s);
+        close(&s, &[0.0, 0.0, 0.0, -1.5]);
+    }
+
+    #[test]
+    fn the_distribution_stops_before_the_truncating_warpers() {
+        let params = GenerationParams {
+            do_sample: true,
+            temperature: 0.5,
+            top_k: 1,
+            ..GenerationParams::default()
+        };
+        let p = LogitsProcessor::new(&params, 0);
+        let mut s = vec![1.0, 2.0];
+        p.process_distribution(&[], &mut s);
+        close(&s, &[2.0, 4.0]);
+        p.truncate(&mut s);
+        close(&s, &[NEG, 4.0]);
     }
 
     #[test]

@@ -15,4 +15,4 @@ pub mod stop;
 pub use beam::BeamSearch;
 pub use logits::{LogitsProcessor, Rng};
 pub use params::{EarlyStopping, GenerationConfig, GenerationParams, ParamsError};
-pub use stop::StopRule;
+pub use stop::{StopHold, StopRule, StopStrings, TextStop};

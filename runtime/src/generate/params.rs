@@ -209,6 +209,12 @@ pub struct GenerationParams {
     pub stop_sequence: Option<String>,
     /// Sampling seed: the same seed gives the same text.
     pub seed: Option<u64>,
+    /// OpenAI `frequency_penalty` (issue #12): each generated occurrence of a token lowers its
+    /// logit by this much; 0 is off. Set by the OpenAI-compatible routes, not a pipeline key.
+    pub frequency_penalty: f32,
+    /// OpenAI `presence_penalty` (issue #12): a token generated at least once has its logit
+    /// lowered by this much; 0 is off.
+    pub presence_penalty: f32,
     /// Tokens that end a sequence.
     pub eos_token_ids: Vec<u32>,
     /// Padding token (defaults to the first EOS, as `_prepare_special_tokens` does).
@@ -246,6 +252,8 @@ impl Default for GenerationParams {
             return_full_text: None,
             stop_sequence: None,
             seed: None,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             eos_token_ids: Vec::new(),
             pad_token_id: None,
             bos_token_id: None,

@@ -22,6 +22,9 @@ use crate::pipelines::{Envelope, Pipeline, PipelineError, Task};
 /// The 400 of a chat-completion request to a model with user code (issue #12).
 pub const CHAT_WITH_USER_CODE: &str = "chat completions are not available with user code: this model has a guest (code/*.wasm), whose hooks own the request; send `{\"inputs\": ...}` to /invocations";
 
+/// The 400 of a text-completion or TGI generate request to a model with user code (issue #12).
+pub const COMPLETIONS_WITH_USER_CODE: &str = "text completions are not available with user code: this model has a guest (code/*.wasm), whose hooks own the request; send `{\"inputs\": ...}` to /invocations";
+
 /// The 400 of a streaming request to a model with user code (issue #12).
 pub const STREAM_WITH_USER_CODE: &str = "streaming is not available with user code: this model has a guest (code/*.wasm) whose hooks take and return whole bodies; send the request without `\"stream\": true`";
 
@@ -198,14 +201,23 @@ impl HookChain {
 }
 
 impl HookChain {
-    /// Answers an OpenAI chat-completion body (issue #12) with the native pipeline; refused
-    /// with a 400 when user code is loaded (its hooks own the request). Blocks.
-    pub fn chat(&self, body: serde_json::Value) -> Result<serde_json::Value, HookError> {
+    /// Answers an OpenAI-compatible or TGI body (issue #12: chat, completions, generate;
+    /// whole or streamed) with the native pipeline; refused with a 400 when user code is loaded
+    /// (its hooks own the requests). Blocks: call it off the async runtime.
+    pub fn complete(
+        &self,
+        api: crate::pipelines::chat::Api,
+        body: serde_json::Value,
+    ) -> Result<crate::pipelines::completion::Completed, HookError> {
         if self.user.is_some() {
-            return Err(PipelineError::validation(CHAT_WITH_USER_CODE).into());
+            let message = match api {
+                crate::pipelines::chat::Api::Chat => CHAT_WITH_USER_CODE,
+                _ => COMPLETIONS_WITH_USER_CODE,
+            };
+            return Err(PipelineError::validation(message).into());
         }
-        let request = crate::pipelines::chat::ChatRequest::from_value(body)?;
-        Ok(self.native.chat(request)?)
+        let job = crate::pipelines::chat::Job::from_value(api, body)?;
+        Ok(self.native.complete(job)?)
     }
 
     /// Starts a streamed answer (`"stream": true`, issue #12) from a JSON body: the native

@@ -15,7 +15,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use crate::generate::logits::{LogitsProcessor, Rng, log_softmax, pick};
-use crate::generate::{BeamSearch, GenerationParams, StopRule};
+use crate::generate::{BeamSearch, GenerationParams, StopRule, StopStrings, TextStop};
 use crate::metrics::Stage;
 use crate::models::ModelError;
 use crate::models::decoder::{CausalLm, KvCache, Step};
@@ -98,7 +98,7 @@ impl Generator for CausalLm {
 }
 
 /// What a generation request asks for (with [`Outputs::Generate`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GenerateSpec {
     /// The resolved parameters.
     pub params: GenerationParams,
@@ -107,6 +107,11 @@ pub struct GenerateSpec {
     /// The encoder-decoder processors (`bad_words_ids`, forced BOS/EOS); empty for
     /// decoder-only models.
     pub extra: EncDecProcessors,
+    /// Texts that end a sequence once its decoded new text contains one (greedy decoding and
+    /// sampling; beam search ignores them).
+    pub stop_strings: Option<StopStrings>,
+    /// Send a [`GenEvent::Logprobs`] before each token, with this many alternatives.
+    pub top_logprobs: Option<usize>,
 }
 
 /// One sequence of greedy decoding or sampling.
@@ -118,6 +123,7 @@ struct Seq<C> {
     logits: Vec<f32>,
     processor: LogitsProcessor,
     stop: StopRule,
+    text_stop: Option<TextStop>,
     done: bool,
 }
 
@@ -142,6 +148,8 @@ struct Job<C> {
     rng: Rng,
     /// The request's encoder-decoder processors.
     extra: EncDecProcessors,
+    /// Alternatives to report with each token's log-probability, when asked.
+    top_logprobs: Option<usize>,
     failed: bool,
     /// When its prompts started running: the clock of its tokens per second.
     started: Instant,
@@ -326,6 +334,7 @@ fn admit<G: Generator>(
         beams: Vec::new(),
         rng,
         extra: spec.extra.clone(),
+        top_logprobs: spec.top_logprobs,
         failed: false,
         request,
         started: Instant::now(),
@@ -372,6 +381,10 @@ fn admit<G: Generator>(
                     logits: start.logits.clone(),
                     processor: processor.clone(),
                     stop: stop.clone(),
+                    text_stop: spec
+                        .stop_strings
+                        .clone()
+                        .map(|strings| TextStop::new(strings, &start.ids)),
                     done: false,
                 });
             }
@@ -397,16 +410,29 @@ fn select<C: Clone>(job: &mut Job<C>) {
     let mut events = Vec::new();
     for seq in job.seqs.iter_mut().filter(|s| !s.done) {
         let mut scores = std::mem::take(&mut seq.logits);
-        seq.processor.process(&seq.ids, &mut scores);
+        seq.processor.process_distribution(&seq.ids, &mut scores);
         job.extra.apply(&seq.ids, &mut scores, seq.stop.max_len);
+        let reported = job.top_logprobs.map(|k| (log_softmax(&scores), k));
+        seq.processor.truncate(&mut scores);
         let token = pick(&scores, seq.processor.samples(), &mut job.rng);
         let logprob = log_softmax(&scores)
             .get(token as usize)
             .copied()
             .unwrap_or(f32::NEG_INFINITY);
+        if let Some((distribution, k)) = reported {
+            events.push(GenEvent::Logprobs {
+                sequence: seq.index,
+                logprob: distribution
+                    .get(token as usize)
+                    .copied()
+                    .unwrap_or(f32::NEG_INFINITY),
+                top: best(&distribution, k),
+            });
+        }
         seq.ids.push(token);
         crate::metrics::get().generated_tokens.inc();
-        let last = seq.stop.check(&seq.ids).is_some();
+        let by_text = seq.text_stop.as_mut().is_some_and(|t| t.push(token));
+        let last = seq.stop.check(&seq.ids).is_some() || by_text;
         events.push(GenEvent::Token {
             sequence: seq.index,
             token,
@@ -459,6 +485,19 @@ fn select<C: Clone>(job: &mut Job<C>) {
     for event in events {
         job.send(event);
     }
+}
+
+/// The `k` best entries of a log-probability row, best first.
+fn best(logprobs: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut order: Vec<usize> = (0..logprobs.len()).collect();
+    let k = k.min(order.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    order.select_nth_unstable_by(k - 1, |&a, &b| logprobs[b].total_cmp(&logprobs[a]));
+    order.truncate(k);
+    order.sort_by(|&a, &b| logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b)));
+    order.into_iter().map(|i| (i as u32, logprobs[i])).collect()
 }
 
 /// Runs one decode step for every running row of every job, `max_batch_rows` rows a pass.

@@ -183,6 +183,18 @@ pub enum GenEvent {
         /// a stream can put the whole answer on this token's record.
         last: bool,
     },
+    /// The log-probability of the token about to be sent for `sequence` and the `top` best
+    /// alternatives, under the distribution after the penalties and the temperature and before
+    /// top-k/top-p (sent just before its [`GenEvent::Token`], only when the request asks for
+    /// them: [`GenerateSpec::top_logprobs`]).
+    Logprobs {
+        /// The sequence.
+        sequence: usize,
+        /// The chosen token's log-probability.
+        logprob: f32,
+        /// The best tokens and their log-probabilities, best first.
+        top: Vec<(u32, f32)>,
+    },
     /// A sequence is finished: all its generated tokens (the prompt excluded).
     Finished {
         /// The sequence.
@@ -661,7 +673,7 @@ impl Infer {
                         left -= 1;
                     }
                 }
-                Some(Ok(GenEvent::Token { .. })) => {}
+                Some(Ok(GenEvent::Token { .. } | GenEvent::Logprobs { .. })) => {}
                 Some(Err(err)) => return Err(err),
                 None => {
                     return Err(self.stopped_cause().map_or(InferError::Cancelled, |cause| {

@@ -7,6 +7,7 @@
 
 pub mod answer;
 pub mod chat;
+pub mod completion;
 pub mod encode;
 pub mod feature_extraction;
 pub mod fill_mask;
@@ -153,11 +154,16 @@ pub trait Pipeline: Send + Sync {
     fn predict(&self, request: Value) -> Result<Value> {
         self.run(Envelope::from_value(request)?)
     }
-    /// Answers an OpenAI chat-completion request (issue #12); only text-generation chats.
-    fn chat(&self, request: chat::ChatRequest) -> Result<Value> {
-        let _ = request;
+    /// Answers an OpenAI-compatible or TGI request (issue #12: chat, completions, generate),
+    /// whole or streamed; only text-generation models serve them.
+    fn complete(&self, job: chat::Job) -> Result<completion::Completed> {
+        let what = match job.api {
+            chat::Api::Chat => "chat completions (`messages`)",
+            chat::Api::Completion => "text completions (`prompt`)",
+            chat::Api::Generate { .. } => "TGI generate requests",
+        };
         Err(PipelineError::validation(format!(
-            "chat completions (`messages`) need a text-generation model; this one serves {}",
+            "{what} need a text-generation model; this one serves {}",
             self.task()
         )))
     }

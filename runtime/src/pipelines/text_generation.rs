@@ -20,10 +20,11 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 use crate::generate::params::GENERATION_KEYS;
-use crate::generate::{GenerationConfig, GenerationParams, ParamsError};
+use crate::generate::{GenerationConfig, GenerationParams, ParamsError, StopStrings};
 use crate::infer::GenerateSpec;
 
-use super::chat::{self, ChatRequest, Choice};
+use super::chat::{Api, Job, JobInput};
+use super::completion::{self, Completed, Context};
 use super::fill_mask::clean_up_tokenization;
 use super::inputs::json_kind;
 use super::params::check_names;
@@ -343,8 +344,8 @@ impl Pipeline for TextGeneration {
         })
     }
 
-    fn chat(&self, request: ChatRequest) -> Result<Value> {
-        self.complete_chat(&request)
+    fn complete(&self, job: Job) -> Result<Completed> {
+        self.complete_job(job)
     }
 
     fn stream(&self, request: Envelope) -> Result<TokenStream> {
@@ -389,36 +390,62 @@ impl Pipeline for TextGeneration {
 }
 
 impl TextGeneration {
-    /// A chat completion: the messages rendered by the chat template, generated with the
-    /// request's parameters, each answer cut at the first stop string.
-    fn complete_chat(&self, request: &ChatRequest) -> Result<Value> {
-        let envelope = Envelope {
-            inputs: Value::Array(request.messages.clone()),
-            parameters: request.parameters(),
+    /// An OpenAI-compatible or TGI request (issue #12): the prompts (or the chat, rendered by
+    /// the chat template) generated with the request's parameters, stop strings (which end a
+    /// sequence early), penalties and log-probabilities, answered whole or streamed.
+    fn complete_job(&self, job: Job) -> Result<Completed> {
+        let inputs = match &job.input {
+            JobInput::Chat(messages) => Value::Array(messages.clone()),
+            JobInput::Texts(texts) if texts.len() == 1 => Value::String(texts[0].clone()),
+            JobInput::Texts(texts) => json!(texts),
         };
-        let Prepared { rows, spec, .. } = self.prepare(&envelope)?;
-        let row = rows.first().cloned().unwrap_or_default();
-        let limit = spec.params.max_new_for(row.len());
-        let eos = spec.params.eos_token_ids.clone();
-        let generated = self.res.infer.generate_all(rows, spec)?;
-        let choices: Vec<Choice> = generated
-            .iter()
-            .map(|tokens| {
-                let ended = tokens.last().is_some_and(|t| eos.contains(t));
-                let mut all = row.clone();
-                all.extend_from_slice(tokens);
-                let prompt_chars = decode(&self.res.tokenizer, &row).chars().count();
-                Choice {
-                    text: decode(&self.res.tokenizer, &all)
-                        .chars()
-                        .skip(prompt_chars)
-                        .collect(),
-                    tokens: tokens.len(),
-                    hit_length: !ended && tokens.len() >= limit,
-                }
-            })
-            .collect();
-        Ok(chat::completion(&choices, &request.stops(), row.len()))
+        let envelope = Envelope {
+            inputs,
+            parameters: job.parameters.clone(),
+        };
+        let Prepared { rows, mut spec, .. } = self.prepare(&envelope)?;
+        // No beam search here (a model default of several beams included): OpenAI and TGI
+        // sample or decode greedily.
+        spec.params.num_beams = 1;
+        spec.params.frequency_penalty = job.frequency_penalty;
+        spec.params.presence_penalty = job.presence_penalty;
+        if !job.stops.is_empty() {
+            spec.stop_strings = Some(StopStrings {
+                strings: job.stops.clone(),
+                tokenizer: std::sync::Arc::clone(&self.res.tokenizer),
+            });
+        }
+        spec.top_logprobs = job.logprobs;
+        let n = spec.params.num_return_sequences;
+        let prefixes = match (&job.input, job.api) {
+            (JobInput::Texts(texts), Api::Completion) if job.echo => texts.clone(),
+            (JobInput::Texts(texts), Api::Generate { .. }) if job.return_full_text => texts.clone(),
+            _ => Vec::new(),
+        };
+        let ctx = Context {
+            api: job.api,
+            tokenizer: std::sync::Arc::clone(&self.res.tokenizer),
+            limits: rows
+                .iter()
+                .map(|r| spec.params.max_new_for(r.len()))
+                .collect(),
+            rows: rows.clone(),
+            prefixes,
+            n,
+            stops: job.stops,
+            eos: spec.params.eos_token_ids.clone(),
+            logprobs: job.logprobs.is_some(),
+            include_usage: job.include_usage,
+            details: job.details,
+            seed: spec.params.seed,
+        };
+        let total = rows.len() * n;
+        let events = self.res.infer.generate(rows, spec)?;
+        if job.stream {
+            return Ok(Completed::Stream(completion::ChunkStream::new(events, ctx)));
+        }
+        let generated = completion::collect(events, total)?;
+        Ok(Completed::Whole(ctx.whole(&generated)))
     }
 }
 
@@ -481,8 +508,7 @@ impl TextGeneration {
             from_nothing,
             spec: GenerateSpec {
                 params,
-                stop_sequences: Vec::new(),
-                extra: crate::search::EncDecProcessors::default(),
+                ..GenerateSpec::default()
             },
         })
     }

@@ -63,13 +63,19 @@ pub(crate) async fn invocations(
         state.config.default_accept,
     )?;
     let body = read_body(&headers, body, state.config.max_payload_bytes).await?;
-    // The Messages API, unless user code owns the request (contract: its hooks see every body).
+    // The Messages API and text completions, unless user code owns the request (contract:
+    // its hooks see every body).
     if !model.chain.has_user_code()
-        && let Some(request) = super::openai::chat_request(&body)
+        && let Some((api, request)) = super::openai::openai_request(&body)
     {
-        let answer = super::openai::respond_chat(model, request, state.config.timeout).await;
-        drop(permit);
-        return answer;
+        let call = super::openai::Call {
+            model,
+            api,
+            admission: permit,
+            accept,
+            timeout: state.config.timeout,
+        };
+        return super::openai::respond(call, request).await;
     }
     if let Some(request) = super::stream::streaming_request(&body) {
         return super::stream::respond(

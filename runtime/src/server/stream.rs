@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::infer::{CancelFlag, Scope};
 use crate::load::LoadedModel;
-use crate::pipelines::stream::TokenStream;
+use crate::pipelines::stream::StreamItem;
 
 use super::error::{ApiError, ErrorType};
 use super::state::Admission;
@@ -80,15 +80,6 @@ pub(crate) fn streaming_request(body: &[u8]) -> Option<Value> {
     (value.get("stream") == Some(&Value::Bool(true))).then_some(value)
 }
 
-/// What a streamed body needs while it is read.
-struct Streaming {
-    records: TokenStream,
-    framing: Framing,
-    done: bool,
-    /// Held until the body is finished or dropped.
-    _admission: Admission,
-}
-
 /// Starts the generation off the async runtime (a refusal is the 4xx answer) and answers with
 /// a body that yields its records as they come.
 pub(crate) async fn respond(
@@ -113,13 +104,34 @@ pub(crate) async fn respond(
     })
     .await
     .map_err(|join| ApiError::new(ErrorType::Internal, "internal error").with_cause(&join))??;
+    let records = futures_util::stream::unfold(records, |mut records| async move {
+        let item = records.next().await?;
+        Some((item, records))
+    });
+    Ok(respond_records(records, framing, admission))
+}
+
+/// Answers with a body that frames `records` as they come: an error record ends the stream
+/// (after it, `[DONE]` in SSE). The body holds `admission` until it is finished or dropped.
+pub(crate) fn respond_records<S>(records: S, framing: Framing, admission: Admission) -> Response
+where
+    S: futures_util::Stream<Item = StreamItem> + Send + 'static,
+{
+    struct Streaming<S> {
+        records: std::pin::Pin<Box<S>>,
+        framing: Framing,
+        done: bool,
+        /// Held until the body is finished or dropped.
+        _admission: Admission,
+    }
     let state = Streaming {
-        records,
+        records: Box::pin(records),
         framing,
         done: false,
         _admission: admission,
     };
     let chunks = futures_util::stream::unfold(state, |mut st| async move {
+        use futures_util::StreamExt as _;
         if st.done {
             return None;
         }
@@ -155,7 +167,7 @@ pub(crate) async fn respond(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies (nginx) must not buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
 }
 
 #[cfg(test)]
