@@ -126,6 +126,62 @@ pub struct SpModel {
     pub trainer: TrainerSpec,
 }
 
+/// Whether `spm_precompiled` can use a `precompiled_charsmap` (a u32 trie size in bytes, the
+/// double-array trie, then the replacement strings) without indexing out of bounds: it checks
+/// neither the trie nor the strings, and panics on the first text that walks off the trie or
+/// lands inside a character. Every node its search can reach, with any byte, must be inside
+/// the trie, and every replacement must start at a character of the strings. (Found by the
+/// `spm_model` fuzz target; SentencePiece's own charsmaps pass in a few milliseconds.)
+fn check_charsmap(charsmap: &[u8]) -> std::result::Result<(), String> {
+    let size = charsmap
+        .first_chunk::<4>()
+        .map(|b| u32::from_le_bytes(*b) as usize / 4)
+        .ok_or("it is shorter than its header")?;
+    let body = &charsmap[4..];
+    let trie_bytes = size
+        .checked_mul(4)
+        .filter(|&n| n <= body.len())
+        .ok_or("its trie runs past its end")?;
+    let trie: Vec<usize> = body[..trie_bytes]
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let normalized =
+        std::str::from_utf8(&body[trie_bytes..]).map_err(|_| "its strings are not UTF-8")?;
+    let offset = |u: usize| (u >> 10) << ((u & (1 << 9)) >> 6);
+    let root = *trie.first().ok_or("its trie is empty")?;
+    let mut seen = HashSet::new();
+    let mut stack = vec![offset(root)];
+    while let Some(pos) = stack.pop() {
+        if !seen.insert(pos) {
+            continue;
+        }
+        for byte in 1..=255usize {
+            let at = pos ^ byte;
+            let unit = *trie
+                .get(at)
+                .ok_or_else(|| format!("its trie reaches unit {at} of {}", trie.len()))?;
+            if unit & ((1 << 31) | 0xff) != byte {
+                continue;
+            }
+            let next = at ^ offset(unit);
+            if (unit >> 8) & 1 == 1 {
+                let leaf = *trie
+                    .get(next)
+                    .ok_or_else(|| format!("its trie reaches unit {next} of {}", trie.len()))?;
+                let value = leaf & ((1 << 31) - 1);
+                if !normalized.is_char_boundary(value) {
+                    return Err(format!(
+                        "a replacement starts at byte {value}, not a character of its strings"
+                    ));
+                }
+            }
+            stack.push(next);
+        }
+    }
+    Ok(())
+}
+
 /// A protobuf field value.
 enum Field<'a> {
     Varint(u64),
@@ -268,15 +324,9 @@ impl SpModel {
         let spec = &self.normalizer;
         let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
         if !spec.precompiled_charsmap.is_empty() {
-            // `spm_precompiled` takes a charsmap whose trie is empty (its first u32, the trie's
-            // size in bytes, under 4) and then indexes that empty trie on the first text.
-            let trie_bytes = spec
-                .precompiled_charsmap
-                .first_chunk::<4>()
-                .map_or(0, |b| u32::from_le_bytes(*b));
-            if trie_bytes < 4 {
-                return Err("the normalizer's precompiled_charsmap has an empty trie".into());
-            }
+            check_charsmap(&spec.precompiled_charsmap).map_err(|reason| {
+                format!("the normalizer's precompiled_charsmap cannot be used: {reason}")
+            })?;
             normalizers.push(Precompiled::from(&spec.precompiled_charsmap)?.into());
         }
         if spec.remove_extra_whitespaces {
@@ -548,7 +598,35 @@ mod tests {
             trainer: TrainerSpec::default(),
         };
         let err = model.tokenizer().unwrap_err();
-        assert!(err.to_string().contains("empty trie"), "{err}");
+        assert!(err.to_string().contains("its trie is empty"), "{err}");
+        // One unit, whose children (any byte) lie outside the trie.
+        let walks_off = [4, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            check_charsmap(&walks_off),
+            Err("its trie reaches unit 1 of 1".to_owned())
+        );
+        // A replacement that starts inside a character of the strings ("é" is two bytes): the
+        // root leads to block 256, byte `a` there to a leaf at 512 whose value is 1.
+        let charsmap = |leaf: u32| {
+            let mut units = vec![0u32; 768];
+            units[0] = 256 << 10;
+            units[256 ^ 97] = (865 << 10) | (1 << 8) | 97;
+            units[512] = leaf;
+            let mut bytes = (768u32 * 4).to_le_bytes().to_vec();
+            for unit in units {
+                bytes.extend(unit.to_le_bytes());
+            }
+            bytes.extend("é\0".as_bytes());
+            bytes
+        };
+        let inside = check_charsmap(&charsmap(1));
+        assert!(
+            inside
+                .as_ref()
+                .is_err_and(|e| e.contains("not a character")),
+            "{inside:?}"
+        );
+        assert_eq!(check_charsmap(&charsmap(0)), Ok(()));
     }
 
     #[test]
