@@ -16,6 +16,7 @@ mod malformed;
 mod metrics;
 mod ping;
 mod process;
+mod python;
 mod reliability;
 mod repository;
 mod sentence;

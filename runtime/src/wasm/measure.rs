@@ -178,3 +178,137 @@ fn measure_guest_overhead() {
         drop(warm_one);
     }
 }
+
+/// The Python pass-through hooks (`tests/fixtures/python/passthrough`) compiled into
+/// `cache_dir`, and the time componentize-py took (zero when the component was cached).
+fn python_passthrough(cache_dir: &Path) -> (std::path::PathBuf, Duration) {
+    use crate::package::{PythonSource, PythonTools, python};
+    let venv_cache = std::env::var_os("SAGEBRUSH_CACHE_DIR").map_or_else(
+        crate::config::default_cache_dir,
+        std::path::PathBuf::from,
+    );
+    let tools =
+        PythonTools::ensure(&venv_cache, std::ffi::OsStr::new("python3")).expect("componentize-py");
+    let source = PythonSource::dir(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/python/passthrough"),
+    );
+    let start = Instant::now();
+    let wasm = python::compile(&source, &tools, cache_dir).expect("compiles");
+    (wasm, start.elapsed())
+}
+
+fn load_path(wasm: &Path, cache_dir: &Path, instances: usize) -> (GuestProgram, Duration) {
+    let native: Arc<dyn Pipeline> = Arc::new(WordCountPipeline::default());
+    let start = Instant::now();
+    let program = GuestProgram::load(
+        wasm,
+        &fixture("bert-seqcls"),
+        &limits(cache_dir, instances),
+        native,
+    )
+    .expect("loads");
+    (program, start.elapsed())
+}
+
+#[test]
+#[ignore = "measurement for the README (Python hooks); prints numbers, asserts nothing"]
+fn measure_python_guest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ctx = RequestContext {
+        request_id: "measure".into(),
+        ..RequestContext::default()
+    };
+    let (wasm, componentize) = python_passthrough(&tmp.path().join("py"));
+    let (_, componentize_cached) = python_passthrough(&tmp.path().join("py"));
+    let size = std::fs::metadata(&wasm).expect("wasm").len();
+    println!("## compile: tests/fixtures/python/passthrough ({} KB)", size / 1000);
+    println!(
+        "componentize-py: {:.1} s cold, {:.1} ms when the sources are unchanged (sagebrush's cache)",
+        componentize.as_secs_f64(),
+        ms(componentize_cached)
+    );
+    let cache = tmp.path().join("wasm-cache");
+    let (cold, cold_load) = load_path(&wasm, &cache, 1);
+    let cold_compile = cold.compile_info().duration;
+    drop(cold);
+    let (warm, warm_load) = load_path(&wasm, &cache, 1);
+    assert!(warm.compile_info().from_cache);
+    println!(
+        "wasmtime: cold compile {:.0} ms / whole load {:.0} ms; from cache {:.1} ms / whole load {:.1} ms",
+        ms(cold_compile),
+        ms(cold_load),
+        ms(warm.compile_info().duration),
+        ms(warm_load)
+    );
+    drop(warm);
+
+    println!("\n## per call: pass-through hook, Python vs Rust vs native (median of 2000)");
+    println!(
+        "| body | native decode | Rust input_fn | Python input_fn | native encode | Rust output_fn | Python output_fn |"
+    );
+    let (python, _) = load_path(&wasm, &cache, 1);
+    let (rust, _) = load("passthrough", &tmp.path().join("rust"), 1);
+    let sentence = "The movie was wonderful and the actors were great. I loved it.";
+    for target in [1_000usize, 64_000] {
+        let mut sentences = Vec::new();
+        while serde_json::to_vec(&json!({ "inputs": sentences })).expect("json").len() < target {
+            sentences.push(sentence);
+        }
+        let request = json!({ "inputs": sentences });
+        let bytes = serde_json::to_vec(&request).expect("json");
+        let native_in = time_each(2000, || {
+            let v: Value = serde_json::from_slice(&bytes).expect("json");
+            std::hint::black_box(Payload::Json(v));
+        });
+        let guest_in = |p: &GuestProgram| {
+            time_each(2000, || {
+                std::hint::black_box(
+                    p.input_fn(&ctx, &bytes, "application/json")
+                        .expect("input_fn"),
+                );
+            })
+        };
+        let native_out = time_each(2000, || {
+            std::hint::black_box(serde_json::to_vec(&request).expect("json"));
+        });
+        let guest_out = |p: &GuestProgram| {
+            time_each(2000, || {
+                std::hint::black_box(
+                    p.output_fn(&ctx, Payload::Json(request.clone()), "application/json")
+                        .expect("output_fn"),
+                );
+            })
+        };
+        println!(
+            "| {} B | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+            bytes.len(),
+            us(native_in),
+            us(guest_in(&rust)),
+            us(guest_in(&python)),
+            us(native_out),
+            us(guest_out(&rust)),
+            us(guest_out(&python)),
+        );
+    }
+    drop(python);
+
+    println!("\n## memory per pooled instance (8 instances, after load and 100 calls)");
+    let (warm_one, _) = load_path(&wasm, &cache, 1);
+    let before = rss_kib();
+    let (program, _) = load_path(&wasm, &cache, 8);
+    let body = serde_json::to_vec(&json!({ "inputs": sentence })).expect("json");
+    for _ in 0..100 {
+        program
+            .input_fn(&ctx, &body, "application/json")
+            .expect("input_fn");
+    }
+    let after = rss_kib();
+    let peaks = program.pool.peak_memory();
+    println!(
+        "| python passthrough | {} KiB linear memory (max over {} instances) | {} KiB RSS growth per instance |",
+        peaks.iter().copied().max().unwrap_or(0) / 1024,
+        peaks.len(),
+        after.saturating_sub(before) / 8
+    );
+    drop(warm_one);
+}
