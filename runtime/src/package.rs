@@ -54,7 +54,9 @@ pub enum PackageError {
         reason: &'static str,
     },
     /// More than one of `--code`, `--guest`, `--python` and `--python-dir` was given.
-    #[error("give one of `--code FILE.wasm`, `--guest DIR`, `--python FILE.py` or `--python-dir DIR`, not several")]
+    #[error(
+        "give one of `--code FILE.wasm`, `--guest DIR`, `--python FILE.py` or `--python-dir DIR`, not several"
+    )]
     CodeAndGuest,
     /// The Python module's name cannot be imported, or is one sagebrush reserves.
     #[error("`{}` cannot be the hooks module: its name must be a Python identifier ending in `.py`, and not one of sagebrush, sagebrush_app, sagebrush_entry, wit_world, componentize_py_types, componentize_py_runtime", path.display())]

@@ -123,7 +123,8 @@ fn python_user_code_is_refused_at_load_with_advice() {
     assert!(
         message.contains("inference.py")
             && message.contains("inference.wasm")
-            && message.contains("sagebrush package --model-dir MODEL_DIR --python-dir MODEL_DIR/code"),
+            && message
+                .contains("sagebrush package --model-dir MODEL_DIR --python-dir MODEL_DIR/code"),
         "{message}"
     );
 }

@@ -59,14 +59,25 @@ fn python_exceptions_map_to_400_415_and_500_with_the_traceback_in_the_log() {
     let (server, _base) = serve("input-only", &["--workers", "1"]);
     let bad = server.invoke(&json!({ "inputs": 7 }));
     let message = bad.expect_error(400, "user_code");
-    assert!(message.contains("`inputs` must be a string, got int"), "{message}");
+    assert!(
+        message.contains("`inputs` must be a string, got int"),
+        "{message}"
+    );
 
-    let xml = server.post("/invocations", &[("content-type", "application/xml")], "<a/>");
+    let xml = server.post(
+        "/invocations",
+        &[("content-type", "application/xml")],
+        "<a/>",
+    );
     let message = xml.expect_error(415, "unsupported_media");
     assert!(message.contains("input-only reads"), "{message}");
 
     // The toolkit's convention: any exception with `status_code`.
-    let teapot = server.post("/invocations", &[("content-type", "application/x-teapot")], "x");
+    let teapot = server.post(
+        "/invocations",
+        &[("content-type", "application/x-teapot")],
+        "x",
+    );
     let message = teapot.expect_error(415, "unsupported_media");
     assert!(message.contains("no tea here"), "{message}");
 
@@ -80,8 +91,11 @@ fn python_exceptions_map_to_400_415_and_500_with_the_traceback_in_the_log() {
 
     let crash = server.post("/invocations", &[("content-type", "text/plain")], "crash");
     crash.expect_error(500, "internal");
-    let log = server.wait_for_log(&["Traceback (most recent call last)", "ZeroDivisionError"]);
-    assert!(log.contains("inference.py"), "the traceback names the file: {log}");
+    // The traceback is logged (a line each: the summary, the header, the user's frame).
+    server.wait_for_log(&["input_fn raised ZeroDivisionError", "ERROR"]);
+    server.wait_for_log(&["Traceback (most recent call last)"]);
+    server.wait_for_log(&["inference.py", "in input_fn"]);
+    server.wait_for_log(&["ZeroDivisionError: division by zero", "hook=\"input_fn\""]);
 
     // The exception did not poison the instance (one worker).
     let next = server.invoke(&json!({ "inputs": TEXT }));
@@ -94,7 +108,10 @@ fn python_output_fn_only_encodes_json_or_csv_and_refuses_other_types_with_406() 
     let body = json!({ "inputs": TEXT }).to_string();
     let answer = server.post(
         "/invocations",
-        &[("content-type", "application/json"), ("accept", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+        ],
         body.clone(),
     );
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -113,7 +130,10 @@ fn python_output_fn_only_encodes_json_or_csv_and_refuses_other_types_with_406() 
     assert_eq!(csv.status, 200, "{}", csv.body);
     assert_eq!(csv.header("content-type"), Some("text/csv"));
     assert_eq!(csv.header("x-python-guest"), Some("output-only"));
-    assert_eq!(csv.header("x-amzn-sagemaker-custom-attributes"), Some("rows=1"));
+    assert_eq!(
+        csv.header("x-amzn-sagemaker-custom-attributes"),
+        Some("rows=1")
+    );
     assert_eq!(
         csv.body,
         format!("label,score,confident\nnegative,{rounded},False\n")
@@ -121,11 +141,17 @@ fn python_output_fn_only_encodes_json_or_csv_and_refuses_other_types_with_406() 
 
     let refused = server.post(
         "/invocations",
-        &[("content-type", "application/json"), ("accept", "application/xml")],
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/xml"),
+        ],
         body,
     );
     let message = refused.expect_error(406, "not_acceptable");
-    assert!(message.contains("application/json or text/csv"), "{message}");
+    assert!(
+        message.contains("application/json or text/csv"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -159,7 +185,10 @@ fn python_model_fn_and_predict_fn_use_their_own_model_and_the_native_pipeline() 
     }
     let missing = server.invoke(&json!({ "text": TEXT }));
     let message = missing.expect_error(400, "user_code");
-    assert!(message.contains("model-predict needs `inputs`"), "{message}");
+    assert!(
+        message.contains("model-predict needs `inputs`"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -202,7 +231,8 @@ fn python_transform_fn_owns_the_request_with_the_native_pipeline_as_its_model() 
     // A Python exception (KeyError) in transform_fn: 500, and the next request works.
     let broken = server.invoke(&json!({ "text": TEXT }));
     broken.expect_error(500, "internal");
-    server.wait_for_log(&["transform_fn raised KeyError", "Traceback"]);
+    server.wait_for_log(&["transform_fn raised KeyError", "ERROR"]);
+    server.wait_for_log(&["inference.py", "in transform_fn"]);
     assert_eq!(server.invoke(&json!({ "inputs": TEXT })).status, 200);
 }
 

@@ -197,7 +197,16 @@ pub fn compile(source: &PythonSource, tools: &PythonTools, cache_dir: &Path) -> 
     let output = Command::new(&tools.componentize_py)
         .current_dir(root)
         .env_remove("VIRTUAL_ENV")
-        .args(["-d", "wit", "-w", "handler", "componentize", APP_MODULE, "-p", "."])
+        .args([
+            "-d",
+            "wit",
+            "-w",
+            "handler",
+            "componentize",
+            APP_MODULE,
+            "-p",
+            ".",
+        ])
         .arg("-o")
         .arg(&partial)
         .stdin(Stdio::null())
@@ -384,8 +393,17 @@ mod tests {
 
     #[test]
     fn a_module_name_must_be_a_python_identifier_and_not_reserved() {
-        assert!(PythonSource::file("code/inference.py").module_name().is_ok());
-        for bad in ["code/my-hooks.py", "code/1st.py", "code/inference.txt", "code/sagebrush.py"] {
+        assert!(
+            PythonSource::file("code/inference.py")
+                .module_name()
+                .is_ok()
+        );
+        for bad in [
+            "code/my-hooks.py",
+            "code/1st.py",
+            "code/inference.txt",
+            "code/sagebrush.py",
+        ] {
             assert!(
                 matches!(
                     PythonSource::file(bad).module_name(),
@@ -449,7 +467,10 @@ mod tests {
         let mut files = Vec::new();
         list_files(&stage, &stage, &mut files).expect("list");
         files.sort();
-        let names: Vec<_> = files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             names,
             [

@@ -183,10 +183,8 @@ fn measure_guest_overhead() {
 /// `cache_dir`, and the time componentize-py took (zero when the component was cached).
 fn python_passthrough(cache_dir: &Path) -> (std::path::PathBuf, Duration) {
     use crate::package::{PythonSource, PythonTools, python};
-    let venv_cache = std::env::var_os("SAGEBRUSH_CACHE_DIR").map_or_else(
-        crate::config::default_cache_dir,
-        std::path::PathBuf::from,
-    );
+    let venv_cache = std::env::var_os("SAGEBRUSH_CACHE_DIR")
+        .map_or_else(crate::config::default_cache_dir, std::path::PathBuf::from);
     let tools =
         PythonTools::ensure(&venv_cache, std::ffi::OsStr::new("python3")).expect("componentize-py");
     let source = PythonSource::dir(
@@ -221,7 +219,10 @@ fn measure_python_guest() {
     let (wasm, componentize) = python_passthrough(&tmp.path().join("py"));
     let (_, componentize_cached) = python_passthrough(&tmp.path().join("py"));
     let size = std::fs::metadata(&wasm).expect("wasm").len();
-    println!("## compile: tests/fixtures/python/passthrough ({} KB)", size / 1000);
+    println!(
+        "## compile: tests/fixtures/python/passthrough ({} KB)",
+        size / 1000
+    );
     println!(
         "componentize-py: {:.1} s cold, {:.1} ms when the sources are unchanged (sagebrush's cache)",
         componentize.as_secs_f64(),
@@ -251,7 +252,11 @@ fn measure_python_guest() {
     let sentence = "The movie was wonderful and the actors were great. I loved it.";
     for target in [1_000usize, 64_000] {
         let mut sentences = Vec::new();
-        while serde_json::to_vec(&json!({ "inputs": sentences })).expect("json").len() < target {
+        while serde_json::to_vec(&json!({ "inputs": sentences }))
+            .expect("json")
+            .len()
+            < target
+        {
             sentences.push(sentence);
         }
         let request = json!({ "inputs": sentences });

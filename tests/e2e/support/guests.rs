@@ -27,16 +27,15 @@ pub fn python_guest(name: &str) -> std::path::PathBuf {
     use sagebrush::package::{PythonSource, PythonTools, python};
 
     static BUILT: Mutex<Option<HashMap<String, std::path::PathBuf>>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let built = built.get_or_insert_with(HashMap::new);
     if let Some(path) = built.get(name) {
         return path.clone();
     }
-    let tools = PythonTools::ensure(
-        &sagebrush_cache_dir(),
-        std::ffi::OsStr::new("python3"),
-    )
-    .unwrap_or_else(|e| panic!("componentize-py (see .ci/python-setup.sh): {e}"));
+    let tools = PythonTools::ensure(&sagebrush_cache_dir(), std::ffi::OsStr::new("python3"))
+        .unwrap_or_else(|e| panic!("componentize-py (see .ci/python-setup.sh): {e}"));
     let source = PythonSource::dir(python_fixture(name));
     let path = python::compile(&source, &tools, &python_cache_dir())
         .unwrap_or_else(|e| panic!("compiling tests/fixtures/python/{name}: {e}"));
