@@ -160,11 +160,12 @@ fn python_model_fn_and_predict_fn_use_their_own_model_and_the_native_pipeline() 
     let (server, _base) = serve("model-predict", &["--workers", "2"]);
     server.wait_for_log(&["user code model_fn loaded its model", "Labels(2)"]);
     for i in 0..4 {
+        let request_id = format!("mp-{i}");
         let answer = server.post(
             "/invocations",
             &[
                 ("content-type", "application/json"),
-                ("x-request-id", &format!("mp-{i}")),
+                ("x-request-id", request_id.as_str()),
             ],
             json!({ "inputs": TEXT }).to_string(),
         );
