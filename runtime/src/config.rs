@@ -177,7 +177,7 @@ pub struct HubArgs {
 }
 
 /// Flags of `sagebrush package`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct PackageArgs {
     /// Model directory whose files go to the archive root.
     #[arg(long)]
@@ -187,8 +187,23 @@ pub struct PackageArgs {
     pub code: Option<PathBuf>,
     /// Guest crate to build (`cargo build --target wasm32-wasip2 --release`, run in DIR) and
     /// ship as `code/inference.wasm`; excludes `--code`.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["python", "python_dir"])]
     pub guest: Option<PathBuf>,
+    /// Python hooks (`inference.py`) to compile with componentize-py and ship as
+    /// `code/inference.wasm`.
+    #[arg(long, value_name = "FILE.py", conflicts_with_all = ["code", "python_dir"])]
+    pub python: Option<PathBuf>,
+    /// A folder of Python modules with the hooks in `inference.py`, compiled like `--python`.
+    #[arg(long, value_name = "DIR", conflicts_with = "code")]
+    pub python_dir: Option<PathBuf>,
+    /// componentize-py to compile Python with. Default: the pinned release, installed from
+    /// PyPI on first use into a venv under the cache dir.
+    #[arg(long, env = "SAGEBRUSH_COMPONENTIZE_PY", value_name = "PROGRAM")]
+    pub componentize_py: Option<PathBuf>,
+    /// Cache of componentize-py and compiled Python hooks. Default: `$XDG_CACHE_HOME/sagebrush`
+    /// or `~/.cache/sagebrush`.
+    #[arg(long, env = "SAGEBRUSH_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Archive to write.
     #[arg(short, long, default_value = "model.tar.gz")]
     pub output: PathBuf,
@@ -589,7 +604,8 @@ fn home_dir() -> PathBuf {
     std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from)
 }
 
-fn default_cache_dir() -> PathBuf {
+/// `$XDG_CACHE_HOME/sagebrush`, else `~/.cache/sagebrush`: compiled guests, componentize-py.
+pub fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map_or_else(|| home_dir().join(".cache"), PathBuf::from)
         .join("sagebrush")

@@ -76,9 +76,9 @@ pub enum LoadError {
         /// `config.json` `model_type`.
         model_type: String,
     },
-    /// The user code is Python, which sagebrush does not run.
+    /// The user code is Python source, which must be compiled with `sagebrush package --python`.
     #[error(
-        "{path} is Python user code; sagebrush runs user code compiled to WebAssembly as code/inference.wasm (see the README, \"Custom code in WebAssembly\")"
+        "{path} is Python user code, and sagebrush runs user code compiled to WebAssembly as code/inference.wasm: compile it with `sagebrush package --model-dir MODEL_DIR --python-dir MODEL_DIR/code -o model.tar.gz` and serve that archive (see the README, \"Python hooks\")"
     )]
     PythonUserCode {
         /// The file found.

@@ -2,7 +2,9 @@
 //! writes a SageMaker `model.tar.gz` with the model files at the archive root and the guest
 //! component at `code/inference.wasm` (contract §3, §6). `--guest` builds the guest crate first
 //! (`cargo build --target wasm32-wasip2 --release` in its directory, with its own target dir)
-//! and packs the component it produced, found through `cargo metadata`.
+//! and packs the component it produced, found through `cargo metadata`. `--python FILE.py` or
+//! `--python-dir DIR` compiles the SageMaker toolkit's Python hooks with componentize-py
+//! (`package/python.rs`) and packs that component.
 //!
 //! The archive is reproducible: entries sorted by path, owner 0, mtime 0, modes 0644/0755.
 //! Symbolic links are followed (a Hugging Face cache snapshot is made of links), so the archive
@@ -18,6 +20,10 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use crate::config::PackageArgs;
+
+pub mod python;
+
+pub use python::{PythonSource, PythonTools};
 
 /// Where the guest goes inside the archive.
 pub const GUEST_ENTRY: &str = "code/inference.wasm";
@@ -47,9 +53,56 @@ pub enum PackageError {
         /// What it is instead.
         reason: &'static str,
     },
-    /// Both `--code` and `--guest` were given.
-    #[error("give either `--code FILE.wasm` or `--guest DIR`, not both")]
+    /// More than one of `--code`, `--guest`, `--python` and `--python-dir` was given.
+    #[error(
+        "give one of `--code FILE.wasm`, `--guest DIR`, `--python FILE.py` or `--python-dir DIR`, not several"
+    )]
     CodeAndGuest,
+    /// The Python module's name cannot be imported, or is one sagebrush reserves.
+    #[error("`{}` cannot be the hooks module: its name must be a Python identifier ending in `.py`, and not one of sagebrush, sagebrush_app, sagebrush_entry, wit_world, componentize_py_types, componentize_py_runtime", path.display())]
+    PythonModuleName {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The hooks module does not exist (`--python-dir` needs `inference.py`).
+    #[error("`{}` does not exist; `--python-dir` needs the hooks in `inference.py`", path.display())]
+    PythonEntryMissing {
+        /// The module expected.
+        path: PathBuf,
+    },
+    /// The hooks module does not parse.
+    #[error("the Python hooks do not parse: {message}")]
+    PythonSyntax {
+        /// Python's message with file and line.
+        message: String,
+    },
+    /// transform_fn together with input_fn, predict_fn or output_fn (the runtime's message).
+    #[error("{}", crate::handler::TRANSFORM_CONFLICT)]
+    TransformConflict,
+    /// componentize-py could not be installed.
+    #[error("cannot install componentize-py {} into `{}` ({step} failed; its output is above). It needs python3 with venv and pip, and PyPI reachable once; or install it yourself (`pip install componentize-py=={}`) and pass `--componentize-py PATH`", python::COMPONENTIZE_PY_VERSION, venv.display(), python::COMPONENTIZE_PY_VERSION)]
+    ComponentizePyInstall {
+        /// The step that failed.
+        step: String,
+        /// The venv.
+        venv: PathBuf,
+    },
+    /// componentize-py could not be started.
+    #[error("cannot run componentize-py `{}` ({error}); install it with `pip install componentize-py=={}`, or leave out `--componentize-py` to let sagebrush install it", program.display(), python::COMPONENTIZE_PY_VERSION)]
+    ComponentizePyMissing {
+        /// The program.
+        program: PathBuf,
+        /// Why it did not start.
+        error: io::Error,
+    },
+    /// componentize-py failed; its output went to standard error.
+    #[error("componentize-py could not compile `{}` ({status}); its output is above (C extensions such as numpy cannot be compiled in)", entry.display())]
+    ComponentizeFailed {
+        /// The hooks module.
+        entry: PathBuf,
+        /// componentize-py's exit status.
+        status: std::process::ExitStatus,
+    },
     /// `--guest` is not a directory with a `Cargo.toml`.
     #[error("`--guest` must be the directory of a guest crate (with a `Cargo.toml`); `{}` has none", dir.display())]
     NotACrate {
@@ -137,18 +190,40 @@ pub fn run(args: &PackageArgs) -> Result<PathBuf> {
             path: args.model_dir.clone(),
         });
     }
-    let code = match (&args.code, &args.guest) {
+    let python_source = match (&args.python, &args.python_dir) {
+        (Some(file), None) => Some(PythonSource::file(file)),
+        (None, Some(dir)) => Some(PythonSource::dir(dir)),
+        (None, None) => None,
         (Some(_), Some(_)) => return Err(PackageError::CodeAndGuest),
-        (Some(code), None) => {
+    };
+    let code = match (&args.code, &args.guest, python_source) {
+        (Some(code), None, None) => {
             check_component(code)?;
             Some(code.clone())
         }
-        (None, Some(dir)) => {
+        (None, Some(dir), None) => {
             let component = build_guest(dir, &Toolchain::from_env())?;
             check_component(&component)?;
             Some(component)
         }
-        (None, None) => None,
+        (None, None, Some(source)) => {
+            let cache_dir = args
+                .cache_dir
+                .clone()
+                .unwrap_or_else(crate::config::default_cache_dir);
+            let tools = match &args.componentize_py {
+                Some(program) => PythonTools {
+                    componentize_py: program.clone(),
+                    python: "python3".into(),
+                },
+                None => PythonTools::ensure(&cache_dir, OsStr::new("python3"))?,
+            };
+            let component = python::compile(&source, &tools, &cache_dir)?;
+            check_component(&component)?;
+            Some(component)
+        }
+        (None, None, None) => None,
+        _ => return Err(PackageError::CodeAndGuest),
     };
     let output_abs = std::path::absolute(&args.output).unwrap_or_else(|_| args.output.clone());
     let mut entries = Vec::new();
@@ -510,6 +585,7 @@ mod tests {
             code: Some(guest),
             guest: None,
             output: output.clone(),
+            ..PackageArgs::default()
         };
         assert_eq!(run(&args).expect("packs"), output);
         let names: Vec<_> = list(&output).into_iter().map(|(n, _)| n).collect();
@@ -573,6 +649,7 @@ mod tests {
                 code: None,
                 guest: None,
                 output: output.clone(),
+                ..PackageArgs::default()
             })
             .expect("packs");
             output
@@ -609,6 +686,7 @@ mod tests {
             code: None,
             guest: None,
             output: output.clone(),
+            ..PackageArgs::default()
         })
         .expect("packs");
         let names: Vec<_> = list(&output).into_iter().map(|(n, _)| n).collect();
@@ -625,6 +703,7 @@ mod tests {
             code: Some(module),
             guest: None,
             output: tmp.path().join("m.tar.gz"),
+            ..PackageArgs::default()
         };
         assert!(matches!(
             run(&args),
@@ -640,6 +719,7 @@ mod tests {
             code: None,
             guest: None,
             output: tmp.path().join("m.tar.gz"),
+            ..PackageArgs::default()
         };
         assert!(matches!(
             run(&args),
@@ -777,6 +857,7 @@ mod tests {
             code: Some(component_file(tmp.path())),
             guest: Some(tmp.path().to_path_buf()),
             output: tmp.path().join("m.tar.gz"),
+            ..PackageArgs::default()
         })
         .expect_err("exclusive");
         assert!(matches!(err, PackageError::CodeAndGuest), "{err:?}");

@@ -18,6 +18,7 @@ mod openai;
 mod ping;
 mod process;
 mod python_clients;
+mod python;
 mod reliability;
 mod repository;
 mod sentence;

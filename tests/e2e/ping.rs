@@ -121,7 +121,10 @@ fn python_user_code_is_refused_at_load_with_advice() {
     let server = Server::start(&model);
     let message = server.wait_settled().expect_error(503, "model_not_ready");
     assert!(
-        message.contains("inference.py") && message.contains("inference.wasm"),
+        message.contains("inference.py")
+            && message.contains("inference.wasm")
+            && message
+                .contains("sagebrush package --model-dir MODEL_DIR --python-dir MODEL_DIR/code"),
         "{message}"
     );
 }

@@ -205,11 +205,13 @@ fn check_streamed_equals_unstreamed(model: &str, inputs: &Value) {
     assert_eq!(whole.status, 200, "{}", whole.body);
     let new_only = server.invoke(&greedy(inputs, false));
     assert_eq!(new_only.status, 200, "{}", new_only.body);
-    for accept in [None, Some("application/jsonlines")] {
+    // `Accept: text/event-stream` is what SSE clients send: it must not be refused by the
+    // content negotiation meant for whole answers.
+    for accept in [None, Some("application/jsonlines"), Some("text/event-stream")] {
         let mut body = greedy(inputs, true);
         body["stream"] = json!(true);
         let streamed = stream_request(&server, &body, accept);
-        assert_eq!(streamed.status, 200, "{:?}", streamed.records);
+        assert_eq!(streamed.status, 200, "{accept:?} {:?}", streamed.records);
         let (text, generated) = text_of(&streamed.records);
         assert_eq!(
             generated,
@@ -221,7 +223,7 @@ fn check_streamed_equals_unstreamed(model: &str, inputs: &Value) {
             new_only.json()[0]["generated_text"],
             "{model} {accept:?}"
         );
-        let jsonl = accept.is_some();
+        let jsonl = accept == Some("application/jsonlines");
         assert_eq!(streamed.done, !jsonl, "[DONE] only ends SSE");
         let expected = if jsonl {
             "content-type: application/jsonlines"

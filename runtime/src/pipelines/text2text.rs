@@ -520,8 +520,8 @@ fn spec(config: SearchConfig) -> GenerateSpec {
     params.decoder_start_token_id = Some(decoder_start_token_id);
     GenerateSpec {
         params,
-        stop_sequences: Vec::new(),
         extra,
+        ..GenerateSpec::default()
     }
 }
 

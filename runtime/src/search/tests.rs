@@ -104,8 +104,8 @@ fn on_worker(config: &SearchConfig, others: &[SearchConfig]) -> Vec<Vec<u32>> {
         params.decoder_start_token_id = Some(c.decoder_start_token_id);
         GenerateSpec {
             params,
-            stop_sequences: Vec::new(),
             extra: c.extra.clone(),
+            ..GenerateSpec::default()
         }
     };
     let beside: Vec<_> = others

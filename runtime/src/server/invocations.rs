@@ -57,11 +57,6 @@ pub(crate) async fn invocations(
     };
     let content_type = text(header::CONTENT_TYPE);
     let accept = text(header::ACCEPT);
-    let plan = model.chain.negotiate(
-        content_type.as_deref(),
-        accept.as_deref(),
-        state.config.default_accept,
-    )?;
     let body = read_body(&headers, body, state.config.max_payload_bytes).await?;
     // The Messages API and text completions, unless user code owns the request (contract:
     // its hooks see every body).
@@ -87,6 +82,13 @@ pub(crate) async fn invocations(
         )
         .await;
     }
+    // Content negotiation for the hook chain, after the streamed and OpenAI-shaped requests have
+    // been answered: those choose their own framing (`Accept: text/event-stream` is theirs).
+    let plan = model.chain.negotiate(
+        content_type.as_deref(),
+        accept.as_deref(),
+        state.config.default_accept,
+    )?;
     let ctx = RequestContext {
         request_id: headers
             .get(REQUEST_ID)
