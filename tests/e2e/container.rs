@@ -224,7 +224,7 @@ impl Running {
                 let name = name.clone();
                 std::thread::spawn(move || {
                     let status = Command::new("docker")
-                        .args(["stop", "--time", "10", &name])
+                        .args(["stop", "-t", "10", &name])
                         .stdout(Stdio::null())
                         .status()
                         .expect("docker stop");
@@ -521,6 +521,91 @@ fn a_hub_model_is_fetched_by_host_name() {
     let a = server.invoke(&body);
     assert_eq!(a.status, 200, "{}", a.body);
     compare::json_close(&a.json(), &expected, 1e-4).expect("the conformance answer");
+}
+
+/// An `https://` model archive from a host name only the container's `/etc/hosts` knows,
+/// signed by a private CA given as `SSL_CERT_FILE`: TLS (rustls with aws-lc), the CA bundle
+/// setting and name resolution all work in the static binary and the empty image.
+#[test]
+fn an_https_archive_is_fetched_by_host_name_with_the_ca_bundle_setting() {
+    let host = match runtime() {
+        Runtime::Docker { .. } => "sagebrush-files.test",
+        Runtime::Binary { .. } => "localhost",
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let archive =
+        std::fs::read(fixture("bert-seqcls-targz").join("model.tar.gz")).expect("archive");
+    let (port, ca) = rt.block_on(serve_tls(host, archive));
+    let layout = OptMl::empty();
+    layout.write("ca.pem", ca.as_bytes());
+    let env = vec![
+        ("SAGEBRUSH_MODEL", format!("https://{host}:{port}/model.tar.gz")),
+        ("SSL_CERT_FILE", "/opt/ml/ca.pem".to_owned()),
+    ];
+    let running = serve(
+        &layout,
+        Launch {
+            env,
+            hosts: vec![host],
+        },
+    );
+    let server = &running.server;
+    wait_healthy(server);
+    let (body, expected) = first_case("bert-seqcls");
+    let a = server.invoke(&body);
+    assert_eq!(a.status, 200, "{}", a.body);
+    compare::json_close(&a.json(), &expected, 1e-4).expect("the conformance answer");
+}
+
+/// Serves `body` for any GET over TLS on 127.0.0.1 with a self-signed certificate for `host`;
+/// returns the port and the certificate (PEM), which is its own CA.
+async fn serve_tls(host: &str, body: Vec<u8>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let key = rcgen::generate_simple_self_signed(vec![host.to_owned()]).expect("cert");
+    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(vec![key.cert.der().clone()], der)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let body = std::sync::Arc::new(body);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let status = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(status.as_bytes()).await;
+                let _ = tls.write_all(&body).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, key.cert.pem())
 }
 
 /// `docker stop` while a request is in flight (its body still arriving): the request completes,
