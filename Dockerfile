@@ -1,6 +1,7 @@
 # sagebrush as a SageMaker inference container: one static binary in an otherwise empty image.
 #
-#   docker build -t sagebrush .     builds from source in a Rust image (needs a registry to pull it)
+#   docker build -t sagebrush .     builds from source in a Rust image (needs a registry to pull it,
+#                                   and BuildKit: the legacy builder would also build `prebuilt`)
 #   scripts/image                   builds the binary on this machine and assembles the same image
 #                                   from it (target `prebuilt`); nothing is pulled
 #

@@ -47,11 +47,13 @@ def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     out = sys.argv[1]
-    meta = json.loads(
-        subprocess.check_output(
-            ["cargo", "metadata", "--format-version", "1", "--locked", "--offline", "--filter-platform", TARGET]
-        )
-    )
+    command = ["cargo", "metadata", "--format-version", "1", "--locked", "--filter-platform", TARGET]
+    try:
+        # Offline first: the build that linked the binary has fetched every crate it uses.
+        listed = subprocess.check_output(command + ["--offline"], stderr=subprocess.DEVNULL)
+    except subprocess.CalledProcessError:
+        listed = subprocess.check_output(command)
+    meta = json.loads(listed)
     packages = {p["id"]: p for p in meta["packages"]}
     os.makedirs(os.path.join(out, "sagebrush"), exist_ok=True)
     shutil.copy("LICENSE", os.path.join(out, "sagebrush", "LICENSE"))
