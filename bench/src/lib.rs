@@ -12,5 +12,7 @@ pub mod model;
 pub mod procmem;
 /// Results file (`.jsonl`) and the markdown table.
 pub mod report;
+/// Streamed generation: time to first token and inter-token gaps.
+pub mod stream;
 /// Workload names and the request bodies they send.
 pub mod workload;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use crate::workload::Workload;
+use crate::workload::{Task, Workload};
 
 /// A benchmark run that failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +125,11 @@ pub struct RunStats {
     pub max_ms: f64,
     /// Bytes of one response.
     pub response_bytes: usize,
+    /// Inputs answered per second (req/s × inputs per request): sentences/s for embeddings.
+    pub items_per_s: f64,
+    /// Generated tokens per second (req/s × inputs × new tokens); generation workloads only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
 }
 
 fn client() -> reqwest::Client {
@@ -162,7 +167,8 @@ async fn invoke(client: &reqwest::Client, url: &str, body: &[u8]) -> Result<byte
     Ok(bytes)
 }
 
-/// Checks that the answer is a JSON list with one result per input.
+/// Checks that the answer has one result per input: a JSON list, or for sentence embeddings
+/// `{"embeddings": [...]}` (a list of vectors, or one vector for one input).
 fn check_shape(url: &str, workload: Workload, body: &[u8]) -> Result<()> {
     let shape = |detail: String| LoadError::Shape {
         url: url.to_owned(),
@@ -171,9 +177,24 @@ fn check_shape(url: &str, workload: Workload, body: &[u8]) -> Result<()> {
     };
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| shape(format!("not JSON: {e}")))?;
-    let list = value
-        .as_array()
-        .ok_or_else(|| shape("not a list".to_owned()))?;
+    let list = if workload.task == Task::SentenceEmbeddings {
+        let embeddings = value
+            .get("embeddings")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| shape("no `embeddings` list".to_owned()))?;
+        if workload.inputs == 1 {
+            return if embeddings.iter().all(serde_json::Value::is_number) {
+                Ok(())
+            } else {
+                Err(shape("`embeddings` is not one vector".to_owned()))
+            };
+        }
+        embeddings
+    } else {
+        value
+            .as_array()
+            .ok_or_else(|| shape("not a list".to_owned()))?
+    };
     if list.len() != workload.inputs {
         return Err(shape(format!("{} results", list.len())));
     }
@@ -192,7 +213,12 @@ pub async fn run(spec: RunSpec) -> Result<RunStats> {
     let mut latencies = phase(&client, &spec, spec.requests).await?;
     let wall = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    Ok(stats(&latencies, wall, spec.concurrency, response_bytes))
+    let mut stats = stats(&latencies, wall, spec.concurrency, response_bytes);
+    stats.items_per_s = stats.req_per_s * spec.workload.items() as f64;
+    if spec.workload.task.generates() {
+        stats.tokens_per_s = Some(stats.req_per_s * spec.workload.generated_tokens() as f64);
+    }
+    Ok(stats)
 }
 
 /// `count` requests over `concurrency` clients; returns each request's milliseconds.
@@ -241,6 +267,8 @@ fn stats(sorted: &[f64], wall_s: f64, concurrency: usize, response_bytes: usize)
         min_ms: sorted.first().copied().unwrap_or(f64::NAN),
         max_ms: sorted.last().copied().unwrap_or(f64::NAN),
         response_bytes,
+        items_per_s: n as f64 / wall_s,
+        tokens_per_s: None,
     }
 }
 

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use sagebrush_bench::workload::{Texts, Workload};
-use sagebrush_bench::{forward, loadgen, model, procmem, report};
+use sagebrush_bench::{forward, loadgen, model, procmem, report, stream};
 
 /// Benchmarks for sagebrush and the reference server.
 #[derive(Debug, Parser)]
@@ -51,6 +51,27 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
         /// Untimed requests first. Default: 2 per client.
+        #[arg(long)]
+        warmup: Option<usize>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Stream a generation workload (`"stream": true`) and print time to first token and
+    /// inter-token latency.
+    Stream {
+        /// Server base URL.
+        #[arg(long)]
+        url: String,
+        /// A generation workload, e.g. `gen-1x16n64`.
+        #[arg(long)]
+        workload: Workload,
+        /// Timed requests.
+        #[arg(long, default_value_t = 10)]
+        requests: usize,
+        /// Clients sending at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Untimed requests first. Default: 1 per client.
         #[arg(long)]
         warmup: Option<usize>,
         #[command(flatten)]
@@ -226,6 +247,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let stats = client_runtime()?.block_on(loadgen::run(spec))?;
             common.emit(
                 "run",
+                Some(&workload.to_string()),
+                Some(concurrency),
+                &stats,
+            )?;
+        }
+        Command::Stream {
+            url,
+            workload,
+            requests,
+            concurrency,
+            warmup,
+            common,
+        } => {
+            anyhow::ensure!(
+                workload.task.generates(),
+                "`stream` needs a generation workload (gen-… or t2t-…), not `{workload}`"
+            );
+            let texts = Texts::load(&common.model)?;
+            let spec = stream::StreamSpec {
+                url: invocations(&url),
+                body: workload.stream_body(&texts)?,
+                requests,
+                concurrency,
+                warmup: warmup.unwrap_or(concurrency),
+            };
+            let stats = client_runtime()?.block_on(stream::run(spec))?;
+            common.emit(
+                "stream",
                 Some(&workload.to_string()),
                 Some(concurrency),
                 &stats,

@@ -43,13 +43,26 @@ pub type Result<T, E = ReportError> = std::result::Result<T, E>;
 type Figure = (&'static str, &'static str, usize);
 
 /// Kinds of record and the figures each shows in the table.
-const FIGURES: [(&str, &[Figure]); 4] = [
+const FIGURES: [(&str, &[Figure]); 5] = [
     (
         "run",
         &[
             ("req_per_s", "throughput (req/s)", 2),
+            ("items_per_s", "inputs per second", 2),
+            ("tokens_per_s", "generated tokens per second", 1),
             ("p50_ms", "latency p50 (ms)", 1),
             ("p99_ms", "latency p99 (ms)", 1),
+        ],
+    ),
+    (
+        "stream",
+        &[
+            ("ttft_p50_ms", "streamed: time to first token p50 (ms)", 1),
+            ("ttft_p99_ms", "streamed: time to first token p99 (ms)", 1),
+            ("itl_p50_ms", "streamed: inter-token latency p50 (ms)", 1),
+            ("itl_p99_ms", "streamed: inter-token latency p99 (ms)", 1),
+            ("total_p50_ms", "streamed: whole answer p50 (ms)", 1),
+            ("tokens_per_s", "streamed: tokens per second", 1),
         ],
     ),
     (
