@@ -473,12 +473,9 @@ fn another_argument_list_runs_as_a_subcommand() {
     );
     assert!(out.status.success(), "{container:?}: {logs}");
     assert!(logs.contains("batch job finished"), "{logs}");
-    let answers = std::fs::read_to_string(
-        layout
-            .path()
-            .join("output/predictions/records.jsonl.out"),
-    )
-    .expect("the job's output");
+    let answers =
+        std::fs::read_to_string(layout.path().join("output/predictions/records.jsonl.out"))
+            .expect("the job's output");
     let lines: Vec<&str> = answers.lines().collect();
     assert_eq!(lines.len(), 2, "{answers}");
     for line in lines {
@@ -543,7 +540,10 @@ fn an_https_archive_is_fetched_by_host_name_with_the_ca_bundle_setting() {
     let layout = OptMl::empty();
     layout.write("ca.pem", ca.as_bytes());
     let env = vec![
-        ("SAGEBRUSH_MODEL", format!("https://{host}:{port}/model.tar.gz")),
+        (
+            "SAGEBRUSH_MODEL",
+            format!("https://{host}:{port}/model.tar.gz"),
+        ),
         ("SSL_CERT_FILE", "/opt/ml/ca.pem".to_owned()),
     ];
     let running = serve(
