@@ -14,6 +14,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::codec::Encoding;
 use crate::task::Task;
+use crate::telemetry::ContainerLogLevel;
 
 /// `sagebrush`: SageMaker-compatible model server for Hugging Face models.
 #[derive(Debug, Parser)]
@@ -25,9 +26,28 @@ pub struct Cli {
     /// Log output format.
     #[arg(long, global = true, env = "SAGEBRUSH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sagebrush=debug`.
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
-    pub log_level: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sagebrush=debug`. Default: from
+    /// `--container-log-level`, else `info`.
+    #[arg(long, global = true, env = "RUST_LOG")]
+    pub log_level: Option<String>,
+    /// Log level the SageMaker SDK passes (`container_log_level`): a Python logging level
+    /// number (10 debug, 20 info, 30 warning, 40 error, 50 critical) or one of those names.
+    /// `--log-level` wins when both are set.
+    #[arg(long, global = true, env = "SAGEMAKER_CONTAINER_LOG_LEVEL",
+          value_parser = Checked(ContainerLogLevel::parse))]
+    pub container_log_level: Option<ContainerLogLevel>,
+}
+
+impl Cli {
+    /// The tracing filter to install: `--log-level`, else the SageMaker container log level,
+    /// else `info`.
+    pub fn log_filter(&self) -> String {
+        match (&self.log_level, self.container_log_level) {
+            (Some(filter), _) if !filter.trim().is_empty() => filter.clone(),
+            (_, Some(level)) => level.filter().to_owned(),
+            _ => "info".to_owned(),
+        }
+    }
 }
 
 /// The subcommands.
@@ -130,9 +150,25 @@ pub struct ServeArgs {
     #[arg(long, env = "HF_TRUST_REMOTE_CODE", default_value_t = false, action = ArgAction::Set,
           value_parser = BOOL)]
     pub trust_remote_code: bool,
-    /// User code file inside the model's `code/` directory.
+    /// User code file inside the code directory. Empty (as the SageMaker SDK sends it when
+    /// there is no entry point) means the default.
     #[arg(long, env = "SAGEMAKER_PROGRAM", default_value = "inference.wasm")]
     pub program: String,
+    /// Directory of the user code as the SageMaker SDK names it (`source_dir`): a path or a
+    /// `file://` URI; searched before `<model>/code` and `<base-dir>/code`. An `s3://` URI is
+    /// refused: ship the code in `model.tar.gz` under `code/`.
+    #[arg(long, env = "SAGEMAKER_SUBMIT_DIRECTORY")]
+    pub submit_directory: Option<String>,
+    /// AWS region the endpoint runs in (set by SageMaker); the region of `s3://` model URLs when
+    /// `AWS_REGION` and `AWS_DEFAULT_REGION` are unset.
+    #[arg(long, env = "SAGEMAKER_REGION")]
+    pub region: Option<String>,
+    /// Accepted for compatibility with the SageMaker SDK (true/false); sagebrush sends no
+    /// CloudWatch metrics of its own (SageMaker's endpoint metrics still appear in CloudWatch;
+    /// `--metrics-port` serves Prometheus metrics).
+    #[arg(long, env = "SAGEMAKER_ENABLE_CLOUDWATCH_METRICS", default_value_t = false,
+          action = ArgAction::Set, value_parser = BOOL)]
+    pub enable_cloudwatch_metrics: bool,
     /// Memory limit of one guest instance, in MiB.
     #[arg(long, env = "SAGEBRUSH_GUEST_MEMORY_MB", default_value_t = 512, value_parser = number::<u64>(1, 4096, "a whole number of MiB"))]
     pub guest_memory_mb: u64,
@@ -418,6 +454,15 @@ pub struct WasmLimits {
     pub cache_dir: PathBuf,
 }
 
+/// A directory that may hold user code (contract §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeDir {
+    /// `code/` inside the model directory (known once the model is fetched or unpacked).
+    Model,
+    /// A directory of its own, e.g. `/opt/ml/code`.
+    Path(PathBuf),
+}
+
 /// Model loading settings.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -429,6 +474,11 @@ pub struct LoadConfig {
     pub task: Option<Task>,
     /// `SAGEMAKER_PROGRAM`.
     pub program: String,
+    /// Where user code is looked for, in order: `SAGEMAKER_SUBMIT_DIRECTORY` (when set), the
+    /// model's `code/`, `<base-dir>/code` (where the SDK's local mode mounts `source_dir`).
+    pub code_dirs: Vec<CodeDir>,
+    /// `SAGEMAKER_REGION`: the S3 region when the AWS environment names none.
+    pub region: Option<String>,
     /// Largest unpacked archive size in bytes.
     pub max_unpacked_bytes: u64,
     /// Most inputs per forward pass.
@@ -475,6 +525,14 @@ pub enum ConfigError {
         model: String,
         /// `HF_MODEL_ID`.
         model_id: String,
+    },
+    /// `SAGEMAKER_SUBMIT_DIRECTORY` names code that is not on this machine.
+    #[error(
+        "`SAGEMAKER_SUBMIT_DIRECTORY` is {uri}: code is not downloaded from there; ship it in model.tar.gz under code/ (the SageMaker SDK does this when it repacks the model) or mount it at /opt/ml/code"
+    )]
+    RemoteSubmitDirectory {
+        /// The URI given.
+        uri: String,
     },
 }
 
@@ -553,7 +611,9 @@ impl Config {
                 source,
                 work_dir,
                 task: args.task.clone(),
-                program: args.program.clone(),
+                program: program_name(&args.program),
+                code_dirs: code_dirs(args)?,
+                region: args.region.clone().filter(|r| !r.trim().is_empty()),
                 max_unpacked_bytes: args.max_unpacked_mb * 1024 * 1024,
                 max_batch_size: args.max_batch_size,
                 max_batch_tokens: args.max_batch_tokens,
@@ -578,6 +638,36 @@ impl Config {
 
 /// SageMaker's default `InvocationsTimeoutInSeconds` for transform jobs.
 const BATCH_TIMEOUT_SECONDS: u64 = 600;
+
+/// `SAGEMAKER_PROGRAM`, with the SDK's empty value meaning the default.
+fn program_name(program: &str) -> String {
+    match program.trim() {
+        "" => "inference.wasm".to_owned(),
+        name => name.to_owned(),
+    }
+}
+
+/// The user-code search order of [`LoadConfig::code_dirs`].
+fn code_dirs(args: &ServeArgs) -> Result<Vec<CodeDir>, ConfigError> {
+    let mut dirs = Vec::new();
+    match args.submit_directory.as_deref().map(str::trim) {
+        None | Some("") => {}
+        Some(uri) if uri.contains("://") && !uri.starts_with("file://") => {
+            return Err(ConfigError::RemoteSubmitDirectory {
+                uri: uri.to_owned(),
+            });
+        }
+        Some(uri) => dirs.push(CodeDir::Path(PathBuf::from(
+            uri.strip_prefix("file://").unwrap_or(uri),
+        ))),
+    }
+    dirs.push(CodeDir::Model);
+    let base_code = CodeDir::Path(args.base_dir.join("code"));
+    if !dirs.contains(&base_code) {
+        dirs.push(base_code);
+    }
+    Ok(dirs)
+}
 
 fn hub_config(hub: &HubArgs, model_id: &str) -> HubConfig {
     let hf_home = hub
@@ -882,5 +972,77 @@ mod tests {
     fn bare_serve_parses() {
         let cli = Cli::try_parse_from(["sagebrush", "serve", "--port", "0"]).expect("parses");
         assert!(matches!(cli.command, Command::Serve(_)));
+    }
+
+    #[test]
+    fn log_filter_prefers_rust_log_then_the_container_level() {
+        let cli = |args: &[&str]| Cli::try_parse_from(args).expect("parses");
+        let both = cli(&[
+            "sagebrush",
+            "--log-level",
+            "debug",
+            "--container-log-level",
+            "40",
+            "serve",
+        ]);
+        assert_eq!(both.log_filter(), "debug");
+        let sagemaker = cli(&["sagebrush", "--container-log-level", "40", "serve"]);
+        assert_eq!(sagemaker.log_filter(), "error");
+        assert_eq!(cli(&["sagebrush", "serve"]).log_filter(), "info");
+        let err = serve_error("--container-log-level", "loud");
+        assert!(
+            err.contains("`SAGEMAKER_CONTAINER_LOG_LEVEL`") && err.contains("\"loud\""),
+            "{err}"
+        );
+    }
+
+    fn serve_config(extra: &[&str]) -> Result<Config, ConfigError> {
+        Config::from_serve_args(&serve_args(extra))
+    }
+
+    #[test]
+    fn code_is_searched_in_the_submit_directory_then_the_model_then_the_base_dir() {
+        let path = |p: &str| CodeDir::Path(PathBuf::from(p));
+        let cfg = serve_config(&["--base-dir", "/b", "--submit-directory", "file:///src"])
+            .expect("valid");
+        let expected = vec![path("/src"), CodeDir::Model, path("/b/code")];
+        assert_eq!(cfg.load.code_dirs, expected);
+        let local =
+            serve_config(&["--base-dir", "/b", "--submit-directory", "/b/code"]).expect("valid");
+        assert_eq!(local.load.code_dirs, vec![path("/b/code"), CodeDir::Model]);
+        let none = serve_config(&["--base-dir", "/b", "--submit-directory", ""]).expect("valid");
+        assert_eq!(none.load.code_dirs, vec![CodeDir::Model, path("/b/code")]);
+    }
+
+    #[test]
+    fn a_remote_submit_directory_is_refused() {
+        let err = serve_config(&["--submit-directory", "s3://b/src.tar.gz"]).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::RemoteSubmitDirectory { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_program_means_the_default() {
+        let cfg = serve_config(&["--program", ""]).expect("valid");
+        assert_eq!(cfg.load.program, "inference.wasm");
+    }
+
+    #[test]
+    fn sdk_environment_is_accepted() {
+        let cfg = serve_config(&[
+            "--region",
+            "eu-west-1",
+            "--enable-cloudwatch-metrics",
+            "False",
+        ])
+        .expect("valid");
+        assert_eq!(cfg.load.region.as_deref(), Some("eu-west-1"));
+        let err = serve_error("--enable-cloudwatch-metrics", "maybe");
+        assert!(
+            err.contains("`SAGEMAKER_ENABLE_CLOUDWATCH_METRICS`"),
+            "{err}"
+        );
     }
 }

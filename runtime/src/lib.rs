@@ -37,6 +37,8 @@ pub mod task;
 pub mod telemetry;
 /// Tokenizers from `tokenizer.json` or the slow files.
 pub mod tokenizer;
+/// Where user code is found in SageMaker's layout.
+pub mod user_code;
 /// User code as WebAssembly components: compile, sandbox, pool, call the hooks.
 pub mod wasm;
 

@@ -18,6 +18,7 @@ use crate::pipelines::{self, Pipeline, Resources};
 use crate::task::Task;
 use crate::tokenizer::tapas::TapasTokenizer;
 use crate::tokenizer::{TextTokenizer, TokenizerError};
+use crate::user_code::Located;
 
 /// A model ready to serve.
 pub struct LoadedModel {
@@ -129,8 +130,12 @@ pub async fn load(cfg: LoadConfig) -> Result<LoadedModel, LoadError> {
                 .await?
             }
             ModelSource::Url(url) => {
-                let archive =
-                    artifact::fetch::fetch_archive(url, &cfg.work_dir.join("download")).await?;
+                let archive = artifact::fetch::fetch_archive(
+                    url,
+                    &cfg.work_dir.join("download"),
+                    cfg.region.as_deref(),
+                )
+                .await?;
                 let (work, max) = (cfg.work_dir.clone(), cfg.max_unpacked_bytes);
                 blocking(move || {
                     let dir = artifact::resolve_local(&archive, &work, max).map_err(LoadError::from);
@@ -238,11 +243,11 @@ fn finish_load(
     architecture: Option<&str>,
     infer: Infer,
 ) -> Result<LoadedModel, LoadError> {
-    let user = load_user_code(dir, cfg, &native)?;
+    let (program, user) = load_user_code(dir, cfg, &native)?;
     let chain = HookChain::new(native, user)
         .map(|chain| chain.with_record_parallelism(cfg.max_batch_size))
         .map_err(|source| LoadError::HookRules {
-            path: dir.join("code").join(&cfg.program),
+            path: program,
             source,
         })?;
     tracing::info!(task = %task, architecture = architecture.unwrap_or("-"), dir = %dir.display(), "model loaded");
@@ -286,9 +291,9 @@ fn load_seq2seq(
         ids,
     )?);
     let served = native.task();
-    let user = load_user_code(dir, cfg, &native)?;
+    let (program, user) = load_user_code(dir, cfg, &native)?;
     let chain = HookChain::new(native, user).map_err(|source| LoadError::HookRules {
-        path: dir.join("code").join(&cfg.program),
+        path: program,
         source,
     })?;
     tracing::info!(task = %served, model_type = %config.model_type, dir = %dir.display(), "model loaded");
@@ -338,28 +343,28 @@ fn load_tapas(
     ))
 }
 
-/// Finds user code in `code/`: the WebAssembly component named by `SAGEMAKER_PROGRAM`, or
-/// nothing. A Python `inference.py` without a `.wasm` is refused rather than silently ignored.
+/// Finds user code in SageMaker's layout (`user_code::locate`: `SAGEMAKER_SUBMIT_DIRECTORY`,
+/// the model's `code/`, `/opt/ml/code`): the WebAssembly component named by `SAGEMAKER_PROGRAM`,
+/// or nothing. Python code is refused rather than silently ignored (contract §6). Returns the
+/// program's path (where it would be when there is none) for error messages.
 fn load_user_code(
     dir: &Path,
     cfg: &LoadConfig,
     native: &Arc<dyn Pipeline>,
-) -> Result<Option<Arc<dyn UserCode>>, LoadError> {
-    let code = dir.join("code");
-    let program = code.join(&cfg.program);
-    if program.is_file() {
-        let guest = crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, Arc::clone(native))
-            .map_err(|err| LoadError::UserCode {
-            message: crate::telemetry::error_chain(&err),
-            path: program,
-        })?;
-        return Ok(Some(Arc::new(guest)));
+) -> Result<(PathBuf, Option<Arc<dyn UserCode>>), LoadError> {
+    match crate::user_code::locate(dir, &cfg.code_dirs, &cfg.program) {
+        Located::Wasm(program) => {
+            let guest =
+                crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, Arc::clone(native))
+                    .map_err(|err| LoadError::UserCode {
+                        message: crate::telemetry::error_chain(&err),
+                        path: program.clone(),
+                    })?;
+            Ok((program, Some(Arc::new(guest))))
+        }
+        Located::Python(path) => Err(LoadError::PythonUserCode { path }),
+        Located::Nothing => Ok((dir.join("code").join(&cfg.program), None)),
     }
-    let python = code.join("inference.py");
-    if python.is_file() {
-        return Err(LoadError::PythonUserCode { path: python });
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ fn default_candle_spin_limit() {
 fn main() -> std::process::ExitCode {
     default_candle_spin_limit();
     let cli = sagebrush::config::Cli::parse();
-    sagebrush::telemetry::init(cli.log_format, &cli.log_level);
+    sagebrush::telemetry::init(cli.log_format, &cli.log_filter());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,6 +6,7 @@ mod batch;
 mod chat;
 mod codec;
 mod conformance;
+mod container;
 mod faults;
 mod generation;
 mod guest_sdk;

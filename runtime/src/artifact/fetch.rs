@@ -107,9 +107,17 @@ pub enum FetchError {
 }
 
 /// Streams an `s3://bucket/key` or `https://...` model.tar.gz into `dest_dir` and returns the file
-/// path (the lead unpacks it).
-pub async fn fetch_archive(url: &str, dest_dir: &Path) -> Result<PathBuf> {
-    Fetcher::from_env().fetch(url, dest_dir).await
+/// path (the lead unpacks it). `default_region` (SageMaker's `SAGEMAKER_REGION`) is the S3
+/// region when the AWS environment names none.
+pub async fn fetch_archive(
+    url: &str,
+    dest_dir: &Path,
+    default_region: Option<&str>,
+) -> Result<PathBuf> {
+    Fetcher::from_env()
+        .with_default_region(default_region)
+        .fetch(url, dest_dir)
+        .await
 }
 
 /// Fetches archives; [`fetch_archive`] uses one configured from the environment.
@@ -134,6 +142,20 @@ impl Fetcher {
             roots: Vec::new(),
             retry: RetryPolicy::default(),
         }
+    }
+
+    /// Uses `region` for S3 unless the S3 settings already name one.
+    #[must_use]
+    pub fn with_default_region(mut self, region: Option<&str>) -> Self {
+        if let Some(region) = region
+            && self
+                .s3
+                .get_config_value(&AmazonS3ConfigKey::Region)
+                .is_none()
+        {
+            self.s3 = self.s3.with_region(region);
+        }
+        self
     }
 
     /// Sets the tries per HTTP download and the first wait between them (doubled each time).
@@ -518,6 +540,16 @@ mod tests {
             redact("https://h/m.tar.gz?X-Amz-Signature=1#f"),
             "https://h/m.tar.gz"
         );
+    }
+
+    #[test]
+    fn sagemaker_region_applies_only_when_none_is_set() {
+        let region = |f: &Fetcher| f.s3.get_config_value(&AmazonS3ConfigKey::Region);
+        let unset = Fetcher::with_s3(AmazonS3Builder::new()).with_default_region(Some("eu-west-3"));
+        assert_eq!(region(&unset).as_deref(), Some("eu-west-3"));
+        let set = Fetcher::with_s3(AmazonS3Builder::new().with_region("us-west-2"))
+            .with_default_region(Some("eu-west-3"));
+        assert_eq!(region(&set).as_deref(), Some("us-west-2"));
     }
 
     fn s3_fetcher(moto: &Moto) -> Fetcher {

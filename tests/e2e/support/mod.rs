@@ -163,10 +163,7 @@ fn spawn(builder: &ServerBuilder) -> Spawned {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", &home)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("RUST_LOG", "info");
     if builder.bare {
         cmd.arg("serve");
     } else {
@@ -176,7 +173,18 @@ fn spawn(builder: &ServerBuilder) -> Spawned {
     for (k, v) in &builder.env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn sagebrush");
+    spawn_command(cmd)
+}
+
+/// Spawns `cmd` (stdout and stderr piped), collects its output and waits for the "listening
+/// on" log line.
+fn spawn_command(mut cmd: Command) -> Spawned {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sagebrush");
     let logs = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = mpsc::channel();
     let mut readers = Vec::new();
@@ -282,6 +290,16 @@ impl Server {
     /// A builder.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
+    }
+
+    /// Runs `cmd` (e.g. `docker run IMAGE serve`) as the server and waits for its "listening
+    /// on" log line; the logs as the error if it never logs one.
+    pub fn from_command(cmd: Command) -> Result<Self, String> {
+        let (child, logs, addr) = spawn_command(cmd);
+        match addr {
+            Some(addr) => Ok(Self { child, addr, logs }),
+            None => Err(logs.lock().unwrap().clone()),
+        }
     }
 
     /// `http://addr{path}`.
