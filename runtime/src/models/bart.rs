@@ -5,10 +5,10 @@
 //! `final_logits_bias`.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde_json::Value;
 
-use super::layers::{Activation, layer_norm, linear};
+use super::layers::{self, Activation, Linear, layer_norm, linear};
 use super::seq2seq::{
     DecoderCache, Seq2SeqIds, Seq2SeqModel, append_kv, attend, cfg_usize, join_heads, split_heads,
 };
@@ -325,7 +325,7 @@ impl Seq2SeqModel for Bart {
         }
         cache.len += 1;
         let h = h.squeeze(1)?;
-        let mut logits = h.matmul(&self.shared.t()?)?;
+        let mut logits = layers::matmul_t(&h, &self.shared)?;
         if let Some(bias) = &self.final_logits_bias {
             logits = logits.broadcast_add(bias)?;
         }

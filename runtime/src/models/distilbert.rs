@@ -4,10 +4,10 @@
 //! uses the exact (erf) one for `activation: "gelu"`, which moves logits by ~1e-3.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{self, Activation, SelfAttention};
+use super::layers::{self, Activation, Linear, SelfAttention};
 use super::{BatchTensors, ModelError, Result};
 
 /// transformers hard-codes this epsilon for every DistilBERT LayerNorm.

@@ -8,13 +8,14 @@
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/llama/modeling_llama.py
 
 use candle_core::{DType, Tensor};
-use candle_nn::{Embedding, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, Module, VarBuilder};
 use serde_json::Value;
 
 use super::decoder::{
     KvCache, Step, advance, attend, config_f64, config_usize, input_ids, last_logits, positions,
     rms_norm,
 };
+use super::layers::{self, Linear};
 use super::{ModelError, Result};
 
 #[derive(Debug)]
@@ -47,11 +48,11 @@ pub struct Llama {
 }
 
 fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder<'_>) -> Result<Linear> {
-    Ok(if bias {
-        candle_nn::linear(in_dim, out_dim, vb)?
+    if bias {
+        layers::linear(in_dim, out_dim, vb)
     } else {
-        candle_nn::linear_no_bias(in_dim, out_dim, vb)?
-    })
+        layers::linear_no_bias(in_dim, out_dim, vb)
+    }
 }
 
 impl Llama {
@@ -117,9 +118,9 @@ impl Llama {
         let norm = m.pp("norm").get(hidden, "weight")?;
         let tied = cfg.get("tie_word_embeddings").and_then(Value::as_bool) == Some(true);
         let lm_head = if !tied && vb.contains_tensor("lm_head.weight") {
-            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)
+            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?
         } else {
-            Linear::new(embed.embeddings().clone(), None)
+            Linear::new(embed.embeddings().clone(), None)?
         };
         // transformers: inv_freq = 1 / base ** (arange(0, dim, 2).float() / dim), in f32.
         let inv_freq = (0..head_dim / 2)
