@@ -192,10 +192,11 @@ impl WithSimd for Block<'_> {
                 let ix = if m - i >= 2 { 2 } else { 1 };
                 match (jw, ix) {
                     (4, 2) => {
-                        let d = tile(simd, [wr(j), wr(j + 1), wr(j + 2), wr(j + 3)], [
-                            xr(i),
-                            xr(i + 1),
-                        ]);
+                        let d = tile(
+                            simd,
+                            [wr(j), wr(j + 1), wr(j + 2), wr(j + 3)],
+                            [xr(i), xr(i + 1)],
+                        );
                         for (r, row) in d.iter().enumerate() {
                             out[(j + r) * m + i..(j + r) * m + i + 2].copy_from_slice(row);
                         }
@@ -266,7 +267,9 @@ mod tests {
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         // A fixed, seeded sequence (candle's randn is not seedable on the CPU).
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n)
             .map(|_| {
@@ -322,9 +325,15 @@ mod tests {
         assert_eq!(y.dims(), &[3, 2, n]);
         for b in 0..3 {
             for t in 0..2 {
-                let row = x.narrow(0, b, 1).and_then(|r| r.narrow(1, t, 1)).expect("row");
+                let row = x
+                    .narrow(0, b, 1)
+                    .and_then(|r| r.narrow(1, t, 1))
+                    .expect("row");
                 let alone = linear(&row, &w, None).expect("alone");
-                let within = y.narrow(0, b, 1).and_then(|r| r.narrow(1, t, 1)).expect("within");
+                let within = y
+                    .narrow(0, b, 1)
+                    .and_then(|r| r.narrow(1, t, 1))
+                    .expect("within");
                 assert_eq!(worst_diff(&alone, &within), 0.0, "row {b},{t}");
             }
         }

@@ -411,7 +411,10 @@ impl Seq2SeqModel for T5 {
         let h = self.decoder_norm.forward(&h)?.squeeze(1)?;
         let logits = match &self.lm_head {
             Some(head) => head.forward(&h)?,
-            None => layers::matmul_t(&(h * (self.d_model as f64).powf(-0.5))?, &self.shared_weight)?,
+            None => layers::matmul_t(
+                &(h * (self.d_model as f64).powf(-0.5))?,
+                &self.shared_weight,
+            )?,
         };
         Ok(logits.to_dtype(DType::F32)?.contiguous()?)
     }
