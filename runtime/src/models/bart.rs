@@ -5,10 +5,10 @@
 //! `final_logits_bias`.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde_json::Value;
 
-use super::layers::{Activation, layer_norm, linear};
+use super::layers::{self, Activation, Linear, layer_norm, linear};
 use super::seq2seq::{
     DecodeRow, DecoderCache, Seq2SeqIds, Seq2SeqModel, attend, attend_rows, cfg_usize,
     cross_kvs, join_heads, logit_rows, push_self_kv, split_heads,
@@ -382,7 +382,7 @@ impl Bart {
     /// The LM head on the decoder's last hidden states `[B, 1, D]`: `[B, V]` in f32.
     fn logits(&self, h: &Tensor) -> Result<Tensor> {
         let h = h.squeeze(1)?;
-        let mut logits = h.matmul(&self.shared.t()?)?;
+        let mut logits = layers::matmul_t(&h, &self.shared)?;
         if let Some(bias) = &self.final_logits_bias {
             logits = logits.broadcast_add(bias)?;
         }

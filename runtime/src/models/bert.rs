@@ -7,10 +7,10 @@
 //! Q/K/V are fused into one matmul at load time (see `layers::SelfAttention`).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{self, Activation, SelfAttention};
+use super::layers::{self, Activation, Linear, SelfAttention};
 use super::{BatchTensors, Family, ModelConfig, ModelError, Result};
 
 /// Differences between the families that share this encoder.

@@ -5,20 +5,20 @@
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gpt2/modeling_gpt2.py
 
 use candle_core::{D, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 use serde_json::Value;
 
 use super::decoder::{
     KvCache, Step, advance, attend, config_f64, config_usize, input_ids, last_logits, positions,
 };
-use super::layers::Activation;
+use super::layers::{Activation, Linear};
 use super::{ModelError, Result};
 
-/// `Conv1D(nf, nx)`: weight `[in, out]` — kept transposed as a `Linear`.
+/// `Conv1D(nf, nx)`: weight `[in, out]` — transposed once, here, to a `Linear`'s `[out, in]`.
 fn conv1d(in_dim: usize, out_dim: usize, vb: &VarBuilder<'_>) -> Result<Linear> {
     let w = vb.get((in_dim, out_dim), "weight")?;
     let b = vb.get(out_dim, "bias")?;
-    Ok(Linear::new(w.t()?.contiguous()?, Some(b)))
+    Linear::new(w.t()?.contiguous()?, Some(b))
 }
 
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gpt2/modeling_gpt2.py#L565
@@ -103,9 +103,9 @@ impl Gpt2 {
         let lm_head = if vb.contains_tensor("lm_head.weight")
             && cfg.get("tie_word_embeddings").and_then(Value::as_bool) == Some(false)
         {
-            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)
+            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?
         } else {
-            Linear::new(wte.embeddings().clone(), None)
+            Linear::new(wte.embeddings().clone(), None)?
         };
         Ok(Self {
             wte,

@@ -4,10 +4,10 @@
 //! Dropout is the identity at inference and is left out.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use super::bert::{self, Flavor};
-use super::layers::{self, Activation};
+use super::layers::{self, Activation, Linear};
 use super::{Head, ModelConfig, ModelError, Result};
 use super::{deberta_v2, distilbert};
 
@@ -276,5 +276,5 @@ fn tied_decoder(
             reason: "no bias name".into(),
         })?;
     let bias = vb.get(vocab, bias_name)?;
-    Ok(Linear::new(weight, Some(bias)))
+    Linear::new(weight, Some(bias))
 }

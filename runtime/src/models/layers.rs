@@ -2,9 +2,9 @@
 //! linear layers, and multi-head self-attention with one fused Q/K/V projection.
 
 use candle_core::{D, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
-use super::{ModelError, Result};
+use super::{ModelError, Result, kernels};
 
 /// An activation, named as in transformers `ACT2FN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,9 +51,81 @@ impl Module for Activation {
     }
 }
 
+/// `nn.Linear`: `y = x · Wᵀ + b` with `W` `[out, in]` kept contiguous. A few rows (decode steps,
+/// short inputs) go through [`kernels::matmul_nt`], which reads the weight once a call; more rows
+/// go through candle's matmul, as `candle_nn::Linear` does.
+#[derive(Clone, Debug)]
+pub(crate) struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer over `weight` `[out, in]` (made contiguous once, here) and an optional `bias`.
+    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
+            weight: weight.contiguous()?,
+            bias,
+        })
+    }
+
+    /// `[out, in]`.
+    pub(crate) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// `[out]`, if any.
+    pub(crate) fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if kernels::linear_applies(x, &self.weight) {
+            return kernels::linear(x, &self.weight, self.bias.as_ref());
+        }
+        // candle_nn::Linear::forward: fold the leading dimensions into rows when contiguous.
+        let w = self.weight.t()?;
+        let y = match *x.dims() {
+            [b1, b2, m, k] if x.is_contiguous() => x
+                .reshape((b1 * b2 * m, k))?
+                .matmul(&w)?
+                .reshape((b1, b2, m, ()))?,
+            [b1, b2, _, _] => x.matmul(&self.weight.broadcast_left((b1, b2))?.t()?)?,
+            [b, m, k] if x.is_contiguous() => {
+                x.reshape((b * m, k))?.matmul(&w)?.reshape((b, m, ()))?
+            }
+            [b, _, _] => x.matmul(&self.weight.broadcast_left(b)?.t()?)?,
+            _ => x.matmul(&w)?,
+        };
+        match &self.bias {
+            None => Ok(y),
+            Some(bias) => y.broadcast_add(bias),
+        }
+    }
+}
+
+/// `x · wᵀ` for `w` `[n, k]` (a tied LM head over the embeddings): [`kernels::matmul_nt`] for a
+/// few rows, candle's matmul otherwise.
+pub(crate) fn matmul_t(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    if kernels::linear_applies(x, w) {
+        kernels::linear(x, w, None)
+    } else {
+        x.broadcast_matmul(&w.t()?)
+    }
+}
+
 /// `nn.Linear(in_dim, out_dim)` with a bias, from `vb` (`weight`, `bias`).
 pub(crate) fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder<'_>) -> Result<Linear> {
-    Ok(candle_nn::linear(in_dim, out_dim, vb)?)
+    let weight = vb.get((out_dim, in_dim), "weight")?;
+    let bias = vb.get(out_dim, "bias")?;
+    Linear::new(weight, Some(bias))
+}
+
+/// `nn.Linear(in_dim, out_dim, bias=False)` from `vb` (`weight`).
+pub(crate) fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder<'_>) -> Result<Linear> {
+    Linear::new(vb.get((out_dim, in_dim), "weight")?, None)
 }
 
 /// `nn.LayerNorm(dim, eps)` from `vb` (`weight`, `bias`).
@@ -99,7 +171,7 @@ impl SelfAttention {
         let weight = Tensor::cat(&weights, 0)?;
         let bias = Tensor::cat(&biases, 0)?;
         Ok(Self {
-            qkv: Linear::new(weight, Some(bias)),
+            qkv: Linear::new(weight, Some(bias))?,
             heads,
             head_dim: hidden / heads,
         })

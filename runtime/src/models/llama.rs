@@ -13,14 +13,14 @@
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gemma/modeling_gemma.py
 
 use candle_core::{DType, Tensor};
-use candle_nn::{Embedding, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, Module, VarBuilder};
 use serde_json::Value;
 
 use super::decoder::{
     KvCache, Step, advance, attend, config_f64, config_usize, input_ids, last_logits, positions,
     rms_norm,
 };
-use super::layers::Activation;
+use super::layers::{self, Activation, Linear};
 use super::rope::Rope;
 use super::{ModelError, Result};
 
@@ -59,11 +59,11 @@ pub struct Llama {
 }
 
 fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder<'_>) -> Result<Linear> {
-    Ok(if bias {
-        candle_nn::linear(in_dim, out_dim, vb)?
+    if bias {
+        layers::linear(in_dim, out_dim, vb)
     } else {
-        candle_nn::linear_no_bias(in_dim, out_dim, vb)?
-    })
+        layers::linear_no_bias(in_dim, out_dim, vb)
+    }
 }
 
 impl Llama {
@@ -111,9 +111,9 @@ impl Llama {
                     let (qd, kvd) = (heads * head_dim, kv_heads * head_dim);
                     let w = a.pp("qkv_proj").get((qd + 2 * kvd, hidden), "weight")?;
                     (
-                        Linear::new(w.narrow(0, 0, qd)?, None),
-                        Linear::new(w.narrow(0, qd, kvd)?, None),
-                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None),
+                        Linear::new(w.narrow(0, 0, qd)?, None)?,
+                        Linear::new(w.narrow(0, qd, kvd)?, None)?,
+                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None)?,
                     )
                 } else {
                     (
@@ -125,8 +125,8 @@ impl Llama {
                 let (gate, up) = if phi3 {
                     let w = p.pp("gate_up_proj").get((2 * inter, hidden), "weight")?;
                     (
-                        Linear::new(w.narrow(0, 0, inter)?, None),
-                        Linear::new(w.narrow(0, inter, inter)?, None),
+                        Linear::new(w.narrow(0, 0, inter)?, None)?,
+                        Linear::new(w.narrow(0, inter, inter)?, None)?,
                     )
                 } else {
                     (
@@ -160,9 +160,9 @@ impl Llama {
             .and_then(Value::as_bool)
             .unwrap_or(gemma);
         let lm_head = if !tied && vb.contains_tensor("lm_head.weight") {
-            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)
+            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?
         } else {
-            Linear::new(embed.embeddings().clone(), None)
+            Linear::new(embed.embeddings().clone(), None)?
         };
         Ok(Self {
             embed,

@@ -26,6 +26,7 @@ pub mod decoder;
 mod distilbert;
 mod gpt2;
 mod heads;
+mod kernels;
 mod layers;
 mod llama;
 mod roberta;

@@ -5,10 +5,10 @@
 //! embeddings with the `d_model^-0.5` rescale (`tie_word_embeddings`, the default).
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 use serde_json::Value;
 
-use super::layers::Activation;
+use super::layers::{self, Activation, Linear};
 use super::seq2seq::{
     DecodeRow, DecoderCache, Seq2SeqIds, Seq2SeqModel, attend, attend_rows, cfg_usize,
     cross_kvs, join_heads, logit_rows, push_self_kv, split_heads,
@@ -58,7 +58,7 @@ impl Attention {
         vb: &VarBuilder<'_>,
     ) -> Result<Self> {
         let lin = |name: &str, i: usize, o: usize| -> Result<Linear> {
-            Ok(candle_nn::linear_no_bias(i, o, vb.pp(name))?)
+            layers::linear_no_bias(i, o, vb.pp(name))
         };
         let relative_bias = if with_bias {
             Some(Embedding::new(
@@ -157,7 +157,7 @@ impl FeedForward {
     ) -> Result<Self> {
         let vb = vb.pp("DenseReluDense");
         let lin = |name: &str, i: usize, o: usize| -> Result<Linear> {
-            Ok(candle_nn::linear_no_bias(i, o, vb.pp(name))?)
+            layers::linear_no_bias(i, o, vb.pp(name))
         };
         Ok(if gated {
             Self::Gated {
@@ -302,7 +302,7 @@ impl T5 {
         let lm_head = if tie {
             None
         } else {
-            Some(candle_nn::linear_no_bias(d, vocab, vb.pp("lm_head"))?)
+            Some(layers::linear_no_bias(d, vocab, vb.pp("lm_head"))?)
         };
         if layers == 0 || dec_layers == 0 {
             return Err(ModelError::ConfigValue {
@@ -457,7 +457,10 @@ impl T5 {
         let h = self.decoder_norm.forward(h)?.squeeze(1)?;
         let logits = match &self.lm_head {
             Some(head) => head.forward(&h)?,
-            None => (h * (self.d_model as f64).powf(-0.5))?.matmul(&self.shared_weight.t()?)?,
+            None => layers::matmul_t(
+                &(h * (self.d_model as f64).powf(-0.5))?,
+                &self.shared_weight,
+            )?,
         };
         Ok(logits.to_dtype(DType::F32)?.contiguous()?)
     }

@@ -21,11 +21,11 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 use super::bert::{self, BERT_NAMES, Flavor};
-use super::layers;
+use super::layers::{self, Linear};
 use super::{EncoderBatch, ModelConfig, ModelError, Result, WeightFiles};
 
 /// The number of token-type vectors per token: segment, column, row, previous label, column rank,

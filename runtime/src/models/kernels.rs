@@ -1,0 +1,352 @@
+//! CPU kernels of our own, where candle's are slow for the shapes these models run.
+//!
+//! [`matmul_nt`]: `y = x · Wᵀ (+ b)` for a few rows of `x` against a row-major weight `W`
+//! `[out, in]` (the layout of `nn.Linear.weight`), i.e. one dot product per (row, output) over
+//! contiguous memory. candle's CPU matmul (the `gemm` crate) packs the whole right-hand side on
+//! every call, which for one row (a decode step) costs more than the product itself: GPT-2-small
+//! decoding spent 88 % of its time there (docs/benchmarks.md, "Decode speed"). Here the weight
+//! is read once a call, straight from where it lies, by as many threads as rayon has, each over
+//! its own block of output rows, with the widest SIMD the CPU has (`pulp`, detected at run time).
+//! A block of four weight rows is kept in registers against two rows of `x` at a time, so 4 rows
+//! cost little more memory traffic than 1: decoding is bound by reading the weights.
+//!
+//! Each output element is one dot product whose summation order depends only on `in` and the
+//! SIMD width, not on the number of rows nor on the thread split: a row's answer does not depend
+//! on the rows batched with it.
+
+use candle_core::{DType, Layout, Storage, Tensor};
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
+
+/// Rows of `x` up to which [`linear`] takes [`matmul_nt`] rather than candle's matmul: decode
+/// steps (one row a sequence) and short prompts. Above it the product is compute-bound and
+/// `gemm`'s packed micro-kernels are faster.
+pub(crate) const SMALL_ROWS: usize = 16;
+
+/// Weight rows a task takes at once: `16 KiB` of weights, rounded to the four-row tile.
+fn block_rows(k: usize) -> usize {
+    (4096 / k.max(1)).next_multiple_of(4).clamp(4, 256)
+}
+
+/// Below this many multiply-adds a call stays on the calling thread (a classifier head).
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// `y[i][j] = x[i] · w[j] + bias[j]` for `x` `[m, k]` and `w` `[n, k]`, both row-major; `y` is
+/// `[m, n]` row-major.
+///
+/// # Panics
+/// If the slices do not have the stated sizes (a caller bug).
+pub(crate) fn matmul_nt(
+    x: &[f32],
+    m: usize,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    assert_eq!(x.len(), m * k, "x is not [m, k]");
+    assert_eq!(w.len(), n * k, "w is not [n, k]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bias is not [n]");
+    }
+    // Computed as `yᵀ` `[n, m]`, so that each task owns a contiguous block of output rows.
+    let mut yt = vec![0f32; n * m];
+    if m == 0 || n == 0 {
+        return yt;
+    }
+    let block = block_rows(k);
+    let run = |(c, out): (usize, &mut [f32])| {
+        let j0 = c * block;
+        let rows = out.len() / m;
+        dispatch(Block {
+            x,
+            m,
+            k,
+            w: &w[j0 * k..(j0 + rows) * k],
+            bias: bias.map(|b| &b[j0..j0 + rows]),
+            out,
+        });
+    };
+    if n * k * m < PARALLEL_MIN_WORK || rayon::current_num_threads() == 1 {
+        yt.chunks_mut(block * m).enumerate().for_each(run);
+    } else {
+        yt.par_chunks_mut(block * m).enumerate().for_each(run);
+    }
+    if m == 1 {
+        return yt;
+    }
+    let mut y = vec![0f32; m * n];
+    for (j, col) in yt.chunks_exact(m).enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            y[i * n + j] = *v;
+        }
+    }
+    y
+}
+
+/// `x · wᵀ (+ bias)` over the last dimension of `x` with [`matmul_nt`], for f32 CPU tensors
+/// (`w` `[n, k]`, `bias` `[n]`); the result has `x`'s leading dimensions and `n` last.
+pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let (n, k) = w.dims2()?;
+    let dims = x.dims();
+    if dims.last() != Some(&k) {
+        return Err(candle_core::Error::Msg(format!(
+            "linear: input {:?} does not end in the weight's {k} columns",
+            x.shape()
+        )));
+    }
+    let m = x.elem_count() / k.max(1);
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = w.storage_and_layout();
+    let bias_guard = bias.map(Tensor::storage_and_layout);
+    let bias = match &bias_guard {
+        Some((bs, bl)) => Some(f32_slice(bs, bl, "bias")?),
+        None => None,
+    };
+    let y = matmul_nt(
+        f32_slice(&xs, xl, "input")?,
+        m,
+        f32_slice(&ws, wl, "weight")?,
+        n,
+        k,
+        bias,
+    );
+    let mut shape = dims[..dims.len() - 1].to_vec();
+    shape.push(n);
+    Tensor::from_vec(y, shape, x.device())
+}
+
+/// The f32 elements of a contiguous CPU tensor.
+fn f32_slice<'a>(
+    storage: &'a Storage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let Storage::Cpu(cpu) = storage else {
+        return Err(candle_core::Error::Msg(format!(
+            "linear: the {what} is not on the CPU"
+        )));
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Err(candle_core::Error::Msg(format!(
+            "linear: the {what} is not contiguous"
+        )));
+    };
+    Ok(&cpu.as_slice::<f32>()?[start..end])
+}
+
+/// Whether [`linear`] can run `x · wᵀ`: f32 tensors on the CPU, at most [`SMALL_ROWS`] rows.
+pub(crate) fn linear_applies(x: &Tensor, w: &Tensor) -> bool {
+    let k = x.dims().last().copied().unwrap_or(0);
+    x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && x.device().is_cpu()
+        && w.device().is_cpu()
+        && k > 0
+        && x.elem_count() / k <= SMALL_ROWS
+}
+
+/// Runs `op` with the best SIMD instruction set of this CPU.
+fn dispatch<Op: WithSimd>(op: Op) -> Op::Output {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V3::try_new() {
+        return Simd::vectorize(simd, op);
+    }
+    pulp::Arch::new().dispatch(op)
+}
+
+/// One task of [`matmul_nt`]: the weight rows `w` (`[rows, k]`) against every row of `x`
+/// (`[m, k]`), into `out` `[rows, m]`.
+struct Block<'a> {
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    out: &'a mut [f32],
+}
+
+impl WithSimd for Block<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            x,
+            m,
+            k,
+            w,
+            bias,
+            out,
+        } = self;
+        let rows = w.len() / k;
+        let wr = |j: usize| &w[j * k..(j + 1) * k];
+        let xr = |i: usize| &x[i * k..(i + 1) * k];
+        let mut j = 0;
+        while j < rows {
+            let jw = if rows - j >= 4 { 4 } else { 1 };
+            let mut i = 0;
+            while i < m {
+                let ix = if m - i >= 2 { 2 } else { 1 };
+                match (jw, ix) {
+                    (4, 2) => {
+                        let d = tile(
+                            simd,
+                            [wr(j), wr(j + 1), wr(j + 2), wr(j + 3)],
+                            [xr(i), xr(i + 1)],
+                        );
+                        for (r, row) in d.iter().enumerate() {
+                            out[(j + r) * m + i..(j + r) * m + i + 2].copy_from_slice(row);
+                        }
+                    }
+                    (4, _) => {
+                        let d = tile(simd, [wr(j), wr(j + 1), wr(j + 2), wr(j + 3)], [xr(i)]);
+                        for (r, row) in d.iter().enumerate() {
+                            out[(j + r) * m + i] = row[0];
+                        }
+                    }
+                    (_, 2) => {
+                        let d = tile(simd, [wr(j)], [xr(i), xr(i + 1)]);
+                        out[j * m + i..j * m + i + 2].copy_from_slice(&d[0]);
+                    }
+                    _ => out[j * m + i] = tile(simd, [wr(j)], [xr(i)])[0][0],
+                }
+                i += ix;
+            }
+            j += jw;
+        }
+        if let Some(bias) = bias {
+            for (row, b) in out.chunks_exact_mut(m).zip(bias) {
+                for v in row {
+                    *v += b;
+                }
+            }
+        }
+    }
+}
+
+/// The `RW × RX` dot products of `RW` weight rows with `RX` input rows (all of one length).
+/// Each product sums lane-wise over SIMD chunks, then across lanes, then the scalar tail.
+#[inline(always)]
+fn tile<S: Simd, const RW: usize, const RX: usize>(
+    simd: S,
+    w: [&[f32]; RW],
+    x: [&[f32]; RX],
+) -> [[f32; RX]; RW] {
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; RX]; RW];
+    let wv = w.map(|r| S::as_simd_f32s(r));
+    let xv = x.map(|r| S::as_simd_f32s(r));
+    let chunks = xv[0].0.len();
+    let wh = wv.map(|(h, _)| &h[..chunks]);
+    let xh = xv.map(|(h, _)| &h[..chunks]);
+    for c in 0..chunks {
+        let xs: [S::f32s; RX] = std::array::from_fn(|i| xh[i][c]);
+        for r in 0..RW {
+            let wc = wh[r][c];
+            for i in 0..RX {
+                acc[r][i] = simd.mul_add_f32s(xs[i], wc, acc[r][i]);
+            }
+        }
+    }
+    std::array::from_fn(|r| {
+        std::array::from_fn(|i| {
+            let tail: f32 = wv[r].1.iter().zip(xv[i].1).map(|(a, b)| a * b).sum();
+            simd.reduce_sum_f32s(acc[r][i]) + tail
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        // A fixed, seeded sequence (candle's randn is not seedable on the CPU).
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+    }
+
+    fn worst_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let a = a.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("a");
+        let b = b.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("b");
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Every row count 1..=9 (the 4×2 tile, its remainders, the parallel split) and widths that
+    /// are not multiples of any SIMD width, against candle's matmul.
+    #[test]
+    fn matmul_nt_equals_candle_matmul_on_odd_sizes() {
+        for (n, k) in [(1, 1), (3, 7), (5, 17), (37, 100), (301, 769), (1030, 131)] {
+            let w = randn(&[n, k], (n * 1000 + k) as u64);
+            let b = randn(&[n], n as u64);
+            for m in 1..=9 {
+                let x = randn(&[m, k], (m * 7 + k) as u64);
+                let want = x.matmul(&w.t().expect("t")).expect("matmul");
+                let got = linear(&x, &w, None).expect("linear");
+                assert_eq!(got.dims(), &[m, n]);
+                let d = worst_diff(&got, &want);
+                assert!(d < 1e-4 * (k as f32).sqrt(), "m={m} n={n} k={k}: {d}");
+                let want = want.broadcast_add(&b).expect("bias");
+                let got = linear(&x, &w, Some(&b)).expect("linear bias");
+                let d = worst_diff(&got, &want);
+                assert!(d < 1e-4 * (k as f32).sqrt(), "bias m={m} n={n} k={k}: {d}");
+            }
+        }
+    }
+
+    /// Leading dimensions are kept, a non-contiguous input is accepted, and a row's answer
+    /// does not depend on the rows computed with it (bit for bit).
+    #[test]
+    fn linear_keeps_leading_dims_and_rows_are_independent() {
+        let (n, k) = (70, 45);
+        let w = randn(&[n, k], 1);
+        let x = randn(&[3, 2, k], 2);
+        let y = linear(&x, &w, None).expect("linear");
+        assert_eq!(y.dims(), &[3, 2, n]);
+        for b in 0..3 {
+            for t in 0..2 {
+                let row = x
+                    .narrow(0, b, 1)
+                    .and_then(|r| r.narrow(1, t, 1))
+                    .expect("row");
+                let alone = linear(&row, &w, None).expect("alone");
+                let within = y
+                    .narrow(0, b, 1)
+                    .and_then(|r| r.narrow(1, t, 1))
+                    .expect("within");
+                assert_eq!(worst_diff(&alone, &within), 0.0, "row {b},{t}");
+            }
+        }
+        let xt = randn(&[k, 3], 3).t().expect("t");
+        assert!(!xt.is_contiguous());
+        let want = xt.matmul(&w.t().expect("t")).expect("matmul");
+        assert!(worst_diff(&linear(&xt, &w, None).expect("linear"), &want) < 1e-4);
+    }
+
+    #[test]
+    fn linear_refuses_a_width_mismatch() {
+        let w = randn(&[4, 5], 1);
+        let x = randn(&[2, 6], 2);
+        assert!(linear(&x, &w, None).is_err());
+    }
+}
