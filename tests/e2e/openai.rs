@@ -341,15 +341,38 @@ fn logprobs_and_the_frequency_penalty_follow_openai() {
     assert_eq!(pen[0].0, lp[0].0, "the first step has nothing to penalize");
     assert!((pen[0].1 - lp[0].1).abs() < 1e-5);
     let first = &lp[0].0;
+    // Tokens are matched by text: texts two tokens share (byte pieces) are left out.
+    let unique =
+        |list: &[(String, f64)], token: &str| list.iter().filter(|(t, _)| t == token).count() == 1;
     let p = lp[1]
         .2
         .iter()
         .find(|(t, _)| t == first)
-        .map_or(0.0, |(_, l)| l.exp());
-    let shift = -(1.0 - p + p * (-f).exp()).ln();
-    // Tokens are matched by text: texts two tokens share (byte pieces) are left out.
-    let unique =
-        |list: &[(String, f64)], token: &str| list.iter().filter(|(t, _)| t == token).count() == 1;
+        .map(|(_, l)| l.exp());
+    let shift = match p {
+        Some(p) => -(1.0 - p + p * (-f).exp()).ln(),
+        None => {
+            // The first token is not in the top 20 of the second step: its probability there
+            // is at most the 20th's, so the shift is known only within a bound; take it from
+            // one other token, check the bound, and the loop below checks that every other
+            // token moved by the same amount.
+            let p_max = lp[1].2.last().map_or(1.0, |(_, l)| l.exp());
+            let (token, l) = pen[1]
+                .2
+                .iter()
+                .find(|(t, _)| t != first && unique(&pen[1].2, t) && unique(&lp[1].2, t))
+                .expect("a token in both top-20 lists");
+            let before = lp[1].2.iter().find(|(t, _)| t == token).expect("in both").1;
+            let shift = l - before;
+            let bound = -(1.0 - p_max + p_max * (-f).exp()).ln();
+            assert!(
+                (-1e-4..=bound + 1e-4).contains(&shift),
+                "shift {shift} outside [0, {bound}]"
+            );
+            shift
+        }
+    };
+    let p = p.unwrap_or(0.0);
     let mut compared = 0;
     for (token, l) in &pen[1].2 {
         if !unique(&pen[1].2, token) || !unique(&lp[1].2, token) {

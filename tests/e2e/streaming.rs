@@ -207,7 +207,11 @@ fn check_streamed_equals_unstreamed(model: &str, inputs: &Value) {
     assert_eq!(new_only.status, 200, "{}", new_only.body);
     // `Accept: text/event-stream` is what SSE clients send: it must not be refused by the
     // content negotiation meant for whole answers.
-    for accept in [None, Some("application/jsonlines"), Some("text/event-stream")] {
+    for accept in [
+        None,
+        Some("application/jsonlines"),
+        Some("text/event-stream"),
+    ] {
         let mut body = greedy(inputs, true);
         body["stream"] = json!(true);
         let streamed = stream_request(&server, &body, accept);

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::layers::{self, Activation, Linear, layer_norm, linear};
 use super::seq2seq::{
-    DecodeRow, DecoderCache, Seq2SeqIds, Seq2SeqModel, attend, attend_rows, cfg_usize,
-    cross_kvs, join_heads, logit_rows, push_self_kv, split_heads,
+    DecodeRow, DecoderCache, Seq2SeqIds, Seq2SeqModel, attend, attend_rows, cfg_usize, cross_kvs,
+    join_heads, logit_rows, push_self_kv, split_heads,
 };
 use super::{ModelError, Result};
 

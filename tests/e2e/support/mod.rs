@@ -295,7 +295,9 @@ impl Server {
     /// Runs `cmd` (e.g. `docker run IMAGE serve`) as the server and waits for its "listening
     /// on" log line; the logs as the error if it never logs one.
     pub fn from_command(cmd: Command) -> Result<Self, String> {
-        let (child, logs, addr) = spawn_command(cmd);
+        let Spawned {
+            child, logs, addr, ..
+        } = spawn_command(cmd);
         match addr {
             Some(addr) => Ok(Self { child, addr, logs }),
             None => Err(logs.lock().unwrap().clone()),
