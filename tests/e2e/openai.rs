@@ -283,8 +283,11 @@ fn text_completions_answer_the_pipeline_text_whole_streamed_and_echoed() {
     }
 }
 
-/// `logprobs.content` of a chat answer: (token, logprob, top [(token, logprob)]).
-fn chat_logprobs(v: &Value) -> Vec<(String, f64, Vec<(String, f64)>)> {
+/// One token's entry: (token, logprob, top [(token, logprob)]).
+type TokenLogprobs = (String, f64, Vec<(String, f64)>);
+
+/// `logprobs.content` of a chat answer.
+fn chat_logprobs(v: &Value) -> Vec<TokenLogprobs> {
     v["choices"][0]["logprobs"]["content"]
         .as_array()
         .expect("logprobs.content")

@@ -63,10 +63,12 @@ pub(crate) struct Linear {
 impl Linear {
     /// A layer over `weight` `[out, in]` (made contiguous once, here) and an optional `bias`.
     pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        Ok(Self {
-            weight: weight.contiguous()?,
-            bias,
-        })
+        let weight = if weight.is_contiguous() {
+            weight
+        } else {
+            weight.contiguous()?
+        };
+        Ok(Self { weight, bias })
     }
 
     /// `[out, in]`.
@@ -117,6 +119,7 @@ pub(crate) fn matmul_t(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// `nn.Linear(in_dim, out_dim)` with a bias, from `vb` (`weight`, `bias`).
+#[allow(clippy::needless_pass_by_value)] // a `VarBuilder` is passed by value, as candle's are
 pub(crate) fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder<'_>) -> Result<Linear> {
     let weight = vb.get((out_dim, in_dim), "weight")?;
     let bias = vb.get(out_dim, "bias")?;
@@ -124,6 +127,7 @@ pub(crate) fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder<'_>) -> Resul
 }
 
 /// `nn.Linear(in_dim, out_dim, bias=False)` from `vb` (`weight`).
+#[allow(clippy::needless_pass_by_value)] // a `VarBuilder` is passed by value, as candle's are
 pub(crate) fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder<'_>) -> Result<Linear> {
     Linear::new(vb.get((out_dim, in_dim), "weight")?, None)
 }

@@ -96,6 +96,9 @@ pub struct Generated {
     logprobs: Vec<Logprob>,
 }
 
+/// A token's log-probability and its alternatives, waiting for the token they belong to.
+type PendingLogprobs = (f32, Vec<(u32, f32)>);
+
 /// Waits for every sequence of a generation. Blocks: call it off the async runtime.
 pub fn collect(
     mut events: mpsc::UnboundedReceiver<crate::infer::Result<GenEvent>>,
@@ -103,7 +106,7 @@ pub fn collect(
 ) -> crate::infer::Result<Vec<Generated>> {
     let mut out: Vec<Generated> = (0..total).map(|_| Generated::default()).collect();
     let mut left = total;
-    let mut pending: Vec<Option<(f32, Vec<(u32, f32)>)>> = vec![None; total];
+    let mut pending: Vec<Option<PendingLogprobs>> = vec![None; total];
     while left > 0 {
         match events.blocking_recv() {
             Some(Ok(GenEvent::Logprobs {
@@ -423,7 +426,7 @@ impl ChunkStream {
     }
 
     /// A chunk of one choice.
-    fn chunk(&self, choice: Value) -> Value {
+    fn chunk(&self, choice: &Value) -> Value {
         let object = match self.ctx.api {
             Api::Chat => "chat.completion.chunk",
             _ => "text_completion",
@@ -447,7 +450,7 @@ impl ChunkStream {
                 }
                 _ => continue,
             };
-            let record = self.chunk(choice);
+            let record = self.chunk(&choice);
             self.out.push_back(record);
         }
     }
@@ -530,7 +533,7 @@ impl ChunkStream {
         });
         if !shown.is_empty() || pending.is_some() {
             let choice = self.text_choice(s, &shown, pending.as_ref(), at);
-            let record = self.chunk(choice);
+            let record = self.chunk(&choice);
             self.out.push_back(record);
         }
     }
@@ -568,7 +571,7 @@ impl ChunkStream {
                 self.seqs[s].shown.push_str(&rest);
                 let mut choice = self.text_choice(s, &rest, None, at);
                 choice["logprobs"] = Value::Null;
-                let record = self.chunk(choice);
+                let record = self.chunk(&choice);
                 self.out.push_back(record);
             }
             let choice = match self.ctx.api {
@@ -577,7 +580,7 @@ impl ChunkStream {
                 _ => json!({"index": s, "text": "", "logprobs": null,
                             "finish_reason": finish_reason}),
             };
-            let record = self.chunk(choice);
+            let record = self.chunk(&choice);
             self.out.push_back(record);
         }
         if self.left == 0 {
