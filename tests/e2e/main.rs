@@ -8,6 +8,7 @@ mod codec;
 mod conformance;
 mod faults;
 mod generation;
+mod guest_resources;
 mod guest_sdk;
 mod hooks;
 mod inference;
