@@ -404,7 +404,7 @@ fn load_user_code(
             &cfg.wasm,
             Arc::new(crate::native::ModelHost::new(dir, cfg, Arc::clone(native))),
         )
-            .map_err(|err| LoadError::UserCode {
+        .map_err(|err| LoadError::UserCode {
             message: crate::telemetry::error_chain(&err),
             path: program,
         })?;
