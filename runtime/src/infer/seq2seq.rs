@@ -76,6 +76,7 @@ mod tests {
     use super::*;
     use crate::models::ModelConfig;
     use crate::models::seq2seq;
+    use crate::models::tests::assert_logits_close as assert_close;
 
     fn model(name: &str) -> Box<dyn Seq2SeqModel> {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -83,16 +84,6 @@ mod tests {
             .join(name);
         let config = ModelConfig::from_dir(&dir).expect("config");
         seq2seq::load(&dir, &config).expect("model")
-    }
-
-    fn assert_close(a: &[f32], b: &[f32]) {
-        assert_eq!(a.len(), b.len());
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst < 1e-4, "logits differ by {worst}");
     }
 
     /// Rows of different source lengths, at different decoder positions, stepped together give

@@ -281,6 +281,7 @@ pub(crate) fn config_f64(raw: &serde_json::Value, key: &str, default: f64) -> f6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::tests::assert_logits_close as assert_close;
 
     fn model(name: &str) -> CausalLm {
         let dir = super::super::tests::fixture(name);
@@ -292,16 +293,6 @@ mod tests {
         m.forward(&mut [Step { tokens, cache }])
             .expect("forward")
             .remove(0)
-    }
-
-    fn assert_close(a: &[f32], b: &[f32]) {
-        assert_eq!(a.len(), b.len());
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst < 1e-4, "logits differ by {worst}");
     }
 
     /// Rows of different lengths decoded in one batched step (keys left-padded and masked,

@@ -550,6 +550,6 @@ impl Encoder {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod timing;

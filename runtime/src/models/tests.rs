@@ -62,6 +62,17 @@ impl Loaded {
     }
 }
 
+/// Two logit vectors equal within 1e-4 (batched rows against the same rows alone).
+pub(crate) fn assert_logits_close(a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "logits differ by {worst}");
+}
+
 pub(crate) fn assert_close(actual: f32, expected: f64, tol: f32, what: &str) {
     assert!(
         (actual as f64 - expected).abs() <= tol as f64,
