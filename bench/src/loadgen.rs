@@ -246,7 +246,7 @@ async fn phase(client: &reqwest::Client, spec: &Arc<RunSpec>, count: usize) -> R
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

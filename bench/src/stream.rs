@@ -12,7 +12,7 @@ use std::time::Instant;
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use crate::loadgen::LoadError;
+use crate::loadgen::{LoadError, percentile};
 
 /// What to stream and how hard.
 #[derive(Debug, Clone)]
@@ -150,14 +150,6 @@ async fn phase(
     Ok(all)
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// Runs the warm-up, then the timed phase of streamed requests.
 pub async fn run(spec: StreamSpec) -> Result<StreamStats, LoadError> {
     let client = reqwest::Client::builder()
@@ -189,11 +181,11 @@ fn summarize(answers: &[Answer], wall_s: f64, concurrency: usize) -> StreamStats
     StreamStats {
         requests: answers.len(),
         concurrency,
-        ttft_p50_ms: pct(&ttft, 50.0),
-        ttft_p99_ms: pct(&ttft, 99.0),
-        itl_p50_ms: pct(&gaps, 50.0),
-        itl_p99_ms: pct(&gaps, 99.0),
-        total_p50_ms: pct(&total, 50.0),
+        ttft_p50_ms: percentile(&ttft, 50.0),
+        ttft_p99_ms: percentile(&ttft, 99.0),
+        itl_p50_ms: percentile(&gaps, 50.0),
+        itl_p99_ms: percentile(&gaps, 99.0),
+        total_p50_ms: percentile(&total, 50.0),
         tokens_per_answer: tokens as f64 / answers.len().max(1) as f64,
         tokens_per_s: tokens as f64 / wall_s,
     }
