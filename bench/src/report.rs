@@ -81,7 +81,7 @@ const FIGURES: [(&str, &[Figure]); 5] = [
         "forward",
         &[
             ("tokenize_ms", "in-process tokenize (ms)", 2),
-            ("forward_ms", "in-process candle forward (ms)", 1),
+            ("forward_ms", "in-process forward, no HTTP (ms)", 1),
         ],
     ),
 ];
