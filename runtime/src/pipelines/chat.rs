@@ -21,6 +21,7 @@
 // https://huggingface.github.io/text-generation-inference/#/Text%20Generation%20Inference/generate
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::{PipelineError, Result};
@@ -151,16 +152,37 @@ fn penalty(name: &str, value: Option<f32>) -> Result<f32> {
     }
 }
 
-/// The sampling fields chat and completions share.
-struct Sampling {
+/// The fields chat and completions share: sampling, stop strings, penalties, streaming.
+struct Common {
     max_tokens: Option<usize>,
     temperature: Option<f64>,
     top_p: Option<f64>,
     seed: Option<u64>,
     n: Option<usize>,
+    stop: Option<Stop>,
+    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
 }
 
-impl Sampling {
+impl Common {
+    /// The job that generates from `input` for `api` with these fields; the caller sets the
+    /// fields of its own API (log-probabilities, echo).
+    fn job(self, api: Api, input: JobInput) -> Result<Job> {
+        let mut job = Job::new(api, input);
+        job.parameters = self.parameters()?;
+        job.stops = stops_of(self.stop)?;
+        job.frequency_penalty = penalty("frequency_penalty", self.frequency_penalty)?;
+        job.presence_penalty = penalty("presence_penalty", self.presence_penalty)?;
+        job.stream = self.stream == Some(true);
+        job.include_usage = self
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        Ok(job)
+    }
+
     fn parameters(&self) -> Result<Map<String, Value>> {
         let mut p = Map::new();
         if let Some(max) = self.max_tokens {
@@ -219,6 +241,23 @@ fn refuse_non_default(name: &str, value: &Value) -> Option<String> {
         _ => true,
     };
     (!ok).then(|| format!("`{name}` is not supported by this server (got {value})"))
+}
+
+/// A request's fields that are accepted only with a default value, by name.
+type Defaulted<'a> = Vec<(&'static str, &'a Option<Value>)>;
+
+/// Reads a request body as `T`, naming an unknown or mistyped field in the 400 (`what`: the
+/// kind of request), and checks the fields `defaulted` lists, which are accepted only with a
+/// default value (see the module doc).
+fn read_request<T: DeserializeOwned>(
+    body: Value,
+    what: &str,
+    defaulted: fn(&T) -> Defaulted<'_>,
+) -> Result<T> {
+    let request: T =
+        serde_json::from_value(body).map_err(|e| bad(format!("invalid {what} request: {e}")))?;
+    check_defaults(&defaulted(&request))?;
+    Ok(request)
 }
 
 /// Checks the fields accepted with a default value (see the module doc).
@@ -291,14 +330,14 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// Reads a request body, naming an unknown or mistyped field in the 400.
     pub fn from_value(body: Value) -> Result<Self> {
-        let request: Self = serde_json::from_value(body)
-            .map_err(|e| bad(format!("invalid chat-completion request: {e}")))?;
-        check_defaults(&[
-            ("logit_bias", &request.logit_bias),
-            ("response_format", &request.response_format),
-            ("tools", &request.tools),
-            ("tool_choice", &request.tool_choice),
-        ])?;
+        let request: Self = read_request(body, "chat-completion", |r: &Self| {
+            vec![
+                ("logit_bias", &r.logit_bias),
+                ("response_format", &r.response_format),
+                ("tools", &r.tools),
+                ("tool_choice", &r.tool_choice),
+            ]
+        })?;
         if request.messages.is_empty() {
             return Err(bad("`messages` must not be empty"));
         }
@@ -306,13 +345,6 @@ impl ChatRequest {
     }
 
     fn into_job(self) -> Result<Job> {
-        let sampling = Sampling {
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            temperature: self.temperature,
-            top_p: self.top_p,
-            seed: self.seed,
-            n: self.n,
-        };
         let logprobs = match (self.logprobs, self.top_logprobs) {
             (_, Some(k)) if k > 20 => {
                 return Err(bad(format!(
@@ -323,17 +355,20 @@ impl ChatRequest {
             (_, Some(_)) => return Err(bad("`top_logprobs` needs `logprobs` set to true")),
             _ => None,
         };
-        let mut job = Job::new(Api::Chat, JobInput::Chat(self.messages));
-        job.parameters = sampling.parameters()?;
-        job.stops = stops_of(self.stop)?;
-        job.frequency_penalty = penalty("frequency_penalty", self.frequency_penalty)?;
-        job.presence_penalty = penalty("presence_penalty", self.presence_penalty)?;
+        let common = Common {
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            n: self.n,
+            stop: self.stop,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            stream: self.stream,
+            stream_options: self.stream_options,
+        };
+        let mut job = common.job(Api::Chat, JobInput::Chat(self.messages))?;
         job.logprobs = logprobs;
-        job.stream = self.stream == Some(true);
-        job.include_usage = self
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
         Ok(job)
     }
 }
@@ -383,14 +418,13 @@ pub struct CompletionRequest {
 impl CompletionRequest {
     /// Reads a request body, naming an unknown or mistyped field in the 400.
     pub fn from_value(body: Value) -> Result<Self> {
-        let request: Self = serde_json::from_value(body)
-            .map_err(|e| bad(format!("invalid completion request: {e}")))?;
-        check_defaults(&[
-            ("logit_bias", &request.logit_bias),
-            ("best_of", &request.best_of),
-            ("suffix", &request.suffix),
-        ])?;
-        Ok(request)
+        read_request(body, "completion", |r: &Self| {
+            vec![
+                ("logit_bias", &r.logit_bias),
+                ("best_of", &r.best_of),
+                ("suffix", &r.suffix),
+            ]
+        })
     }
 
     fn into_job(self) -> Result<Job> {
@@ -412,24 +446,20 @@ impl CompletionRequest {
         {
             return Err(bad(format!("`logprobs` must be between 0 and 5, got {k}")));
         }
-        let sampling = Sampling {
+        let common = Common {
             max_tokens: self.max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
             seed: self.seed,
             n: self.n,
+            stop: self.stop,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            stream: self.stream,
+            stream_options: self.stream_options,
         };
-        let mut job = Job::new(Api::Completion, JobInput::Texts(prompts));
-        job.parameters = sampling.parameters()?;
-        job.stops = stops_of(self.stop)?;
-        job.frequency_penalty = penalty("frequency_penalty", self.frequency_penalty)?;
-        job.presence_penalty = penalty("presence_penalty", self.presence_penalty)?;
+        let mut job = common.job(Api::Completion, JobInput::Texts(prompts))?;
         job.logprobs = self.logprobs;
-        job.stream = self.stream == Some(true);
-        job.include_usage = self
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
         job.echo = self.echo == Some(true);
         Ok(job)
     }
