@@ -152,18 +152,40 @@ fn penalty(name: &str, value: Option<f32>) -> Result<f32> {
     }
 }
 
-/// The fields chat and completions share: sampling, stop strings, penalties, streaming.
-struct Common {
-    max_tokens: Option<usize>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    seed: Option<u64>,
-    n: Option<usize>,
-    stop: Option<Stop>,
-    frequency_penalty: Option<f32>,
-    presence_penalty: Option<f32>,
-    stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
+/// The fields chat and completions share (sampling, stop strings, penalties, streaming, the
+/// ignored ones), read into both requests by `#[serde(flatten)]`; `unknown` collects every
+/// field neither the request nor this struct names (refused by [`read_request`]).
+#[derive(Debug, Deserialize)]
+pub struct Common {
+    /// Most new tokens (chat: the older name; `max_completion_tokens` wins over it).
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature; 0 is greedy.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// Sampling seed.
+    pub seed: Option<u64>,
+    /// Answers to generate (per prompt, for completions).
+    pub n: Option<usize>,
+    /// Stop strings.
+    pub stop: Option<Stop>,
+    /// Stream `chat.completion.chunk` or `text_completion` records.
+    pub stream: Option<bool>,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    /// OpenAI frequency penalty.
+    pub frequency_penalty: Option<f32>,
+    /// OpenAI presence penalty.
+    pub presence_penalty: Option<f32>,
+    /// Ignored: one model is served.
+    pub model: Option<Value>,
+    /// Ignored.
+    pub user: Option<Value>,
+    /// Accepted when empty.
+    pub logit_bias: Option<Value>,
+    /// The fields no one names.
+    #[serde(flatten)]
+    unknown: Map<String, Value>,
 }
 
 impl Common {
@@ -246,17 +268,25 @@ fn refuse_non_default(name: &str, value: &Value) -> Option<String> {
 /// A request's fields that are accepted only with a default value, by name.
 type Defaulted<'a> = Vec<(&'static str, &'a Option<Value>)>;
 
-/// Reads a request body as `T`, naming an unknown or mistyped field in the 400 (`what`: the
-/// kind of request), and checks the fields `defaulted` lists, which are accepted only with a
-/// default value (see the module doc).
+/// Reads a request body as `T` (`what`: the kind of request, for the message): a mistyped
+/// field, or a field that neither `T` nor its [`Common`] names, is a 400. `parts` gives the
+/// request's `Common` and its own fields that are accepted only with a default value (see the
+/// module doc).
 fn read_request<T: DeserializeOwned>(
     body: Value,
     what: &str,
-    defaulted: fn(&T) -> Defaulted<'_>,
+    parts: fn(&T) -> (&Common, Defaulted<'_>),
 ) -> Result<T> {
     let request: T =
         serde_json::from_value(body).map_err(|e| bad(format!("invalid {what} request: {e}")))?;
-    check_defaults(&defaulted(&request))?;
+    let (common, mut defaulted) = parts(&request);
+    if let Some(name) = common.unknown.keys().next() {
+        return Err(bad(format!(
+            "invalid {what} request: unknown field `{name}`"
+        )));
+    }
+    defaulted.push(("logit_bias", &common.logit_bias));
+    check_defaults(&defaulted)?;
     Ok(request)
 }
 
@@ -275,40 +305,15 @@ fn check_defaults(fields: &[(&str, &Option<Value>)]) -> Result<()> {
 
 /// A chat-completion request.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// The conversation.
     pub messages: Vec<Value>,
-    /// Most new tokens (the older name).
-    pub max_tokens: Option<usize>,
     /// Most new tokens; wins over `max_tokens`.
     pub max_completion_tokens: Option<usize>,
-    /// Sampling temperature; 0 is greedy.
-    pub temperature: Option<f64>,
-    /// Nucleus sampling.
-    pub top_p: Option<f64>,
-    /// Sampling seed.
-    pub seed: Option<u64>,
-    /// Stop strings.
-    pub stop: Option<Stop>,
-    /// Answers to generate.
-    pub n: Option<usize>,
-    /// Stream `chat.completion.chunk` records.
-    pub stream: Option<bool>,
-    /// Streaming options.
-    pub stream_options: Option<StreamOptions>,
-    /// OpenAI frequency penalty.
-    pub frequency_penalty: Option<f32>,
-    /// OpenAI presence penalty.
-    pub presence_penalty: Option<f32>,
     /// Report each token's log-probability.
     pub logprobs: Option<bool>,
     /// With `logprobs`: this many alternatives per token (0–20).
     pub top_logprobs: Option<usize>,
-    /// Ignored: one model is served.
-    pub model: Option<Value>,
-    /// Ignored.
-    pub user: Option<Value>,
     /// Ignored.
     pub metadata: Option<Value>,
     /// Ignored.
@@ -317,26 +322,27 @@ pub struct ChatRequest {
     pub service_tier: Option<Value>,
     /// Ignored.
     pub parallel_tool_calls: Option<Value>,
-    /// Accepted when empty.
-    pub logit_bias: Option<Value>,
     /// Accepted when of type `text`.
     pub response_format: Option<Value>,
     /// Accepted when empty.
     pub tools: Option<Value>,
     /// Accepted when `"none"`.
     pub tool_choice: Option<Value>,
+    /// The fields shared with completions.
+    #[serde(flatten)]
+    pub common: Common,
 }
 
 impl ChatRequest {
     /// Reads a request body, naming an unknown or mistyped field in the 400.
     pub fn from_value(body: Value) -> Result<Self> {
         let request: Self = read_request(body, "chat-completion", |r: &Self| {
-            vec![
-                ("logit_bias", &r.logit_bias),
+            let defaulted = vec![
                 ("response_format", &r.response_format),
                 ("tools", &r.tools),
                 ("tool_choice", &r.tool_choice),
-            ]
+            ];
+            (&r.common, defaulted)
         })?;
         if request.messages.is_empty() {
             return Err(bad("`messages` must not be empty"));
@@ -355,18 +361,8 @@ impl ChatRequest {
             (_, Some(_)) => return Err(bad("`top_logprobs` needs `logprobs` set to true")),
             _ => None,
         };
-        let common = Common {
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            temperature: self.temperature,
-            top_p: self.top_p,
-            seed: self.seed,
-            n: self.n,
-            stop: self.stop,
-            frequency_penalty: self.frequency_penalty,
-            presence_penalty: self.presence_penalty,
-            stream: self.stream,
-            stream_options: self.stream_options,
-        };
+        let mut common = self.common;
+        common.max_tokens = self.max_completion_tokens.or(common.max_tokens);
         let mut job = common.job(Api::Chat, JobInput::Chat(self.messages))?;
         job.logprobs = logprobs;
         Ok(job)
@@ -375,30 +371,9 @@ impl ChatRequest {
 
 /// A text-completion request.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CompletionRequest {
     /// A prompt or a list of prompts.
     pub prompt: Value,
-    /// Most new tokens.
-    pub max_tokens: Option<usize>,
-    /// Sampling temperature; 0 is greedy.
-    pub temperature: Option<f64>,
-    /// Nucleus sampling.
-    pub top_p: Option<f64>,
-    /// Sampling seed.
-    pub seed: Option<u64>,
-    /// Stop strings.
-    pub stop: Option<Stop>,
-    /// Answers per prompt.
-    pub n: Option<usize>,
-    /// Stream `text_completion` records.
-    pub stream: Option<bool>,
-    /// Streaming options.
-    pub stream_options: Option<StreamOptions>,
-    /// OpenAI frequency penalty.
-    pub frequency_penalty: Option<f32>,
-    /// OpenAI presence penalty.
-    pub presence_penalty: Option<f32>,
     /// Report each token's log-probability and this many alternatives (0–5).
     pub logprobs: Option<usize>,
     /// Put the prompt before the answer.
@@ -407,23 +382,17 @@ pub struct CompletionRequest {
     pub best_of: Option<Value>,
     /// Accepted when null.
     pub suffix: Option<Value>,
-    /// Ignored: one model is served.
-    pub model: Option<Value>,
-    /// Ignored.
-    pub user: Option<Value>,
-    /// Accepted when empty.
-    pub logit_bias: Option<Value>,
+    /// The fields shared with chat.
+    #[serde(flatten)]
+    pub common: Common,
 }
 
 impl CompletionRequest {
     /// Reads a request body, naming an unknown or mistyped field in the 400.
     pub fn from_value(body: Value) -> Result<Self> {
         read_request(body, "completion", |r: &Self| {
-            vec![
-                ("logit_bias", &r.logit_bias),
-                ("best_of", &r.best_of),
-                ("suffix", &r.suffix),
-            ]
+            let defaulted = vec![("best_of", &r.best_of), ("suffix", &r.suffix)];
+            (&r.common, defaulted)
         })
     }
 
@@ -446,19 +415,7 @@ impl CompletionRequest {
         {
             return Err(bad(format!("`logprobs` must be between 0 and 5, got {k}")));
         }
-        let common = Common {
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            seed: self.seed,
-            n: self.n,
-            stop: self.stop,
-            frequency_penalty: self.frequency_penalty,
-            presence_penalty: self.presence_penalty,
-            stream: self.stream,
-            stream_options: self.stream_options,
-        };
-        let mut job = common.job(Api::Completion, JobInput::Texts(prompts))?;
+        let mut job = self.common.job(Api::Completion, JobInput::Texts(prompts))?;
         job.logprobs = self.logprobs;
         job.echo = self.echo == Some(true);
         Ok(job)
@@ -602,6 +559,59 @@ mod tests {
             let err = chat(&json!({ field: value })).unwrap_err();
             assert!(err.to_string().contains(field), "{err}");
         }
+    }
+
+    /// Completions read the fields they share with chat through `Common`, and refuse what
+    /// only chat accepts, what no one names, and what the shared or their own fields accept
+    /// only at a default value.
+    #[test]
+    fn completions_refuse_unknown_and_chat_only_fields_and_read_the_shared_ones() {
+        let completion = |extra: Value| {
+            let mut body = json!({"prompt": "x"});
+            if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+                b.extend(e.clone());
+            }
+            Job::from_value(Api::Completion, body)
+        };
+        for field in [
+            "bogus",
+            "messages",
+            "tools",
+            "max_completion_tokens",
+            "metadata",
+        ] {
+            let err = completion(json!({ field: 1 })).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("unknown field `{field}`")),
+                "{field}: {err}"
+            );
+        }
+        for (field, value) in [
+            ("logit_bias", json!({"50256": -100})),
+            ("best_of", json!(2)),
+            ("suffix", json!("end")),
+        ] {
+            let err = completion(json!({ field: value })).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let err = completion(json!({"temperature": "hot"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid completion request"), "{err}");
+        let job = completion(
+            json!({"max_tokens": 7, "temperature": 1, "n": 2, "stop": "\n",
+            "stream": true, "stream_options": {"include_usage": true}, "presence_penalty": 0.5,
+            "model": "m", "user": "u", "logit_bias": {}, "best_of": 1, "suffix": null,
+            "echo": true, "logprobs": 3}),
+        )
+        .expect("a completion with every shared field");
+        assert_eq!(job.parameters["max_new_tokens"], json!(7));
+        assert_eq!(job.parameters["temperature"], json!(1.0));
+        assert_eq!(job.parameters["num_return_sequences"], json!(2));
+        assert_eq!(job.stops, ["\n"]);
+        assert!(job.stream && job.include_usage && job.echo);
+        assert_eq!(job.presence_penalty, 0.5);
+        assert_eq!(job.logprobs, Some(3));
     }
 
     #[test]
