@@ -8,7 +8,8 @@ Writes into OUT_DIR:
                                   (glibc, libgcc, libstdc++) and of the CA certificate bundle
   THIRD-PARTY.md                  one line per crate: name, version, licence expression
 
-Usage: scripts/licenses.py OUT_DIR   (run from the repository root; needs `cargo metadata`).
+Usage: scripts/licenses.py OUT_DIR   (from any directory: it finds the repository from its own
+  path; needs `cargo metadata`).
 """
 
 import json
@@ -18,6 +19,8 @@ import subprocess
 import sys
 
 TARGET = "x86_64-unknown-linux-gnu"
+# The repository root: this script's parent directory's parent.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LICENSE_PREFIXES = ("license", "licence", "copying", "notice", "copyright", "unlicense")
 SYSTEM_FILES = {
     "glibc": "/usr/share/doc/libc6/copyright",
@@ -50,13 +53,13 @@ def main():
     command = ["cargo", "metadata", "--format-version", "1", "--locked", "--filter-platform", TARGET]
     try:
         # Offline first: the build that linked the binary has fetched every crate it uses.
-        listed = subprocess.check_output(command + ["--offline"], stderr=subprocess.DEVNULL)
+        listed = subprocess.check_output(command + ["--offline"], stderr=subprocess.DEVNULL, cwd=ROOT)
     except subprocess.CalledProcessError:
-        listed = subprocess.check_output(command)
+        listed = subprocess.check_output(command, cwd=ROOT)
     meta = json.loads(listed)
     packages = {p["id"]: p for p in meta["packages"]}
     os.makedirs(os.path.join(out, "sagebrush"), exist_ok=True)
-    shutil.copy("LICENSE", os.path.join(out, "sagebrush", "LICENSE"))
+    shutil.copy(os.path.join(ROOT, "LICENSE"), os.path.join(out, "sagebrush", "LICENSE"))
     lines = ["# Third-party software in this image", "", "| crate | version | licence |", "|---|---|---|"]
     for pid in sorted(linked_packages(meta), key=lambda i: (packages[i]["name"], packages[i]["version"])):
         pkg = packages[pid]

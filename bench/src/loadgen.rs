@@ -223,18 +223,37 @@ pub async fn run(spec: RunSpec) -> Result<RunStats> {
 
 /// `count` requests over `concurrency` clients; returns each request's milliseconds.
 async fn phase(client: &reqwest::Client, spec: &Arc<RunSpec>, count: usize) -> Result<Vec<f64>> {
+    let (client, spec) = (client.clone(), spec.clone());
+    spread(spec.concurrency, count, move || {
+        let (client, spec) = (client.clone(), spec.clone());
+        async move {
+            let t = Instant::now();
+            invoke(&client, &spec.url, &spec.body).await?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        }
+    })
+    .await
+}
+
+/// `count` calls of `one` over `concurrency` clients: each client makes one call after the
+/// other until `count` have been made in all. Returns every call's result (each client's in
+/// its order), or the first error.
+pub async fn spread<T, F, Fut>(concurrency: usize, count: usize, one: F) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<T>> + Send,
+{
     let next = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..spec.concurrency.max(1))
+    let tasks: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (client, spec, next) = (client.clone(), spec.clone(), next.clone());
+            let (one, next) = (one.clone(), next.clone());
             tokio::spawn(async move {
-                let mut times = Vec::new();
+                let mut results = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < count {
-                    let t = Instant::now();
-                    invoke(&client, &spec.url, &spec.body).await?;
-                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                    results.push(one().await?);
                 }
-                Ok::<_, LoadError>(times)
+                Ok::<_, LoadError>(results)
             })
         })
         .collect();

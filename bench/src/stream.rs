@@ -6,13 +6,12 @@
 //! whole answer's latency from `run` on the same workload.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use crate::loadgen::{LoadError, percentile};
+use crate::loadgen::{LoadError, percentile, spread};
 
 /// What to stream and how hard.
 #[derive(Debug, Clone)]
@@ -125,29 +124,18 @@ async fn stream_once(
     })
 }
 
+/// `count` streamed requests over `spec.concurrency` clients.
 async fn phase(
     client: &reqwest::Client,
     spec: &Arc<StreamSpec>,
     count: usize,
 ) -> Result<Vec<Answer>, LoadError> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..spec.concurrency.max(1))
-        .map(|_| {
-            let (client, spec, next) = (client.clone(), spec.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < count {
-                    answers.push(stream_once(&client, &spec.url, &spec.body).await?);
-                }
-                Ok::<_, LoadError>(answers)
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(count);
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    Ok(all)
+    let (client, spec) = (client.clone(), spec.clone());
+    spread(spec.concurrency, count, move || {
+        let (client, spec) = (client.clone(), spec.clone());
+        async move { stream_once(&client, &spec.url, &spec.body).await }
+    })
+    .await
 }
 
 /// Runs the warm-up, then the timed phase of streamed requests.

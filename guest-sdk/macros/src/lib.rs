@@ -7,7 +7,7 @@ use proc_macro2::Span;
 use quote::quote;
 use syn::{ImplItem, ItemImpl, parse_macro_input};
 
-/// Spec §6: the exact message when transform_fn is mixed with the other hooks.
+/// Contract §6: the exact message when transform_fn is mixed with the other hooks.
 const TRANSFORM_CONFLICT: &str = "Cannot use transform_fn implementation in conjunction with input_fn, predict_fn, and/or output_fn implementation";
 
 /// The hooks, with the name of their `guest_sdk::HookSet` constant.

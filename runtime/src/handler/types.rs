@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::pipelines::PipelineError;
 
-/// Spec §6: the exact message when transform_fn is mixed with the other hooks.
+/// Contract §6: the exact message when transform_fn is mixed with the other hooks.
 pub const TRANSFORM_CONFLICT: &str = "Cannot use transform_fn implementation in conjunction with input_fn, predict_fn, and/or output_fn implementation";
 
 /// A set of user hooks the toolkit's rules refuse (contract §6); the model then fails to load.
@@ -93,7 +93,7 @@ impl HookSet {
         Hook::ALL.into_iter().filter(move |h| self.contains(*h))
     }
 
-    /// Spec §6: transform_fn excludes input_fn, predict_fn and output_fn.
+    /// Contract §6: transform_fn excludes input_fn, predict_fn and output_fn.
     pub fn check(self) -> Result<(), HookRuleError> {
         let mixed = self.contains(Hook::InputFn)
             || self.contains(Hook::PredictFn)

@@ -64,25 +64,27 @@ pub struct Start<C> {
     pub logits: Vec<f32>,
 }
 
+impl<C> Start<C> {
+    /// A sequence started by one forward pass over `ids` whose last row of logits predicts
+    /// the next token.
+    pub fn from_pass(cache: C, ids: Vec<u32>, mut rows: Vec<Vec<f32>>) -> Result<Self, ModelError> {
+        let logits = rows.pop().ok_or_else(|| ModelError::BadBatch {
+            reason: "no logits".into(),
+        })?;
+        Ok(Self { cache, ids, logits })
+    }
+}
+
 impl Generator for CausalLm {
     type Cache = KvCache;
 
     fn start(&mut self, prompt: &[u32], _: &GenerateSpec) -> Result<Start<KvCache>, ModelError> {
         let mut cache = KvCache::default();
-        let logits = self
-            .forward(&mut [Step {
-                tokens: prompt,
-                cache: &mut cache,
-            }])?
-            .pop()
-            .ok_or_else(|| ModelError::BadBatch {
-                reason: "no logits".into(),
-            })?;
-        Ok(Start {
-            cache,
-            ids: prompt.to_vec(),
-            logits,
-        })
+        let rows = self.forward(&mut [Step {
+            tokens: prompt,
+            cache: &mut cache,
+        }])?;
+        Start::from_pass(cache, prompt.to_vec(), rows)
     }
 
     fn step(&mut self, rows: &mut [Next<'_, KvCache>]) -> Result<Vec<Vec<f32>>, ModelError> {

@@ -45,18 +45,8 @@ impl Generator for EncoderDecoder {
         let encoder = self.model.encode(prompt)?;
         let mut cache = self.model.new_cache();
         let logits = self.model.decode_step(&[start], &encoder, &mut cache)?;
-        let logits = logits
-            .to_vec2::<f32>()
-            .map_err(ModelError::Candle)?
-            .pop()
-            .ok_or_else(|| ModelError::BadBatch {
-                reason: "no logits".into(),
-            })?;
-        Ok(Start {
-            cache,
-            ids: vec![start],
-            logits,
-        })
+        let rows = logits.to_vec2::<f32>().map_err(ModelError::Candle)?;
+        Start::from_pass(cache, vec![start], rows)
     }
 
     fn step(&mut self, rows: &mut [Next<'_, DecoderCache>]) -> Result<Vec<Vec<f32>>, ModelError> {

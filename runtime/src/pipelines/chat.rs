@@ -21,6 +21,7 @@
 // https://huggingface.github.io/text-generation-inference/#/Text%20Generation%20Inference/generate
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::{PipelineError, Result};
@@ -151,16 +152,59 @@ fn penalty(name: &str, value: Option<f32>) -> Result<f32> {
     }
 }
 
-/// The sampling fields chat and completions share.
-struct Sampling {
-    max_tokens: Option<usize>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    seed: Option<u64>,
-    n: Option<usize>,
+/// The fields chat and completions share (sampling, stop strings, penalties, streaming, the
+/// ignored ones), read into both requests by `#[serde(flatten)]`; `unknown` collects every
+/// field neither the request nor this struct names (refused by [`read_request`]).
+#[derive(Debug, Deserialize)]
+pub struct Common {
+    /// Most new tokens (chat: the older name; `max_completion_tokens` wins over it).
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature; 0 is greedy.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// Sampling seed.
+    pub seed: Option<u64>,
+    /// Answers to generate (per prompt, for completions).
+    pub n: Option<usize>,
+    /// Stop strings.
+    pub stop: Option<Stop>,
+    /// Stream `chat.completion.chunk` or `text_completion` records.
+    pub stream: Option<bool>,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    /// OpenAI frequency penalty.
+    pub frequency_penalty: Option<f32>,
+    /// OpenAI presence penalty.
+    pub presence_penalty: Option<f32>,
+    /// Ignored: one model is served.
+    pub model: Option<Value>,
+    /// Ignored.
+    pub user: Option<Value>,
+    /// Accepted when empty.
+    pub logit_bias: Option<Value>,
+    /// The fields no one names.
+    #[serde(flatten)]
+    unknown: Map<String, Value>,
 }
 
-impl Sampling {
+impl Common {
+    /// The job that generates from `input` for `api` with these fields; the caller sets the
+    /// fields of its own API (log-probabilities, echo).
+    fn job(self, api: Api, input: JobInput) -> Result<Job> {
+        let mut job = Job::new(api, input);
+        job.parameters = self.parameters()?;
+        job.stops = stops_of(self.stop)?;
+        job.frequency_penalty = penalty("frequency_penalty", self.frequency_penalty)?;
+        job.presence_penalty = penalty("presence_penalty", self.presence_penalty)?;
+        job.stream = self.stream == Some(true);
+        job.include_usage = self
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        Ok(job)
+    }
+
     fn parameters(&self) -> Result<Map<String, Value>> {
         let mut p = Map::new();
         if let Some(max) = self.max_tokens {
@@ -221,6 +265,31 @@ fn refuse_non_default(name: &str, value: &Value) -> Option<String> {
     (!ok).then(|| format!("`{name}` is not supported by this server (got {value})"))
 }
 
+/// A request's fields that are accepted only with a default value, by name.
+type Defaulted<'a> = Vec<(&'static str, &'a Option<Value>)>;
+
+/// Reads a request body as `T` (`what`: the kind of request, for the message): a mistyped
+/// field, or a field that neither `T` nor its [`Common`] names, is a 400. `parts` gives the
+/// request's `Common` and its own fields that are accepted only with a default value (see the
+/// module doc).
+fn read_request<T: DeserializeOwned>(
+    body: Value,
+    what: &str,
+    parts: fn(&T) -> (&Common, Defaulted<'_>),
+) -> Result<T> {
+    let request: T =
+        serde_json::from_value(body).map_err(|e| bad(format!("invalid {what} request: {e}")))?;
+    let (common, mut defaulted) = parts(&request);
+    if let Some(name) = common.unknown.keys().next() {
+        return Err(bad(format!(
+            "invalid {what} request: unknown field `{name}`"
+        )));
+    }
+    defaulted.push(("logit_bias", &common.logit_bias));
+    check_defaults(&defaulted)?;
+    Ok(request)
+}
+
 /// Checks the fields accepted with a default value (see the module doc).
 fn check_defaults(fields: &[(&str, &Option<Value>)]) -> Result<()> {
     for (name, value) in fields {
@@ -236,40 +305,15 @@ fn check_defaults(fields: &[(&str, &Option<Value>)]) -> Result<()> {
 
 /// A chat-completion request.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// The conversation.
     pub messages: Vec<Value>,
-    /// Most new tokens (the older name).
-    pub max_tokens: Option<usize>,
     /// Most new tokens; wins over `max_tokens`.
     pub max_completion_tokens: Option<usize>,
-    /// Sampling temperature; 0 is greedy.
-    pub temperature: Option<f64>,
-    /// Nucleus sampling.
-    pub top_p: Option<f64>,
-    /// Sampling seed.
-    pub seed: Option<u64>,
-    /// Stop strings.
-    pub stop: Option<Stop>,
-    /// Answers to generate.
-    pub n: Option<usize>,
-    /// Stream `chat.completion.chunk` records.
-    pub stream: Option<bool>,
-    /// Streaming options.
-    pub stream_options: Option<StreamOptions>,
-    /// OpenAI frequency penalty.
-    pub frequency_penalty: Option<f32>,
-    /// OpenAI presence penalty.
-    pub presence_penalty: Option<f32>,
     /// Report each token's log-probability.
     pub logprobs: Option<bool>,
     /// With `logprobs`: this many alternatives per token (0–20).
     pub top_logprobs: Option<usize>,
-    /// Ignored: one model is served.
-    pub model: Option<Value>,
-    /// Ignored.
-    pub user: Option<Value>,
     /// Ignored.
     pub metadata: Option<Value>,
     /// Ignored.
@@ -278,27 +322,28 @@ pub struct ChatRequest {
     pub service_tier: Option<Value>,
     /// Ignored.
     pub parallel_tool_calls: Option<Value>,
-    /// Accepted when empty.
-    pub logit_bias: Option<Value>,
     /// Accepted when of type `text`.
     pub response_format: Option<Value>,
     /// Accepted when empty.
     pub tools: Option<Value>,
     /// Accepted when `"none"`.
     pub tool_choice: Option<Value>,
+    /// The fields shared with completions.
+    #[serde(flatten)]
+    pub common: Common,
 }
 
 impl ChatRequest {
     /// Reads a request body, naming an unknown or mistyped field in the 400.
     pub fn from_value(body: Value) -> Result<Self> {
-        let request: Self = serde_json::from_value(body)
-            .map_err(|e| bad(format!("invalid chat-completion request: {e}")))?;
-        check_defaults(&[
-            ("logit_bias", &request.logit_bias),
-            ("response_format", &request.response_format),
-            ("tools", &request.tools),
-            ("tool_choice", &request.tool_choice),
-        ])?;
+        let request: Self = read_request(body, "chat-completion", |r: &Self| {
+            let defaulted = vec![
+                ("response_format", &r.response_format),
+                ("tools", &r.tools),
+                ("tool_choice", &r.tool_choice),
+            ];
+            (&r.common, defaulted)
+        })?;
         if request.messages.is_empty() {
             return Err(bad("`messages` must not be empty"));
         }
@@ -306,13 +351,6 @@ impl ChatRequest {
     }
 
     fn into_job(self) -> Result<Job> {
-        let sampling = Sampling {
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            temperature: self.temperature,
-            top_p: self.top_p,
-            seed: self.seed,
-            n: self.n,
-        };
         let logprobs = match (self.logprobs, self.top_logprobs) {
             (_, Some(k)) if k > 20 => {
                 return Err(bad(format!(
@@ -323,47 +361,19 @@ impl ChatRequest {
             (_, Some(_)) => return Err(bad("`top_logprobs` needs `logprobs` set to true")),
             _ => None,
         };
-        let mut job = Job::new(Api::Chat, JobInput::Chat(self.messages));
-        job.parameters = sampling.parameters()?;
-        job.stops = stops_of(self.stop)?;
-        job.frequency_penalty = penalty("frequency_penalty", self.frequency_penalty)?;
-        job.presence_penalty = penalty("presence_penalty", self.presence_penalty)?;
+        let mut common = self.common;
+        common.max_tokens = self.max_completion_tokens.or(common.max_tokens);
+        let mut job = common.job(Api::Chat, JobInput::Chat(self.messages))?;
         job.logprobs = logprobs;
-        job.stream = self.stream == Some(true);
-        job.include_usage = self
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
         Ok(job)
     }
 }
 
 /// A text-completion request.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CompletionRequest {
     /// A prompt or a list of prompts.
     pub prompt: Value,
-    /// Most new tokens.
-    pub max_tokens: Option<usize>,
-    /// Sampling temperature; 0 is greedy.
-    pub temperature: Option<f64>,
-    /// Nucleus sampling.
-    pub top_p: Option<f64>,
-    /// Sampling seed.
-    pub seed: Option<u64>,
-    /// Stop strings.
-    pub stop: Option<Stop>,
-    /// Answers per prompt.
-    pub n: Option<usize>,
-    /// Stream `text_completion` records.
-    pub stream: Option<bool>,
-    /// Streaming options.
-    pub stream_options: Option<StreamOptions>,
-    /// OpenAI frequency penalty.
-    pub frequency_penalty: Option<f32>,
-    /// OpenAI presence penalty.
-    pub presence_penalty: Option<f32>,
     /// Report each token's log-probability and this many alternatives (0–5).
     pub logprobs: Option<usize>,
     /// Put the prompt before the answer.
@@ -372,25 +382,18 @@ pub struct CompletionRequest {
     pub best_of: Option<Value>,
     /// Accepted when null.
     pub suffix: Option<Value>,
-    /// Ignored: one model is served.
-    pub model: Option<Value>,
-    /// Ignored.
-    pub user: Option<Value>,
-    /// Accepted when empty.
-    pub logit_bias: Option<Value>,
+    /// The fields shared with chat.
+    #[serde(flatten)]
+    pub common: Common,
 }
 
 impl CompletionRequest {
     /// Reads a request body, naming an unknown or mistyped field in the 400.
     pub fn from_value(body: Value) -> Result<Self> {
-        let request: Self = serde_json::from_value(body)
-            .map_err(|e| bad(format!("invalid completion request: {e}")))?;
-        check_defaults(&[
-            ("logit_bias", &request.logit_bias),
-            ("best_of", &request.best_of),
-            ("suffix", &request.suffix),
-        ])?;
-        Ok(request)
+        read_request(body, "completion", |r: &Self| {
+            let defaulted = vec![("best_of", &r.best_of), ("suffix", &r.suffix)];
+            (&r.common, defaulted)
+        })
     }
 
     fn into_job(self) -> Result<Job> {
@@ -412,24 +415,8 @@ impl CompletionRequest {
         {
             return Err(bad(format!("`logprobs` must be between 0 and 5, got {k}")));
         }
-        let sampling = Sampling {
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            seed: self.seed,
-            n: self.n,
-        };
-        let mut job = Job::new(Api::Completion, JobInput::Texts(prompts));
-        job.parameters = sampling.parameters()?;
-        job.stops = stops_of(self.stop)?;
-        job.frequency_penalty = penalty("frequency_penalty", self.frequency_penalty)?;
-        job.presence_penalty = penalty("presence_penalty", self.presence_penalty)?;
+        let mut job = self.common.job(Api::Completion, JobInput::Texts(prompts))?;
         job.logprobs = self.logprobs;
-        job.stream = self.stream == Some(true);
-        job.include_usage = self
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
         job.echo = self.echo == Some(true);
         Ok(job)
     }
@@ -572,6 +559,59 @@ mod tests {
             let err = chat(&json!({ field: value })).unwrap_err();
             assert!(err.to_string().contains(field), "{err}");
         }
+    }
+
+    /// Completions read the fields they share with chat through `Common`, and refuse what
+    /// only chat accepts, what no one names, and what the shared or their own fields accept
+    /// only at a default value.
+    #[test]
+    fn completions_refuse_unknown_and_chat_only_fields_and_read_the_shared_ones() {
+        let completion = |extra: Value| {
+            let mut body = json!({"prompt": "x"});
+            if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+                b.extend(e.clone());
+            }
+            Job::from_value(Api::Completion, body)
+        };
+        for field in [
+            "bogus",
+            "messages",
+            "tools",
+            "max_completion_tokens",
+            "metadata",
+        ] {
+            let err = completion(json!({ field: 1 })).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("unknown field `{field}`")),
+                "{field}: {err}"
+            );
+        }
+        for (field, value) in [
+            ("logit_bias", json!({"50256": -100})),
+            ("best_of", json!(2)),
+            ("suffix", json!("end")),
+        ] {
+            let err = completion(json!({ field: value })).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let err = completion(json!({"temperature": "hot"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid completion request"), "{err}");
+        let job = completion(
+            json!({"max_tokens": 7, "temperature": 1, "n": 2, "stop": "\n",
+            "stream": true, "stream_options": {"include_usage": true}, "presence_penalty": 0.5,
+            "model": "m", "user": "u", "logit_bias": {}, "best_of": 1, "suffix": null,
+            "echo": true, "logprobs": 3}),
+        )
+        .expect("a completion with every shared field");
+        assert_eq!(job.parameters["max_new_tokens"], json!(7));
+        assert_eq!(job.parameters["temperature"], json!(1.0));
+        assert_eq!(job.parameters["num_return_sequences"], json!(2));
+        assert_eq!(job.stops, ["\n"]);
+        assert!(job.stream && job.include_usage && job.echo);
+        assert_eq!(job.presence_penalty, 0.5);
+        assert_eq!(job.logprobs, Some(3));
     }
 
     #[test]

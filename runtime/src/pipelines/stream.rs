@@ -15,8 +15,28 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::{PipelineError, Result};
+use crate::generate::GenerationParams;
 use crate::infer::{GenEvent, InferError};
 use crate::tokenizer::TextTokenizer;
+
+/// Refuses to stream what cannot go out token by token: a list of inputs (`one` names what one
+/// input is, e.g. "prompt"), or several sequences or beams (beam search and several returned
+/// sequences only know their answers at their end).
+pub fn check_streamable(listed: bool, one: &str, params: &GenerationParams) -> Result<()> {
+    if listed {
+        return Err(PipelineError::validation(format!(
+            "`stream` answers one {one} at a time, got a list of inputs"
+        )));
+    }
+    if params.num_beams != 1 || params.num_return_sequences != 1 {
+        return Err(PipelineError::validation(format!(
+            "`stream` generates one sequence token by token, without beam search (several sequences or beams are only known at their end); got `num_beams` {} and `num_return_sequences` {} (use greedy decoding or sampling)",
+            params.num_beams, params.num_return_sequences
+        )));
+    }
+    Ok(())
+}
 
 /// Tokens of context decoded before a new token, as TGI does.
 const WINDOW: usize = 5;

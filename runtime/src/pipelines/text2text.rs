@@ -31,7 +31,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::params::check_names;
-use super::stream::{Detokenizer, TokenStream, TokenText};
+use super::stream::{Detokenizer, TokenStream, TokenText, check_streamable};
 use super::{Envelope, Pipeline, PipelineError, Result, Task};
 use crate::generate::{GenerationConfig, GenerationParams, ParamsError};
 use crate::infer::{GenerateSpec, Infer};
@@ -457,17 +457,7 @@ impl Pipeline for Text2Text {
             tensors,
             clean_up,
         } = self.prepare(&request)?;
-        if listed {
-            return Err(PipelineError::validation(
-                "`stream` answers one input at a time, got a list of inputs",
-            ));
-        }
-        if config.params.num_beams != 1 || config.params.num_return_sequences != 1 {
-            return Err(PipelineError::validation(format!(
-                "`stream` generates one sequence token by token: beam search only knows its answers at its end; got `num_beams` {} and `num_return_sequences` {} (use greedy decoding or sampling)",
-                config.params.num_beams, config.params.num_return_sequences
-            )));
-        }
+        check_streamable(listed, "input", &config.params)?;
         if tensors {
             return Err(PipelineError::validation(
                 "`stream` answers text; `return_tensors` cannot be streamed",

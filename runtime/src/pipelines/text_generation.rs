@@ -28,7 +28,7 @@ use super::completion::{self, Completed, Context};
 use super::fill_mask::clean_up_tokenization;
 use super::inputs::json_kind;
 use super::params::check_names;
-use super::stream::{Detokenizer, TokenStream};
+use super::stream::{Detokenizer, TokenStream, check_streamable};
 use super::{Envelope, Pipeline, PipelineError, Resources, Result, Task};
 use crate::tokenizer::TextTokenizer;
 
@@ -356,17 +356,7 @@ impl Pipeline for TextGeneration {
             from_nothing,
             spec,
         } = self.prepare(&request)?;
-        if is_list {
-            return Err(PipelineError::validation(
-                "`stream` answers one prompt (or one chat) at a time, got a list of inputs",
-            ));
-        }
-        if spec.params.num_return_sequences != 1 || spec.params.num_beams != 1 {
-            return Err(PipelineError::validation(format!(
-                "`stream` generates one sequence without beam search, got `num_return_sequences` {} and `num_beams` {}",
-                spec.params.num_return_sequences, spec.params.num_beams
-            )));
-        }
+        check_streamable(is_list, "prompt (or one chat)", &spec.params)?;
         let (Some(prompt), Some(row)) = (prompts.pop(), rows.pop()) else {
             return Err(PipelineError::validation("`stream` needs one prompt"));
         };

@@ -14,7 +14,7 @@ use crate::infer::InferError;
 use crate::pipelines::PipelineError;
 pub use crate::telemetry::error_chain;
 
-/// Spec §7: the `type` clients parse for prediction errors.
+/// Contract §7: the `type` clients parse for prediction errors.
 pub const PREDICTION_ERROR_TYPE: &str = "InternalServerException";
 
 /// What kind of failure; decides the status.

@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::pipelines::chat::Api;
+
 pub use invocations::CUSTOM_ATTRIBUTES;
 pub use state::{AppState, ModelState};
 
@@ -27,11 +29,20 @@ pub fn router(state: AppState) -> Router {
         .route("/execution-parameters", get(ping::execution_parameters))
         .route("/invocations", post(invocations::invocations))
         .route("/metrics", get(metrics))
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/completions", post(openai::completions))
-        .route("/", post(openai::tgi_compat))
-        .route("/generate", post(openai::generate))
-        .route("/generate_stream", post(openai::generate_stream))
+        .route("/v1/chat/completions", openai::post_route(Api::Chat, None))
+        .route("/v1/completions", openai::post_route(Api::Completion, None))
+        .route(
+            "/",
+            openai::post_route(Api::Generate { listed: true }, None),
+        )
+        .route(
+            "/generate",
+            openai::post_route(Api::Generate { listed: false }, Some(false)),
+        )
+        .route(
+            "/generate_stream",
+            openai::post_route(Api::Generate { listed: false }, Some(true)),
+        )
         .route("/v1/models", get(openai::models))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)

@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use serde_json::{Value, json};
 
 use crate::infer::{CancelFlag, CancelOnDrop, Scope};
@@ -194,65 +195,18 @@ async fn route(
     respond(call, value).await
 }
 
-/// `POST /v1/chat/completions`.
-pub(crate) async fn chat_completions(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    route(&state, &headers, body, Api::Chat, None).await
-}
-
-/// `POST /v1/completions`.
-pub(crate) async fn completions(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    route(&state, &headers, body, Api::Completion, None).await
-}
-
-/// `POST /`: TGI's compatibility route, what `huggingface_hub.InferenceClient(base_url=...)
-/// .text_generation` posts to: `{"inputs", "parameters", "stream"}`; the whole answer is a list
-/// of one `{"generated_text"}`.
-pub(crate) async fn tgi_compat(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    route(&state, &headers, body, Api::Generate { listed: true }, None).await
-}
-
-/// `POST /generate`: TGI's whole answer, `{"generated_text"}`.
-pub(crate) async fn generate(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    route(
-        &state,
-        &headers,
-        body,
-        Api::Generate { listed: false },
-        Some(false),
+/// The `POST` route that answers `api`: `POST /v1/chat/completions` (`Api::Chat`),
+/// `POST /v1/completions` (`Api::Completion`), and TGI's routes: `POST /` (what
+/// `huggingface_hub.InferenceClient(base_url=...).text_generation` posts to, whose whole answer
+/// is a list of one `{"generated_text"}`), `POST /generate` (the whole answer,
+/// `{"generated_text"}`) and `POST /generate_stream` (token records). `force_stream` sets the
+/// body's `stream` field (TGI's `/generate` and `/generate_stream` decide it by the route).
+pub(crate) fn post_route(api: Api, force_stream: Option<bool>) -> MethodRouter<AppState> {
+    axum::routing::post(
+        move |State(state): State<AppState>, headers: HeaderMap, body: Body| async move {
+            route(&state, &headers, body, api, force_stream).await
+        },
     )
-    .await
-}
-
-/// `POST /generate_stream`: TGI's token records.
-pub(crate) async fn generate_stream(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    route(
-        &state,
-        &headers,
-        body,
-        Api::Generate { listed: false },
-        Some(true),
-    )
-    .await
 }
 
 /// `GET /v1/models`: the one model served.

@@ -54,7 +54,7 @@ pub enum GuestError {
         #[source]
         source: BoxError,
     },
-    /// Spec §6: transform_fn together with input_fn, predict_fn or output_fn.
+    /// Contract §6: transform_fn together with input_fn, predict_fn or output_fn.
     #[error("{}", TRANSFORM_CONFLICT)]
     TransformConflict,
     /// The guest answered `bad-request`: the client's input is wrong (400).
