@@ -706,6 +706,10 @@ async fn progress_is_logged_per_file_and_the_token_never_is() {
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests run the same download code at the same time on threads without this subscriber:
+    // a callsite whose interest one of them cached while this one was being registered would stay
+    // silent here. Recompute every callsite's interest with this subscriber in place.
+    tracing::callsite::rebuild_interest_cache();
     let retry = RetryPolicy {
         attempts: 2,
         base_delay: Duration::from_millis(1),
