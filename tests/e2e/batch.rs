@@ -177,10 +177,14 @@ fn both_strategies_answer_every_record_in_order_with_gzip_and_nested_folders() {
                 "8",
                 "--max-records",
                 "4",
+                // Each pass cut into three parts run at once, whatever the machine's CPU count.
+                "--forward-parts",
+                "3",
             ],
         );
         let r = run(&str_args(&args), &[]);
         assert!(r.status.success(), "{strategy}: {}", r.logs);
+        assert!(r.logs.contains("forward_parts=3"), "{}", r.logs);
         assert_answers(&out.join("top.jsonl.out"), &expected);
         assert_answers(&out.join("nested/deeper/part.jsonl.gz.out"), &expected[..7]);
         assert!(r.logs.contains("batch job finished"), "{}", r.logs);
