@@ -287,6 +287,11 @@ pub struct BatchArgs {
     /// `Input` joins each input record with its output; `None` writes the output alone.
     #[arg(long, value_enum, default_value_t = JoinSource::None, ignore_case = true)]
     pub join_source: JoinSource,
+    /// Parts each forward pass of an encoder is cut into, run at once, one a core, each
+    /// single-threaded (throughput: no synchronisation inside operations). Default: CPU count;
+    /// 1 runs each pass with candle's threads inside every operation, as `serve` does.
+    #[arg(long, value_parser = number::<usize>(1, 1024, "a whole number"))]
+    pub forward_parts: Option<usize>,
     /// Model, user-code and limit flags, as for `serve`.
     #[command(flatten)]
     pub model: ServeArgs,
@@ -485,6 +490,9 @@ pub struct LoadConfig {
     pub max_batch_size: usize,
     /// Most padded tokens per forward pass.
     pub max_batch_tokens: usize,
+    /// Parts an encoder's forward pass is cut into, run at once (1: none; `sagebrush batch`
+    /// uses one a core, see `models::parallel`).
+    pub data_parallel: usize,
     /// How long the worker waits to fill a batch.
     pub max_batch_wait: Duration,
     /// Requests that may wait for the model worker.
@@ -617,6 +625,7 @@ impl Config {
                 max_unpacked_bytes: args.max_unpacked_mb * 1024 * 1024,
                 max_batch_size: args.max_batch_size,
                 max_batch_tokens: args.max_batch_tokens,
+                data_parallel: 1,
                 max_batch_wait: Duration::from_millis(args.max_batch_wait_ms),
                 queue_size: args.queue_size,
                 wedged_after: Duration::from_secs(timeout),

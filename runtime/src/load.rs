@@ -208,11 +208,14 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
             .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
         let tokenizer = TextTokenizer::from_dir(dir, &config)?;
         let encoder = Encoder::load(dir, &config, head)?;
-        let infer = Infer::spawn(
-            encoder,
-            infer_config(cfg, tokenizer.pad_id()),
-            "model-worker",
-        )
+        let infer_cfg = infer_config(cfg, tokenizer.pad_id());
+        let infer = if cfg.data_parallel > 1 {
+            let model = crate::models::parallel::DataParallel::new(encoder, cfg.data_parallel)
+                .map_err(LoadError::Worker)?;
+            Infer::spawn(model, infer_cfg, "model-worker")
+        } else {
+            Infer::spawn(encoder, infer_cfg, "model-worker")
+        }
         .map_err(LoadError::Worker)?;
         let resources = resources(tokenizer, config, &infer);
         let native = match pipelines::sentence_embeddings::build(&task, dir, resources.clone())? {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support::compare::json_close;
 use crate::support::guests::model_with_guest;
-use crate::support::hub_stub::Moto;
+use crate::support::hub_stub::{HubStub, Moto};
 use crate::support::{Server, cases_file, fixture};
 
 /// The bert-seqcls conformance cases that are one JSON request answered 200: (body, answer).
@@ -177,10 +177,14 @@ fn both_strategies_answer_every_record_in_order_with_gzip_and_nested_folders() {
                 "8",
                 "--max-records",
                 "4",
+                // Each pass cut into three parts run at once, whatever the machine's CPU count.
+                "--forward-parts",
+                "3",
             ],
         );
         let r = run(&str_args(&args), &[]);
         assert!(r.status.success(), "{strategy}: {}", r.logs);
+        assert!(r.logs.contains("forward_parts=3"), "{}", r.logs);
         assert_answers(&out.join("top.jsonl.out"), &expected);
         assert_answers(&out.join("nested/deeper/part.jsonl.gz.out"), &expected[..7]);
         assert!(r.logs.contains("batch job finished"), "{}", r.logs);
@@ -251,6 +255,90 @@ fn csv_records_keep_their_header_and_answer_as_csv() {
             assert!((got.parse::<f64>().unwrap() - score).abs() < 1e-4, "{row}");
         }
     }
+}
+
+/// `--model` as a Hub model id (`HF_MODEL_ID`, or `--model-id`), fetched from the Hub-shaped
+/// stub as `serve` fetches it; a second job finds the model in `HF_HOME` and asks the Hub for
+/// nothing but the revision (or nothing at all when offline).
+#[test]
+fn a_hub_model_id_is_downloaded_and_runs_the_job() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stub = rt.block_on(HubStub::start());
+    let commit = stub.add_model_dir("org/bert-batch", &fixture("bert-seqcls"));
+    let dir = tempfile::tempdir().unwrap();
+    let hf_home = dir.path().join("hf");
+    let input = dir.path().join("in");
+    let records: Vec<Value> = (0..6).map(|i| json!({ "inputs": TEXTS[i % 3] })).collect();
+    write(&input.join("a.jsonl"), &jsonl(&records));
+    let expected: Vec<Value> = (0..6)
+        .map(|i| json!([{"label": "NEGATIVE", "score": SCORES[i % 3]}]))
+        .collect();
+    let endpoint = stub.endpoint();
+    let hf_home_s = hf_home.display().to_string();
+    let out = dir.path().join("out-env");
+    let args = [
+        "--input",
+        &input.display().to_string(),
+        "--output",
+        &out.display().to_string(),
+    ]
+    .map(str::to_owned);
+    let env = [
+        ("HF_MODEL_ID", "org/bert-batch"),
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", hf_home_s.as_str()),
+    ];
+    let r = run(&str_args(&args), &env);
+    assert!(r.status.success(), "{}", r.logs);
+    assert_answers(&out.join("a.jsonl.out"), &expected);
+    let fetched: Vec<String> = stub.requests().into_iter().map(|r| r.path).collect();
+    assert!(
+        fetched
+            .iter()
+            .any(|p| p.contains("/cdn/") || p.contains("model.safetensors")),
+        "the weights came from the stub Hub: {fetched:?}"
+    );
+    assert!(
+        hf_home
+            .join("hub/models--org--bert-batch/snapshots")
+            .join(&commit)
+            .join("model.safetensors")
+            .is_file(),
+        "{}",
+        r.logs
+    );
+
+    // `--model-id` as a flag, offline: the cached snapshot serves, the Hub is not asked.
+    stub.reset_requests();
+    let out = dir.path().join("out-flag");
+    let mut args = job_args("unused", &input, &out, &["--model-id", "org/bert-batch"]);
+    args.drain(..2);
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", hf_home_s.as_str()),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
+    let r = run(&str_args(&args), &env);
+    assert!(r.status.success(), "{}", r.logs);
+    assert_answers(&out.join("a.jsonl.out"), &expected);
+    assert_eq!(stub.requests(), [], "offline: nothing asked of the Hub");
+
+    // A model id the Hub does not have fails the job before any output, naming it.
+    let out = dir.path().join("out-missing");
+    let mut args = job_args("unused", &input, &out, &["--model-id", "org/nope"]);
+    args.drain(..2);
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", hf_home_s.as_str()),
+    ];
+    let r = run(&str_args(&args), &env);
+    assert!(!r.status.success(), "{}", r.logs);
+    assert!(r.logs.contains("org/nope"), "{}", r.logs);
+    assert!(!out.join("a.jsonl.out").exists());
 }
 
 #[test]

@@ -29,6 +29,7 @@ mod heads;
 mod kernels;
 mod layers;
 mod llama;
+pub mod parallel;
 mod roberta;
 mod rope;
 pub mod sentence_transformers;
