@@ -250,6 +250,14 @@ pub(crate) fn attention(
     }
     let (kt, maskp) = (&kt, &maskp);
     ctx.par_chunks_mut(t * h).enumerate().for_each(|(bi, out)| {
+        // Keys after the last attended one (right padding) get exactly 0 weight
+        // (e^(f32::MIN − max) underflows), so they are skipped; a row with no attended key
+        // keeps them all, as transformers weighs them then.
+        let row_mask = &mask[bi * t..(bi + 1) * t];
+        let keys = row_mask
+            .iter()
+            .rposition(|&m| m > f32::MIN)
+            .map_or(t, |j| j + 1);
         out.par_chunks_mut(QUERY_BLOCK * h)
             .enumerate()
             .for_each(|(c, out)| {
@@ -257,7 +265,7 @@ pub(crate) fn attention(
                     qkv: &qkv[bi * t * 3 * h..(bi + 1) * t * 3 * h],
                     kt: &kt[bi * heads * hd * tp..(bi + 1) * heads * hd * tp],
                     mask: &maskp[bi * tp..(bi + 1) * tp],
-                    t,
+                    keys,
                     tp,
                     heads,
                     hd,
@@ -293,7 +301,8 @@ struct AttentionRows<'a> {
     kt: &'a [f32],
     /// `[tp]`.
     mask: &'a [f32],
-    t: usize,
+    /// Keys that can get a weight: `..keys`.
+    keys: usize,
     tp: usize,
     heads: usize,
     hd: usize,
@@ -311,7 +320,7 @@ impl WithSimd for AttentionRows<'_> {
             qkv,
             kt,
             mask,
-            t,
+            keys,
             tp,
             heads,
             hd,
@@ -320,8 +329,11 @@ impl WithSimd for AttentionRows<'_> {
             out,
         } = self;
         let h = heads * hd;
-        let mut scores = vec![0f32; tp];
-        let (maskv, _) = S::as_simd_f32s(mask);
+        // Scores of the keys `..keys`, padded to whole vectors (the padding's mask is -inf or
+        // f32::MIN: weight 0).
+        let kp = keys.next_multiple_of(KEY_PAD);
+        let mut scores = vec![0f32; kp];
+        let (maskv, _) = S::as_simd_f32s(&mask[..kp]);
         for (r, out_row) in out.chunks_exact_mut(h).enumerate() {
             let i = first + r;
             for hi in 0..heads {
@@ -330,7 +342,7 @@ impl WithSimd for AttentionRows<'_> {
                 scores_row(simd, q, kt, tp, scale, &mut scores);
                 softmax_masked(simd, &mut scores, maskv);
                 let acc = &mut out_row[hi * hd..(hi + 1) * hd];
-                for (j, &p) in scores[..t].iter().enumerate() {
+                for (j, &p) in scores[..keys].iter().enumerate() {
                     let v = &qkv[j * 3 * h + 2 * h + hi * hd..][..hd];
                     axpy(simd, acc, p, v);
                 }
@@ -339,12 +351,12 @@ impl WithSimd for AttentionRows<'_> {
     }
 }
 
-/// `s[j] = scale · Σ_d q[d] · kt[d][j]` for `kt` `[hd, tp]`, four vectors of `s` at a time in
-/// registers.
+/// `s[j] = scale · Σ_d q[d] · kt[d][j]` for `kt` `[hd, tp]` and `j < s.len()` (whole vectors),
+/// four vectors of `s` at a time in registers.
 #[inline(always)]
 fn scores_row<S: Simd>(simd: S, q: &[f32], kt: &[f32], tp: usize, scale: f32, s: &mut [f32]) {
     let (sv, _) = S::as_mut_simd_f32s(s);
-    let lanes = tp / sv.len().max(1);
+    let lanes = S::F32_LANES;
     let zero = simd.splat_f32s(0.0);
     let mut c0 = 0;
     while c0 < sv.len() {
@@ -578,8 +590,15 @@ mod tests {
             let qkv = lcg((b * 1000 + t) as u64, b * t * 3 * h, 1.5);
             let mut mask = vec![0f32; b * t];
             if b > 1 {
+                // Right padding in the second row, and in the third a row with no attended key
+                // (every key weighs the same then) when there is one.
                 for v in &mut mask[2 * t - t / 3..2 * t] {
                     *v = f32::MIN;
+                }
+                if b > 2 {
+                    for v in &mut mask[2 * t..3 * t] {
+                        *v = f32::MIN;
+                    }
                 }
             }
             let scale = 1.0 / (hd as f32).sqrt();
