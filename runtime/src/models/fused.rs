@@ -420,10 +420,7 @@ fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     const MAGIC: f32 = 12_582_912.0;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let xc = simd.min_f32s(
-        simd.max_f32s(x, simd.splat_f32s(LO)),
-        simd.splat_f32s(HI),
-    );
+    let xc = simd.min_f32s(simd.max_f32s(x, simd.splat_f32s(LO)), simd.splat_f32s(HI));
     let magic = simd.splat_f32s(MAGIC);
     let shifted = simd.mul_add_f32s(xc, simd.splat_f32s(std::f32::consts::LOG2_E), magic);
     let n = simd.sub_f32s(shifted, magic);
@@ -502,7 +499,10 @@ fn gelu_erf_lanes<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
         poly = simd.mul_add_f32s(poly, t, simd.splat_f32s(a));
     }
     poly = simd.mul_f32s(poly, t);
-    let e = exp(simd, simd.mul_f32s(simd.sub_f32s(simd.splat_f32s(0.0), z), z));
+    let e = exp(
+        simd,
+        simd.mul_f32s(simd.sub_f32s(simd.splat_f32s(0.0), z), z),
+    );
     let erf_abs = simd.sub_f32s(one, simd.mul_f32s(poly, e));
     let negative = simd.less_than_f32s(x, simd.splat_f32s(0.0));
     let one_plus_erf = simd.select_f32s(
@@ -538,7 +538,8 @@ mod tests {
         gelu_erf(&mut g);
         for (x, got) in xs.iter().zip(&g) {
             let x = f64::from(*x);
-            let want = 0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2));
+            let want =
+                0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2));
             assert!(
                 (f64::from(*got) - want).abs() <= 2e-7 * (1.0 + x.abs()),
                 "gelu({x}) = {got}, want {want}"

@@ -85,7 +85,8 @@ impl Linear {
 impl Linear {
     /// Whether the fused kernels take `x` with this layer's parameters (f32 on the CPU).
     fn fused_applies(&self, x: &Tensor) -> bool {
-        fused::applies(&[x, &self.weight]) && self.bias.as_ref().is_none_or(|b| fused::applies(&[b]))
+        fused::applies(&[x, &self.weight])
+            && self.bias.as_ref().is_none_or(|b| fused::applies(&[b]))
     }
 
     /// `x · Wᵀ + b + residual`, the residual added inside the matmul (its output starts as

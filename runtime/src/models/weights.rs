@@ -147,11 +147,8 @@ impl SafetensorsFiles {
     pub(crate) fn open(paths: &[PathBuf]) -> Result<Self> {
         let mut entries = HashMap::new();
         for (file, path) in paths.iter().enumerate() {
-            let bad = |msg: String| {
-                candle_core::Error::Msg(format!("`{}`: {msg}", path.display()))
-            };
-            let mut f = File::open(path)
-                .map_err(|e| bad(format!("cannot open: {e}")))?;
+            let bad = |msg: String| candle_core::Error::Msg(format!("`{}`: {msg}", path.display()));
+            let mut f = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
             let file_len = f
                 .metadata()
                 .map_err(|e| bad(format!("cannot stat: {e}")))?
@@ -175,14 +172,16 @@ impl SafetensorsFiles {
                 }
                 let h: HeaderEntry = serde_json::from_value(value)
                     .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-                let dtype = st_dtype(&h.dtype)
-                    .ok_or_else(|| bad(format!("tensor `{name}`: unsupported dtype {}", h.dtype)))?;
+                let dtype = st_dtype(&h.dtype).ok_or_else(|| {
+                    bad(format!("tensor `{name}`: unsupported dtype {}", h.dtype))
+                })?;
                 let [begin, end] = h.data_offsets;
                 let want = h
                     .shape
                     .iter()
                     .try_fold(dtype.size_in_bytes(), |acc, &d| acc.checked_mul(d));
-                let fits = end >= begin && data_start.checked_add(end).is_some_and(|e| e <= file_len);
+                let fits =
+                    end >= begin && data_start.checked_add(end).is_some_and(|e| e <= file_len);
                 if !fits || want != usize::try_from(end - begin).ok() {
                     return Err(bad(format!(
                         "tensor `{name}`: data offsets [{begin}, {end}] do not hold a {} {:?} tensor inside the file",
