@@ -1,8 +1,9 @@
 //! `forward`: the floor under the HTTP figures. Times, in this process and without a server,
-//! tokenizing a workload's texts and one forward pass of candle-transformers' `BertModel` (plus
-//! the pooler and classifier matmuls) over them, so that the server's overhead is the HTTP p50
-//! minus these. This is candle-transformers' BERT, not sagebrush's own model code: it measures
-//! what candle itself can do on this machine.
+//! tokenizing a workload's texts and one forward pass over them, so that the server's overhead
+//! is the HTTP p50 minus these. `--code candle` runs candle-transformers' `BertModel` (plus the
+//! pooler and classifier matmuls): what candle itself can do on this machine. `--code sagebrush`
+//! runs sagebrush's own model code (`sagebrush::models::Encoder`, loaded the way the server
+//! loads it, sequence-classification head): the forward pass the server runs.
 
 use std::path::Path;
 use std::time::Instant;
@@ -26,6 +27,9 @@ pub enum ForwardError {
         #[source]
         err: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// sagebrush's model code failed.
+    #[error(transparent)]
+    Model(#[from] sagebrush::models::ModelError),
     /// The texts could not be built.
     #[error(transparent)]
     Workload(#[from] WorkloadError),
@@ -37,6 +41,16 @@ pub enum ForwardError {
 /// Result of this module.
 pub type Result<T, E = ForwardError> = std::result::Result<T, E>;
 
+/// Whose model code runs the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Code {
+    /// candle-transformers' `BertModel`.
+    Candle,
+    /// sagebrush's `models::Encoder`.
+    Sagebrush,
+}
+
 /// Median times in milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForwardStats {
@@ -46,6 +60,10 @@ pub struct ForwardStats {
     pub forward_ms: f64,
     /// Timed iterations.
     pub iters: usize,
+    /// Whose model code ran.
+    pub code: Code,
+    /// Loading the model (weights into memory, fused layouts), once.
+    pub load_ms: f64,
     /// candle's element-wise pool spin limit in effect (`CANDLE_BARRIER_POOL_SPIN_LIMIT`).
     pub spin_limit: Option<String>,
 }
@@ -57,7 +75,7 @@ pub fn var_builder(dir: &Path) -> Result<VarBuilder<'static>> {
 }
 
 /// Times tokenizing and one forward pass of `workload` (`iters` times after one warm-up).
-pub fn measure(dir: &Path, workload: Workload, iters: usize) -> Result<ForwardStats> {
+pub fn measure(dir: &Path, workload: Workload, code: Code, iters: usize) -> Result<ForwardStats> {
     let cfg_err = |err: Box<dyn std::error::Error + Send + Sync>| ForwardError::Config {
         dir: dir.display().to_string(),
         err,
@@ -66,10 +84,43 @@ pub fn measure(dir: &Path, workload: Workload, iters: usize) -> Result<ForwardSt
     let cfg: Config = serde_json::from_str(&text).map_err(|e| cfg_err(e.into()))?;
     let labels: serde_json::Value = serde_json::from_str(&text).map_err(|e| cfg_err(e.into()))?;
     let n_labels = labels["id2label"].as_object().map_or(2, |m| m.len());
-    let vb = var_builder(dir)?;
-    let bert = BertModel::load(vb.pp("bert"), &cfg)?;
-    let pooler = candle_nn::linear(cfg.hidden_size, cfg.hidden_size, vb.pp("bert.pooler.dense"))?;
-    let classifier = candle_nn::linear(cfg.hidden_size, n_labels, vb.pp("classifier"))?;
+    let t = Instant::now();
+    let forward: Box<dyn Fn(&[Vec<u32>]) -> Result<Tensor>> = match code {
+        Code::Candle => {
+            let vb = var_builder(dir)?;
+            let bert = BertModel::load(vb.pp("bert"), &cfg)?;
+            let pooler =
+                candle_nn::linear(cfg.hidden_size, cfg.hidden_size, vb.pp("bert.pooler.dense"))?;
+            let classifier = candle_nn::linear(cfg.hidden_size, n_labels, vb.pp("classifier"))?;
+            Box::new(move |ids: &[Vec<u32>]| -> Result<Tensor> {
+                let ids = Tensor::new(ids.to_vec(), &Device::Cpu)?;
+                let types = ids.zeros_like()?;
+                let mask = ids.ones_like()?;
+                let hidden = bert.forward(&ids, &types, Some(&mask))?;
+                let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+                let pooled = candle_nn::Module::forward(&pooler, &cls)?.tanh()?;
+                Ok(candle_nn::Module::forward(&classifier, &pooled)?)
+            })
+        }
+        Code::Sagebrush => {
+            let config = sagebrush::models::ModelConfig::from_dir(dir)?;
+            let encoder = sagebrush::models::Encoder::load(
+                dir,
+                &config,
+                sagebrush::models::Head::SequenceClassification,
+            )?;
+            Box::new(move |ids: &[Vec<u32>]| -> Result<Tensor> {
+                let batch = sagebrush::models::EncoderBatch {
+                    input_ids: ids.to_vec(),
+                    type_ids: ids.iter().map(|r| vec![0; r.len()]).collect(),
+                    attention_mask: ids.iter().map(|r| vec![1; r.len()]).collect(),
+                    extra_type_ids: Vec::new(),
+                };
+                Ok(encoder.forward(&batch)?)
+            })
+        }
+    };
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
 
     let texts = Texts::load(dir)?;
     let inputs = texts.make(workload.inputs, workload.tokens)?;
@@ -81,15 +132,6 @@ pub fn measure(dir: &Path, workload: Workload, iters: usize) -> Result<ForwardSt
                 message: e.to_string(),
             })?;
         Ok(encs.iter().map(|e| e.get_ids().to_vec()).collect())
-    };
-    let forward = |ids: &[Vec<u32>]| -> Result<Tensor> {
-        let ids = Tensor::new(ids.to_vec(), &Device::Cpu)?;
-        let types = ids.zeros_like()?;
-        let mask = ids.ones_like()?;
-        let hidden = bert.forward(&ids, &types, Some(&mask))?;
-        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        let pooled = candle_nn::Module::forward(&pooler, &cls)?.tanh()?;
-        Ok(candle_nn::Module::forward(&classifier, &pooled)?)
     };
 
     let ids = tokenize()?;
@@ -107,6 +149,8 @@ pub fn measure(dir: &Path, workload: Workload, iters: usize) -> Result<ForwardSt
         tokenize_ms: median(&mut tok),
         forward_ms: median(&mut fwd),
         iters: iters.max(1),
+        code,
+        load_ms,
         spin_limit: std::env::var("CANDLE_BARRIER_POOL_SPIN_LIMIT").ok(),
     })
 }

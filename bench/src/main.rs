@@ -117,11 +117,15 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Time tokenizing and candle-transformers' BERT forward in-process (no server).
+    /// Time tokenizing and one BERT forward in-process (no server): candle-transformers' model
+    /// or sagebrush's own (`--code sagebrush`).
     Forward {
         /// Workload to time.
         #[arg(long)]
         workload: Workload,
+        /// Whose model code runs the forward pass.
+        #[arg(long, value_enum, default_value_t = forward::Code::Candle)]
+        code: forward::Code,
         /// Timed iterations.
         #[arg(long, default_value_t = 10)]
         iters: usize,
@@ -321,10 +325,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Forward {
             workload,
+            code,
             iters,
             common,
         } => {
-            let stats = forward::measure(&common.model, workload, iters)?;
+            let stats = forward::measure(&common.model, workload, code, iters)?;
             common.emit("forward", Some(&workload.to_string()), None, &stats)?;
         }
         Command::Report { results, baseline } => {

@@ -360,12 +360,14 @@ impl Layer {
 
     /// `xs` `[B, T, H]` with the additive mask `[B, 1, 1, T]`.
     pub(crate) fn forward(&self, xs: &Tensor, additive_mask: &Tensor) -> Result<Tensor> {
+        // The residuals are added inside the output projections' matmuls and the GELU is
+        // applied in place on the intermediate one's output (`layers::Linear`, `fused`).
         let context = self.attention.forward(xs, additive_mask)?;
         let attended = self
             .attention_norm
-            .forward(&(self.attention_out.forward(&context)? + xs)?)?;
-        let inner = self.act.forward(&self.intermediate.forward(&attended)?)?;
-        let out = (self.output.forward(&inner)? + attended)?;
+            .forward(&self.attention_out.forward_residual(&context, xs)?)?;
+        let inner = self.intermediate.forward_act(&attended, self.act)?;
+        let out = self.output.forward_residual(&inner, &attended)?;
         Ok(self.output_norm.forward(&out)?)
     }
 }

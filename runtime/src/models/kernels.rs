@@ -119,7 +119,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_co
 }
 
 /// The f32 elements of a contiguous CPU tensor.
-fn f32_slice<'a>(
+pub(crate) fn f32_slice<'a>(
     storage: &'a Storage,
     layout: &Layout,
     what: &str,

@@ -4,7 +4,7 @@
 use candle_core::{D, Tensor};
 use candle_nn::{Module, VarBuilder};
 
-use super::{ModelError, Result, kernels};
+use super::{ModelError, Result, fused, kernels};
 
 /// An activation, named as in transformers `ACT2FN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,8 +82,40 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Whether the fused kernels take `x` with this layer's parameters (f32 on the CPU).
+    fn fused_applies(&self, x: &Tensor) -> bool {
+        fused::applies(&[x, &self.weight])
+            && self.bias.as_ref().is_none_or(|b| fused::applies(&[b]))
+    }
+
+    /// `x · Wᵀ + b + residual`, the residual added inside the matmul (its output starts as
+    /// `b + residual`) when the fused kernels apply.
+    pub(crate) fn forward_residual(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        if self.fused_applies(x) && fused::applies(&[residual]) {
+            return fused::linear_tensor(x, &self.weight, self.bias.as_ref(), Some(residual));
+        }
+        self.forward(x)? + residual
+    }
+
+    /// `act(x · Wᵀ + b)`; the exact GELU is applied in place on the matmul's output.
+    pub(crate) fn forward_act(&self, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+        if act == Activation::GeluErf && self.fused_applies(x) {
+            return fused::linear_gelu_erf(x, &self.weight, self.bias.as_ref());
+        }
+        act.forward(&self.forward(x)?)
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.fused_applies(x) {
+            return fused::linear_tensor(x, &self.weight, self.bias.as_ref(), None);
+        }
         if kernels::linear_applies(x, &self.weight) {
             return kernels::linear(x, &self.weight, self.bias.as_ref());
         }
@@ -111,6 +143,9 @@ impl Module for Linear {
 /// `x · wᵀ` for `w` `[n, k]` (a tied LM head over the embeddings): [`kernels::matmul_nt`] for a
 /// few rows, candle's matmul otherwise.
 pub(crate) fn matmul_t(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    if fused::applies(&[x, w]) {
+        return fused::linear_tensor(x, w, None, None);
+    }
     if kernels::linear_applies(x, w) {
         kernels::linear(x, w, None)
     } else {
@@ -185,6 +220,25 @@ impl SelfAttention {
     pub(crate) fn forward(&self, xs: &Tensor, additive_mask: &Tensor) -> Result<Tensor> {
         let (b, t, hidden) = xs.dims3()?;
         let qkv = self.qkv.forward(xs)?;
+        if fused::applies(&[&qkv, additive_mask]) && additive_mask.elem_count() == b * t {
+            // One pass per (row, head) over the projection's output: no split copies.
+            let scale = (1.0 / (self.head_dim as f64).sqrt()) as f32;
+            let mask = additive_mask.contiguous()?;
+            let context = {
+                let (qs, ql) = qkv.storage_and_layout();
+                let (ms, ml) = mask.storage_and_layout();
+                fused::attention(
+                    kernels::f32_slice(&qs, ql, "qkv")?,
+                    b,
+                    t,
+                    self.heads,
+                    self.head_dim,
+                    kernels::f32_slice(&ms, ml, "mask")?,
+                    scale,
+                )
+            };
+            return Ok(Tensor::from_vec(context, (b, t, hidden), xs.device())?);
+        }
         let split = |i: usize| -> candle_core::Result<Tensor> {
             qkv.narrow(D::Minus1, i * hidden, hidden)?
                 .reshape((b, t, self.heads, self.head_dim))?

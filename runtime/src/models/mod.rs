@@ -24,6 +24,7 @@ mod bert;
 mod deberta_v2;
 pub mod decoder;
 mod distilbert;
+mod fused;
 mod gpt2;
 mod heads;
 mod kernels;

@@ -2,11 +2,16 @@
 //!
 //! Order of preference, as transformers `from_pretrained`: `model.safetensors`, the sharded
 //! `model.safetensors.index.json`, `pytorch_model.bin`, the sharded `pytorch_model.bin.index.json`.
-//! Safetensors are memory-mapped (this file holds the crate's only `unsafe`); PyTorch pickles are
-//! read with `candle_core::pickle`. Old checkpoints that name LayerNorm parameters `gamma`/`beta`
+//! Safetensors are read tensor by tensor, straight into the buffer each tensor keeps
+//! ([`SafetensorsFiles`]): no memory map and no whole-file copy, so the load peak is the weights
+//! themselves (a map's pages counted in the process's memory next to the copies made from them
+//! was twice the weights, docs/benchmarks.md). PyTorch pickles are read with
+//! `candle_core::pickle`. Old checkpoints that name LayerNorm parameters `gamma`/`beta`
 //! are served under `weight`/`bias`, as transformers renames them on load.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,8 +68,8 @@ impl WeightFiles {
     pub(crate) fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
         let (vb, names) = match self {
             Self::Safetensors(paths) => {
-                let st = mmap_safetensors(paths)?;
-                let names: HashSet<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+                let st = SafetensorsFiles::open(paths)?;
+                let names: HashSet<String> = st.entries.keys().cloned().collect();
                 (
                     VarBuilder::from_backend(Box::new(st), dtype, device.clone()),
                     names,
@@ -91,14 +96,179 @@ impl WeightFiles {
     }
 }
 
-/// Memory-maps safetensors files.
-#[allow(unsafe_code)]
-fn mmap_safetensors(paths: &[PathBuf]) -> Result<candle_core::safetensors::MmapedSafetensors> {
-    // SAFETY: the mapping is read-only and lives as long as the returned value. It is sound as
-    // long as no one truncates or rewrites the files while the model is loaded; sagebrush never
-    // writes into a model directory after it is unpacked, and SageMaker mounts it read-only.
-    let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths)? };
-    Ok(st)
+/// Where one tensor lies in a safetensors file.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Index into [`SafetensorsFiles::paths`].
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Absolute byte offset of the data in the file.
+    offset: u64,
+    /// Bytes of data.
+    len: usize,
+}
+
+/// `safetensors` files read on demand: the headers are parsed once; each tensor is read from its
+/// file when a layer asks for it, into the vector that becomes its storage.
+pub(crate) struct SafetensorsFiles {
+    paths: Vec<PathBuf>,
+    entries: HashMap<String, Entry>,
+}
+
+/// A safetensors header entry (`{"dtype", "shape", "data_offsets"}`).
+#[derive(Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
+/// Largest header accepted (the format's own limit is 100 MB).
+const MAX_HEADER: u64 = 100_000_000;
+
+fn st_dtype(name: &str) -> Option<DType> {
+    Some(match name {
+        "F32" => DType::F32,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "F64" => DType::F64,
+        "I64" => DType::I64,
+        "I32" => DType::I32,
+        "I16" => DType::I16,
+        "U32" => DType::U32,
+        "U8" | "BOOL" => DType::U8,
+        _ => return None,
+    })
+}
+
+impl SafetensorsFiles {
+    /// Reads the headers of `paths` (shards: a name found in two files is an error).
+    pub(crate) fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut entries = HashMap::new();
+        for (file, path) in paths.iter().enumerate() {
+            let bad = |msg: String| candle_core::Error::Msg(format!("`{}`: {msg}", path.display()));
+            let mut f = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+            let file_len = f
+                .metadata()
+                .map_err(|e| bad(format!("cannot stat: {e}")))?
+                .len();
+            let mut n = [0u8; 8];
+            f.read_exact(&mut n)
+                .map_err(|e| bad(format!("cannot read the header size: {e}")))?;
+            let n = u64::from_le_bytes(n);
+            if n > MAX_HEADER || 8 + n > file_len {
+                return Err(bad(format!("header size {n} is invalid")).into());
+            }
+            let mut header = vec![0u8; n as usize];
+            f.read_exact(&mut header)
+                .map_err(|e| bad(format!("cannot read the header: {e}")))?;
+            let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+                .map_err(|e| bad(format!("the header is not valid JSON: {e}")))?;
+            let data_start = 8 + n;
+            for (name, value) in header {
+                if name == "__metadata__" {
+                    continue;
+                }
+                let h: HeaderEntry = serde_json::from_value(value)
+                    .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+                let dtype = st_dtype(&h.dtype).ok_or_else(|| {
+                    bad(format!("tensor `{name}`: unsupported dtype {}", h.dtype))
+                })?;
+                let [begin, end] = h.data_offsets;
+                let want = h
+                    .shape
+                    .iter()
+                    .try_fold(dtype.size_in_bytes(), |acc, &d| acc.checked_mul(d));
+                let fits =
+                    end >= begin && data_start.checked_add(end).is_some_and(|e| e <= file_len);
+                if !fits || want != usize::try_from(end - begin).ok() {
+                    return Err(bad(format!(
+                        "tensor `{name}`: data offsets [{begin}, {end}] do not hold a {} {:?} tensor inside the file",
+                        h.dtype, h.shape
+                    ))
+                    .into());
+                }
+                let entry = Entry {
+                    file,
+                    dtype,
+                    shape: h.shape,
+                    offset: data_start + begin,
+                    len: (end - begin) as usize,
+                };
+                if entries.insert(name.clone(), entry).is_some() {
+                    return Err(bad(format!("tensor `{name}` is in more than one file")).into());
+                }
+            }
+        }
+        Ok(Self {
+            paths: paths.to_vec(),
+            entries,
+        })
+    }
+
+    /// Reads tensor `name` as stored (dtype and shape of the file), on the CPU.
+    fn read(&self, name: &str) -> candle_core::Result<Tensor> {
+        let entry = self.entries.get(name).ok_or_else(|| {
+            candle_core::Error::CannotFindTensor {
+                path: name.to_owned(),
+            }
+            .bt()
+        })?;
+        let path = &self.paths[entry.file];
+        let io = |e: std::io::Error| {
+            candle_core::Error::Msg(format!(
+                "`{}`: cannot read tensor `{name}`: {e}",
+                path.display()
+            ))
+        };
+        let mut f = File::open(path).map_err(io)?;
+        f.seek(SeekFrom::Start(entry.offset)).map_err(io)?;
+        if entry.dtype == DType::F32 {
+            // Straight into the tensor's own buffer.
+            let mut v = vec![0f32; entry.len / 4];
+            f.read_exact(bytemuck::cast_slice_mut(&mut v)).map_err(io)?;
+            if cfg!(target_endian = "big") {
+                for x in &mut v {
+                    *x = f32::from_bits(u32::from_le(x.to_bits()));
+                }
+            }
+            return Tensor::from_vec(v, entry.shape.as_slice(), &Device::Cpu);
+        }
+        let mut bytes = vec![0u8; entry.len];
+        f.read_exact(&mut bytes).map_err(io)?;
+        Tensor::from_raw_buffer(&bytes, entry.dtype, &entry.shape, &Device::Cpu)
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for SafetensorsFiles {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.get_unchecked(name, dtype, dev)?;
+        if tensor.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: s,
+                got: tensor.shape().clone(),
+            }
+            .bt());
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.read(name)?.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
 }
 
 /// The distinct shard files of an index, in sorted order, checked to stay inside `dir`.

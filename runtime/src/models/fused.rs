@@ -1,0 +1,675 @@
+//! Fused CPU kernels of the encoder layer (issue 9 item 6; the profile that chose them is in
+//! docs/benchmarks.md, "Encoder kernels").
+//!
+//! - [`linear`]: `y = x · Wᵀ + b (+ residual)` in one `gemm` call whose destination starts as the
+//!   broadcast bias (plus the residual), instead of a matmul, then a bias add, then a residual
+//!   add (three passes over the output and two temporaries). A few rows go through
+//!   [`kernels::matmul_nt`] as before.
+//! - [`attention`]: softmax(q·kᵀ·scale + mask)·v for every (row, head) straight from the fused
+//!   Q/K/V projection's output `[B·T, 3H]` into the context `[B·T, H]`: no head split/transpose
+//!   copies, no `[B, heads, T, T]` score tensor, the mask and the softmax in the same pass,
+//!   query rows in parallel on rayon's threads.
+//! - [`gelu_erf`]: the exact GELU in place, vectorised (`erf` after Abramowitz & Stegun 7.1.26,
+//!   |error| ≤ 1.5e-7, the formula PyTorch's vectorised `erf` uses).
+//!
+//! All of them use the widest SIMD the CPU has (`pulp`, AVX-512 / AVX2+FMA detected at run time,
+//! scalar elsewhere). A row's answer does not depend on the other rows of the batch except
+//! through `gemm`'s blocking, exactly as with candle's matmul.
+
+use candle_core::{DType, Tensor};
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
+
+use super::kernels;
+
+/// `y = x · wᵀ + bias + residual` for `x` `[m, k]`, `w` `[n, k]` (`nn.Linear`'s layout), `bias`
+/// `[n]`, `residual` `[m, n]`, all row-major; `y` is `[m, n]`.
+///
+/// # Panics
+/// If the slices do not have the stated sizes (a caller bug).
+pub(crate) fn linear(
+    x: &[f32],
+    m: usize,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    assert_eq!(x.len(), m * k, "x is not [m, k]");
+    assert_eq!(w.len(), n * k, "w is not [n, k]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bias is not [n]");
+    }
+    if let Some(r) = residual {
+        assert_eq!(r.len(), m * n, "residual is not [m, n]");
+    }
+    if m <= kernels::SMALL_ROWS {
+        let mut y = kernels::matmul_nt(x, m, w, n, k, bias);
+        if let Some(r) = residual {
+            add_assign(&mut y, r);
+        }
+        return y;
+    }
+    let mut y = match residual {
+        Some(r) => r.to_vec(),
+        None => vec![0f32; m * n],
+    };
+    if let Some(b) = bias
+        && n > 0
+    {
+        for row in y.chunks_exact_mut(n) {
+            add_assign(row, b);
+        }
+    }
+    gemm_nt(&mut y, x, w, m, n, k, bias.is_some() || residual.is_some());
+    y
+}
+
+fn add_assign(y: &mut [f32], r: &[f32]) {
+    for (a, b) in y.iter_mut().zip(r) {
+        *a += b;
+    }
+}
+
+/// `dst (+)= x · wᵀ` with the `gemm` crate (candle's matmul, called directly so that `dst` can
+/// start as the bias): `x` `[m, k]`, `w` `[n, k]`, `dst` `[m, n]`, all row-major.
+#[allow(unsafe_code)]
+fn gemm_nt(dst: &mut [f32], x: &[f32], w: &[f32], m: usize, n: usize, k: usize, accumulate: bool) {
+    assert_eq!(dst.len(), m * n, "dst is not [m, n]");
+    assert_eq!(x.len(), m * k, "x is not [m, k]");
+    assert_eq!(w.len(), n * k, "w is not [n, k]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the three slices have exactly the sizes the strides below address (checked above):
+    // dst(i, j) = dst[i·n + j], lhs(i, l) = x[i·k + l], rhs(l, j) = w[j·k + l] for i < m, j < n,
+    // l < k. `dst` is borrowed mutably, so it aliases neither input. gemm reads `dst` only when
+    // `read_dst` is true, and it was initialised either way (a Vec of f32).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// [`linear`] on tensors: `x` `[.., k]`, `w` `[n, k]`, `bias` `[n]`, `residual` shaped like the
+/// output; f32 on the CPU (see [`applies`]). The result has `x`'s leading dimensions and `n`.
+pub(crate) fn linear_tensor(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    linear_tensor_then(x, w, bias, residual, |_| ())
+}
+
+/// `gelu_erf(x · wᵀ + bias)` ([`linear_tensor`], then [`gelu_erf`] in place on its output).
+pub(crate) fn linear_gelu_erf(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    linear_tensor_then(x, w, bias, None, gelu_erf)
+}
+
+/// [`linear`] on tensors, then `then` on the output's elements before it becomes a tensor.
+fn linear_tensor_then(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    then: impl FnOnce(&mut [f32]),
+) -> candle_core::Result<Tensor> {
+    let (n, k) = w.dims2()?;
+    let dims = x.dims();
+    if dims.last() != Some(&k) {
+        return Err(candle_core::Error::Msg(format!(
+            "linear: input {:?} does not end in the weight's {k} columns",
+            x.shape()
+        )));
+    }
+    let m = x.elem_count() / k.max(1);
+    let mut shape = dims[..dims.len() - 1].to_vec();
+    shape.push(n);
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    let residual = residual.map(Tensor::contiguous).transpose()?;
+    if let Some(r) = &residual
+        && r.dims() != shape.as_slice()
+    {
+        return Err(candle_core::Error::Msg(format!(
+            "linear: residual {:?} is not the output's {shape:?}",
+            r.shape()
+        )));
+    }
+    let mut y = {
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let b = bias.map(Tensor::storage_and_layout);
+        let r = residual.as_ref().map(Tensor::storage_and_layout);
+        linear(
+            kernels::f32_slice(&xs, xl, "input")?,
+            m,
+            kernels::f32_slice(&ws, wl, "weight")?,
+            n,
+            k,
+            b.as_ref()
+                .map(|(s, l)| kernels::f32_slice(s, l, "bias"))
+                .transpose()?,
+            r.as_ref()
+                .map(|(s, l)| kernels::f32_slice(s, l, "residual"))
+                .transpose()?,
+        )
+    };
+    then(&mut y);
+    Tensor::from_vec(y, shape, x.device())
+}
+
+/// Whether the kernels of this module can take these tensors: f32, on the CPU.
+pub(crate) fn applies(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.dtype() == DType::F32 && t.device().is_cpu())
+}
+
+/// Keys are padded to a multiple of this, so every score row is whole SIMD vectors (16 lanes
+/// of AVX-512, two of AVX2's 8, sixteen of the scalar fallback's 1).
+const KEY_PAD: usize = 16;
+
+/// Query rows a task takes at once.
+const QUERY_BLOCK: usize = 16;
+
+/// Multi-head scaled dot-product attention over the output of the fused Q/K/V projection.
+///
+/// `qkv` is `[b·t, 3·heads·hd]` row-major (Q, K, V side by side, each `[heads, hd]`), `mask` the
+/// additive mask `[b, t]` (0 where attended, a large negative number on padding); the result
+/// is the context `[b·t, heads·hd]`: for each (row, head), `softmax(q·kᵀ·scale + mask) · v`.
+///
+/// # Panics
+/// If the slices do not have the stated sizes (a caller bug).
+pub(crate) fn attention(
+    qkv: &[f32],
+    b: usize,
+    t: usize,
+    heads: usize,
+    hd: usize,
+    mask: &[f32],
+    scale: f32,
+) -> Vec<f32> {
+    let h = heads * hd;
+    assert_eq!(qkv.len(), b * t * 3 * h, "qkv is not [b·t, 3h]");
+    assert_eq!(mask.len(), b * t, "mask is not [b, t]");
+    let mut ctx = vec![0f32; b * t * h];
+    if b == 0 || t == 0 || h == 0 {
+        return ctx;
+    }
+    let tp = t.next_multiple_of(KEY_PAD);
+    // Kᵀ of each (batch row, head), `[hd, tp]`, zero past `t`: a score row is then a sum of hd
+    // scaled rows of it (whole vectors, no horizontal sums).
+    let mut kt = vec![0f32; b * heads * hd * tp];
+    kt.par_chunks_mut(hd * tp)
+        .enumerate()
+        .for_each(|(bh, out)| {
+            let (bi, hi) = (bh / heads, bh % heads);
+            for j in 0..t {
+                let k = &qkv[(bi * t + j) * 3 * h + h + hi * hd..][..hd];
+                for (d, &v) in k.iter().enumerate() {
+                    out[d * tp + j] = v;
+                }
+            }
+        });
+    // The mask padded to `tp` with -inf: padded keys get exactly 0 weight.
+    let mut maskp = vec![f32::NEG_INFINITY; b * tp];
+    for (row, m) in maskp.chunks_exact_mut(tp).zip(mask.chunks_exact(t)) {
+        row[..t].copy_from_slice(m);
+    }
+    let (kt, maskp) = (&kt, &maskp);
+    ctx.par_chunks_mut(t * h).enumerate().for_each(|(bi, out)| {
+        // Keys after the last attended one (right padding) get exactly 0 weight
+        // (e^(f32::MIN − max) underflows), so they are skipped; a row with no attended key
+        // keeps them all, as transformers weighs them then.
+        let row_mask = &mask[bi * t..(bi + 1) * t];
+        let keys = row_mask
+            .iter()
+            .rposition(|&m| m > f32::MIN)
+            .map_or(t, |j| j + 1);
+        out.par_chunks_mut(QUERY_BLOCK * h)
+            .enumerate()
+            .for_each(|(c, out)| {
+                dispatch(AttentionRows {
+                    qkv: &qkv[bi * t * 3 * h..(bi + 1) * t * 3 * h],
+                    kt: &kt[bi * heads * hd * tp..(bi + 1) * heads * hd * tp],
+                    mask: &maskp[bi * tp..(bi + 1) * tp],
+                    keys,
+                    tp,
+                    heads,
+                    hd,
+                    scale,
+                    first: c * QUERY_BLOCK,
+                    out,
+                });
+            });
+    });
+    ctx
+}
+
+/// Runs `op` with the best SIMD instruction set of this CPU.
+fn dispatch<Op: WithSimd>(op: Op) -> Op::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(simd) = pulp::x86::V4::try_new() {
+            return Simd::vectorize(simd, op);
+        }
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            return Simd::vectorize(simd, op);
+        }
+    }
+    pulp::Arch::new().dispatch(op)
+}
+
+/// One task of [`attention`]: query rows `first..` of one batch row, every head, into `out`
+/// (`[rows, heads·hd]`).
+struct AttentionRows<'a> {
+    /// `[t, 3h]` of this batch row.
+    qkv: &'a [f32],
+    /// `[heads, hd, tp]` of this batch row.
+    kt: &'a [f32],
+    /// `[tp]`.
+    mask: &'a [f32],
+    /// Keys that can get a weight: `..keys`.
+    keys: usize,
+    tp: usize,
+    heads: usize,
+    hd: usize,
+    scale: f32,
+    first: usize,
+    out: &'a mut [f32],
+}
+
+impl WithSimd for AttentionRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            qkv,
+            kt,
+            mask,
+            keys,
+            tp,
+            heads,
+            hd,
+            scale,
+            first,
+            out,
+        } = self;
+        let h = heads * hd;
+        // Scores of the keys `..keys`, padded to whole vectors (the padding's mask is -inf or
+        // f32::MIN: weight 0).
+        let kp = keys.next_multiple_of(KEY_PAD);
+        let mut scores = vec![0f32; kp];
+        let (maskv, _) = S::as_simd_f32s(&mask[..kp]);
+        for (r, out_row) in out.chunks_exact_mut(h).enumerate() {
+            let i = first + r;
+            for hi in 0..heads {
+                let q = &qkv[i * 3 * h + hi * hd..][..hd];
+                let kt = &kt[hi * hd * tp..(hi + 1) * hd * tp];
+                scores_row(simd, q, kt, tp, scale, &mut scores);
+                softmax_masked(simd, &mut scores, maskv);
+                let acc = &mut out_row[hi * hd..(hi + 1) * hd];
+                for (j, &p) in scores[..keys].iter().enumerate() {
+                    let v = &qkv[j * 3 * h + 2 * h + hi * hd..][..hd];
+                    axpy(simd, acc, p, v);
+                }
+            }
+        }
+    }
+}
+
+/// `s[j] = scale · Σ_d q[d] · kt[d][j]` for `kt` `[hd, tp]` and `j < s.len()` (whole vectors),
+/// four vectors of `s` at a time in registers.
+#[inline(always)]
+fn scores_row<S: Simd>(simd: S, q: &[f32], kt: &[f32], tp: usize, scale: f32, s: &mut [f32]) {
+    let (sv, _) = S::as_mut_simd_f32s(s);
+    let lanes = S::F32_LANES;
+    let zero = simd.splat_f32s(0.0);
+    let mut c0 = 0;
+    while c0 < sv.len() {
+        let nb = (sv.len() - c0).min(4);
+        let mut acc = [zero; 4];
+        for (d, &qd) in q.iter().enumerate() {
+            let qd = simd.splat_f32s(qd * scale);
+            let (kv, _) = S::as_simd_f32s(&kt[d * tp + c0 * lanes..d * tp + (c0 + nb) * lanes]);
+            for (a, k) in acc.iter_mut().zip(kv) {
+                *a = simd.mul_add_f32s(qd, *k, *a);
+            }
+        }
+        sv[c0..c0 + nb].copy_from_slice(&acc[..nb]);
+        c0 += nb;
+    }
+}
+
+/// `s = softmax(s + mask)` over whole vectors (`s` and `mask` of one length, a multiple of the
+/// SIMD width).
+#[inline(always)]
+fn softmax_masked<S: Simd>(simd: S, s: &mut [f32], mask: &[S::f32s]) {
+    let (sv, _) = S::as_mut_simd_f32s(s);
+    let mut mx = simd.splat_f32s(f32::NEG_INFINITY);
+    for (v, m) in sv.iter_mut().zip(mask) {
+        *v = simd.add_f32s(*v, *m);
+        mx = simd.max_f32s(mx, *v);
+    }
+    let mx = simd.splat_f32s(simd.reduce_max_f32s(mx));
+    let mut sum = simd.splat_f32s(0.0);
+    for v in sv.iter_mut() {
+        *v = exp(simd, simd.sub_f32s(*v, mx));
+        sum = simd.add_f32s(sum, *v);
+    }
+    let inv = simd.splat_f32s(1.0 / simd.reduce_sum_f32s(sum));
+    for v in sv.iter_mut() {
+        *v = simd.mul_f32s(*v, inv);
+    }
+}
+
+/// `acc += p · v`.
+#[inline(always)]
+fn axpy<S: Simd>(simd: S, acc: &mut [f32], p: f32, v: &[f32]) {
+    let pv = simd.splat_f32s(p);
+    let (av, at) = S::as_mut_simd_f32s(acc);
+    let (vv, vt) = S::as_simd_f32s(v);
+    for (a, x) in av.iter_mut().zip(vv) {
+        *a = simd.mul_add_f32s(pv, *x, *a);
+    }
+    for (a, x) in at.iter_mut().zip(vt) {
+        *a += p * x;
+    }
+}
+
+/// `e^x` lane-wise: `x = n·ln 2 + r`, a degree-6 polynomial for `e^r` (|r| ≤ ln 2 / 2, relative
+/// error ≈ 1e-7), times `2^n` built in the exponent bits; 0 below `ln(2^-126)`.
+#[inline(always)]
+fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    const LO: f32 = -87.336_55;
+    const HI: f32 = 88.0;
+    // 1.5 · 2^23: adding it rounds to an integer, which then sits in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = simd.min_f32s(simd.max_f32s(x, simd.splat_f32s(LO)), simd.splat_f32s(HI));
+    let magic = simd.splat_f32s(MAGIC);
+    let shifted = simd.mul_add_f32s(xc, simd.splat_f32s(std::f32::consts::LOG2_E), magic);
+    let n = simd.sub_f32s(shifted, magic);
+    let r = simd.mul_add_f32s(n, simd.splat_f32s(-LN2_HI), xc);
+    let r = simd.mul_add_f32s(n, simd.splat_f32s(-LN2_LO), r);
+    let mut p = simd.splat_f32s(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = simd.mul_add_f32s(p, r, simd.splat_f32s(c));
+    }
+    // bits(shifted) = bits(MAGIC) + n; the biased exponent n + 127 shifted into place is 2^n.
+    let biased = simd.add_u32s(
+        simd.sub_u32s(
+            simd.transmute_u32s_f32s(shifted),
+            simd.splat_u32s(MAGIC.to_bits()),
+        ),
+        simd.splat_u32s(127),
+    );
+    let pow2 = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(biased, simd.splat_u32s(23)));
+    let y = simd.mul_f32s(p, pow2);
+    simd.select_f32s(
+        simd.less_than_f32s(x, simd.splat_f32s(LO)),
+        simd.splat_f32s(0.0),
+        y,
+    )
+}
+
+/// The exact GELU, `x · (1 + erf(x / √2)) / 2`, in place, on rayon's threads for large inputs.
+pub(crate) fn gelu_erf(xs: &mut [f32]) {
+    const CHUNK: usize = 1 << 14;
+    if xs.len() <= CHUNK {
+        dispatch(Gelu(xs));
+    } else {
+        xs.par_chunks_mut(CHUNK).for_each(|c| dispatch(Gelu(c)));
+    }
+}
+
+struct Gelu<'a>(&'a mut [f32]);
+
+impl WithSimd for Gelu<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let (head, tail) = S::as_mut_simd_f32s(self.0);
+        for v in head {
+            *v = gelu_erf_lanes(simd, *v);
+        }
+        // The tail through the same formula, one padded vector.
+        if !tail.is_empty() {
+            let v = gelu_erf_lanes(simd, simd.partial_load_f32s(tail));
+            simd.partial_store_f32s(tail, v);
+        }
+    }
+}
+
+/// GELU with `erf` after Abramowitz & Stegun 7.1.26: `erf(z) = 1 − poly(t)·e^{−z²}`,
+/// `t = 1 / (1 + p·z)` for `z ≥ 0`, odd in `z`.
+#[inline(always)]
+fn gelu_erf_lanes<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_7,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    let z = simd.mul_f32s(
+        simd.abs_f32s(x),
+        simd.splat_f32s(std::f32::consts::FRAC_1_SQRT_2),
+    );
+    let one = simd.splat_f32s(1.0);
+    let t = simd.div_f32s(one, simd.mul_add_f32s(simd.splat_f32s(P), z, one));
+    let mut poly = simd.splat_f32s(A[4]);
+    for a in [A[3], A[2], A[1], A[0]] {
+        poly = simd.mul_add_f32s(poly, t, simd.splat_f32s(a));
+    }
+    poly = simd.mul_f32s(poly, t);
+    let e = exp(
+        simd,
+        simd.mul_f32s(simd.sub_f32s(simd.splat_f32s(0.0), z), z),
+    );
+    let erf_abs = simd.sub_f32s(one, simd.mul_f32s(poly, e));
+    let negative = simd.less_than_f32s(x, simd.splat_f32s(0.0));
+    let one_plus_erf = simd.select_f32s(
+        negative,
+        simd.sub_f32s(one, erf_abs),
+        simd.add_f32s(one, erf_abs),
+    );
+    simd.mul_f32s(simd.mul_f32s(simd.splat_f32s(0.5), x), one_plus_erf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exp_and_gelu_match_f64() {
+        let xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.01).collect();
+        let mut g = xs.clone();
+        gelu_erf(&mut g);
+        for (x, got) in xs.iter().zip(&g) {
+            let x = f64::from(*x);
+            let want =
+                0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2));
+            assert!(
+                (f64::from(*got) - want).abs() <= 2e-7 * (1.0 + x.abs()),
+                "gelu({x}) = {got}, want {want}"
+            );
+        }
+        // Softmax of a row whose entries span the whole exp range, and fully masked keys.
+        let mut s = vec![0f32; 32];
+        for (i, v) in s.iter_mut().enumerate() {
+            *v = -80.0 + i as f32 * 5.0;
+        }
+        let mut mask = vec![0f32; 32];
+        mask[31] = f32::MIN;
+        mask[30] = f32::NEG_INFINITY;
+        let want: Vec<f64> = {
+            let z: Vec<f64> = s[..30]
+                .iter()
+                .map(|&v| f64::from(v) - f64::from(s[29]))
+                .collect();
+            let sum: f64 = z.iter().map(|v| v.exp()).sum();
+            z.iter().map(|v| v.exp() / sum).collect()
+        };
+        struct Run<'a>(&'a mut [f32], &'a [f32]);
+        impl WithSimd for Run<'_> {
+            type Output = ();
+            fn with_simd<S: Simd>(self, simd: S) {
+                let (m, _) = S::as_simd_f32s(self.1);
+                softmax_masked(simd, self.0, m);
+            }
+        }
+        dispatch(Run(&mut s, &mask));
+        for (got, want) in s.iter().zip(&want) {
+            assert!(
+                (f64::from(*got) - want).abs() <= 1e-7 + 1e-6 * want,
+                "{got} vs {want}"
+            );
+        }
+        assert_eq!(s[30], 0.0);
+        assert_eq!(s[31], 0.0);
+    }
+
+    /// The fused attention against the same attention written with candle's tensor ops, with
+    /// padding in one batch row, head sizes that are not a multiple of the SIMD width and a
+    /// length that is not a multiple of [`KEY_PAD`].
+    #[test]
+    fn attention_equals_candle_ops() {
+        use candle_core::{D, Device};
+        for (b, t, heads, hd) in [(1, 1, 1, 1), (2, 7, 3, 5), (3, 37, 4, 16), (2, 130, 2, 64)] {
+            let h = heads * hd;
+            let qkv = lcg((b * 1000 + t) as u64, b * t * 3 * h, 1.5);
+            let mut mask = vec![0f32; b * t];
+            if b > 1 {
+                // Right padding in the second row, and in the third a row with no attended key
+                // (every key weighs the same then) when there is one.
+                for v in &mut mask[2 * t - t / 3..2 * t] {
+                    *v = f32::MIN;
+                }
+                if b > 2 {
+                    for v in &mut mask[2 * t..3 * t] {
+                        *v = f32::MIN;
+                    }
+                }
+            }
+            let scale = 1.0 / (hd as f32).sqrt();
+            let got = attention(&qkv, b, t, heads, hd, &mask, scale);
+            let dev = Device::Cpu;
+            let qkv_t = Tensor::from_vec(qkv, (b, t, 3 * h), &dev).expect("qkv");
+            let split = |i: usize| {
+                qkv_t
+                    .narrow(D::Minus1, i * h, h)
+                    .and_then(|x| x.reshape((b, t, heads, hd)))
+                    .and_then(|x| x.transpose(1, 2))
+                    .and_then(|x| x.contiguous())
+                    .expect("split")
+            };
+            let q = (split(0) * f64::from(scale)).expect("scale");
+            let scores = q
+                .matmul(&split(1).t().expect("t"))
+                .and_then(|s| {
+                    s.broadcast_add(
+                        &Tensor::from_vec(mask.clone(), (b, 1, 1, t), &dev).expect("mask"),
+                    )
+                })
+                .expect("scores");
+            let probs = candle_nn::ops::softmax_last_dim(&scores).expect("softmax");
+            let want = probs
+                .matmul(&split(2))
+                .and_then(|c| c.transpose(1, 2))
+                .and_then(|c| c.reshape((b * t * h,)))
+                .and_then(|c| c.to_vec1::<f32>())
+                .expect("context");
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "b={b} t={t} heads={heads} hd={hd}: {worst}");
+        }
+    }
+
+    /// Bias and residual folded into the gemm's starting value, for the gemm path and the
+    /// small-rows path, against candle's matmul + adds.
+    #[test]
+    fn linear_with_bias_and_residual_equals_candle() {
+        use candle_core::Device;
+        let dev = Device::Cpu;
+        for (m, n, k) in [(3, 5, 7), (17, 33, 65), (128, 96, 200), (40, 1, 3)] {
+            let x = Tensor::from_vec(lcg(m as u64, m * k, 1.0), (m, k), &dev).expect("x");
+            let w = Tensor::from_vec(lcg(n as u64 + 7, n * k, 1.0), (n, k), &dev).expect("w");
+            let b = Tensor::from_vec(lcg(k as u64 + 9, n, 1.0), n, &dev).expect("b");
+            let r = Tensor::from_vec(lcg(3, m * n, 1.0), (m, n), &dev).expect("r");
+            let want = x
+                .matmul(&w.t().expect("t"))
+                .and_then(|y| y.broadcast_add(&b))
+                .and_then(|y| y + &r)
+                .expect("want");
+            let got = linear_tensor(&x, &w, Some(&b), Some(&r)).expect("got");
+            let d = (got - want)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.max_all())
+                .and_then(|d| d.to_scalar::<f32>())
+                .expect("diff");
+            assert!(d < 1e-4, "m={m} n={n} k={k}: {d}");
+            let plain = linear_tensor(&x, &w, None, None).expect("plain");
+            let want = x.matmul(&w.t().expect("t")).expect("matmul");
+            let d = (plain - want)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.max_all())
+                .and_then(|d| d.to_scalar::<f32>())
+                .expect("diff");
+            assert!(d < 1e-4, "plain m={m} n={n} k={k}: {d}");
+        }
+    }
+}
