@@ -200,7 +200,63 @@ impl Llama {
     }
 
     /// See [`super::decoder::CausalLm::forward`].
+    ///
+    /// Longrope (Phi-3): a row whose cached decode step puts its new token at position
+    /// `original_max_position_embeddings` drops its cache and runs its whole sequence again,
+    /// alone, now with the long factors, as transformers 4.51.3's
+    /// `Phi3ForCausalLM.prepare_inputs_for_generation` does (the keys cached with the short
+    /// factors would otherwise stay); the other rows of the step run together as usual.
     pub(crate) fn forward(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
+        let Some(original) = self.rope.switch_position() else {
+            return self.forward_rows(steps);
+        };
+        let crosses = |s: &Step<'_>| {
+            !s.cache.is_empty()
+                && s.cache.len() <= original
+                && s.cache.len() + s.tokens.len() > original
+        };
+        if !steps.iter().any(crosses) {
+            return self.forward_rows(steps);
+        }
+        let mut logits: Vec<Option<Vec<f32>>> = vec![None; steps.len()];
+        let mut rest = Vec::with_capacity(steps.len());
+        let mut rest_at = Vec::with_capacity(steps.len());
+        for (i, s) in steps.iter_mut().enumerate() {
+            if crosses(s) {
+                let mut all = s.cache.tokens().to_vec();
+                all.extend_from_slice(s.tokens);
+                let mut fresh = KvCache::default();
+                let mut row = self.forward_rows(&mut [Step {
+                    tokens: &all,
+                    cache: &mut fresh,
+                }])?;
+                *s.cache = fresh;
+                logits[i] = row.pop();
+            } else {
+                rest.push(Step {
+                    tokens: s.tokens,
+                    cache: &mut *s.cache,
+                });
+                rest_at.push(i);
+            }
+        }
+        if !rest.is_empty() {
+            for (i, l) in rest_at.into_iter().zip(self.forward_rows(&mut rest)?) {
+                logits[i] = Some(l);
+            }
+        }
+        logits
+            .into_iter()
+            .map(|l| {
+                l.ok_or_else(|| ModelError::BadBatch {
+                    reason: "a row got no logits".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// One pass over `steps` (no cache switch).
+    pub(super) fn forward_rows(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
         let device = self.embed.embeddings().device().clone();
         let ids = input_ids(steps, &device)?;
         let (b, t) = ids.dims2()?;
