@@ -368,13 +368,17 @@ mod tests {
         let first = run(&m, &prompt, &mut cache);
         assert_close(
             &first[..6],
-            &[0.071_799, -0.937_041, 0.833_711, -0.569_533, 0.683_2, 0.694_223],
+            &[
+                0.071_799, -0.937_041, 0.833_711, -0.569_533, 0.683_2, 0.694_223,
+            ],
         );
         let best = (0..first.len())
             .max_by(|&a, &b| first[a].total_cmp(&first[b]))
             .unwrap();
         assert_eq!(best, 805);
-        let expected = [2.369_3, -0.140_063, -0.384_71, -0.390_818, -0.344_386, 0.499_362];
+        let expected = [
+            2.369_3, -0.140_063, -0.384_71, -0.390_818, -0.344_386, 0.499_362,
+        ];
         let mut kept = cache.clone();
         let step = run(&m, &[805], &mut cache);
         assert_close(&step[..6], &expected);
@@ -391,7 +395,12 @@ mod tests {
             }])
             .unwrap()
             .remove(0);
-        assert!((stale[0] - step[0]).abs() > 1e-3, "{} vs {}", stale[0], step[0]);
+        assert!(
+            (stale[0] - step[0]).abs() > 1e-3,
+            "{} vs {}",
+            stale[0],
+            step[0]
+        );
         // The next step keeps the recomputed cache.
         let mut whole = KvCache::default();
         let mut ids = prompt.clone();

@@ -58,11 +58,12 @@ pub struct Llama {
     max_positions: Option<usize>,
 }
 
+/// A projection, packed for [`super::kernels::matmul_panels`].
 fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder<'_>) -> Result<Linear> {
     if bias {
-        layers::linear(in_dim, out_dim, vb)
+        layers::linear(in_dim, out_dim, vb)?.packed()
     } else {
-        layers::linear_no_bias(in_dim, out_dim, vb)
+        layers::linear_no_bias(in_dim, out_dim, vb)?.packed()
     }
 }
 
@@ -111,9 +112,9 @@ impl Llama {
                     let (qd, kvd) = (heads * head_dim, kv_heads * head_dim);
                     let w = a.pp("qkv_proj").get((qd + 2 * kvd, hidden), "weight")?;
                     (
-                        Linear::new(w.narrow(0, 0, qd)?, None)?,
-                        Linear::new(w.narrow(0, qd, kvd)?, None)?,
-                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None)?,
+                        Linear::new(w.narrow(0, 0, qd)?, None)?.packed()?,
+                        Linear::new(w.narrow(0, qd, kvd)?, None)?.packed()?,
+                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None)?.packed()?,
                     )
                 } else {
                     (
@@ -125,8 +126,8 @@ impl Llama {
                 let (gate, up) = if phi3 {
                     let w = p.pp("gate_up_proj").get((2 * inter, hidden), "weight")?;
                     (
-                        Linear::new(w.narrow(0, 0, inter)?, None)?,
-                        Linear::new(w.narrow(0, inter, inter)?, None)?,
+                        Linear::new(w.narrow(0, 0, inter)?, None)?.packed()?,
+                        Linear::new(w.narrow(0, inter, inter)?, None)?.packed()?,
                     )
                 } else {
                     (
@@ -160,9 +161,9 @@ impl Llama {
             .and_then(Value::as_bool)
             .unwrap_or(gemma);
         let lm_head = if !tied && vb.contains_tensor("lm_head.weight") {
-            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?
+            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed()?
         } else {
-            Linear::new(embed.embeddings().clone(), None)?
+            Linear::new(embed.embeddings().clone(), None)?.packed()?
         };
         Ok(Self {
             embed,
