@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{Server, fixture};
+use crate::support::{Server, compare, fixture};
 
 fn ready() -> Server {
     Server::start(fixture("bert-seqcls")).wait_ready()
@@ -116,7 +116,9 @@ fn jsonlines_in_gives_one_line_per_record_in_order() {
     assert_eq!(lines[1].as_array().unwrap().len(), 2);
     assert_eq!(lines[2].as_array().unwrap().len(), 2);
     let single = server.invoke(&json!({"inputs": "first"})).json();
-    assert_eq!(lines[0], single);
+    // The records of one body may share a forward pass with other rows: the same answer as
+    // alone, within the conformance tolerance (summation order may differ in the last bits).
+    compare::json_close(&lines[0], &single, 1e-4).unwrap_or_else(|e| panic!("{e}"));
     // A bad line is a 400 naming the line.
     let m = server
         .post(

@@ -86,15 +86,42 @@ pub(crate) fn post(url: &str, body: &Value) -> (u16, Value) {
 
 #[test]
 fn concurrent_generations_join_the_running_steps_and_answer_as_alone() {
-    let gated = Gated::start("gpt2-gen");
+    concurrent_answers_equal_answers_alone(
+        "gpt2-gen",
+        &[
+            json!({"inputs": "The logging module", "parameters": {"max_new_tokens": 16}}),
+            json!({"inputs": "Return a new list", "parameters": {"max_new_tokens": 12, "repetition_penalty": 1.8}}),
+            json!({"inputs": ["Handlers send the log records", "x"], "parameters": {"max_new_tokens": 9}}),
+            json!({"inputs": "The logging module", "parameters": {"max_new_tokens": 8, "num_beams": 3, "num_return_sequences": 2}}),
+            json!({"inputs": "Filters provide", "parameters": {"max_new_tokens": 10, "do_sample": true, "seed": 11, "top_k": 20}}),
+        ],
+    );
+}
+
+/// Phi-3 (longrope, 32 original positions): rows that cross position 32 while decoding (their
+/// cache is recomputed with the long factors, alone), rows that never reach it and rows past it
+/// from the start share decode steps and answer as alone.
+#[test]
+fn phi3_rows_crossing_the_longrope_switch_beside_others_answer_as_alone() {
+    let p20 = "Handlers send the log records created by loggers to the appropriate destination and filters";
+    concurrent_answers_equal_answers_alone(
+        "phi3-gen",
+        &[
+            json!({"inputs": p20, "parameters": {"max_new_tokens": 24}}),
+            json!({"inputs": "The logging module", "parameters": {"max_new_tokens": 16}}),
+            json!({"inputs": p20, "parameters": {"max_new_tokens": 14, "num_beams": 2}}),
+            json!({"inputs": [p20, "Return a new list"], "parameters": {"max_new_tokens": 20}}),
+            json!({"inputs": format!("{p20} {p20}"), "parameters": {"max_new_tokens": 8}}),
+        ],
+    );
+}
+
+/// Answers `bodies` one at a time, then all together (the first held by the test gate in the
+/// middle of its generation while the others queue): the answers are the same, and one decode
+/// step ran rows of every request.
+fn concurrent_answers_equal_answers_alone(model: &str, bodies: &[Value]) {
+    let gated = Gated::start(model);
     let url = gated.server.url("/invocations");
-    let bodies = [
-        json!({"inputs": "The logging module", "parameters": {"max_new_tokens": 16}}),
-        json!({"inputs": "Return a new list", "parameters": {"max_new_tokens": 12, "repetition_penalty": 1.8}}),
-        json!({"inputs": ["Handlers send the log records", "x"], "parameters": {"max_new_tokens": 9}}),
-        json!({"inputs": "The logging module", "parameters": {"max_new_tokens": 8, "num_beams": 3, "num_return_sequences": 2}}),
-        json!({"inputs": "Filters provide", "parameters": {"max_new_tokens": 10, "do_sample": true, "seed": 11, "top_k": 20}}),
-    ];
     let alone: Vec<Value> = bodies
         .iter()
         .map(|b| {
@@ -131,12 +158,14 @@ fn concurrent_generations_join_the_running_steps_and_answer_as_alone() {
         })
         .collect();
     assert_eq!(together, alone);
-    // The decode steps were shared: one step ran rows of all five requests.
+    // The decode steps were shared: one step ran rows of every request.
     let logs = gated.server.logs();
+    let shared = format!("requests={}", bodies.len());
     assert!(
         logs.lines()
-            .any(|l| l.contains("decode step") && l.contains("requests=5")),
-        "no decode step shared by the five requests:\n{logs}"
+            .any(|l| l.contains("decode step") && l.contains(&shared)),
+        "no decode step shared by the {} requests:\n{logs}",
+        bodies.len()
     );
 }
 

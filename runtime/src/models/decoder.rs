@@ -11,11 +11,14 @@ use candle_core::{D, DType, Device, Tensor};
 
 use super::{ModelConfig, ModelError, Result, WeightFiles};
 
-/// The keys and values of one sequence: `[1, kv_heads, len, head_dim]` per layer.
+/// The keys and values of one sequence: `[1, kv_heads, len, head_dim]` per layer, and the ids
+/// they were computed from (a longrope model recomputes them all once: see
+/// [`super::llama::Llama::forward`]).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
+    tokens: Vec<u32>,
 }
 
 impl KvCache {
@@ -27,6 +30,11 @@ impl KvCache {
     /// Whether nothing has been run yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The ids the cache holds, in order.
+    pub(crate) fn tokens(&self) -> &[u32] {
+        &self.tokens
     }
 }
 
@@ -164,6 +172,7 @@ fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
 pub(crate) fn advance(steps: &mut [Step<'_>]) {
     for s in steps {
         s.cache.len += s.tokens.len();
+        s.cache.tokens.extend_from_slice(s.tokens);
     }
 }
 
@@ -345,6 +354,89 @@ mod tests {
     #[test]
     fn llama_batched_step_equals_rows_alone() {
         batched_step_equals_rows_alone("llama-gen");
+    }
+
+    /// Expected: `tests/fixtures/conformance/tools/phi3_longrope_switch.py` (transformers
+    /// 4.51.3's `generate` on phi3-gen, greedy, ids 5..=36): the first 6 logits after the
+    /// 32-token prompt (short factors), and after the first new token (805), the step at which
+    /// transformers drops the cache and runs the 33 tokens again with the long factors.
+    #[test]
+    fn phi3_longrope_switch_recomputes_the_cache_as_transformers() {
+        let m = model("phi3-gen");
+        let prompt: Vec<u32> = (5..=36).collect();
+        let mut cache = KvCache::default();
+        let first = run(&m, &prompt, &mut cache);
+        assert_close(
+            &first[..6],
+            &[
+                0.071_799, -0.937_041, 0.833_711, -0.569_533, 0.683_2, 0.694_223,
+            ],
+        );
+        let best = (0..first.len())
+            .max_by(|&a, &b| first[a].total_cmp(&first[b]))
+            .unwrap();
+        assert_eq!(best, 805);
+        let expected = [
+            2.369_3, -0.140_063, -0.384_71, -0.390_818, -0.344_386, 0.499_362,
+        ];
+        let mut kept = cache.clone();
+        let step = run(&m, &[805], &mut cache);
+        assert_close(&step[..6], &expected);
+        assert_eq!(cache.len(), 33);
+        assert_eq!(cache.tokens().len(), 33);
+        // Without the recomputation (the short-factor keys kept) the answer differs.
+        let CausalLm::Llama(llama) = &m else {
+            panic!("phi3-gen is a Llama-family model")
+        };
+        let stale = llama
+            .forward_rows(&mut [Step {
+                tokens: &[805],
+                cache: &mut kept,
+            }])
+            .unwrap()
+            .remove(0);
+        assert!(
+            (stale[0] - step[0]).abs() > 1e-3,
+            "{} vs {}",
+            stale[0],
+            step[0]
+        );
+        // The next step keeps the recomputed cache.
+        let mut whole = KvCache::default();
+        let mut ids = prompt.clone();
+        ids.extend([805, 1246]);
+        let at_once = run(&m, &ids, &mut whole);
+        assert_close(&run(&m, &[1246], &mut cache), &at_once);
+
+        // Continuous batching: a row that crosses beside rows that do not (one short of the
+        // switch, one past it) answers as each row alone.
+        let prompts: [&[u32]; 3] = [&prompt, &prompt[..20], &ids];
+        let mut caches: Vec<KvCache> = prompts
+            .iter()
+            .map(|p| {
+                let mut c = KvCache::default();
+                run(&m, p, &mut c);
+                c
+            })
+            .collect();
+        let mut alone = caches.clone();
+        let next = [805u32, 41, 42];
+        let mut steps: Vec<Step<'_>> = caches
+            .iter_mut()
+            .zip(&next)
+            .map(|(cache, t)| Step {
+                tokens: std::slice::from_ref(t),
+                cache,
+            })
+            .collect();
+        let batched = m.forward(&mut steps).expect("batched");
+        assert_close(&batched[0][..6], &expected);
+        for ((cache, t), b) in alone.iter_mut().zip(&next).zip(&batched) {
+            assert_close(&run(&m, std::slice::from_ref(t), cache), b);
+        }
+        for (c, p) in caches.iter().zip(prompts) {
+            assert_eq!(c.len(), p.len() + 1);
+        }
     }
 
     /// llama-gen's weights as Mistral with a 4-token sliding window.

@@ -18,7 +18,7 @@ use super::{ModelError, Result};
 fn conv1d(in_dim: usize, out_dim: usize, vb: &VarBuilder<'_>) -> Result<Linear> {
     let w = vb.get((in_dim, out_dim), "weight")?;
     let b = vb.get(out_dim, "bias")?;
-    Linear::new(w.t()?.contiguous()?, Some(b))
+    Linear::new(w.t()?.contiguous()?, Some(b))?.packed()
 }
 
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gpt2/modeling_gpt2.py#L565
@@ -103,9 +103,9 @@ impl Gpt2 {
         let lm_head = if vb.contains_tensor("lm_head.weight")
             && cfg.get("tie_word_embeddings").and_then(Value::as_bool) == Some(false)
         {
-            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?
+            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed()?
         } else {
-            Linear::new(wte.embeddings().clone(), None)?
+            Linear::new(wte.embeddings().clone(), None)?.packed()?
         };
         Ok(Self {
             wte,

@@ -148,13 +148,274 @@ pub(crate) fn linear_applies(x: &Tensor, w: &Tensor) -> bool {
         && x.elem_count() / k <= SMALL_ROWS
 }
 
-/// Runs `op` with the best SIMD instruction set of this CPU.
+/// Runs `op` with the best SIMD instruction set of this CPU: AVX-512 (`V4`), else AVX2+FMA
+/// (`V3`), else what `pulp` finds. The choice is the same for every call of a process, which
+/// [`Panels`] relies on (its panel width is the vector width).
 fn dispatch<Op: WithSimd>(op: Op) -> Op::Output {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V4::try_new() {
+        return Simd::vectorize(simd, op);
+    }
     #[cfg(target_arch = "x86_64")]
     if let Some(simd) = pulp::x86::V3::try_new() {
         return Simd::vectorize(simd, op);
     }
     pulp::Arch::new().dispatch(op)
+}
+
+/// The f32 lanes of the vectors [`dispatch`] uses.
+fn lanes() -> usize {
+    struct Lanes;
+    impl WithSimd for Lanes {
+        type Output = usize;
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) -> usize {
+            S::F32_LANES
+        }
+    }
+    dispatch(Lanes)
+}
+
+/// A weight `W` `[n, k]` laid out once, at load, for [`matmul_panels`]: column panels of
+/// `width` outputs (the SIMD width), each `[k, width]` row-major, i.e. `panel[p][kk][l] =
+/// W[p·width + l][kk]` (zeros past `n`). A product then reads each panel front to back as one
+/// sequential stream, one vector of `width` outputs per input element, with no horizontal sums.
+#[derive(Clone, Debug)]
+pub(crate) struct Panels {
+    data: std::sync::Arc<[f32]>,
+    n: usize,
+    k: usize,
+    width: usize,
+}
+
+impl Panels {
+    /// Packs the row-major `w` `[n, k]`.
+    ///
+    /// # Panics
+    /// If `w` is not `n × k` long (a caller bug).
+    pub(crate) fn new(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "w is not [n, k]");
+        let width = lanes();
+        let mut data = vec![0f32; n.div_ceil(width) * k * width];
+        data.par_chunks_mut((k * width).max(1))
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for l in 0..width.min(n - p * width) {
+                    let row = &w[(p * width + l) * k..(p * width + l + 1) * k];
+                    for (kk, v) in row.iter().enumerate() {
+                        panel[kk * width + l] = *v;
+                    }
+                }
+            });
+        Self {
+            data: data.into(),
+            n,
+            k,
+            width,
+        }
+    }
+
+    /// Packs an f32 CPU tensor `[n, k]`.
+    pub(crate) fn from_tensor(w: &Tensor) -> candle_core::Result<Self> {
+        let (n, k) = w.dims2()?;
+        let w = w.contiguous()?;
+        let (ws, wl) = w.storage_and_layout();
+        Ok(Self::new(f32_slice(&ws, wl, "weight")?, n, k))
+    }
+}
+
+/// Panels a task of [`matmul_panels`] takes.
+const TASK_PANELS: usize = 4;
+
+/// `y[i][j] = x[i] · W[j] + bias[j]` for `x` `[m, k]` row-major and `W` packed as [`Panels`];
+/// `y` is `[m, n]` row-major. Any `m`: rows go four at a time against up to four panels held in
+/// registers (16 accumulators), each panel read from memory once a call for all rows.
+///
+/// Each output is `x[i][0]·W[j][0] + x[i][1]·W[j][1] + …` in that order (fused multiply-adds),
+/// then the bias: it does not depend on `m`, on the rows beside `i`, on the thread split nor on
+/// the SIMD width, so a row's answer is the same alone or in any batch, bit for bit.
+///
+/// # Panics
+/// If the slices do not have the stated sizes (a caller bug).
+pub(crate) fn matmul_panels(x: &[f32], m: usize, w: &Panels, bias: Option<&[f32]>) -> Vec<f32> {
+    let (n, k, width) = (w.n, w.k, w.width);
+    assert_eq!(x.len(), m * k, "x is not [m, k]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bias is not [n]");
+    }
+    let mut y = vec![0f32; m * n];
+    if m == 0 || n == 0 {
+        return y;
+    }
+    let np = n.div_ceil(width);
+    // `[panel][row][lane]`: each task owns a contiguous block.
+    let mut yp = vec![0f32; np * m * width];
+    let task = TASK_PANELS * m * width;
+    let run = |(c, out): (usize, &mut [f32])| {
+        let p0 = c * TASK_PANELS;
+        let count = out.len() / (m * width);
+        dispatch(PanelBlock {
+            x,
+            m,
+            k,
+            width,
+            panels: &w.data[p0 * k * width..(p0 + count) * k * width],
+            out,
+        });
+    };
+    if np * k * width * m < PARALLEL_MIN_WORK || rayon::current_num_threads() == 1 {
+        yp.chunks_mut(task).enumerate().for_each(run);
+    } else {
+        yp.par_chunks_mut(task).enumerate().for_each(run);
+    }
+    for (p, block) in yp.chunks_exact(m * width).enumerate() {
+        let j0 = p * width;
+        let cols = width.min(n - j0);
+        for (i, lanes) in block.chunks_exact(width).enumerate() {
+            let dst = &mut y[i * n + j0..i * n + j0 + cols];
+            dst.copy_from_slice(&lanes[..cols]);
+            if let Some(b) = bias {
+                for (v, b) in dst.iter_mut().zip(&b[j0..j0 + cols]) {
+                    *v += b;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// [`matmul_panels`] over the last dimension of an f32 CPU tensor `x` (any number of rows);
+/// the result has `x`'s leading dimensions and `n` last.
+pub(crate) fn linear_panels(
+    x: &Tensor,
+    w: &Panels,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let k = w.k;
+    let dims = x.dims();
+    if dims.last() != Some(&k) {
+        return Err(candle_core::Error::Msg(format!(
+            "linear: input {:?} does not end in the weight's {k} columns",
+            x.shape()
+        )));
+    }
+    let m = x.elem_count() / k.max(1);
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    let (xs, xl) = x.storage_and_layout();
+    let bias_guard = bias.map(Tensor::storage_and_layout);
+    let bias = match &bias_guard {
+        Some((bs, bl)) => Some(f32_slice(bs, bl, "bias")?),
+        None => None,
+    };
+    let y = matmul_panels(f32_slice(&xs, xl, "input")?, m, w, bias);
+    let mut shape = dims[..dims.len() - 1].to_vec();
+    shape.push(w.n);
+    Tensor::from_vec(y, shape, x.device())
+}
+
+/// One task of [`matmul_panels`]: `panels` (`count × [k, width]`) against every row of `x`,
+/// into `out` `[count][m][width]`.
+struct PanelBlock<'a> {
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    width: usize,
+    panels: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl WithSimd for PanelBlock<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // Four panels × four rows is 16 accumulators + 4 weight vectors: AVX-512 has 32
+        // registers; AVX2's 16 take two panels.
+        if S::F32_LANES >= 16 {
+            panel_block::<S, 4>(simd, self);
+        } else {
+            panel_block::<S, 2>(simd, self);
+        }
+    }
+}
+
+#[inline(always)]
+fn panel_block<S: Simd, const P: usize>(simd: S, b: PanelBlock<'_>) {
+    let PanelBlock {
+        x,
+        m,
+        k,
+        width,
+        panels,
+        out,
+    } = b;
+    assert_eq!(width, S::F32_LANES, "panels packed for another SIMD width");
+    let count = panels.len() / (k * width).max(1);
+    let panel = |p: usize| S::as_simd_f32s(&panels[p * k * width..(p + 1) * k * width]).0;
+    let xr = |i: usize| &x[i * k..(i + 1) * k];
+    let mut p = 0;
+    while p < count {
+        let pw = if count - p >= P { P } else { 1 };
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(4);
+            // `out` is `[panel][row][lane]`.
+            let mut store = |r: usize, q: usize, v: S::f32s| {
+                let at = ((p + q) * m + i + r) * width;
+                S::as_mut_simd_f32s(&mut out[at..at + width]).0[0] = v;
+            };
+            macro_rules! go {
+                ($pw:tt, $r:tt) => {{
+                    let acc = panel_tile::<S, $pw, $r>(
+                        simd,
+                        std::array::from_fn(|q| panel(p + q)),
+                        std::array::from_fn(|r| xr(i + r)),
+                    );
+                    for (r, row) in acc.iter().enumerate() {
+                        for (q, v) in row.iter().enumerate() {
+                            store(r, q, *v);
+                        }
+                    }
+                }};
+            }
+            match (pw == P, rows) {
+                (true, 4) => go!(P, 4),
+                (true, 3) => go!(P, 3),
+                (true, 2) => go!(P, 2),
+                (true, _) => go!(P, 1),
+                (false, 4) => go!(1, 4),
+                (false, 3) => go!(1, 3),
+                (false, 2) => go!(1, 2),
+                (false, _) => go!(1, 1),
+            }
+            i += rows;
+        }
+        p += pw;
+    }
+}
+
+/// `acc[r][q] = Σ_kk x[r][kk] · panel[q][kk]` (one vector of outputs per panel), summed in
+/// `kk` order.
+#[inline(always)]
+fn panel_tile<S: Simd, const P: usize, const R: usize>(
+    simd: S,
+    panels: [&[S::f32s]; P],
+    x: [&[f32]; R],
+) -> [[S::f32s; P]; R] {
+    let k = x[0].len();
+    let panels = panels.map(|s| &s[..k]);
+    let x = x.map(|s| &s[..k]);
+    let mut acc = [[simd.splat_f32s(0.0); P]; R];
+    for kk in 0..k {
+        let w: [S::f32s; P] = std::array::from_fn(|q| panels[q][kk]);
+        for r in 0..R {
+            let xs = simd.splat_f32s(x[r][kk]);
+            for q in 0..P {
+                acc[r][q] = simd.mul_add_f32s(xs, w[q], acc[r][q]);
+            }
+        }
+    }
+    acc
 }
 
 /// One task of [`matmul_nt`]: the weight rows `w` (`[rows, k]`) against every row of `x`
@@ -341,6 +602,41 @@ mod tests {
         assert!(!xt.is_contiguous());
         let want = xt.matmul(&w.t().expect("t")).expect("matmul");
         assert!(worst_diff(&linear(&xt, &w, None).expect("linear"), &want) < 1e-4);
+    }
+
+    /// The panel kernel against candle's matmul: widths and output counts that are not
+    /// multiples of the panel width, 1..=9 rows and a prompt-sized 37; and a row's answer is the
+    /// same bit for bit alone and among others (whatever the row tiling and thread split).
+    #[test]
+    fn matmul_panels_equals_candle_matmul_and_rows_are_independent() {
+        for (n, k) in [(1, 1), (3, 7), (17, 33), (37, 100), (301, 769), (1030, 131)] {
+            let w = randn(&[n, k], (n * 1000 + k) as u64);
+            let b = randn(&[n], n as u64);
+            let packed = Panels::from_tensor(&w).expect("pack");
+            assert_eq!((packed.n, packed.k), (n, k));
+            for m in (1..=9).chain([37]) {
+                let x = randn(&[m, k], (m * 7 + k) as u64);
+                let want = x.matmul(&w.t().expect("t")).expect("matmul");
+                let got = linear_panels(&x, &packed, None).expect("panels");
+                assert_eq!(got.dims(), &[m, n]);
+                let d = worst_diff(&got, &want);
+                assert!(d < 1e-4 * (k as f32).sqrt(), "m={m} n={n} k={k}: {d}");
+                let want = want.broadcast_add(&b).expect("bias");
+                let got = linear_panels(&x, &packed, Some(&b)).expect("panels bias");
+                let d = worst_diff(&got, &want);
+                assert!(d < 1e-4 * (k as f32).sqrt(), "bias m={m} n={n} k={k}: {d}");
+                for i in [0, m / 2, m - 1] {
+                    let row = x.narrow(0, i, 1).expect("row");
+                    let alone = linear_panels(&row, &packed, Some(&b)).expect("alone");
+                    let within = got.narrow(0, i, 1).expect("within");
+                    assert_eq!(
+                        worst_diff(&alone, &within),
+                        0.0,
+                        "m={m} n={n} k={k} row {i}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

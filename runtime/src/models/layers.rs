@@ -53,11 +53,21 @@ impl Module for Activation {
 
 /// `nn.Linear`: `y = x · Wᵀ + b` with `W` `[out, in]` kept contiguous. A few rows (decode steps,
 /// short inputs) go through [`kernels::matmul_nt`], which reads the weight once a call; more rows
-/// go through candle's matmul, as `candle_nn::Linear` does.
+/// go through candle's matmul, as `candle_nn::Linear` does. A layer made [`packed`](Self::packed)
+/// (the decoders of generation) keeps its weight only as [`kernels::Panels`] and runs every
+/// product, of any number of rows, with [`kernels::matmul_panels`].
 #[derive(Clone, Debug)]
 pub(crate) struct Linear {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
+}
+
+#[derive(Clone, Debug)]
+enum Weight {
+    /// `[out, in]`, contiguous.
+    Rows(Tensor),
+    /// Packed at load.
+    Panels(kernels::Panels),
 }
 
 impl Linear {
@@ -68,12 +78,35 @@ impl Linear {
         } else {
             weight.contiguous()?
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight: Weight::Rows(weight),
+            bias,
+        })
     }
 
-    /// `[out, in]`.
-    pub(crate) fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The same layer with its weight packed as [`kernels::Panels`] (f32 CPU weights; others
+    /// stay as they are). The row-major weight is dropped (unless shared, e.g. tied
+    /// embeddings).
+    pub(crate) fn packed(self) -> Result<Self> {
+        let Weight::Rows(w) = &self.weight else {
+            return Ok(self);
+        };
+        if w.dtype() != candle_core::DType::F32 || !w.device().is_cpu() {
+            return Ok(self);
+        }
+        let panels = kernels::Panels::from_tensor(w)?;
+        Ok(Self {
+            weight: Weight::Panels(panels),
+            bias: self.bias,
+        })
+    }
+
+    /// `[out, in]`, unless packed.
+    pub(crate) fn weight(&self) -> Option<&Tensor> {
+        match &self.weight {
+            Weight::Rows(w) => Some(w),
+            Weight::Panels(_) => None,
+        }
     }
 
     /// `[out]`, if any.
@@ -85,8 +118,20 @@ impl Linear {
 impl Linear {
     /// Whether the fused kernels take `x` with this layer's parameters (f32 on the CPU).
     fn fused_applies(&self, x: &Tensor) -> bool {
-        fused::applies(&[x, &self.weight])
-            && self.bias.as_ref().is_none_or(|b| fused::applies(&[b]))
+        let Weight::Rows(w) = &self.weight else {
+            return false;
+        };
+        fused::applies(&[x, w]) && self.bias.as_ref().is_none_or(|b| fused::applies(&[b]))
+    }
+
+    /// The row-major weight, for the fused kernels (only called when [`Self::fused_applies`]).
+    fn rows(&self) -> candle_core::Result<&Tensor> {
+        match &self.weight {
+            Weight::Rows(w) => Ok(w),
+            Weight::Panels(_) => Err(candle_core::Error::Msg(
+                "a packed weight has no row-major copy".to_owned(),
+            )),
+        }
     }
 
     /// `x · Wᵀ + b + residual`, the residual added inside the matmul (its output starts as
@@ -97,7 +142,7 @@ impl Linear {
         residual: &Tensor,
     ) -> candle_core::Result<Tensor> {
         if self.fused_applies(x) && fused::applies(&[residual]) {
-            return fused::linear_tensor(x, &self.weight, self.bias.as_ref(), Some(residual));
+            return fused::linear_tensor(x, self.rows()?, self.bias.as_ref(), Some(residual));
         }
         self.forward(x)? + residual
     }
@@ -105,7 +150,7 @@ impl Linear {
     /// `act(x · Wᵀ + b)`; the exact GELU is applied in place on the matmul's output.
     pub(crate) fn forward_act(&self, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
         if act == Activation::GeluErf && self.fused_applies(x) {
-            return fused::linear_gelu_erf(x, &self.weight, self.bias.as_ref());
+            return fused::linear_gelu_erf(x, self.rows()?, self.bias.as_ref());
         }
         act.forward(&self.forward(x)?)
     }
@@ -114,23 +159,27 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if self.fused_applies(x) {
-            return fused::linear_tensor(x, &self.weight, self.bias.as_ref(), None);
+            return fused::linear_tensor(x, self.rows()?, self.bias.as_ref(), None);
         }
-        if kernels::linear_applies(x, &self.weight) {
-            return kernels::linear(x, &self.weight, self.bias.as_ref());
+        let weight = match &self.weight {
+            Weight::Panels(p) => return kernels::linear_panels(x, p, self.bias.as_ref()),
+            Weight::Rows(w) => w,
+        };
+        if kernels::linear_applies(x, weight) {
+            return kernels::linear(x, weight, self.bias.as_ref());
         }
         // candle_nn::Linear::forward: fold the leading dimensions into rows when contiguous.
-        let w = self.weight.t()?;
+        let w = weight.t()?;
         let y = match *x.dims() {
             [b1, b2, m, k] if x.is_contiguous() => x
                 .reshape((b1 * b2 * m, k))?
                 .matmul(&w)?
                 .reshape((b1, b2, m, ()))?,
-            [b1, b2, _, _] => x.matmul(&self.weight.broadcast_left((b1, b2))?.t()?)?,
+            [b1, b2, _, _] => x.matmul(&weight.broadcast_left((b1, b2))?.t()?)?,
             [b, m, k] if x.is_contiguous() => {
                 x.reshape((b * m, k))?.matmul(&w)?.reshape((b, m, ()))?
             }
-            [b, _, _] => x.matmul(&self.weight.broadcast_left(b)?.t()?)?,
+            [b, _, _] => x.matmul(&weight.broadcast_left(b)?.t()?)?,
             _ => x.matmul(&w)?,
         };
         match &self.bias {
@@ -200,7 +249,11 @@ impl SelfAttention {
         let mut biases = Vec::with_capacity(3);
         for name in names {
             let l = linear(hidden, hidden, vb.pp(name))?;
-            weights.push(l.weight().clone());
+            weights.push(
+                l.weight()
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg(format!("{name} is packed")))?,
+            );
             biases.push(
                 l.bias()
                     .cloned()

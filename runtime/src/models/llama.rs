@@ -58,11 +58,12 @@ pub struct Llama {
     max_positions: Option<usize>,
 }
 
+/// A projection, packed for [`super::kernels::matmul_panels`].
 fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder<'_>) -> Result<Linear> {
     if bias {
-        layers::linear(in_dim, out_dim, vb)
+        layers::linear(in_dim, out_dim, vb)?.packed()
     } else {
-        layers::linear_no_bias(in_dim, out_dim, vb)
+        layers::linear_no_bias(in_dim, out_dim, vb)?.packed()
     }
 }
 
@@ -111,9 +112,9 @@ impl Llama {
                     let (qd, kvd) = (heads * head_dim, kv_heads * head_dim);
                     let w = a.pp("qkv_proj").get((qd + 2 * kvd, hidden), "weight")?;
                     (
-                        Linear::new(w.narrow(0, 0, qd)?, None)?,
-                        Linear::new(w.narrow(0, qd, kvd)?, None)?,
-                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None)?,
+                        Linear::new(w.narrow(0, 0, qd)?, None)?.packed()?,
+                        Linear::new(w.narrow(0, qd, kvd)?, None)?.packed()?,
+                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None)?.packed()?,
                     )
                 } else {
                     (
@@ -125,8 +126,8 @@ impl Llama {
                 let (gate, up) = if phi3 {
                     let w = p.pp("gate_up_proj").get((2 * inter, hidden), "weight")?;
                     (
-                        Linear::new(w.narrow(0, 0, inter)?, None)?,
-                        Linear::new(w.narrow(0, inter, inter)?, None)?,
+                        Linear::new(w.narrow(0, 0, inter)?, None)?.packed()?,
+                        Linear::new(w.narrow(0, inter, inter)?, None)?.packed()?,
                     )
                 } else {
                     (
@@ -160,9 +161,9 @@ impl Llama {
             .and_then(Value::as_bool)
             .unwrap_or(gemma);
         let lm_head = if !tied && vb.contains_tensor("lm_head.weight") {
-            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?
+            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed()?
         } else {
-            Linear::new(embed.embeddings().clone(), None)?
+            Linear::new(embed.embeddings().clone(), None)?.packed()?
         };
         Ok(Self {
             embed,
@@ -200,7 +201,63 @@ impl Llama {
     }
 
     /// See [`super::decoder::CausalLm::forward`].
+    ///
+    /// Longrope (Phi-3): a row whose cached decode step puts its new token at position
+    /// `original_max_position_embeddings` drops its cache and runs its whole sequence again,
+    /// alone, now with the long factors, as transformers 4.51.3's
+    /// `Phi3ForCausalLM.prepare_inputs_for_generation` does (the keys cached with the short
+    /// factors would otherwise stay); the other rows of the step run together as usual.
     pub(crate) fn forward(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
+        let Some(original) = self.rope.switch_position() else {
+            return self.forward_rows(steps);
+        };
+        let crosses = |s: &Step<'_>| {
+            !s.cache.is_empty()
+                && s.cache.len() <= original
+                && s.cache.len() + s.tokens.len() > original
+        };
+        if !steps.iter().any(crosses) {
+            return self.forward_rows(steps);
+        }
+        let mut logits: Vec<Option<Vec<f32>>> = vec![None; steps.len()];
+        let mut rest = Vec::with_capacity(steps.len());
+        let mut rest_at = Vec::with_capacity(steps.len());
+        for (i, s) in steps.iter_mut().enumerate() {
+            if crosses(s) {
+                let mut all = s.cache.tokens().to_vec();
+                all.extend_from_slice(s.tokens);
+                let mut fresh = KvCache::default();
+                let mut row = self.forward_rows(&mut [Step {
+                    tokens: &all,
+                    cache: &mut fresh,
+                }])?;
+                *s.cache = fresh;
+                logits[i] = row.pop();
+            } else {
+                rest.push(Step {
+                    tokens: s.tokens,
+                    cache: &mut *s.cache,
+                });
+                rest_at.push(i);
+            }
+        }
+        if !rest.is_empty() {
+            for (i, l) in rest_at.into_iter().zip(self.forward_rows(&mut rest)?) {
+                logits[i] = Some(l);
+            }
+        }
+        logits
+            .into_iter()
+            .map(|l| {
+                l.ok_or_else(|| ModelError::BadBatch {
+                    reason: "a row got no logits".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// One pass over `steps` (no cache switch).
+    pub(super) fn forward_rows(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
         let device = self.embed.embeddings().device().clone();
         let ids = input_ids(steps, &device)?;
         let (b, t) = ids.dims2()?;

@@ -156,6 +156,12 @@ impl Rope {
         self.dim
     }
 
+    /// Longrope: `original_max_position_embeddings`, the position at which a cached sequence
+    /// switches to the long factors (and its cache is recomputed); `None` otherwise.
+    pub(crate) fn switch_position(&self) -> Option<usize> {
+        self.long.as_ref().map(|_| self.original)
+    }
+
     /// cos and sin `[B, T, dim / 2]` of every new token, `pos` being `[B, T]` row-major.
     pub(crate) fn tables(
         &self,
