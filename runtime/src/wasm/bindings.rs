@@ -3,7 +3,7 @@
 
 wasmtime::component::bindgen!({
     world: "handler",
-    path: "../wit",
+    path: "../wit/0.1.0",
 });
 
 pub(crate) use exports::sagebrush::handler::hooks::{
