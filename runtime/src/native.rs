@@ -173,7 +173,10 @@ impl GuestHost for ModelHost {
             tracing::info!(task = %parsed, subfolder = shown(subfolder), load_ms = started.elapsed().as_secs_f64() * 1e3, "native pipeline loaded for user code (shared by all instances)");
             Ok(Arc::new(built))
         });
-        native.as_ref().map(|n| Arc::clone(&n.pipeline)).map_err(Clone::clone)
+        native
+            .as_ref()
+            .map(|n| Arc::clone(&n.pipeline))
+            .map_err(Clone::clone)
     }
 
     fn load_tokenizer(
@@ -213,9 +216,8 @@ fn parse_options(options_json: Option<&str>) -> Result<String, HostError> {
     let Some(text) = options_json.filter(|t| !t.trim().is_empty()) else {
         return Ok(String::new());
     };
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        HostError::Refused(format!("pipeline.load options are not JSON: {e}"))
-    })?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| HostError::Refused(format!("pipeline.load options are not JSON: {e}")))?;
     let Some(map) = value.as_object() else {
         return Err(HostError::Refused(
             "pipeline.load options must be a JSON object".to_owned(),
@@ -232,16 +234,16 @@ fn parse_options(options_json: Option<&str>) -> Result<String, HostError> {
 /// The directory `subfolder` names inside `model_dir`: a relative path without `..`, that
 /// exists, is a directory, and (symbolic links resolved) stays inside the model directory.
 pub(crate) fn confine(model_dir: &Path, subfolder: Option<&str>) -> Result<PathBuf, HostError> {
-    let root = model_dir.canonicalize().map_err(|e| {
-        HostError::Failed(format!("cannot resolve the model directory: {e}"))
-    })?;
+    let root = model_dir
+        .canonicalize()
+        .map_err(|e| HostError::Failed(format!("cannot resolve the model directory: {e}")))?;
     let Some(sub) = subfolder.filter(|s| !s.is_empty()) else {
         return Ok(root);
     };
     let path = Path::new(sub);
-    let escapes = path.components().any(|c| {
-        !matches!(c, Component::Normal(_) | Component::CurDir)
-    });
+    let escapes = path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
     if escapes {
         return Err(HostError::Refused(format!(
             "subfolder `{sub}` must be a relative path inside the model directory (no `..`, not absolute)"
@@ -276,8 +278,14 @@ mod tests {
         std::fs::write(tmp.path().join("file"), b"x").expect("write");
         let root = tmp.path().canonicalize().expect("canonical");
         assert_eq!(confine(tmp.path(), None).expect("root"), root);
-        assert_eq!(confine(tmp.path(), Some("a/b")).expect("a/b"), root.join("a/b"));
-        assert_eq!(confine(tmp.path(), Some("./a")).expect("./a"), root.join("a"));
+        assert_eq!(
+            confine(tmp.path(), Some("a/b")).expect("a/b"),
+            root.join("a/b")
+        );
+        assert_eq!(
+            confine(tmp.path(), Some("./a")).expect("./a"),
+            root.join("a")
+        );
         for (bad, says) in [
             ("../x", "no `..`"),
             ("a/../../x", "no `..`"),
@@ -295,7 +303,10 @@ mod tests {
         {
             std::os::unix::fs::symlink("/tmp", tmp.path().join("out")).expect("symlink");
             let err = confine(tmp.path(), Some("out")).expect_err("symlink out");
-            assert!(matches!(&err, HostError::Refused(m) if m.contains("leads outside")), "{err:?}");
+            assert!(
+                matches!(&err, HostError::Refused(m) if m.contains("leads outside")),
+                "{err:?}"
+            );
         }
     }
 
@@ -303,8 +314,14 @@ mod tests {
     fn options_must_be_an_empty_object() {
         assert!(parse_options(None).is_ok());
         assert!(parse_options(Some("{}")).is_ok());
-        assert!(matches!(parse_options(Some("{\"device\": 1}")), Err(HostError::Refused(m)) if m.contains("`device`")));
-        assert!(matches!(parse_options(Some("[1]")), Err(HostError::Refused(m)) if m.contains("object")));
-        assert!(matches!(parse_options(Some("{")), Err(HostError::Refused(m)) if m.contains("not JSON")));
+        assert!(
+            matches!(parse_options(Some("{\"device\": 1}")), Err(HostError::Refused(m)) if m.contains("`device`"))
+        );
+        assert!(
+            matches!(parse_options(Some("[1]")), Err(HostError::Refused(m)) if m.contains("object"))
+        );
+        assert!(
+            matches!(parse_options(Some("{")), Err(HostError::Refused(m)) if m.contains("not JSON"))
+        );
     }
 }

@@ -30,7 +30,11 @@ pub(crate) fn case(model: &str, id: &str) -> (Value, Value) {
 
 /// A SageMaker base dir whose `model` holds only `guest` as `code/inference.wasm` and `files`
 /// (name, contents), and the fixture models in `subfolders` (subfolder, fixture name).
-fn model_dir(guest_name: &str, files: &[(&str, &str)], subfolders: &[(&str, &str)]) -> tempfile::TempDir {
+fn model_dir(
+    guest_name: &str,
+    files: &[(&str, &str)],
+    subfolders: &[(&str, &str)],
+) -> tempfile::TempDir {
     let base = tempfile::tempdir().expect("tempdir");
     let model = base.path().join("model");
     std::fs::create_dir_all(model.join("code")).expect("mkdir");
@@ -84,13 +88,18 @@ fn a_model_directory_without_weights_is_served_by_a_guest_alone() {
     let server = serve(base.path(), &[]).wait_ready();
     let answer = server.invoke(&json!({ "op": "greeting" }));
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(answer.json(), json!({ "greeting": "hello from a data file" }));
+    assert_eq!(
+        answer.json(),
+        json!({ "greeting": "hello from a data file" })
+    );
     // The model directory's own pipeline is built on first use, and there is none to build:
     // a 500 that names the cause.
     let answer = server.invoke(&json!({ "op": "default", "inputs": "x" }));
     assert_eq!(answer.status, 500, "{}", answer.body);
     assert!(
-        answer.body.contains("the model directory's native pipeline cannot be loaded")
+        answer
+            .body
+            .contains("the model directory's native pipeline cannot be loaded")
             && answer.body.contains("config.json"),
         "{}",
         answer.body
@@ -178,7 +187,8 @@ fn the_host_tokenizer_answers_as_transformers_does() {
     )
     .expect("copy tokenizer");
     let server = serve(base.path(), &[]).wait_ready();
-    let answer = server.invoke(&json!({ "op": "tokenize", "subfolder": "tok", "text": expected["text"] }));
+    let answer =
+        server.invoke(&json!({ "op": "tokenize", "subfolder": "tok", "text": expected["text"] }));
     assert_eq!(answer.status, 200, "{}", answer.body);
     let got = answer.json();
     for key in ["ids", "offsets", "tokens", "decoded"] {
@@ -188,7 +198,9 @@ fn the_host_tokenizer_answers_as_transformers_does() {
     let answer = server.invoke(&json!({ "op": "tokenize", "text": "x" }));
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert!(
-        answer.body.contains("cannot load the tokenizer of the model directory"),
+        answer
+            .body
+            .contains("cannot load the tokenizer of the model directory"),
         "{}",
         answer.body
     );

@@ -403,7 +403,10 @@ fn two_pipelines_guest_combines_two_native_models_from_subfolders() {
         .arg("2")
         .start()
         .wait_ready();
-    server.wait_for_log(&["user code model_fn loaded its model", "classifier/ (text-classification) + ner/ (token-classification)"]);
+    server.wait_for_log(&[
+        "user code model_fn loaded its model",
+        "classifier/ (text-classification) + ner/ (token-classification)",
+    ]);
     let (text, sentiment) =
         crate::guest_resources::case("bert-seqcls", "bert-seqcls/single_inferred");
     let (ner_text, entities) =
@@ -425,7 +428,11 @@ fn two_pipelines_guest_combines_two_native_models_from_subfolders() {
     );
     let answer = server.invoke(&json!({ "text": "no inputs" }));
     assert_eq!(answer.status, 400, "{}", answer.body);
-    assert!(answer.body.contains("the request needs `inputs`"), "{}", answer.body);
+    assert!(
+        answer.body.contains("the request needs `inputs`"),
+        "{}",
+        answer.body
+    );
 }
 
 #[test]
@@ -437,7 +444,8 @@ fn a_model_fn_loading_a_missing_subfolder_fails_the_load_naming_it() {
     let ping = server.wait_settled();
     assert_eq!(ping.status, 503, "{}", ping.body);
     assert!(
-        ping.body.contains("subfolder `ner` does not exist in the model directory"),
+        ping.body
+            .contains("subfolder `ner` does not exist in the model directory"),
         "{}",
         ping.body
     );

@@ -238,7 +238,11 @@ mod tests {
                 fn model_fn(dir: &str) -> Result<Self::Model, Error> { todo!() }
             }
         };
-        assert!(!expand_str(item).expect("expands").contains("model_pipeline"));
+        assert!(
+            !expand_str(item)
+                .expect("expands")
+                .contains("model_pipeline")
+        );
     }
 
     #[test]

@@ -320,8 +320,7 @@ impl HookChain {
                             let Some(data) = lock(&slots[i]).take() else {
                                 continue;
                             };
-                            let result =
-                                defaults::predict_fn(native.as_ref(), data, Hook::InputFn);
+                            let result = defaults::predict_fn(native.as_ref(), data, Hook::InputFn);
                             if result.is_err() {
                                 first_failed.fetch_min(i, Ordering::Relaxed);
                             }

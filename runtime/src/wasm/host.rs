@@ -88,7 +88,11 @@ fn host_error(err: HostError) -> WitError {
 }
 
 /// One request through `native`, JSON text in and out.
-fn predict(native: &dyn Pipeline, request_json: &str, request_id: &str) -> Result<String, WitError> {
+fn predict(
+    native: &dyn Pipeline,
+    request_json: &str,
+    request_id: &str,
+) -> Result<String, WitError> {
     let request: serde_json::Value = serde_json::from_str(request_json).map_err(|e| {
         WitError::BadRequest(format!(
             "the request given to `pipeline.predict` is not JSON: {e}"
@@ -167,7 +171,9 @@ impl pipeline2::HostPipeline for HostState {
         options_json: Option<String>,
     ) -> Result<Resource<GuestPipeline>, types2::Error> {
         let pipeline = self
-            .loading(|host| host.load_pipeline(&task, subfolder.as_deref(), options_json.as_deref()))
+            .loading(|host| {
+                host.load_pipeline(&task, subfolder.as_deref(), options_json.as_deref())
+            })
             .map_err(|e| types2::Error::from(host_error(e)))?;
         self.table
             .push(GuestPipeline(pipeline))

@@ -100,7 +100,9 @@ impl GuestHost for FixedPipeline {
         &self,
         _subfolder: Option<&str>,
     ) -> std::result::Result<Arc<tokenizers::Tokenizer>, HostError> {
-        Err(HostError::Refused("no tokenizer can be loaded here".to_owned()))
+        Err(HostError::Refused(
+            "no tokenizer can be loaded here".to_owned(),
+        ))
     }
 }
 
@@ -275,18 +277,20 @@ impl GuestProgram {
         content_type: &str,
     ) -> Result<Payload> {
         let wit_ctx = context(ctx);
-        let payload = self.pool.call(Hook::InputFn, &ctx.request_id, |i| match &i.handler {
-            Bindings::V1(h) => h.sagebrush_handler_hooks().call_input_fn(
-                &mut i.store,
-                body,
-                content_type,
-                &wit_ctx,
-            ),
-            Bindings::V2(h) => h
-                .sagebrush_handler_hooks()
-                .call_input_fn(&mut i.store, body, content_type, &(&wit_ctx).into())
-                .map(|r| r.map(Into::into).map_err(Into::into)),
-        })?;
+        let payload = self
+            .pool
+            .call(Hook::InputFn, &ctx.request_id, |i| match &i.handler {
+                Bindings::V1(h) => h.sagebrush_handler_hooks().call_input_fn(
+                    &mut i.store,
+                    body,
+                    content_type,
+                    &wit_ctx,
+                ),
+                Bindings::V2(h) => h
+                    .sagebrush_handler_hooks()
+                    .call_input_fn(&mut i.store, body, content_type, &(&wit_ctx).into())
+                    .map(|r| r.map(Into::into).map_err(Into::into)),
+            })?;
         payload_from_wit(Hook::InputFn, payload)
     }
 
@@ -322,18 +326,20 @@ impl GuestProgram {
     ) -> Result<HookResponse> {
         let wit_ctx = context(ctx);
         let prediction = payload_to_wit(prediction);
-        let response = self.pool.call(Hook::OutputFn, &ctx.request_id, |i| match &i.handler {
-            Bindings::V1(h) => h.sagebrush_handler_hooks().call_output_fn(
-                &mut i.store,
-                &prediction,
-                accept,
-                &wit_ctx,
-            ),
-            Bindings::V2(h) => h
-                .sagebrush_handler_hooks()
-                .call_output_fn(&mut i.store, &prediction.into(), accept, &(&wit_ctx).into())
-                .map(|r| r.map(Into::into).map_err(Into::into)),
-        })?;
+        let response = self
+            .pool
+            .call(Hook::OutputFn, &ctx.request_id, |i| match &i.handler {
+                Bindings::V1(h) => h.sagebrush_handler_hooks().call_output_fn(
+                    &mut i.store,
+                    &prediction,
+                    accept,
+                    &wit_ctx,
+                ),
+                Bindings::V2(h) => h
+                    .sagebrush_handler_hooks()
+                    .call_output_fn(&mut i.store, &prediction.into(), accept, &(&wit_ctx).into())
+                    .map(|r| r.map(Into::into).map_err(Into::into)),
+            })?;
         Ok(response_from_wit(response))
     }
 

@@ -117,18 +117,19 @@ impl Factory {
     /// Runs `model_fn` in `instance`, keeping its model and (0.2.0) the pipeline it handed
     /// over as the default predictor.
     pub(crate) fn model_fn(&self, instance: &mut Instance) -> Result<(), GuestError> {
-        let (model, predictor) = self.call(instance, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
-            match &i.handler {
-                Bindings::V1(h) => h
-                    .sagebrush_handler_hooks()
-                    .call_model_fn(&mut i.store, GUEST_MODEL_DIR)
-                    .map(|r| r.map(|model| (model, None))),
-                Bindings::V2(h) => h
-                    .sagebrush_handler_hooks()
-                    .call_model_fn(&mut i.store, GUEST_MODEL_DIR)
-                    .map(|r| r.map(|l| (l.model, l.predictor)).map_err(Into::into)),
-            }
-        })?;
+        let (model, predictor) =
+            self.call(instance, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
+                match &i.handler {
+                    Bindings::V1(h) => h
+                        .sagebrush_handler_hooks()
+                        .call_model_fn(&mut i.store, GUEST_MODEL_DIR)
+                        .map(|r| r.map(|model| (model, None))),
+                    Bindings::V2(h) => h
+                        .sagebrush_handler_hooks()
+                        .call_model_fn(&mut i.store, GUEST_MODEL_DIR)
+                        .map(|r| r.map(|l| (l.model, l.predictor)).map_err(Into::into)),
+                }
+            })?;
         instance.model = Some(model);
         if let Some(handle) = predictor {
             let pipeline = instance

@@ -17,8 +17,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::handler::Hook;
 use super::GuestHost;
+use crate::handler::Hook;
 
 /// Where the model directory appears inside the guest (the SageMaker path).
 pub(crate) const GUEST_MODEL_DIR: &str = "/opt/ml/model";
@@ -108,9 +108,7 @@ impl HostState {
     pub(crate) fn take_credit_ticks(&mut self) -> u64 {
         let tick = super::engine::EPOCH_TICK.as_nanos();
         let ticks = self.credit.as_nanos() / tick;
-        let used = std::time::Duration::from_nanos(
-            u64::try_from(ticks * tick).unwrap_or(u64::MAX),
-        );
+        let used = std::time::Duration::from_nanos(u64::try_from(ticks * tick).unwrap_or(u64::MAX));
         self.credit = self.credit.saturating_sub(used);
         u64::try_from(ticks).unwrap_or(u64::MAX)
     }
@@ -283,11 +281,19 @@ mod tests {
         state.credit(std::time::Duration::from_millis(10));
         assert_eq!(state.take_credit_ticks(), 3, "35 ms is 3 whole 10 ms ticks");
         state.credit(std::time::Duration::from_millis(5));
-        assert_eq!(state.take_credit_ticks(), 1, "the 5 ms left over and 5 ms more");
+        assert_eq!(
+            state.take_credit_ticks(),
+            1,
+            "the 5 ms left over and 5 ms more"
+        );
         assert_eq!(state.take_credit_ticks(), 0, "credit is spent once");
         state.credit(std::time::Duration::from_millis(50));
         state.begin_call(Hook::InputFn, "r");
-        assert_eq!(state.take_credit_ticks(), 0, "a new call starts without credit");
+        assert_eq!(
+            state.take_credit_ticks(),
+            0,
+            "a new call starts without credit"
+        );
     }
 
     #[test]

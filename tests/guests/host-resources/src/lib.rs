@@ -62,7 +62,11 @@ impl Handler for HostResources {
                     "decoded": decoded,
                 })
             }
-            _ => return Err(Error::bad_request("`op` must be greeting, predict, default or tokenize")),
+            _ => {
+                return Err(Error::bad_request(
+                    "`op` must be greeting, predict, default or tokenize",
+                ));
+            }
         };
         Response::json(&answer)
     }

@@ -11,7 +11,9 @@ wit_bindgen::generate!({
     path: "../../../wit/0.1.0",
 });
 
-use exports::sagebrush::handler::hooks::{Context, Error, Guest, GuestModel, HookSet, Payload, Model, ModelBorrow, Response};
+use exports::sagebrush::handler::hooks::{
+    Context, Error, Guest, GuestModel, HookSet, Model, ModelBorrow, Payload, Response,
+};
 use sagebrush::handler::{host_log, pipeline};
 
 struct V010;
@@ -38,11 +40,18 @@ impl Guest for V010 {
 
     fn input_fn(body: Vec<u8>, _content_type: String, ctx: Context) -> Result<Payload, Error> {
         let text = String::from_utf8(body).map_err(|e| Error::BadRequest(e.to_string()))?;
-        host_log::log(host_log::Level::Info, &format!("0.1.0 input_fn for {}", ctx.request_id));
+        host_log::log(
+            host_log::Level::Info,
+            &format!("0.1.0 input_fn for {}", ctx.request_id),
+        );
         Ok(Payload::Json(text))
     }
 
-    fn predict_fn(_data: Payload, _model: Option<ModelBorrow<'_>>, _ctx: Context) -> Result<Payload, Error> {
+    fn predict_fn(
+        _data: Payload,
+        _model: Option<ModelBorrow<'_>>,
+        _ctx: Context,
+    ) -> Result<Payload, Error> {
         Err(Error::NotImplemented)
     }
 
@@ -50,7 +59,9 @@ impl Guest for V010 {
         let Payload::Json(answer) = prediction else {
             return Err(Error::Internal("expected JSON".to_owned()));
         };
-        let again = pipeline::predict(r#"{"inputs": "The movie was wonderful and the actors were great. I loved it."}"#)?;
+        let again = pipeline::predict(
+            r#"{"inputs": "The movie was wonderful and the actors were great. I loved it."}"#,
+        )?;
         let body = format!(
             r#"{{"wit": "0.1.0", "task": "{}", "answer": {answer}, "again": {again}}}"#,
             pipeline::task()
