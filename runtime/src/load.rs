@@ -408,12 +408,13 @@ fn load_user_code(
     match crate::user_code::locate(dir, &cfg.code_dirs, &cfg.program) {
         Located::Wasm(program) => {
             let host = Arc::new(crate::native::ModelHost::new(dir, cfg, Arc::clone(native)));
-            let guest = crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, host).map_err(
-                |err| LoadError::UserCode {
-                    message: crate::telemetry::error_chain(&err),
-                    path: program.clone(),
-                },
-            )?;
+            let guest =
+                crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, host).map_err(|err| {
+                    LoadError::UserCode {
+                        message: crate::telemetry::error_chain(&err),
+                        path: program.clone(),
+                    }
+                })?;
             Ok((program, Some(Arc::new(guest))))
         }
         Located::Python(path) => Err(LoadError::PythonUserCode { path }),
