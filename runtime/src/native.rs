@@ -151,14 +151,25 @@ impl GuestHost for ModelHost {
         subfolder: Option<&str>,
         options_json: Option<&str>,
     ) -> Result<Arc<dyn Pipeline>, HostError> {
-        let parsed = Task::parse(task).ok_or_else(|| {
-            HostError::Refused(format!(
-                "unknown task `{task}` for pipeline.load; accepted: {}",
-                Task::ACCEPTED.join(", ")
-            ))
-        })?;
         let options = parse_options(options_json)?;
         let dir = confine(&self.dir, subfolder)?;
+        // An empty task is the one the folder names (a sentence-transformers folder's, else
+        // config.json `architectures[0]`'s), as for the model directory itself.
+        let parsed = if task.trim().is_empty() {
+            infer_task(&dir, None).ok_or_else(|| {
+                HostError::Refused(format!(
+                    "pipeline.load without a task: {} names none (no config.json `architectures` sagebrush knows); pass the task",
+                    shown(subfolder)
+                ))
+            })?
+        } else {
+            Task::parse(task).ok_or_else(|| {
+                HostError::Refused(format!(
+                    "unknown task `{task}` for pipeline.load; accepted: {}",
+                    Task::ACCEPTED.join(", ")
+                ))
+            })?
+        };
         let key = (parsed.to_string(), dir.clone(), options);
         let slot = Self::slot(&self.pipelines, key);
         let native = slot.get_or_init(|| {
