@@ -67,7 +67,9 @@ impl Pipeline {
     /// Loads the pipeline of `task` (`text-classification`, `token-classification`, `ner`,
     /// `fill-mask`, ..., the `HF_TASK` names) over the model directory, or over `subfolder`
     /// of it (relative, inside the model directory: `..` and absolute paths are refused).
-    /// `options` is reserved: no option is defined yet, pass `None`.
+    /// An empty `task` is the one the folder names (its `config.json` `architectures[0]`, or
+    /// sentence-embeddings for a sentence-transformers folder). `options` is reserved: no
+    /// option is defined yet, pass `None`.
     ///
     /// An unknown task, a bad subfolder, or a folder without a model the task can run is
     /// [`Error::BadRequest`] naming the cause (a `model_fn` failing with it fails the load).

@@ -170,6 +170,12 @@ impl GuestHost for ModelHost {
                 ))
             })?
         };
+        // The model directory's own task over the model directory is its own pipeline: built
+        // once (lazily), not a second copy of the weights.
+        let own = self.default.task().is_some_and(|t| t == parsed);
+        if own && options.is_empty() && dir == confine(&self.dir, None)? {
+            return self.default.get().map_err(HostError::Refused);
+        }
         let key = (parsed.to_string(), dir.clone(), options);
         let slot = Self::slot(&self.pipelines, key);
         let native = slot.get_or_init(|| {

@@ -221,3 +221,35 @@ fn a_component_of_the_0_1_0_world_is_still_served() {
     json_close(&body["again"], &expected, 1e-4).unwrap_or_else(|e| panic!("{e}: {body}"));
     server.wait_for_log(&["0.1.0 input_fn for"]);
 }
+
+#[test]
+fn loading_the_model_directorys_own_task_is_its_own_lazy_pipeline_not_a_second_copy() {
+    let base = model_dir("host-resources", &[("greeting.txt", "hi")], &[]);
+    copy_dir(&fixture("bert-seqcls"), &base.path().join("model"));
+    let server = serve(base.path(), &[]).wait_ready();
+    // transform_fn serves alone: the model directory's pipeline waits for first use.
+    server.wait_for_log(&["user code predicts by itself"]);
+    let (inputs, expected) = case("bert-seqcls", "bert-seqcls/single_inferred");
+    // An alias of the model's task, over the model directory itself, then the default pipeline.
+    for request in [
+        json!({ "op": "predict", "task": "sentiment-analysis", "inputs": inputs }),
+        json!({ "op": "default", "inputs": inputs }),
+    ] {
+        let answer = server.invoke(&request);
+        assert_eq!(answer.status, 200, "{request}: {}", answer.body);
+        assert_eq!(answer.json()["task"], "text-classification");
+        json_close(&answer.json()["answer"], &expected, 1e-4)
+            .unwrap_or_else(|e| panic!("{e}: {}", answer.body));
+    }
+    let logs = server.logs();
+    assert_eq!(
+        logs.matches("building the model directory's native pipeline on first use")
+            .count(),
+        1,
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("native pipeline loaded for user code"),
+        "no second copy: {logs}"
+    );
+}
