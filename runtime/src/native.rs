@@ -107,6 +107,9 @@ impl std::fmt::Debug for LazyNative {
 
 type Slot<T> = Arc<OnceLock<Result<T, HostError>>>;
 
+/// A guest's pipeline load: (task, resolved folder, options).
+type PipelineKey = (String, PathBuf, String);
+
 /// What guests of one model may load: the model directory's pipeline, pipelines by task and
 /// subfolder, tokenizers by subfolder. Each (task, subfolder, options) is loaded once and
 /// shared by all instances; a failed load is remembered too (the files will not change).
@@ -114,7 +117,7 @@ pub struct ModelHost {
     dir: PathBuf,
     cfg: LoadConfig,
     default: Arc<LazyNative>,
-    pipelines: Mutex<HashMap<(String, PathBuf, String), Slot<Arc<Native>>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Slot<Arc<Native>>>>,
     tokenizers: Mutex<HashMap<PathBuf, Slot<Arc<tokenizers::Tokenizer>>>>,
 }
 

@@ -117,7 +117,7 @@ impl v1::sagebrush::handler::types::Host for HostState {}
 
 impl v1::sagebrush::handler::host_log::Host for HostState {
     fn log(&mut self, level: v1::sagebrush::handler::host_log::Level, message: String) {
-        HostState::log(self, level, &message);
+        Self::log(self, level, &message);
     }
 }
 
@@ -149,7 +149,7 @@ impl log2::Host for HostState {
             log2::Level::Warn => Level::Warn,
             log2::Level::Error => Level::Error,
         };
-        HostState::log(self, level, &message);
+        Self::log(self, level, &message);
     }
 }
 
