@@ -38,10 +38,17 @@ impl<H: Handler> wit::Guest for Adapter<H> {
             .fold(wit_types::HookSet::empty(), |set, (_, flag)| set | flag)
     }
 
-    fn model_fn(model_dir: String) -> Result<wit::Model, wit_types::Error> {
-        H::model_fn(&model_dir)
-            .map(|model| wit::Model::new(ModelBox::<H>(model)))
-            .map_err(error_to_wit)
+    fn model_fn(model_dir: String) -> Result<wit::Loaded, wit_types::Error> {
+        let model = H::model_fn(&model_dir).map_err(error_to_wit)?;
+        let predictor = H::model_pipeline(&model)
+            .map(crate::pipeline::Pipeline::try_clone)
+            .transpose()
+            .map_err(error_to_wit)?
+            .map(crate::pipeline::Pipeline::into_wit);
+        Ok(wit::Loaded {
+            model: wit::Model::new(ModelBox::<H>(model)),
+            predictor,
+        })
     }
 
     fn input_fn(

@@ -6,7 +6,10 @@
 //! crate is all a guest needs: implement [`Handler`] for a type, writing only the hooks you
 //! want, and put [`handler`] on the impl block. The runtime uses its native default for every
 //! hook you leave out, so a guest can do only pre- or post-processing around the native
-//! pipeline (reach it yourself with [`pipeline::predict`]).
+//! pipeline (reach it yourself with [`pipeline::predict`]). `model_fn` can load native
+//! pipelines of its own ([`pipeline::Pipeline::load`]: another task, a subfolder, several
+//! models), and use the host's tokenizers ([`tokenizer::Tokenizer`]). The crate builds against
+//! the WIT world `sagebrush:handler@0.2.0`.
 //!
 //! # Example
 //!
@@ -65,8 +68,8 @@
 //!
 //! # What a guest may do
 //!
-//! Read the model directory (read-only, at the path `model_fn` receives), call the native
-//! pipeline, log. It has no network, no environment variables and no other files. Each instance
+//! Read the model directory (read-only, at the path `model_fn` receives), load and call native
+//! pipelines and tokenizers (the host runs them), log. It has no network, no environment variables and no other files. Each instance
 //! has a memory limit and each hook call a time limit; a panic fails only the current request
 //! (the panic message is logged) and the runtime replaces the instance.
 //!
@@ -107,6 +110,7 @@ pub mod bindings;
 pub mod json;
 pub mod log;
 pub mod pipeline;
+pub mod tokenizer;
 mod types;
 
 #[doc(hidden)]
@@ -173,6 +177,15 @@ pub trait Handler: 'static {
         Err(Error::NotImplemented)
     }
 
+    /// The native pipeline the runtime's default `predict_fn` should call for this model (the
+    /// toolkit's default calls `model(inputs)`); `None`: the model directory's own pipeline.
+    /// [`handler`] writes `Some(model)` when `type Model = Pipeline`; write it yourself when
+    /// your model holds one. Called once per instance, after `model_fn`.
+    fn model_pipeline(model: &Self::Model) -> Option<&pipeline::Pipeline> {
+        let _ = model;
+        None
+    }
+
     /// A short description of a loaded model, for the runtime's log.
     fn model_name(model: &Self::Model) -> String {
         let _ = model;
@@ -188,7 +201,8 @@ pub trait Handler: 'static {
     }
 
     /// `predict_fn(data, model)`: run the model. `model` is `None` without a `model_fn`; call
-    /// [`pipeline::predict`] to use the native pipeline.
+    /// [`pipeline::predict`] to use the model directory's native pipeline, or the
+    /// [`pipeline::Pipeline`]s your `model_fn` loaded.
     fn predict_fn(
         data: Payload,
         model: Option<&Self::Model>,

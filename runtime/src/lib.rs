@@ -23,6 +23,8 @@ pub mod load;
 pub mod metrics;
 /// Architectures, heads and weights.
 pub mod models;
+/// The native pipelines of one model: the model directory's own (lazily) and guests' loads.
+pub mod native;
 /// `sagebrush package`: a SageMaker `model.tar.gz` from a model directory and a guest.
 pub mod package;
 /// Tasks and their pre- and post-processing.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::artifact::{self, ArtifactError};
 use crate::config::{LoadConfig, ModelSource};
-use crate::handler::{HookChain, HookRuleError, UserCode};
+use crate::handler::{Hook, HookChain, HookRuleError, UserCode};
 use crate::infer::seq2seq::EncoderDecoder;
 use crate::infer::{Infer, InferConfig, Worker};
 use crate::models::decoder::CausalLm;
@@ -24,12 +24,21 @@ use crate::user_code::Located;
 pub struct LoadedModel {
     /// The request handler.
     pub chain: HookChain,
-    /// The task served.
-    pub task: Task,
+    /// The task served: `HF_TASK`, or the one `config.json` names; `None` when a guest serves
+    /// a model directory that names none.
+    pub task: Option<Task>,
     /// The model directory.
     pub model_dir: PathBuf,
-    /// The worker that owns the model, for `/ping`'s health command.
-    pub worker: Worker,
+    /// The model directory's native pipeline (built at load, or on first use when user code
+    /// serves without it), for `/ping`'s health command.
+    pub native: Arc<crate::native::LazyNative>,
+}
+
+impl LoadedModel {
+    /// The health of the native pipeline's worker; ready while none was needed yet.
+    pub fn health(&self) -> crate::infer::Health {
+        self.native.health()
+    }
 }
 
 /// Why the model could not be loaded. `/ping` reports it as 503 and it is logged once.
@@ -102,6 +111,12 @@ pub enum LoadError {
         #[source]
         source: HookRuleError,
     },
+    /// The model directory's native pipeline failed to build earlier (first use by a guest).
+    #[error("{message}")]
+    NativeUnavailable {
+        /// The earlier failure.
+        message: String,
+    },
     /// The model worker thread could not be started.
     #[error("cannot start the model worker thread")]
     Worker(#[source] std::io::Error),
@@ -162,11 +177,75 @@ async fn blocking<T: Send + 'static>(
         .map_err(LoadError::Crashed)?
 }
 
-/// Loads a model directory.
+/// Loads a model directory: its user code, and its native pipeline unless the user code
+/// serves every request without it (issue #16: a guest with `model_fn` + `predict_fn` or
+/// `transform_fn`, or whose `model_fn` hands the host a pipeline, needs no weights in the
+/// model directory; the native pipeline is then built on first use, if ever).
 pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> {
+    let native = Arc::new(crate::native::LazyNative::new(dir, cfg));
+    let (program, user) = load_user_code(dir, cfg, &native)?;
+    let needs_native = user.as_ref().is_none_or(|user| {
+        let hooks = user.hooks();
+        !hooks.contains(Hook::PredictFn)
+            && !hooks.contains(Hook::TransformFn)
+            && user.predictor().is_none()
+    });
+    if needs_native {
+        native.build_now()?;
+    } else {
+        tracing::info!(dir = %dir.display(), "user code predicts by itself: the model directory's native pipeline is built only if a guest asks for it");
+    }
+    let task = native.task();
+    let chain = HookChain::lazy(Arc::clone(&native), task.clone(), user)
+        .map(|chain| chain.with_record_parallelism(cfg.max_batch_size))
+        .map_err(|source| LoadError::HookRules {
+            path: program,
+            source,
+        })?;
+    tracing::info!(task = task.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string), dir = %dir.display(), "model loaded");
+    Ok(LoadedModel {
+        chain,
+        task,
+        model_dir: dir.to_owned(),
+        native,
+    })
+}
+
+/// A native pipeline and the worker that runs its model.
+pub(crate) struct Native {
+    /// The pipeline.
+    pub(crate) pipeline: Arc<dyn Pipeline>,
+    /// The worker, for `/ping`'s health command.
+    pub(crate) worker: Worker,
+}
+
+/// The task of the model directory `dir`: `task` when given, else a sentence-transformers
+/// folder's, else `config.json` `architectures[0]`'s. `None` when nothing names one (or
+/// `config.json` cannot be read).
+pub(crate) fn infer_task(dir: &Path, task: Option<&Task>) -> Option<Task> {
+    if let Some(task) = task {
+        return Some(task.clone());
+    }
+    if crate::models::sentence_transformers::is_sentence_transformers(dir) {
+        return Some(Task::SentenceEmbeddings);
+    }
+    let config = ModelConfig::from_dir(dir).ok()?;
+    config
+        .architectures
+        .first()
+        .and_then(|a| Task::from_architecture(a))
+}
+
+/// Builds the native pipeline of `task` (or of the task `config.json` names) over the model
+/// directory `dir`, with its worker. Blocks (loads weights).
+pub(crate) fn build_native(
+    dir: &Path,
+    cfg: &LoadConfig,
+    task: Option<&Task>,
+) -> Result<Native, LoadError> {
     let config = ModelConfig::from_dir(dir)?;
     let architecture = config.architectures.first().cloned();
-    let task = match &cfg.task {
+    let task = match task {
         Some(task) => task.clone(),
         // A sentence-transformers folder is served as the toolkit serves it (contract §3).
         None if crate::models::sentence_transformers::is_sentence_transformers(dir) => {
@@ -186,10 +265,13 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         return load_seq2seq(dir, cfg, &config, task);
     }
     if task == Task::TableQuestionAnswering {
-        let (native, infer) = load_tapas(dir, &config, cfg)?;
-        return finish_load(dir, cfg, native, task, architecture.as_deref(), infer);
+        let (pipeline, infer) = load_tapas(dir, &config, cfg)?;
+        return Ok(Native {
+            pipeline,
+            worker: Worker::Encoder(infer),
+        });
     }
-    let (infer, native) = if matches!(task, Task::TextGeneration) {
+    let (infer, pipeline) = if matches!(task, Task::TextGeneration) {
         let tokenizer = TextTokenizer::from_dir(dir, &config)?;
         let model = CausalLm::load(dir, &config)?;
         let max_positions = model.max_positions();
@@ -225,7 +307,11 @@ pub fn load_dir(dir: &Path, cfg: &LoadConfig) -> Result<LoadedModel, LoadError> 
         };
         (infer, native)
     };
-    finish_load(dir, cfg, native, task, architecture.as_deref(), infer)
+    tracing::info!(task = %task, architecture = architecture.as_deref().unwrap_or("-"), dir = %dir.display(), "native pipeline loaded");
+    Ok(Native {
+        pipeline,
+        worker: Worker::Encoder(infer),
+    })
 }
 
 /// What a pipeline over the inference core needs.
@@ -237,31 +323,6 @@ fn resources(tokenizer: TextTokenizer, config: ModelConfig, infer: &Infer) -> Re
     }
 }
 
-/// User code and the hook chain around the native pipeline.
-fn finish_load(
-    dir: &Path,
-    cfg: &LoadConfig,
-    native: Arc<dyn Pipeline>,
-    task: Task,
-    architecture: Option<&str>,
-    infer: Infer,
-) -> Result<LoadedModel, LoadError> {
-    let (program, user) = load_user_code(dir, cfg, &native)?;
-    let chain = HookChain::new(native, user)
-        .map(|chain| chain.with_record_parallelism(cfg.max_batch_size))
-        .map_err(|source| LoadError::HookRules {
-            path: program,
-            source,
-        })?;
-    tracing::info!(task = %task, architecture = architecture.unwrap_or("-"), dir = %dir.display(), "model loaded");
-    Ok(LoadedModel {
-        chain,
-        task,
-        model_dir: dir.to_owned(),
-        worker: Worker::Encoder(infer),
-    })
-}
-
 /// Loads an encoder-decoder model (T5, BART, Marian) for text2text-generation, summarization
 /// or translation: its generation worker and the generation pipeline.
 fn load_seq2seq(
@@ -269,7 +330,7 @@ fn load_seq2seq(
     cfg: &LoadConfig,
     config: &ModelConfig,
     task: Task,
-) -> Result<LoadedModel, LoadError> {
+) -> Result<Native, LoadError> {
     if !seq2seq::is_seq2seq(&config.model_type) {
         return Err(LoadError::NotSeq2Seq {
             task,
@@ -285,7 +346,7 @@ fn load_seq2seq(
         "generation-worker",
     )
     .map_err(LoadError::Worker)?;
-    let native: Arc<dyn Pipeline> = Arc::new(Text2Text::new(
+    let pipeline: Arc<dyn Pipeline> = Arc::new(Text2Text::new(
         task.clone(),
         dir,
         config,
@@ -293,17 +354,9 @@ fn load_seq2seq(
         worker.clone(),
         ids,
     )?);
-    let served = native.task();
-    let (program, user) = load_user_code(dir, cfg, &native)?;
-    let chain = HookChain::new(native, user).map_err(|source| LoadError::HookRules {
-        path: program,
-        source,
-    })?;
-    tracing::info!(task = %served, model_type = %config.model_type, dir = %dir.display(), "model loaded");
-    Ok(LoadedModel {
-        chain,
-        task: served,
-        model_dir: dir.to_owned(),
+    tracing::info!(task = %pipeline.task(), model_type = %config.model_type, dir = %dir.display(), "native pipeline loaded");
+    Ok(Native {
+        pipeline,
         worker: Worker::Encoder(worker),
     })
 }
@@ -353,16 +406,18 @@ fn load_tapas(
 fn load_user_code(
     dir: &Path,
     cfg: &LoadConfig,
-    native: &Arc<dyn Pipeline>,
+    native: &Arc<crate::native::LazyNative>,
 ) -> Result<(PathBuf, Option<Arc<dyn UserCode>>), LoadError> {
     match crate::user_code::locate(dir, &cfg.code_dirs, &cfg.program) {
         Located::Wasm(program) => {
+            let host = Arc::new(crate::native::ModelHost::new(dir, cfg, Arc::clone(native)));
             let guest =
-                crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, Arc::clone(native))
-                    .map_err(|err| LoadError::UserCode {
+                crate::wasm::GuestProgram::load(&program, dir, &cfg.wasm, host).map_err(|err| {
+                    LoadError::UserCode {
                         message: crate::telemetry::error_chain(&err),
                         path: program.clone(),
-                    })?;
+                    }
+                })?;
             Ok((program, Some(Arc::new(guest))))
         }
         Located::Python(path) => Err(LoadError::PythonUserCode { path }),

@@ -380,3 +380,73 @@ fn package_writes_an_archive_that_serves_with_its_guest() {
         answer.body
     );
 }
+
+/// A folder holding `bert-seqcls` as `classifier/` and `bert-tokcls` as `ner/` (nothing at the
+/// top level), when `with_ner`; only `classifier/` otherwise.
+fn two_models(with_ner: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    crate::support::copy_dir(&fixture("bert-seqcls"), &dir.path().join("classifier"));
+    if with_ner {
+        crate::support::copy_dir(&fixture("bert-tokcls"), &dir.path().join("ner"));
+    }
+    dir
+}
+
+#[test]
+fn two_pipelines_guest_combines_two_native_models_from_subfolders() {
+    let models = two_models(true);
+    let models_dir = models.path().to_path_buf();
+    let base = model_with_guest(&models_dir, "two-pipelines");
+    let server = Server::builder()
+        .model(base.path().join("model"))
+        .arg("--workers")
+        .arg("2")
+        .start()
+        .wait_ready();
+    server.wait_for_log(&[
+        "user code model_fn loaded its model",
+        "classifier/ (text-classification) + ner/ (token-classification)",
+    ]);
+    let (text, sentiment) =
+        crate::guest_resources::case("bert-seqcls", "bert-seqcls/single_inferred");
+    let (ner_text, entities) =
+        crate::guest_resources::case("bert-tokcls", "bert-tokcls/single_inferred");
+    let answer = server.invoke(&json!({ "inputs": text }));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    json_close(&answer.json()["sentiment"], &sentiment, 1e-4)
+        .unwrap_or_else(|e| panic!("{e}: {}", answer.body));
+    let answer = server.invoke(&json!({ "inputs": ner_text }));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    json_close(&answer.json()["entities"], &entities, 1e-4)
+        .unwrap_or_else(|e| panic!("{e}: {}", answer.body));
+    // Two instances each ran model_fn; each pipeline was loaded once.
+    let logs = server.logs();
+    assert_eq!(
+        logs.matches("native pipeline loaded for user code").count(),
+        2,
+        "{logs}"
+    );
+    let answer = server.invoke(&json!({ "text": "no inputs" }));
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer.body.contains("the request needs `inputs`"),
+        "{}",
+        answer.body
+    );
+}
+
+#[test]
+fn a_model_fn_loading_a_missing_subfolder_fails_the_load_naming_it() {
+    let models = two_models(false);
+    let models_dir = models.path().to_path_buf();
+    let base = model_with_guest(&models_dir, "two-pipelines");
+    let server = Server::start(base.path().join("model"));
+    let ping = server.wait_settled();
+    assert_eq!(ping.status, 503, "{}", ping.body);
+    assert!(
+        ping.body
+            .contains("subfolder `ner` does not exist in the model directory"),
+        "{}",
+        ping.body
+    );
+}

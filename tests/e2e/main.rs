@@ -9,6 +9,7 @@ mod conformance;
 mod container;
 mod faults;
 mod generation;
+mod guest_resources;
 mod guest_sdk;
 mod hooks;
 mod inference;

@@ -297,3 +297,104 @@ fn package_with_python_writes_an_archive_that_serves_its_hooks() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.starts_with(TEXT_LABEL), "{}", answer.body);
 }
+
+/// A SageMaker base dir whose `model` holds `bert-seqcls` as `classifier/` (when
+/// `with_classifier`) and `bert-tokcls` as `ner/`, nothing at the top level, and the Python hooks
+/// `name` as `code/inference.wasm`.
+fn serve_two_models(name: &str, with_classifier: bool) -> (Server, tempfile::TempDir) {
+    let models = tempfile::tempdir().expect("tempdir");
+    if with_classifier {
+        crate::support::copy_dir(&fixture("bert-seqcls"), &models.path().join("classifier"));
+    }
+    crate::support::copy_dir(&fixture("bert-tokcls"), &models.path().join("ner"));
+    let base = model_with_python_guest(models.path(), name);
+    let server = Server::builder()
+        .model(base.path().join("model"))
+        .arg("--workers")
+        .arg("2")
+        .start()
+        .wait_ready();
+    (server, base)
+}
+
+#[test]
+fn python_model_fn_loads_two_native_pipelines_from_subfolders_and_the_host_tokenizer() {
+    let (server, _base) = serve_two_models("two-pipelines", true);
+    // Nothing at the top level: the model directory's own pipeline is never built.
+    server.wait_for_log(&["user code predicts by itself"]);
+    let (text, sentiment) =
+        crate::guest_resources::case("bert-seqcls", "bert-seqcls/single_inferred");
+    let (ner_text, entities) =
+        crate::guest_resources::case("bert-tokcls", "bert-tokcls/single_inferred");
+    let answer = server.invoke(&json!({ "inputs": text }));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body = answer.json();
+    json_close(&body["sentiment"], &sentiment, 1e-4)
+        .unwrap_or_else(|e| panic!("{e}: {}", answer.body));
+    assert_eq!(
+        body["tasks"],
+        json!(["text-classification", "token-classification"])
+    );
+    let answer = server.invoke(&json!({ "inputs": ner_text }));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    json_close(&answer.json()["entities"], &entities, 1e-4)
+        .unwrap_or_else(|e| panic!("{e}: {}", answer.body));
+    // Two instances each ran model_fn; each pipeline was loaded once, shared.
+    let logs = server.logs();
+    assert_eq!(
+        logs.matches("native pipeline loaded for user code").count(),
+        2,
+        "{logs}"
+    );
+
+    // The host tokenizer of classifier/ (bert-seqcls) as transformers' tokenizer answers.
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::support::repo_root()
+                .join("tests/fixtures/guest-resources/tokenizer_expected.json"),
+        )
+        .expect("expected answer"),
+    )
+    .expect("JSON");
+    let answer = server.invoke(&json!({ "inputs": expected["text"] }));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let body = answer.json();
+    assert_eq!(body["ids"], expected["ids"], "{}", answer.body);
+    assert_eq!(
+        body["offset_mapping"], expected["offset_mapping"],
+        "{}",
+        answer.body
+    );
+    assert_eq!(body["decoded"], expected["decoded"], "{}", answer.body);
+    let tokens = expected["tokens"].as_array().expect("tokens");
+    assert_eq!(
+        body["tokens"],
+        json!(tokens[1..tokens.len() - 1]),
+        "tokenize() leaves the special tokens out, as transformers' does: {}",
+        answer.body
+    );
+
+    let missing = server.invoke(&json!({ "text": "no inputs" }));
+    let message = missing.expect_error(400, "user_code");
+    assert!(message.contains("the request needs `inputs`"), "{message}");
+}
+
+#[test]
+fn python_model_fn_returning_a_pipeline_is_called_by_the_default_predict_fn() {
+    let (server, _base) = serve_two_models("pipeline-model", false);
+    server.wait_for_log(&[
+        "user code model_fn loaded its model",
+        "Pipeline(task='token-classification')",
+    ]);
+    server.wait_for_log(&["user code predicts by itself"]);
+    let (inputs, expected) =
+        crate::guest_resources::case("bert-tokcls", "bert-tokcls/single_inferred");
+    let answer = server.invoke(&json!({ "inputs": inputs }));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    json_close(&answer.json(), &expected, 1e-4).unwrap_or_else(|e| panic!("{e}: {}", answer.body));
+    // The toolkit's default predict_fn passes `parameters` to the pipeline as keyword arguments.
+    let refused =
+        server.invoke(&json!({ "inputs": inputs, "parameters": { "no_such_option": 1 } }));
+    let message = refused.expect_error(400, "user_code");
+    assert!(message.contains("no_such_option"), "{message}");
+}

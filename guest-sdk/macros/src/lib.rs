@@ -49,6 +49,9 @@ const HOOKS: [(&str, &str); 5] = [
 /// - `const HOOKS: guest_sdk::HookSet` listing the hook methods written in the block, which the
 ///   component reports through `implemented()`; the runtime uses its native default for the rest.
 /// - `type Model = ();` when the block declares no `Model` type.
+/// - `fn model_pipeline(model) -> Option<&Pipeline> { Some(model) }` when the block declares
+///   `type Model = Pipeline` (a path ending in `Pipeline`) and writes no `model_pipeline`: the
+///   runtime's default `predict_fn` then calls the pipeline `model_fn` returned.
 /// - `guest_sdk::export_handler!(T);`, which exports the component's `hooks` interface.
 #[proc_macro_attribute]
 pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -91,15 +94,22 @@ fn expand(mut item: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
 
     let mut written = Vec::new();
     let mut has_model_type = false;
+    let mut model_is_pipeline = false;
+    let mut has_model_pipeline = false;
     for impl_item in &item.items {
         match impl_item {
             ImplItem::Fn(f) => {
                 let name = f.sig.ident.to_string();
+                has_model_pipeline |= name == "model_pipeline";
                 if let Some((_, flag)) = HOOKS.iter().find(|(hook, _)| *hook == name) {
                     written.push((name, *flag, f.sig.ident.clone()));
                 }
             }
-            ImplItem::Type(t) if t.ident == "Model" => has_model_type = true,
+            ImplItem::Type(t) if t.ident == "Model" => {
+                has_model_type = true;
+                model_is_pipeline = matches!(&t.ty, syn::Type::Path(p)
+                    if p.path.segments.last().is_some_and(|s| s.ident == "Pipeline"));
+            }
             ImplItem::Const(c) if c.ident == "HOOKS" => {
                 return Err(syn::Error::new_spanned(
                     c,
@@ -126,6 +136,15 @@ fn expand(mut item: ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
     item.items.push(hooks_const);
     if !has_model_type {
         item.items.push(syn::parse_quote! { type Model = (); });
+    }
+    // `type Model = Pipeline`: model_fn returned a native pipeline, which the runtime's
+    // default predict_fn calls (the toolkit's default calls `model(inputs)`).
+    if model_is_pipeline && !has_model_pipeline {
+        item.items.push(syn::parse_quote! {
+            fn model_pipeline(model: &Self::Model) -> ::core::option::Option<&::guest_sdk::pipeline::Pipeline> {
+                ::core::option::Option::Some(model)
+            }
+        });
     }
 
     let self_ty = &item.self_ty;
@@ -192,6 +211,38 @@ mod tests {
             "{code}"
         );
         assert!(!code.contains("type Model = ()"), "{code}");
+    }
+
+    #[test]
+    fn a_pipeline_model_is_the_default_predictor_unless_model_pipeline_is_written() {
+        let item: ItemImpl = syn::parse_quote! {
+            impl Handler for T {
+                type Model = guest_sdk::pipeline::Pipeline;
+                fn model_fn(dir: &str) -> Result<Self::Model, Error> { todo!() }
+            }
+        };
+        let code = expand_str(item).expect("expands");
+        assert!(code.contains("fn model_pipeline"), "{code}");
+        let item: ItemImpl = syn::parse_quote! {
+            impl Handler for T {
+                type Model = Pipeline;
+                fn model_fn(dir: &str) -> Result<Self::Model, Error> { todo!() }
+                fn model_pipeline(model: &Pipeline) -> Option<&Pipeline> { None }
+            }
+        };
+        let code = expand_str(item).expect("expands");
+        assert_eq!(code.matches("fn model_pipeline").count(), 1, "{code}");
+        let item: ItemImpl = syn::parse_quote! {
+            impl Handler for T {
+                type Model = Vocab;
+                fn model_fn(dir: &str) -> Result<Self::Model, Error> { todo!() }
+            }
+        };
+        assert!(
+            !expand_str(item)
+                .expect("expands")
+                .contains("model_pipeline")
+        );
     }
 
     #[test]

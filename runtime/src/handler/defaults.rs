@@ -10,18 +10,18 @@ use super::{Hook, HookError, HookResponse, Payload};
 
 /// Decodes the body into records (one per JSON line).
 pub(super) fn input_fn(
-    task: &Task,
+    task: Option<&Task>,
     decoding: Decoding,
     body: &[u8],
 ) -> Result<(Vec<Payload>, bool), HookError> {
-    if decoding == Decoding::Csv && *task == Task::ZeroShotClassification {
+    if decoding == Decoding::Csv && task == Some(&Task::ZeroShotClassification) {
         // The toolkit refuses CSV for zero-shot: its rows cannot carry `candidate_labels`.
         return Err(PipelineError::validation(
             "text/csv is not supported for zero-shot-classification (rows cannot carry `candidate_labels`); send application/json",
         )
         .into());
     }
-    if decoding == Decoding::Csv && *task == Task::TableQuestionAnswering {
+    if decoding == Decoding::Csv && task == Some(&Task::TableQuestionAnswering) {
         // A CSV body is rows of text; a table question needs a table and a query.
         return Err(PipelineError::validation(
             "text/csv is not supported for table-question-answering (a CSV body cannot carry a `query` and a `table`); send application/json: {\"inputs\": {\"query\": \"...\", \"table\": {column: [cells]}}}",

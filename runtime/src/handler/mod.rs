@@ -54,9 +54,18 @@ pub struct Invocation {
     pub ctx: RequestContext,
 }
 
+/// The pipeline the native `predict_fn` falls back on: ready, or the model directory's, built
+/// on first use (issue #16).
+enum Native {
+    Ready(Arc<dyn Pipeline>),
+    Lazy(Arc<crate::native::LazyNative>),
+}
+
 /// The handler of one model: native pipeline plus optional user code.
 pub struct HookChain {
-    native: Arc<dyn Pipeline>,
+    native: Native,
+    /// The task the default `input_fn` decodes for; `None` when nothing names one.
+    task: Option<Task>,
     user: Option<Arc<dyn UserCode>>,
     /// Records of one multi-record body predicted at once by the native `predict_fn`.
     record_parallelism: usize,
@@ -73,10 +82,46 @@ impl HookChain {
             user.hooks().check()?;
         }
         Ok(Self {
-            native,
+            task: Some(native.task()),
+            native: Native::Ready(native),
             user,
             record_parallelism: 1,
         })
+    }
+
+    /// A chain whose native pipeline is the model directory's, built on first use: a guest
+    /// that predicts by itself never needs it. `task` is what `HF_TASK` or `config.json` names.
+    pub fn lazy(
+        native: Arc<crate::native::LazyNative>,
+        task: Option<Task>,
+        user: Option<Arc<dyn UserCode>>,
+    ) -> Result<Self, HookRuleError> {
+        if let Some(user) = &user {
+            user.hooks().check()?;
+        }
+        Ok(Self {
+            native: Native::Lazy(native),
+            task,
+            user,
+            record_parallelism: 1,
+        })
+    }
+
+    /// What the native `predict_fn` calls: the pipeline user code's `model_fn` returned, else
+    /// the model directory's (built now if it was not).
+    fn predictor(&self) -> Result<Arc<dyn Pipeline>, HookError> {
+        if let Some(predictor) = self.user.as_ref().and_then(|u| u.predictor()) {
+            return Ok(predictor);
+        }
+        match &self.native {
+            Native::Ready(native) => Ok(Arc::clone(native)),
+            Native::Lazy(lazy) => lazy.get().map_err(|message| HookError::User {
+                hook: Hook::PredictFn,
+                kind: UserErrorKind::Internal,
+                message,
+                detail: None,
+            }),
+        }
     }
 
     /// Lets the native `predict_fn` run up to `n` records of one multi-record body (JSON
@@ -89,9 +134,13 @@ impl HookChain {
         self
     }
 
-    /// The task of the native pipeline.
-    pub fn task(&self) -> Task {
-        self.native.task()
+    /// The task the default stages serve: that of the pipeline user code's `model_fn`
+    /// returned, else the model directory's; `None` when nothing names one.
+    pub fn task(&self) -> Option<Task> {
+        match self.user.as_ref().and_then(|u| u.predictor()) {
+            Some(predictor) => Some(predictor.task()),
+            None => self.task.clone(),
+        }
     }
 
     /// Whether user code (a guest) is loaded.
@@ -156,7 +205,7 @@ impl HookChain {
                 false,
             ),
             (_, Some(decoding)) => timings.time(Stage::Decode, || {
-                defaults::input_fn(&self.task(), decoding, &inv.body)
+                defaults::input_fn(self.task().as_ref(), decoding, &inv.body)
             })?,
             (_, None) => unreachable_plan()?,
         };
@@ -169,10 +218,13 @@ impl HookChain {
             _ if inputs.len() > 1 && self.record_parallelism > 1 => {
                 self.predict_records_at_once(inputs)
             }
-            _ => inputs
-                .into_iter()
-                .map(|data| defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn))
-                .collect::<Result<Vec<_>, _>>(),
+            _ => {
+                let native = self.predictor()?;
+                inputs
+                    .into_iter()
+                    .map(|data| defaults::predict_fn(native.as_ref(), data, Hook::InputFn))
+                    .collect::<Result<Vec<_>, _>>()
+            }
         })?;
         // output_fn
         match (&self.user, inv.plan.encoding) {
@@ -217,7 +269,7 @@ impl HookChain {
             return Err(PipelineError::validation(message).into());
         }
         let job = crate::pipelines::chat::Job::from_value(api, body)?;
-        Ok(self.native.complete(job)?)
+        Ok(self.predictor()?.complete(job)?)
     }
 
     /// Starts a streamed answer (`"stream": true`, issue #12) from a JSON body: the native
@@ -232,7 +284,7 @@ impl HookChain {
         if let Some(map) = body.as_object_mut() {
             map.remove("stream");
         }
-        Ok(self.native.stream(Envelope::from_value(body)?)?)
+        Ok(self.predictor()?.stream(Envelope::from_value(body)?)?)
     }
 
     /// The native `predict_fn` over several records on up to `record_parallelism` threads,
@@ -241,6 +293,7 @@ impl HookChain {
     /// answer is what running them in order gives: the predictions in record order, or the
     /// error of the first bad record (records after a failed one are not started).
     fn predict_records_at_once(&self, inputs: Vec<Payload>) -> Result<Vec<Payload>, HookError> {
+        let native = self.predictor()?;
         let n = inputs.len();
         let width = self.record_parallelism.min(n);
         let scope = Scope::current();
@@ -255,6 +308,7 @@ impl HookChain {
             for _ in 0..width {
                 let (scope, span) = (scope.clone(), span.clone());
                 let (slots, results, next, first_failed) = (&slots, &results, &next, &first_failed);
+                let native = &native;
                 threads.spawn(move || {
                     let _enter = span.enter();
                     scope.run(|| {
@@ -266,8 +320,7 @@ impl HookChain {
                             let Some(data) = lock(&slots[i]).take() else {
                                 continue;
                             };
-                            let result =
-                                defaults::predict_fn(self.native.as_ref(), data, Hook::InputFn);
+                            let result = defaults::predict_fn(native.as_ref(), data, Hook::InputFn);
                             if result.is_err() {
                                 first_failed.fetch_min(i, Ordering::Relaxed);
                             }

@@ -2,6 +2,7 @@
 //! hook sets, the payload handed between stages, the request context and the hook response.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::pipelines::PipelineError;
 
@@ -236,6 +237,11 @@ pub trait UserCode: Send + Sync {
         content_type: &str,
         accept: &str,
     ) -> Result<HookResponse, HookError>;
+    /// The native pipeline user code's `model_fn` returned, which the default `predict_fn`
+    /// calls instead of the model directory's (the toolkit's default calls `model(inputs)`).
+    fn predictor(&self) -> Option<Arc<dyn crate::pipelines::Pipeline>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -32,9 +32,10 @@ const SAGEBRUSH_PY: &str = include_str!("python/sagebrush.py");
 const APP_PY: &str = include_str!("python/sagebrush_app.py");
 /// Lists the hooks a module defines, from its syntax tree.
 const CHECK_HOOKS_PY: &str = include_str!("python/check_hooks.py");
-/// The world the component implements: `sagebrush:handler@0.1.0`, pinned (the glue is written
-/// against its bindings; `wit/sagebrush.wit` moves on to newer versions).
-const WIT: &str = include_str!("../../../wit/0.1.0/sagebrush.wit");
+/// The world the component implements: `sagebrush:handler@0.2.0` (`pipeline` and `tokenizer`
+/// resources for `sagebrush.pipeline(task, subfolder)` and `sagebrush.tokenizer()`). The glue
+/// is written against its bindings: a new WIT version needs the glue checked again.
+const WIT: &str = include_str!("../../../wit/sagebrush.wit");
 /// The module componentize-py compiles (it imports the user's entry module).
 const APP_MODULE: &str = "sagebrush_app";
 /// Module names the staging folder reserves.

@@ -108,7 +108,10 @@ pub(crate) async fn observe(
     }
     let status = response.status().as_u16();
     let task = match state.model() {
-        super::ModelState::Ready(model) => model.task.to_string(),
+        super::ModelState::Ready(model) => model
+            .task
+            .as_ref()
+            .map_or_else(String::new, ToString::to_string),
         _ => String::new(),
     };
     let metrics = crate::metrics::get();

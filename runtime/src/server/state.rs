@@ -82,7 +82,7 @@ impl AppState {
     /// answer (contract §1). Asks the worker's health, not only the load state.
     pub fn healthy_model(&self) -> Result<Arc<LoadedModel>, ApiError> {
         let model = self.ready_model()?;
-        match model.worker.health() {
+        match model.health() {
             Health::Ready => Ok(model),
             Health::Wedged { busy_for } => Err(ApiError::new(
                 ErrorType::ModelNotReady,

@@ -1,12 +1,29 @@
-//! Host bindings generated from `wit/sagebrush.wit` (world `handler`), synchronous: guests run
-//! in `spawn_blocking`, never on a tokio worker (STYLE §2, wasmtime notes §6).
+//! Host bindings generated from the two WIT versions (world `handler` in both), synchronous:
+//! guests run in `spawn_blocking`, never on a tokio worker (STYLE §2, wasmtime notes §6).
+//! `v1` is `sagebrush:handler@0.1.0` (`wit/0.1.0/`), frozen; `v2` is 0.2.0 (`wit/`). The rest
+//! of the module speaks v1's types; v2's convert (`wasm::versions`).
 
-wasmtime::component::bindgen!({
-    world: "handler",
-    path: "../wit",
-});
+/// `sagebrush:handler@0.1.0`.
+pub(crate) mod v1 {
+    wasmtime::component::bindgen!({
+        world: "handler",
+        path: "../wit/0.1.0",
+    });
+}
 
-pub(crate) use exports::sagebrush::handler::hooks::{
+/// `sagebrush:handler@0.2.0`: the `pipeline` and `tokenizer` resources are host values.
+pub(crate) mod v2 {
+    wasmtime::component::bindgen!({
+        world: "handler",
+        path: "../wit",
+        with: {
+            "sagebrush:handler/pipeline.pipeline": crate::wasm::host::GuestPipeline,
+            "sagebrush:handler/tokenizer.tokenizer": crate::wasm::host::GuestTokenizer,
+        },
+    });
+}
+
+pub(crate) use v1::exports::sagebrush::handler::hooks::{
     Context as WitContext, Error as WitError, HookSet as WitHookSet, Payload as WitPayload,
     Response as WitResponse,
 };

@@ -39,9 +39,11 @@ pub enum GuestError {
         #[source]
         source: BoxError,
     },
-    /// The component does not fit the `sagebrush:handler@0.1.0` world (missing export, an import
+    /// The component fits neither `sagebrush:handler` world, 0.2.0 or 0.1.0 (missing export, an import
     /// the host does not provide, e.g. `wasi:http`).
-    #[error("the guest component does not implement the `sagebrush:handler@0.1.0` world")]
+    #[error(
+        "the guest component implements neither the `sagebrush:handler@0.2.0` nor the `@0.1.0` world"
+    )]
     Link {
         /// Why.
         #[source]

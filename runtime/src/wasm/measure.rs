@@ -55,7 +55,7 @@ fn load(name: &str, cache_dir: &Path, instances: usize) -> (GuestProgram, Durati
         &guest(name),
         &fixture("bert-seqcls"),
         &limits(cache_dir, instances),
-        native,
+        Arc::new(super::FixedPipeline(native)),
     )
     .expect("loads");
     (program, start.elapsed())

@@ -1,7 +1,9 @@
 //! User code as WebAssembly (contract §6): `code/inference.wasm` is a component of the
-//! `sagebrush:handler@0.1.0` world (`wit/sagebrush.wit`). [`GuestProgram`] compiles it (with an
-//! on-disk cache), checks which hooks it implements, runs `model_fn` in each pooled instance,
-//! and calls the hooks with a memory cap per instance and a time limit per call.
+//! `sagebrush:handler@0.2.0` world (`wit/sagebrush.wit`) or of the frozen 0.1.0 one
+//! (`wit/0.1.0/`). [`GuestProgram`] compiles it (with an on-disk cache), checks which hooks it
+//! implements, runs `model_fn` in each pooled instance, and calls the hooks with a memory cap
+//! per instance and a time limit per call. Guests reach the model's native pipelines through a
+//! [`GuestHost`] (issue #16).
 //!
 //! Owns: the engine (`engine.rs`), the generated bindings (`bindings.rs`), the imports guests
 //! call (`host.rs`), the sandbox (`sandbox.rs`) and the instance pool (`pool.rs`). Does not own:
@@ -20,6 +22,7 @@ mod sandbox;
 #[cfg(test)]
 mod tests;
 mod user_code;
+mod versions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,11 +34,77 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use crate::config::WasmLimits;
 use crate::handler::{Hook, HookResponse, HookSet, Payload, RequestContext};
 use crate::pipelines::Pipeline;
+use crate::task::Task;
 
-use bindings::{Handler, HandlerPre, WitContext, WitHookSet, WitPayload, WitResponse};
+use bindings::{WitContext, WitHookSet, WitPayload, WitResponse, v1, v2};
 pub use error::{BoxError, GuestError};
-use pool::{Factory, LOAD_REQUEST_ID, Pool};
+pub use host::{GuestPipeline, GuestTokenizer};
+use pool::{Bindings, Factory, LOAD_REQUEST_ID, Pool, Pre};
 use sandbox::HostState;
+
+/// What the host offers guests: the model directory's own pipeline, and the pipelines and
+/// tokenizers a guest loads by task and subfolder. Calls block (they may load a model).
+pub trait GuestHost: Send + Sync {
+    /// The task of the model directory's pipeline, when known.
+    fn default_task(&self) -> Option<Task>;
+    /// The model directory's pipeline (built on the first call).
+    fn default_pipeline(&self) -> std::result::Result<Arc<dyn Pipeline>, HostError>;
+    /// A pipeline for `task` over the model directory or `subfolder` of it.
+    fn load_pipeline(
+        &self,
+        task: &str,
+        subfolder: Option<&str>,
+        options_json: Option<&str>,
+    ) -> std::result::Result<Arc<dyn Pipeline>, HostError>;
+    /// The tokenizer of the model directory or `subfolder` of it.
+    fn load_tokenizer(
+        &self,
+        subfolder: Option<&str>,
+    ) -> std::result::Result<Arc<tokenizers::Tokenizer>, HostError>;
+}
+
+/// Why the host refused a guest's request for a pipeline or tokenizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostError {
+    /// The guest asked for something wrong (unknown task, bad subfolder, no model there):
+    /// `bad-request` with this message.
+    Refused(String),
+    /// The host failed: `internal`.
+    Failed(String),
+}
+
+/// A [`GuestHost`] with one ready pipeline and nothing to load (tests, tools).
+pub struct FixedPipeline(pub Arc<dyn Pipeline>);
+
+impl GuestHost for FixedPipeline {
+    fn default_task(&self) -> Option<Task> {
+        Some(self.0.task())
+    }
+
+    fn default_pipeline(&self) -> std::result::Result<Arc<dyn Pipeline>, HostError> {
+        Ok(Arc::clone(&self.0))
+    }
+
+    fn load_pipeline(
+        &self,
+        task: &str,
+        _subfolder: Option<&str>,
+        _options_json: Option<&str>,
+    ) -> std::result::Result<Arc<dyn Pipeline>, HostError> {
+        Err(HostError::Refused(format!(
+            "no pipeline can be loaded here (asked for {task})"
+        )))
+    }
+
+    fn load_tokenizer(
+        &self,
+        _subfolder: Option<&str>,
+    ) -> std::result::Result<Arc<tokenizers::Tokenizer>, HostError> {
+        Err(HostError::Refused(
+            "no tokenizer can be loaded here".to_owned(),
+        ))
+    }
+}
 
 /// Shorthand for guest results.
 pub type Result<T, E = GuestError> = std::result::Result<T, E>;
@@ -45,6 +114,8 @@ pub struct GuestProgram {
     hooks: HookSet,
     compile: CompileInfo,
     pool: Pool,
+    predictor: Option<Arc<dyn Pipeline>>,
+    version: &'static str,
 }
 
 /// How the guest's code was obtained at load.
@@ -68,7 +139,7 @@ impl GuestProgram {
         wasm_path: &Path,
         model_dir: &Path,
         limits: &WasmLimits,
-        native: Arc<dyn Pipeline>,
+        host: Arc<dyn GuestHost>,
     ) -> Result<Self> {
         let wasm = std::fs::read(wasm_path).map_err(|source| GuestError::Read {
             path: wasm_path.to_path_buf(),
@@ -101,13 +172,15 @@ impl GuestProgram {
         );
 
         let pre = link(&engine, &component)?;
+        let version = pre.version();
+        tracing::info!(wit = %version, "guest component linked (sagebrush:handler@{version})");
         let mut factory = Factory {
             pre,
             model_dir: model_dir.to_path_buf(),
             memory_bytes: limits.memory_bytes,
             call_timeout: limits.call_timeout,
             deadline_ticks: engine::deadline_ticks(limits.call_timeout),
-            native,
+            host,
             model_fn: false,
         };
 
@@ -115,42 +188,52 @@ impl GuestProgram {
         let mut first = factory.create()?;
         let hooks = factory
             .call(&mut first, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
-                i.handler
-                    .sagebrush_handler_hooks()
-                    .call_implemented(&mut i.store)
-                    .map(Ok)
+                match &i.handler {
+                    Bindings::V1(h) => h.sagebrush_handler_hooks().call_implemented(&mut i.store),
+                    Bindings::V2(h) => h
+                        .sagebrush_handler_hooks()
+                        .call_implemented(&mut i.store)
+                        .map(WitHookSet::from),
+                }
+                .map(Ok)
             })
             .map(hook_set)
             .map_err(GuestError::from)?;
         tracing::info!(hooks = %hooks, "user code hooks found; native defaults serve the others");
         hooks.check().map_err(|_| GuestError::TransformConflict)?;
+        factory.model_fn = hooks.contains(Hook::ModelFn);
+        if factory.model_fn {
+            factory.model_fn(&mut first)?;
+            let model = first.model;
+            let name = factory
+                .call(&mut first, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
+                    let Some(model) = model else {
+                        return Ok(Ok(String::new()));
+                    };
+                    match &i.handler {
+                        Bindings::V1(h) => h
+                            .sagebrush_handler_hooks()
+                            .model()
+                            .call_name(&mut i.store, model),
+                        Bindings::V2(h) => h
+                            .sagebrush_handler_hooks()
+                            .model()
+                            .call_name(&mut i.store, model),
+                    }
+                    .map(Ok)
+                })
+                .map_err(GuestError::from)?;
+            tracing::info!(model = %name, predictor = first.predictor.as_ref().map(|p| p.task().to_string()), "user code model_fn loaded its model");
+        }
+        let predictor = first.predictor.clone();
         if hooks.contains(Hook::ModelFn)
             && !hooks.contains(Hook::PredictFn)
             && !hooks.contains(Hook::TransformFn)
+            && predictor.is_none()
         {
             tracing::warn!(
-                "user code has model_fn but neither predict_fn nor transform_fn: its model is never used, the native pipeline predicts"
+                "user code has model_fn but neither predict_fn nor transform_fn, and its model_fn handed over no pipeline: its model is never used, the native pipeline predicts"
             );
-        }
-
-        factory.model_fn = hooks.contains(Hook::ModelFn);
-        if factory.model_fn {
-            let model = factory.call(&mut first, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
-                i.handler
-                    .sagebrush_handler_hooks()
-                    .call_model_fn(&mut i.store, sandbox::GUEST_MODEL_DIR)
-            })?;
-            first.model = Some(model);
-            let name = factory
-                .call(&mut first, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
-                    i.handler
-                        .sagebrush_handler_hooks()
-                        .model()
-                        .call_name(&mut i.store, model)
-                        .map(Ok)
-                })
-                .map_err(GuestError::from)?;
-            tracing::info!(model = %name, "user code model_fn loaded its model");
         }
 
         let pool = Pool::new(factory, limits.instances, vec![first]);
@@ -159,7 +242,21 @@ impl GuestProgram {
             hooks,
             compile,
             pool,
+            predictor,
+            version,
         })
+    }
+
+    /// The native pipeline the guest's `model_fn` handed over as the default predictor
+    /// (0.2.0 `loaded.predictor`), from the first instance: loads are shared, so every
+    /// instance's is the same pipeline.
+    pub fn predictor(&self) -> Option<Arc<dyn Pipeline>> {
+        self.predictor.clone()
+    }
+
+    /// The WIT version the component was built against (`0.1.0` or `0.2.0`).
+    pub fn wit_version(&self) -> &'static str {
+        self.version
     }
 
     /// The hooks the guest implements.
@@ -180,14 +277,20 @@ impl GuestProgram {
         content_type: &str,
     ) -> Result<Payload> {
         let wit_ctx = context(ctx);
-        let payload = self.pool.call(Hook::InputFn, &ctx.request_id, |i| {
-            i.handler.sagebrush_handler_hooks().call_input_fn(
-                &mut i.store,
-                body,
-                content_type,
-                &wit_ctx,
-            )
-        })?;
+        let payload = self
+            .pool
+            .call(Hook::InputFn, &ctx.request_id, |i| match &i.handler {
+                Bindings::V1(h) => h.sagebrush_handler_hooks().call_input_fn(
+                    &mut i.store,
+                    body,
+                    content_type,
+                    &wit_ctx,
+                ),
+                Bindings::V2(h) => h
+                    .sagebrush_handler_hooks()
+                    .call_input_fn(&mut i.store, body, content_type, &(&wit_ctx).into())
+                    .map(|r| r.map(Into::into).map_err(Into::into)),
+            })?;
         payload_from_wit(Hook::InputFn, payload)
     }
 
@@ -198,12 +301,18 @@ impl GuestProgram {
         let data = payload_to_wit(data);
         let payload = self.pool.call(Hook::PredictFn, &ctx.request_id, |i| {
             let model = i.model;
-            i.handler.sagebrush_handler_hooks().call_predict_fn(
-                &mut i.store,
-                &data,
-                model,
-                &wit_ctx,
-            )
+            match &i.handler {
+                Bindings::V1(h) => h.sagebrush_handler_hooks().call_predict_fn(
+                    &mut i.store,
+                    &data,
+                    model,
+                    &wit_ctx,
+                ),
+                Bindings::V2(h) => h
+                    .sagebrush_handler_hooks()
+                    .call_predict_fn(&mut i.store, &data.into(), model, &(&wit_ctx).into())
+                    .map(|r| r.map(Into::into).map_err(Into::into)),
+            }
         })?;
         payload_from_wit(Hook::PredictFn, payload)
     }
@@ -217,14 +326,20 @@ impl GuestProgram {
     ) -> Result<HookResponse> {
         let wit_ctx = context(ctx);
         let prediction = payload_to_wit(prediction);
-        let response = self.pool.call(Hook::OutputFn, &ctx.request_id, |i| {
-            i.handler.sagebrush_handler_hooks().call_output_fn(
-                &mut i.store,
-                &prediction,
-                accept,
-                &wit_ctx,
-            )
-        })?;
+        let response = self
+            .pool
+            .call(Hook::OutputFn, &ctx.request_id, |i| match &i.handler {
+                Bindings::V1(h) => h.sagebrush_handler_hooks().call_output_fn(
+                    &mut i.store,
+                    &prediction,
+                    accept,
+                    &wit_ctx,
+                ),
+                Bindings::V2(h) => h
+                    .sagebrush_handler_hooks()
+                    .call_output_fn(&mut i.store, &prediction.into(), accept, &(&wit_ctx).into())
+                    .map(|r| r.map(Into::into).map_err(Into::into)),
+            })?;
         Ok(response_from_wit(response))
     }
 
@@ -239,14 +354,27 @@ impl GuestProgram {
         let wit_ctx = context(ctx);
         let response = self.pool.call(Hook::TransformFn, &ctx.request_id, |i| {
             let model = i.model;
-            i.handler.sagebrush_handler_hooks().call_transform_fn(
-                &mut i.store,
-                model,
-                body,
-                content_type,
-                accept,
-                &wit_ctx,
-            )
+            match &i.handler {
+                Bindings::V1(h) => h.sagebrush_handler_hooks().call_transform_fn(
+                    &mut i.store,
+                    model,
+                    body,
+                    content_type,
+                    accept,
+                    &wit_ctx,
+                ),
+                Bindings::V2(h) => h
+                    .sagebrush_handler_hooks()
+                    .call_transform_fn(
+                        &mut i.store,
+                        model,
+                        body,
+                        content_type,
+                        accept,
+                        &(&wit_ctx).into(),
+                    )
+                    .map(|r| r.map(Into::into).map_err(Into::into)),
+            }
         })?;
         Ok(response_from_wit(response))
     }
@@ -260,20 +388,36 @@ impl std::fmt::Debug for GuestProgram {
     }
 }
 
-/// One linker for the world: WASI p2 (sync) plus the `host-log` and `pipeline` imports.
-fn link(engine: &wasmtime::Engine, component: &Component) -> Result<HandlerPre<HostState>> {
+/// One linker for both worlds: WASI p2 (sync) plus the `host-log`, `pipeline` and (0.2.0)
+/// `tokenizer` imports of each version. The component's exports pick the version: 0.2.0's
+/// `hooks` first, then 0.1.0's.
+fn link(engine: &wasmtime::Engine, component: &Component) -> Result<Pre> {
     let mut linker = Linker::<HostState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-        .and_then(|()| Handler::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s))
+        .and_then(|()| {
+            v1::Handler::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        })
+        .and_then(|()| {
+            v2::Handler::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        })
         .map_err(|e| GuestError::Engine {
             source: error::boxed(e),
         })?;
-    linker
+    let pre = linker
         .instantiate_pre(component)
-        .and_then(HandlerPre::new)
         .map_err(|e| GuestError::Link {
             source: error::boxed(e),
-        })
+        })?;
+    match v2::HandlerPre::new(pre.clone()) {
+        Ok(pre) => Ok(Pre::V2(pre)),
+        Err(v2_err) => v1::HandlerPre::new(pre).map(Pre::V1).map_err(|v1_err| {
+            GuestError::Link {
+                source: error::boxed(v2_err.context(format!(
+                    "the component exports neither sagebrush:handler/hooks@0.2.0 nor @0.1.0 (0.1.0: {v1_err})"
+                ))),
+            }
+        }),
+    }
 }
 
 fn hook_set(set: WitHookSet) -> HookSet {

@@ -8,15 +8,56 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use wasmtime::component::ResourceAny;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::handler::Hook;
 use crate::pipelines::Pipeline;
 
-use super::bindings::{Handler, HandlerPre, WitError};
+use super::GuestHost;
+use super::bindings::{WitError, v1, v2};
 use super::error::{GuestError, boxed};
 use super::host::log_output;
 use super::sandbox::{GUEST_MODEL_DIR, HostState};
+
+/// The linked component, of either WIT version.
+pub(crate) enum Pre {
+    /// `sagebrush:handler@0.1.0`.
+    V1(v1::HandlerPre<HostState>),
+    /// `sagebrush:handler@0.2.0`.
+    V2(v2::HandlerPre<HostState>),
+}
+
+impl Pre {
+    fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Self::V1(p) => p.engine(),
+            Self::V2(p) => p.engine(),
+        }
+    }
+
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
+        match self {
+            Self::V1(p) => p.instantiate(store).map(Bindings::V1),
+            Self::V2(p) => p.instantiate(store).map(Bindings::V2),
+        }
+    }
+
+    /// The WIT version the component was built against.
+    pub(crate) fn version(&self) -> &'static str {
+        match self {
+            Self::V1(_) => "0.1.0",
+            Self::V2(_) => "0.2.0",
+        }
+    }
+}
+
+/// An instance's exports, of either WIT version.
+pub(crate) enum Bindings {
+    /// `sagebrush:handler@0.1.0`.
+    V1(v1::Handler),
+    /// `sagebrush:handler@0.2.0`.
+    V2(v2::Handler),
+}
 
 /// Request id used for calls made while loading (`model_fn`, `implemented`).
 pub(crate) const LOAD_REQUEST_ID: &str = "load";
@@ -24,19 +65,21 @@ pub(crate) const LOAD_REQUEST_ID: &str = "load";
 /// One warm instance.
 pub(crate) struct Instance {
     pub(crate) store: Store<HostState>,
-    pub(crate) handler: Handler,
+    pub(crate) handler: Bindings,
     /// What `model_fn` returned, owned by this instance's store.
     pub(crate) model: Option<ResourceAny>,
+    /// The native pipeline `model_fn` handed over as the default predictor (0.2.0).
+    pub(crate) predictor: Option<Arc<dyn Pipeline>>,
 }
 
 /// Starts instances: everything an instance needs, shared by all of them.
 pub(crate) struct Factory {
-    pub(crate) pre: HandlerPre<HostState>,
+    pub(crate) pre: Pre,
     pub(crate) model_dir: PathBuf,
     pub(crate) memory_bytes: usize,
     pub(crate) call_timeout: Duration,
     pub(crate) deadline_ticks: u64,
-    pub(crate) native: Arc<dyn Pipeline>,
+    pub(crate) host: Arc<dyn GuestHost>,
     /// Whether to call `model_fn` in each new instance (set once the hooks are known).
     pub(crate) model_fn: bool,
 }
@@ -44,11 +87,17 @@ pub(crate) struct Factory {
 impl Factory {
     /// A fresh instance, with its model loaded when the guest has `model_fn`.
     pub(crate) fn create(&self) -> Result<Instance, GuestError> {
-        let state = HostState::new(&self.model_dir, self.memory_bytes, Arc::clone(&self.native))
+        let state = HostState::new(&self.model_dir, self.memory_bytes, Arc::clone(&self.host))
             .map_err(|e| GuestError::Instantiate { source: boxed(e) })?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(self.deadline_ticks);
+        // Time spent in host loads (a model, a tokenizer) is not the guest's: when the deadline
+        // comes, it is pushed back by that much, once; then the call is interrupted.
+        store.epoch_deadline_callback(|mut ctx| match ctx.data_mut().take_credit_ticks() {
+            0 => Ok(UpdateDeadline::Interrupt),
+            ticks => Ok(UpdateDeadline::Continue(ticks)),
+        });
         let handler = self
             .pre
             .instantiate(&mut store)
@@ -57,16 +106,43 @@ impl Factory {
             store,
             handler,
             model: None,
+            predictor: None,
         };
         if self.model_fn {
-            let model = self.call(&mut instance, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
-                i.handler
-                    .sagebrush_handler_hooks()
-                    .call_model_fn(&mut i.store, GUEST_MODEL_DIR)
-            })?;
-            instance.model = Some(model);
+            self.model_fn(&mut instance)?;
         }
         Ok(instance)
+    }
+
+    /// Runs `model_fn` in `instance`, keeping its model and (0.2.0) the pipeline it handed
+    /// over as the default predictor.
+    pub(crate) fn model_fn(&self, instance: &mut Instance) -> Result<(), GuestError> {
+        let (model, predictor) =
+            self.call(instance, Hook::ModelFn, LOAD_REQUEST_ID, |i| {
+                match &i.handler {
+                    Bindings::V1(h) => h
+                        .sagebrush_handler_hooks()
+                        .call_model_fn(&mut i.store, GUEST_MODEL_DIR)
+                        .map(|r| r.map(|model| (model, None))),
+                    Bindings::V2(h) => h
+                        .sagebrush_handler_hooks()
+                        .call_model_fn(&mut i.store, GUEST_MODEL_DIR)
+                        .map(|r| r.map(|l| (l.model, l.predictor)).map_err(Into::into)),
+                }
+            })?;
+        instance.model = Some(model);
+        if let Some(handle) = predictor {
+            let pipeline = instance
+                .store
+                .data_mut()
+                .table
+                .delete(handle)
+                .map_err(|e| GuestError::Instantiate {
+                    source: Box::new(e),
+                })?;
+            instance.predictor = Some(Arc::clone(pipeline.pipeline()));
+        }
+        Ok(())
     }
 
     /// Calls `f` on `instance` under the deadline, logs the guest's output, and turns the

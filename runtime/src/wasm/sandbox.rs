@@ -17,8 +17,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::GuestHost;
 use crate::handler::Hook;
-use crate::pipelines::Pipeline;
 
 /// Where the model directory appears inside the guest (the SageMaker path).
 pub(crate) const GUEST_MODEL_DIR: &str = "/opt/ml/model";
@@ -33,11 +33,15 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Everything a guest `Store` owns.
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     pub(crate) memory: MemoryCap,
     pub(crate) stdout: CapturedOutput,
     pub(crate) stderr: CapturedOutput,
-    pub(crate) native: Arc<dyn Pipeline>,
+    /// The model's native pipelines, for the `pipeline` and `tokenizer` imports.
+    pub(crate) host: Arc<dyn GuestHost>,
+    /// Time the current call spent in host loads, given back to its time budget when the
+    /// deadline comes (the epoch callback in `pool.rs`).
+    pub(crate) credit: std::time::Duration,
     /// The request being served, for log lines the guest writes.
     pub(crate) request_id: String,
     /// The hook being called.
@@ -49,7 +53,7 @@ impl HostState {
     pub(crate) fn new(
         model_dir: &Path,
         memory_bytes: usize,
-        native: Arc<dyn Pipeline>,
+        host: Arc<dyn GuestHost>,
     ) -> wasmtime::Result<Self> {
         let stdout = CapturedOutput::new();
         let stderr = CapturedOutput::new();
@@ -74,7 +78,8 @@ impl HostState {
             },
             stdout,
             stderr,
-            native,
+            host,
+            credit: std::time::Duration::ZERO,
             request_id: String::new(),
             hook: None,
         })
@@ -84,9 +89,28 @@ impl HostState {
     pub(crate) fn begin_call(&mut self, hook: Hook, request_id: &str) {
         request_id.clone_into(&mut self.request_id);
         self.hook = Some(hook);
+        self.credit = std::time::Duration::ZERO;
         self.memory.exceeded = false;
         self.stdout.take();
         self.stderr.take();
+    }
+}
+
+impl HostState {
+    /// Gives `spent` (host work inside a guest call, e.g. loading a model) back to the call's
+    /// time budget.
+    pub(crate) fn credit(&mut self, spent: std::time::Duration) {
+        self.credit = self.credit.saturating_add(spent);
+    }
+
+    /// Whole epoch ticks of credit, taken out of the credit: how far to extend a deadline that
+    /// has come. Zero: the call used its own budget up.
+    pub(crate) fn take_credit_ticks(&mut self) -> u64 {
+        let tick = super::engine::EPOCH_TICK.as_nanos();
+        let ticks = self.credit.as_nanos() / tick;
+        let used = std::time::Duration::from_nanos(u64::try_from(ticks * tick).unwrap_or(u64::MAX));
+        self.credit = self.credit.saturating_sub(used);
+        u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 }
 
@@ -243,6 +267,33 @@ mod tests {
         assert_eq!(kept.len(), OUTPUT_TAIL_BYTES);
         assert!(kept.ends_with(b"panicked at the end"));
         assert!(out.take().is_empty(), "take drains");
+    }
+
+    #[test]
+    fn host_load_time_is_given_back_in_whole_ticks_once() {
+        let host: Arc<dyn GuestHost> = Arc::new(super::super::FixedPipeline(Arc::new(
+            crate::wasm::tests::WordCountPipeline::default(),
+        )));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = HostState::new(dir.path(), 1 << 20, host).expect("state");
+        assert_eq!(state.take_credit_ticks(), 0, "no host work, no credit");
+        state.credit(std::time::Duration::from_millis(25));
+        state.credit(std::time::Duration::from_millis(10));
+        assert_eq!(state.take_credit_ticks(), 3, "35 ms is 3 whole 10 ms ticks");
+        state.credit(std::time::Duration::from_millis(5));
+        assert_eq!(
+            state.take_credit_ticks(),
+            1,
+            "the 5 ms left over and 5 ms more"
+        );
+        assert_eq!(state.take_credit_ticks(), 0, "credit is spent once");
+        state.credit(std::time::Duration::from_millis(50));
+        state.begin_call(Hook::InputFn, "r");
+        assert_eq!(
+            state.take_credit_ticks(),
+            0,
+            "a new call starts without credit"
+        );
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn load(
         &guest(name),
         model_dir,
         limits,
-        Arc::clone(&native) as Arc<dyn Pipeline>,
+        Arc::new(FixedPipeline(Arc::clone(&native) as Arc<dyn Pipeline>)),
     )
     .unwrap_or_else(|e| panic!("{name} loads: {e:?}"));
     (program, native)
@@ -396,7 +396,7 @@ fn a_failing_model_fn_fails_the_load_naming_it() {
         &guest("tokenizer-model-fn"),
         &empty_model,
         &limits(tmp.path()),
-        native,
+        Arc::new(FixedPipeline(native)),
     )
     .expect_err("no vocab.txt");
     assert!(
@@ -513,7 +513,7 @@ fn transform_fn_with_input_fn_is_refused_at_load_with_the_spec_message() {
         &guest("transform-conflict"),
         &fixture("bert-seqcls"),
         &limits(tmp.path()),
-        native,
+        Arc::new(FixedPipeline(native)),
     )
     .expect_err("conflict");
     assert!(matches!(err, GuestError::TransformConflict), "{err:?}");
@@ -768,14 +768,15 @@ fn a_file_that_is_not_a_component_is_refused() {
     let bogus = tmp.path().join("inference.wasm");
     std::fs::write(&bogus, b"\0asm\x01\0\0\0 not really").expect("write");
     let native: Arc<dyn Pipeline> = Arc::new(WordCountPipeline::default());
-    let err = GuestProgram::load(&bogus, tmp.path(), &limits(tmp.path()), Arc::clone(&native))
+    let host: Arc<dyn GuestHost> = Arc::new(FixedPipeline(native));
+    let err = GuestProgram::load(&bogus, tmp.path(), &limits(tmp.path()), Arc::clone(&host))
         .expect_err("refused");
     assert!(matches!(err, GuestError::Compile { .. }), "{err:?}");
     let err = GuestProgram::load(
         &tmp.path().join("missing.wasm"),
         tmp.path(),
         &limits(tmp.path()),
-        native,
+        host,
     )
     .expect_err("refused");
     assert!(matches!(err, GuestError::Read { .. }), "{err:?}");

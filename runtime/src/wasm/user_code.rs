@@ -44,6 +44,10 @@ impl UserCode for GuestProgram {
     ) -> Result<HookResponse, HookError> {
         Self::transform_fn(self, ctx, body, content_type, accept).map_err(hook_error)
     }
+
+    fn predictor(&self) -> Option<std::sync::Arc<dyn crate::pipelines::Pipeline>> {
+        Self::predictor(self)
+    }
 }
 
 /// The client sees what the guest said for its own errors, and a short cause (with the panic

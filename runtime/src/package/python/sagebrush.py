@@ -8,7 +8,11 @@ component; import what you need from it:
     from sagebrush import pipeline, decoder_encoder, BadRequest, UnsupportedMediaType, NotAcceptable
 
 - `pipeline()`: the native (candle) pipeline of the model, called like a transformers
-  pipeline: `pipeline()("some text", top_k=2)`.
+  pipeline: `pipeline()("some text", top_k=2)`; `pipeline(task, subfolder=...)` loads another
+  task or another model of the archive (the host holds it; a `model_fn` may return it, and the
+  default `predict_fn` then calls it).
+- `tokenizer(subfolder=None)`: the model's tokenizer, run by the host (`encode`, `decode`,
+  `tokenize`, and calling it like a transformers tokenizer).
 - `decoder_encoder.decode(body, content_type)` / `.encode(prediction, accept)`: the toolkit's
   JSON and CSV codecs, plus text/plain.
 - Exceptions: `BadRequest` (400), `UnsupportedMediaType` (415), `NotAcceptable` (406),
@@ -31,6 +35,7 @@ import logging as _logging
 
 from wit_world.imports import host_log as _host_log
 from wit_world.imports import pipeline as _wit_pipeline
+from wit_world.imports import tokenizer as _wit_tokenizer
 from componentize_py_types import Err as _Err
 
 __all__ = [
@@ -41,10 +46,12 @@ __all__ = [
     "Pipeline",
     "Response",
     "SagebrushError",
+    "Tokenizer",
     "UnsupportedMediaType",
     "decoder_encoder",
     "log",
     "pipeline",
+    "tokenizer",
 ]
 
 
@@ -113,15 +120,22 @@ class Response:
 
 
 class Pipeline:
-    """The native pipeline, called like a transformers pipeline.
+    """A native (candle) pipeline, called like a transformers pipeline.
 
     `pipe(inputs, **parameters)` sends `{"inputs": inputs, "parameters": parameters}` to the
-    native pipeline and returns its decoded JSON answer. A request it refuses raises
-    `BadRequest`.
+    native pipeline and returns its decoded JSON answer; `pipe.predict(request)` sends a whole
+    request; `pipe.task` is the task served. A request it refuses raises `BadRequest`.
+
+    Get one from `pipeline(...)`. A `model_fn` may return one (or an object holding several):
+    the default `predict_fn` then calls it, as the toolkit's default calls `model(inputs)`.
     """
 
-    def __init__(self, task):
+    def __init__(self, task, resource=None):
+        #: The task served, e.g. "text-classification".
         self.task = task
+        # The host resource (sagebrush:handler@0.2.0 `pipeline`); None for the model
+        # directory's own pipeline, which the host builds on first use.
+        self._resource = resource
 
     def __call__(self, inputs, **parameters):
         request = {"inputs": inputs}
@@ -131,34 +145,148 @@ class Pipeline:
 
     def predict(self, request):
         """Runs one `{"inputs": .., "parameters": {..}}` request and returns the answer."""
+        text = _json.dumps(request)
         try:
-            answer = _wit_pipeline.predict(_json.dumps(request))
+            if self._resource is None:
+                answer = _wit_pipeline.predict(text)
+            else:
+                answer = self._resource.predict(text)
         except _Err as err:
             raise _from_wit_error(err.value) from None
         return _json.loads(answer)
+
+    def _handle_for_host(self):
+        """A new handle to the host pipeline, for `model_fn`'s answer to the host (None for
+        the model directory's own pipeline, which the host has already)."""
+        if self._resource is None:
+            return None
+        try:
+            return self._resource.clone()
+        except _Err as err:
+            raise _from_wit_error(err.value) from None
 
     def __repr__(self):
         return "Pipeline(task=%r)" % self.task
 
 
-def pipeline(task=None, model=None, **options):
-    """The model's native pipeline (the one `HF_TASK` or config.json picked).
+#: Where the model directory is mounted inside the component.
+MODEL_DIR = "/opt/ml/model"
 
-    `task`, when given, must be that task: loading another task or a model from a subfolder
-    needs native pipelines as resources (`sagebrush:handler@0.2.0`), which this build does not
-    have yet.
+
+def _subfolder(subfolder, model):
+    """The subfolder of the model directory that `subfolder` or `model` (a path, as
+    transformers' `model=` argument) names; None for the model directory itself."""
+    if model is not None:
+        if subfolder is not None:
+            raise BadRequest("give `subfolder` or `model`, not both")
+        path = str(model).rstrip("/")
+        if path in (MODEL_DIR, "", "."):
+            return None
+        if path.startswith(MODEL_DIR + "/"):
+            return path[len(MODEL_DIR) + 1:]
+        if path.startswith("/"):
+            raise BadRequest(
+                "model=%r: only folders of the model directory (%s) can be loaded"
+                % (model, MODEL_DIR)
+            )
+        subfolder = path
+    if subfolder is None or str(subfolder).strip("/") in ("", "."):
+        return None
+    return str(subfolder)
+
+
+def pipeline(task=None, subfolder=None, model=None, **options):
+    """A native (candle) pipeline, like `transformers.pipeline(task, model=...)`.
+
+    - `pipeline()`: the model's own pipeline (the task `HF_TASK` or config.json names), built by
+      the host when first used.
+    - `pipeline("token-classification", subfolder="ner")` (or `model=model_dir + "/ner"`): a
+      pipeline over a folder of the model directory (another model in the same archive);
+      without a task, the one that folder's config.json names.
+    - `pipeline("feature-extraction")`: another task over the model directory itself.
+
+    The host loads each (task, folder) once per model and shares it between instances; a
+    `model_fn` that loads one costs no memory per instance. Options (keyword arguments) are
+    sent to the host, which defines none yet: any is refused, naming it. A folder that does not
+    exist or holds no model raises `BadRequest` naming the cause.
     """
+    folder = _subfolder(subfolder, model)
     served = _wit_pipeline.task()
-    if task is not None and task != served:
-        raise InternalError(
-            "pipeline(%r): this model serves %r; loading another task needs "
-            "sagebrush:handler@0.2.0, not supported by this build" % (task, served)
+    if folder is None and not options and (task is None or task == served):
+        return Pipeline(served)
+    try:
+        resource = _wit_pipeline.Pipeline.load(
+            task or "", folder, _json.dumps(options) if options else None
         )
-    if model is not None or options:
-        raise InternalError(
-            "pipeline(): `model` and options need sagebrush:handler@0.2.0, not supported by this build"
-        )
-    return Pipeline(served)
+        return Pipeline(resource.task(), resource)
+    except _Err as err:
+        raise _from_wit_error(err.value) from None
+
+
+class Tokenizer:
+    """The tokenizer of the model directory or of a folder of it, run by the host (the
+    `tokenizers` library): no tokenizer is compiled into the component. Methods follow
+    transformers' tokenizers; offsets are in characters of the text, as transformers gives them.
+    """
+
+    def __init__(self, resource):
+        self._resource = resource
+
+    def _encode(self, text, add_special_tokens):
+        try:
+            encoding = self._resource.tokenize(text, bool(add_special_tokens))
+        except _Err as err:
+            raise _from_wit_error(err.value) from None
+        return encoding
+
+    def __call__(self, text, add_special_tokens=True):
+        """`{"input_ids": [...], "attention_mask": [...], "offset_mapping": [(start, end), ...]}`"""
+        encoding = self._encode(text, add_special_tokens)
+        return {
+            "input_ids": list(encoding.ids),
+            "attention_mask": [1] * len(encoding.ids),
+            "offset_mapping": _char_offsets(text, encoding.offsets),
+        }
+
+    def encode(self, text, add_special_tokens=True):
+        """The token ids of `text`."""
+        return list(self._encode(text, add_special_tokens).ids)
+
+    def tokenize(self, text, add_special_tokens=False):
+        """The tokens of `text`, as the vocabulary spells them."""
+        return list(self._encode(text, add_special_tokens).tokens)
+
+    def decode(self, ids, skip_special_tokens=False):
+        """The text of `ids`."""
+        try:
+            return self._resource.decode([int(i) for i in ids], bool(skip_special_tokens))
+        except _Err as err:
+            raise _from_wit_error(err.value) from None
+
+    def __repr__(self):
+        return "Tokenizer()"
+
+
+def _char_offsets(text, byte_offsets):
+    """The host's offsets are bytes of the UTF-8 text; transformers' are characters."""
+    char_at = {}
+    position = 0
+    for index, char in enumerate(text):
+        char_at[position] = index
+        position += len(char.encode("utf-8"))
+    char_at[position] = len(text)
+    return [(char_at.get(start, 0), char_at.get(end, 0)) for start, end in byte_offsets]
+
+
+def tokenizer(subfolder=None, model=None):
+    """The tokenizer (`tokenizer.json`) of the model directory or of a folder of it, like
+    `AutoTokenizer.from_pretrained(model_dir + "/ner")`. Loaded once per model by the host. A
+    folder without `tokenizer.json` raises `BadRequest` naming it."""
+    folder = _subfolder(subfolder, model)
+    try:
+        return Tokenizer(_wit_tokenizer.Tokenizer.load(folder))
+    except _Err as err:
+        raise _from_wit_error(err.value) from None
 
 
 def _from_wit_error(error):

@@ -253,7 +253,20 @@ class Hooks(exports.Hooks):
     def model_fn(self, model_dir):
         if "model_fn" not in USER_HOOKS:
             raise Err(types.Error_NotImplemented())
-        return _run(lambda: _Model(_call("model_fn", (model_dir,), None)))
+
+        def go():
+            value = _call("model_fn", (model_dir,), None)
+            # A native pipeline returned as the model is also handed to the host (0.2.0
+            # `loaded.predictor`): the task its default input_fn decodes for.
+            predictor = None
+            if isinstance(value, sagebrush.Pipeline):
+                try:
+                    predictor = value._handle_for_host()
+                except BaseException as exc:  # noqa: BLE001
+                    raise _Stop(_wit_error(exc, "model_fn")) from None
+            return wit_hooks.Loaded(_Model(value), predictor)
+
+        return _run(go)
 
     def input_fn(self, body, content_type, ctx):
         if "input_fn" not in USER_HOOKS:

@@ -1,10 +1,10 @@
-//! Test guest written against raw wit-bindgen, because `#[guest_sdk::handler]` makes this a
+//! Test guest written against raw wit-bindgen (the frozen 0.1.0 world), because `#[guest_sdk::handler]` makes this a
 //! compile error: it reports `transform_fn` and `input_fn` from `implemented()`. The runtime must
 //! refuse it when the model loads, with the spec's message.
 
 wit_bindgen::generate!({
     world: "handler",
-    path: "../../../wit",
+    path: "../../../wit/0.1.0",
 });
 
 use exports::sagebrush::handler::hooks::{
