@@ -8,7 +8,8 @@
 //! - `longrope` (Phi-3; `su` is its old name): `short_factor` while a forward pass stays within
 //!   `original_max_position_embeddings`, `long_factor` once it passes them (transformers decides
 //!   per forward pass, on the pass's largest position: here per row, which is what the row gets
-//!   when it runs alone), and cos/sin scaled by the attention factor
+//!   when it runs alone; a cached row that reaches `original` is run again whole, see
+//!   [`Rope::switch_position`]), and cos/sin scaled by the attention factor
 //!   `sqrt(1 + ln(factor) / ln(original))`;
 //! - `dynamic` (NTK): transformers only changes the frequencies once a sequence passes
 //!   `max_position_embeddings`, which sequences here never do, so the frequencies are the
