@@ -56,6 +56,9 @@ pub struct Llama {
     /// Gemma: the embeddings are multiplied by √hidden.
     embed_scale: Option<f64>,
     max_positions: Option<usize>,
+    /// Phi-3: a longrope row reaching `original_max_position_embeddings` recomputes its cache
+    /// (only `Phi3ForCausalLM` does this in transformers; a Llama with longrope keeps its cache).
+    recompute_at_switch: bool,
 }
 
 /// A projection, packed for [`super::kernels::matmul_panels`].
@@ -180,6 +183,7 @@ impl Llama {
             // transformers: torch.tensor(hidden_size ** 0.5, dtype=hidden_states.dtype).
             embed_scale: gemma.then(|| f64::from((hidden as f64).sqrt() as f32)),
             max_positions,
+            recompute_at_switch: phi3,
         })
     }
 
@@ -202,13 +206,17 @@ impl Llama {
 
     /// See [`super::decoder::CausalLm::forward`].
     ///
-    /// Longrope (Phi-3): a row whose cached decode step puts its new token at position
+    /// Phi-3 with longrope: a row whose cached decode step puts its new token at position
     /// `original_max_position_embeddings` drops its cache and runs its whole sequence again,
     /// alone, now with the long factors, as transformers 4.51.3's
     /// `Phi3ForCausalLM.prepare_inputs_for_generation` does (the keys cached with the short
     /// factors would otherwise stay); the other rows of the step run together as usual.
     pub(crate) fn forward(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
-        let Some(original) = self.rope.switch_position() else {
+        let Some(original) = self
+            .rope
+            .switch_position()
+            .filter(|_| self.recompute_at_switch)
+        else {
             return self.forward_rows(steps);
         };
         let crosses = |s: &Step<'_>| {
