@@ -467,6 +467,41 @@ mod tests {
         assert!((unscaled[0] - at_once[0]).abs() > 1e-3);
     }
 
+    /// Expected: `tests/fixtures/qwen2-window/make_qwen2_window.py` (transformers 4.51.3's
+    /// `Qwen2ForCausalLM`, sdpa, `use_sliding_window` true, `max_window_layers` 1,
+    /// `sliding_window` 8): the first 6 logits after ids 5..=24. transformers masks with the
+    /// window in every layer (the same logits with `use_sliding_window` false), and differently
+    /// without a window.
+    #[test]
+    fn qwen2_sliding_window_matches_transformers() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/qwen2-window/model");
+        let mut config = ModelConfig::from_dir(&dir).expect("config");
+        let prompt: Vec<u32> = (5..=24).collect();
+        let windowed = [
+            -2.253_068, 0.582_412, -0.744_8, -1.250_359, 0.304_106, -0.771_472,
+        ];
+        let m = CausalLm::load(&dir, &config).expect("model");
+        assert_close(&run(&m, &prompt, &mut KvCache::default())[..6], &windowed);
+        let mut cache = KvCache::default();
+        run(&m, &prompt[..12], &mut cache);
+        for t in &prompt[12..19] {
+            run(&m, std::slice::from_ref(t), &mut cache);
+        }
+        assert_close(&run(&m, &prompt[19..], &mut cache)[..6], &windowed);
+        config.raw["use_sliding_window"] = serde_json::json!(false);
+        let off = CausalLm::load(&dir, &config).expect("use_sliding_window false");
+        assert_close(&run(&off, &prompt, &mut KvCache::default())[..6], &windowed);
+        config.raw["sliding_window"] = serde_json::Value::Null;
+        let none = CausalLm::load(&dir, &config).expect("no window");
+        assert_close(
+            &run(&none, &prompt, &mut KvCache::default())[..6],
+            &[
+                -1.729_236, 1.936_11, -0.382_524, -0.559_591, -0.758_925, -1.701_785,
+            ],
+        );
+    }
+
     /// llama-gen's weights as Mistral with a 4-token sliding window.
     fn windowed() -> CausalLm {
         let dir = super::super::tests::fixture("llama-gen");
