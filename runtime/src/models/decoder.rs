@@ -439,6 +439,69 @@ mod tests {
         }
     }
 
+    /// Expected: `tests/fixtures/rope/make_llama_yarn.py` (transformers 4.51.3's
+    /// `LlamaForCausalLM` with `rope_scaling` yarn, factor 4 over 32 original positions, on its
+    /// random weights): the first 6 logits after ids 5..=44, the prompt at once and stepwise.
+    #[test]
+    fn llama_yarn_matches_transformers() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/rope/llama-yarn");
+        let mut config = ModelConfig::from_dir(&dir).expect("config");
+        let m = CausalLm::load(&dir, &config).expect("model");
+        let prompt: Vec<u32> = (5..=44).collect();
+        let expected = [
+            1.081_028, 0.212_519, -0.614_073, -0.952_284, -0.084_102, -1.387_002,
+        ];
+        let at_once = run(&m, &prompt, &mut KvCache::default());
+        assert_close(&at_once[..6], &expected);
+        let mut cache = KvCache::default();
+        run(&m, &prompt[..30], &mut cache);
+        for t in &prompt[30..39] {
+            run(&m, std::slice::from_ref(t), &mut cache);
+        }
+        assert_close(&run(&m, &prompt[39..], &mut cache)[..6], &expected);
+        // Without the scaling the answer differs: yarn is applied.
+        config.raw["rope_scaling"] = serde_json::Value::Null;
+        let plain = CausalLm::load(&dir, &config).expect("plain");
+        let unscaled = run(&plain, &prompt, &mut KvCache::default());
+        assert!((unscaled[0] - at_once[0]).abs() > 1e-3);
+    }
+
+    /// Expected: `tests/fixtures/qwen2-window/make_qwen2_window.py` (transformers 4.51.3's
+    /// `Qwen2ForCausalLM`, sdpa, `use_sliding_window` true, `max_window_layers` 1,
+    /// `sliding_window` 8): the first 6 logits after ids 5..=24. transformers masks with the
+    /// window in every layer (the same logits with `use_sliding_window` false), and differently
+    /// without a window.
+    #[test]
+    fn qwen2_sliding_window_matches_transformers() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/qwen2-window/model");
+        let mut config = ModelConfig::from_dir(&dir).expect("config");
+        let prompt: Vec<u32> = (5..=24).collect();
+        let windowed = [
+            -2.253_068, 0.582_412, -0.744_8, -1.250_359, 0.304_106, -0.771_472,
+        ];
+        let m = CausalLm::load(&dir, &config).expect("model");
+        assert_close(&run(&m, &prompt, &mut KvCache::default())[..6], &windowed);
+        let mut cache = KvCache::default();
+        run(&m, &prompt[..12], &mut cache);
+        for t in &prompt[12..19] {
+            run(&m, std::slice::from_ref(t), &mut cache);
+        }
+        assert_close(&run(&m, &prompt[19..], &mut cache)[..6], &windowed);
+        config.raw["use_sliding_window"] = serde_json::json!(false);
+        let off = CausalLm::load(&dir, &config).expect("use_sliding_window false");
+        assert_close(&run(&off, &prompt, &mut KvCache::default())[..6], &windowed);
+        config.raw["sliding_window"] = serde_json::Value::Null;
+        let none = CausalLm::load(&dir, &config).expect("no window");
+        assert_close(
+            &run(&none, &prompt, &mut KvCache::default())[..6],
+            &[
+                -1.729_236, 1.936_11, -0.382_524, -0.559_591, -0.758_925, -1.701_785,
+            ],
+        );
+    }
+
     /// llama-gen's weights as Mistral with a 4-token sliding window.
     fn windowed() -> CausalLm {
         let dir = super::super::tests::fixture("llama-gen");

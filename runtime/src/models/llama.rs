@@ -6,8 +6,8 @@
 //! `partial_rotary_factor`, `rope_scaling`), grouped-query attention, gated MLP. Written here
 //! rather than taken from candle-transformers because its Llama keeps one shared cache for a
 //! single sequence, while generation here keeps one cache per sequence and batches rows at
-//! different positions. Mistral's and Phi-3's `sliding_window` masks the keys older than the
-//! window; Qwen2's per-layer window (`use_sliding_window`) is refused at load.
+//! different positions. Mistral's, Phi-3's and Qwen2's `sliding_window` masks the keys older
+//! than the window in every layer (see [`sliding_window`]).
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/llama/modeling_llama.py
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/phi3/modeling_phi3.py
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gemma/modeling_gemma.py
@@ -56,6 +56,9 @@ pub struct Llama {
     /// Gemma: the embeddings are multiplied by √hidden.
     embed_scale: Option<f64>,
     max_positions: Option<usize>,
+    /// Phi-3: a longrope row reaching `original_max_position_embeddings` recomputes its cache
+    /// (only `Phi3ForCausalLM` does this in transformers; a Llama with longrope keeps its cache).
+    recompute_at_switch: bool,
 }
 
 /// A projection, packed for [`super::kernels::matmul_panels`].
@@ -180,6 +183,7 @@ impl Llama {
             // transformers: torch.tensor(hidden_size ** 0.5, dtype=hidden_states.dtype).
             embed_scale: gemma.then(|| f64::from((hidden as f64).sqrt() as f32)),
             max_positions,
+            recompute_at_switch: phi3,
         })
     }
 
@@ -202,13 +206,17 @@ impl Llama {
 
     /// See [`super::decoder::CausalLm::forward`].
     ///
-    /// Longrope (Phi-3): a row whose cached decode step puts its new token at position
+    /// Phi-3 with longrope: a row whose cached decode step puts its new token at position
     /// `original_max_position_embeddings` drops its cache and runs its whole sequence again,
     /// alone, now with the long factors, as transformers 4.51.3's
     /// `Phi3ForCausalLM.prepare_inputs_for_generation` does (the keys cached with the short
     /// factors would otherwise stay); the other rows of the step run together as usual.
     pub(crate) fn forward(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
-        let Some(original) = self.rope.switch_position() else {
+        let Some(original) = self
+            .rope
+            .switch_position()
+            .filter(|_| self.recompute_at_switch)
+        else {
             return self.forward_rows(steps);
         };
         let crosses = |s: &Step<'_>| {
@@ -309,22 +317,18 @@ fn norm_weight(vb: &VarBuilder<'_>, hidden: usize, gemma: bool) -> Result<Tensor
     Ok(if gemma { (w + 1.0)? } else { w })
 }
 
-/// The sliding window transformers 4.51 applies to every layer: Mistral's and Phi-3's
-/// `sliding_window`. Qwen2 applies its window to some layers only (`use_sliding_window`,
-/// `max_window_layers`): refused when on.
+/// The sliding window transformers 4.51 applies to every layer on CPU (its sdpa and eager
+/// masks): Mistral's and Phi-3's `sliding_window`, and Qwen2's too, whatever
+/// `use_sliding_window` and `max_window_layers` say (those reach flash attention only, which
+/// the reference does not run; `Qwen2Config` defaults the window to 4096 when the key is absent).
+#[allow(clippy::unnecessary_wraps)] // one signature for the checks a family may add
 fn sliding_window(cfg: &Value, model_type: &str) -> Result<Option<usize>> {
-    let window = cfg
-        .get("sliding_window")
-        .and_then(Value::as_u64)
-        .map(|w| w as usize);
-    match model_type {
-        "mistral" | "phi3" => Ok(window.filter(|&w| w > 0)),
-        "qwen2" if cfg.get("use_sliding_window").and_then(Value::as_bool) == Some(true) => {
-            Err(ModelError::ConfigValue {
-                key: "use_sliding_window".into(),
-                reason: "Qwen2's per-layer sliding window is not supported".into(),
-            })
-        }
-        _ => Ok(None),
-    }
+    let window = cfg.get("sliding_window");
+    let size = window.and_then(Value::as_u64).map(|w| w as usize);
+    Ok(match model_type {
+        "mistral" | "phi3" => size.filter(|&w| w > 0),
+        "qwen2" if window.is_none() => Some(4096),
+        "qwen2" => size.filter(|&w| w > 0),
+        _ => None,
+    })
 }

@@ -8,13 +8,17 @@
 //! - `longrope` (Phi-3; `su` is its old name): `short_factor` while a forward pass stays within
 //!   `original_max_position_embeddings`, `long_factor` once it passes them (transformers decides
 //!   per forward pass, on the pass's largest position: here per row, which is what the row gets
-//!   when it runs alone), and cos/sin scaled by the attention factor
+//!   when it runs alone; a cached row that reaches `original` is run again whole, see
+//!   [`Rope::switch_position`]), and cos/sin scaled by the attention factor
 //!   `sqrt(1 + ln(factor) / ln(original))`;
 //! - `dynamic` (NTK): transformers only changes the frequencies once a sequence passes
 //!   `max_position_embeddings`, which sequences here never do, so the frequencies are the
 //!   default ones.
 //!
-//! Other types (`yarn`) are refused at load with a message naming them.
+//! - `yarn`: frequencies blended between the original and the interpolated ones over the
+//!   `beta_fast`..`beta_slow` band, cos/sin scaled by its attention factor (`mscale`).
+//!
+//! Other types are refused at load with a message naming them.
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/modeling_rope_utils.py
 
 use candle_core::{Device, Tensor};
@@ -113,6 +117,16 @@ impl Rope {
                 rope.inv_freq = default.iter().map(|v| v / factor).collect();
             }
             "llama3" => rope.inv_freq = llama3(&default, scaling)?,
+            "yarn" => {
+                let max = cfg
+                    .get("max_position_embeddings")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| bad("yarn needs `max_position_embeddings`".into()))?
+                    as f64;
+                let (inv, attention) = yarn(&powers, dim, f64::from(theta), max, scaling)?;
+                rope.inv_freq = inv;
+                rope.scaling = attention as f32;
+            }
             "longrope" | "su" => {
                 let max = cfg
                     .get("max_position_embeddings")
@@ -144,7 +158,7 @@ impl Rope {
             }
             other => {
                 return Err(bad(format!(
-                    "rotary scaling type `{other}` is not supported (supported: linear, dynamic, llama3, longrope)"
+                    "rotary scaling type `{other}` is not supported (supported: linear, dynamic, llama3, longrope, yarn)"
                 )));
             }
         }
@@ -192,6 +206,69 @@ impl Rope {
             Tensor::from_vec(sin, (b, t, half), device)?,
         ))
     }
+}
+
+/// transformers' `_compute_yarn_parameters`: the inverse frequencies (f32, as torch computes
+/// them) and the attention factor. `powers` are `theta^(2i/dim)`.
+fn yarn(
+    powers: &[f32],
+    dim: usize,
+    theta: f64,
+    max: f64,
+    scaling: &Value,
+) -> Result<(Vec<f32>, f64)> {
+    let get = |key: &str| scaling.get(key).and_then(Value::as_f64);
+    let mut factor = number(scaling, "factor")?;
+    // DeepSeek-V3 style: the ratio of the positions is the factor.
+    let original = match get("original_max_position_embeddings") {
+        Some(o) => {
+            factor = max / o;
+            o
+        }
+        None => max,
+    };
+    let mscale = |scale: f64, m: f64| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            0.1 * m * scale.ln() + 1.0
+        }
+    };
+    let attention = match (
+        get("attention_factor"),
+        get("mscale"),
+        get("mscale_all_dim"),
+    ) {
+        (Some(a), _, _) => a,
+        (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+            mscale(factor, m) / mscale(factor, all)
+        }
+        _ => mscale(factor, 1.0),
+    };
+    // `or 32` / `or 1`: a missing or zero value takes the default.
+    let beta_fast = get("beta_fast").filter(|v| *v != 0.0).unwrap_or(32.0);
+    let beta_slow = get("beta_slow").filter(|v| *v != 0.0).unwrap_or(1.0);
+    let correction = |rotations: f64| {
+        (dim as f64 * (original / (rotations * 2.0 * std::f64::consts::PI)).ln())
+            / (2.0 * theta.ln())
+    };
+    let low = correction(beta_fast).floor().max(0.0);
+    let high = correction(beta_slow).ceil().min(dim as f64 - 1.0);
+    let (low, high) = (
+        low as f32,
+        if low == high { high + 0.001 } else { high } as f32,
+    );
+    let inv = powers
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let ramp = ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+            let extrapolation = 1.0 - ramp;
+            let interpolated = 1.0 / (factor as f32 * p);
+            interpolated * (1.0 - extrapolation) + (1.0 / p) * extrapolation
+        })
+        .collect();
+    Ok((inv, attention))
 }
 
 /// transformers' `_compute_llama3_parameters`, in f32.
@@ -303,10 +380,73 @@ mod tests {
         assert!((cos[1][0][0] - 0.5f32.cos() * attention).abs() < 1e-6);
     }
 
+    /// Expected: transformers 4.51.3's `ROPE_INIT_FUNCTIONS["yarn"]` on
+    /// `LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=128,
+    /// rope_scaling=...)` (`tests/fixtures/rope/yarn.py` prints them).
+    #[test]
+    fn yarn_inverse_frequencies_and_attention_factor_match_transformers() {
+        let with = |scaling: Value| {
+            let cfg = json!({"hidden_size": 64, "num_attention_heads": 4, "rope_theta": 10000.0,
+                             "max_position_embeddings": 128, "rope_scaling": scaling});
+            Rope::from_config(&cfg, 16).expect("rope")
+        };
+        let cases = [
+            (
+                json!({"rope_type": "yarn", "factor": 4.0}),
+                [
+                    1.0,
+                    0.237_170_815,
+                    0.049_999_997,
+                    0.007_905_694_66,
+                    0.002_499_999_94,
+                    0.000_790_569_466,
+                    0.000_250_000_012,
+                    7.905_694_66e-05,
+                ],
+                1.138_629_436_111_989,
+            ),
+            (
+                json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                       "beta_fast": 16, "beta_slow": 2}),
+                [
+                    1.0,
+                    0.079_056_941,
+                    0.025_000_000_4,
+                    0.007_905_694_66,
+                    0.002_499_999_94,
+                    0.000_790_569_466,
+                    0.000_250_000_012,
+                    7.905_694_66e-05,
+                ],
+                1.138_629_436_111_989,
+            ),
+            (
+                json!({"rope_type": "yarn", "factor": 2.0, "mscale": 0.707, "mscale_all_dim": 1.0}),
+                [
+                    1.0,
+                    0.263_523_132,
+                    0.066_666_662_7,
+                    0.015_811_389_3,
+                    0.004_999_999_89,
+                    0.001_581_138_93,
+                    0.000_500_000_024,
+                    0.000_158_113_893,
+                ],
+                0.981_007_263_766_715_4,
+            ),
+        ];
+        for (scaling, inv, attention) in cases {
+            let rope = with(scaling);
+            close(&rope.inv_freq, &inv);
+            assert!((f64::from(rope.scaling) - attention).abs() < 1e-6);
+            assert_eq!(rope.switch_position(), None);
+        }
+    }
+
     #[test]
     fn unsupported_scaling_is_refused_naming_it() {
-        let cfg = json!({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}});
+        let cfg = json!({"rope_scaling": {"rope_type": "ntk-by-parts", "factor": 2.0}});
         let err = Rope::from_config(&cfg, 16).unwrap_err().to_string();
-        assert!(err.contains("yarn"), "{err}");
+        assert!(err.contains("ntk-by-parts"), "{err}");
     }
 }
