@@ -1,7 +1,8 @@
 //! The inference core over HTTP: admission (429 before the body is read), dynamic batching
-//! (concurrent requests merged into one forward pass answer exactly as alone, for every encoder
-//! task), cancellation (a client that leaves is never computed), and recovery (a panicking
-//! forward pass is a 500 and the next request is served; a stopped worker makes `/ping` 503).
+//! (concurrent requests merged into one forward pass answer as alone, within the conformance
+//! tolerance, for every encoder task), cancellation (a client that leaves is never computed),
+//! and recovery (a panicking forward pass is a 500 and the next request is served; a stopped
+//! worker makes `/ping` 503).
 //!
 //! The server is built with the `test-gate` feature: a file `hold` in its gate directory holds
 //! the model worker before its next round and the worker logs when it is held, so each test
