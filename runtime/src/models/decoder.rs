@@ -304,37 +304,48 @@ mod tests {
             .remove(0)
     }
 
-    /// Rows of different lengths decoded in one batched step (keys left-padded and masked,
-    /// each at its own position) give the logits each row gives alone, and a prompt run at once
-    /// gives the logits of the same tokens run one by one.
-    fn batched_step_equals_rows_alone(name: &str) {
-        let m = model(name);
-        let prompts: [&[u32]; 3] = [&[5, 6, 7], &[8, 9, 10, 11, 12, 13, 14], &[15]];
+    /// Runs each prompt into its own cache, then `next` (one token a row) as one batched step;
+    /// checks each row's logits against the same token run alone on a copy of its cache and
+    /// every cache's length. Returns the batched logits.
+    fn batched_step_answers_as_alone(
+        m: &CausalLm,
+        prompts: &[&[u32]],
+        next: &[u32],
+    ) -> Vec<Vec<f32>> {
         let mut caches: Vec<KvCache> = prompts
             .iter()
             .map(|p| {
                 let mut c = KvCache::default();
-                run(&m, p, &mut c);
+                run(m, p, &mut c);
                 c
             })
             .collect();
-        let mut alone_caches = caches.clone();
-        let next = [40u32, 41, 42];
+        let mut alone = caches.clone();
         let mut steps: Vec<Step<'_>> = caches
             .iter_mut()
-            .zip(&next)
+            .zip(next)
             .map(|(cache, t)| Step {
                 tokens: std::slice::from_ref(t),
                 cache,
             })
             .collect();
         let batched = m.forward(&mut steps).expect("batched");
-        for ((cache, t), b) in alone_caches.iter_mut().zip(&next).zip(&batched) {
-            assert_close(&run(&m, std::slice::from_ref(t), cache), b);
+        for ((cache, t), b) in alone.iter_mut().zip(next).zip(&batched) {
+            assert_close(&run(m, std::slice::from_ref(t), cache), b);
         }
         for (c, p) in caches.iter().zip(prompts) {
             assert_eq!(c.len(), p.len() + 1);
         }
+        batched
+    }
+
+    /// Rows of different lengths decoded in one batched step (keys left-padded and masked,
+    /// each at its own position) give the logits each row gives alone, and a prompt run at once
+    /// gives the logits of the same tokens run one by one.
+    fn batched_step_equals_rows_alone(name: &str) {
+        let m = model(name);
+        let prompts: [&[u32]; 3] = [&[5, 6, 7], &[8, 9, 10, 11, 12, 13, 14], &[15]];
+        batched_step_answers_as_alone(&m, &prompts, &[40, 41, 42]);
         // Prompt at once == token by token.
         let mut whole = KvCache::default();
         let at_once = run(&m, prompts[1], &mut whole);
@@ -411,32 +422,8 @@ mod tests {
         // Continuous batching: a row that crosses beside rows that do not (one short of the
         // switch, one past it) answers as each row alone.
         let prompts: [&[u32]; 3] = [&prompt, &prompt[..20], &ids];
-        let mut caches: Vec<KvCache> = prompts
-            .iter()
-            .map(|p| {
-                let mut c = KvCache::default();
-                run(&m, p, &mut c);
-                c
-            })
-            .collect();
-        let mut alone = caches.clone();
-        let next = [805u32, 41, 42];
-        let mut steps: Vec<Step<'_>> = caches
-            .iter_mut()
-            .zip(&next)
-            .map(|(cache, t)| Step {
-                tokens: std::slice::from_ref(t),
-                cache,
-            })
-            .collect();
-        let batched = m.forward(&mut steps).expect("batched");
+        let batched = batched_step_answers_as_alone(&m, &prompts, &[805, 41, 42]);
         assert_close(&batched[0][..6], &expected);
-        for ((cache, t), b) in alone.iter_mut().zip(&next).zip(&batched) {
-            assert_close(&run(&m, std::slice::from_ref(t), cache), b);
-        }
-        for (c, p) in caches.iter().zip(prompts) {
-            assert_eq!(c.len(), p.len() + 1);
-        }
     }
 
     /// Expected: `tests/fixtures/rope/make_llama_yarn.py` (transformers 4.51.3's
