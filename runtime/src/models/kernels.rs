@@ -543,6 +543,27 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
     }
 
+    /// `f(x, None)` and `f(x, Some(b))` against candle's `x · wᵀ` (`+ b`), within 1e-4·√k;
+    /// returns `f(x, Some(b))`.
+    fn assert_linear_equals_candle(
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        f: impl Fn(&Tensor, Option<&Tensor>) -> candle_core::Result<Tensor>,
+    ) -> Tensor {
+        let ((m, k), n) = (x.dims2().expect("x"), w.dims()[0]);
+        let want = x.matmul(&w.t().expect("t")).expect("matmul");
+        let got = f(x, None).expect("linear");
+        assert_eq!(got.dims(), &[m, n]);
+        let d = worst_diff(&got, &want);
+        assert!(d < 1e-4 * (k as f32).sqrt(), "m={m} n={n} k={k}: {d}");
+        let want = want.broadcast_add(b).expect("bias");
+        let got = f(x, Some(b)).expect("linear bias");
+        let d = worst_diff(&got, &want);
+        assert!(d < 1e-4 * (k as f32).sqrt(), "bias m={m} n={n} k={k}: {d}");
+        got
+    }
+
     fn worst_diff(a: &Tensor, b: &Tensor) -> f32 {
         let a = a.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("a");
         let b = b.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("b");
@@ -562,15 +583,7 @@ mod tests {
             let b = randn(&[n], n as u64);
             for m in 1..=9 {
                 let x = randn(&[m, k], (m * 7 + k) as u64);
-                let want = x.matmul(&w.t().expect("t")).expect("matmul");
-                let got = linear(&x, &w, None).expect("linear");
-                assert_eq!(got.dims(), &[m, n]);
-                let d = worst_diff(&got, &want);
-                assert!(d < 1e-4 * (k as f32).sqrt(), "m={m} n={n} k={k}: {d}");
-                let want = want.broadcast_add(&b).expect("bias");
-                let got = linear(&x, &w, Some(&b)).expect("linear bias");
-                let d = worst_diff(&got, &want);
-                assert!(d < 1e-4 * (k as f32).sqrt(), "bias m={m} n={n} k={k}: {d}");
+                let _ = assert_linear_equals_candle(&x, &w, &b, |x, b| linear(x, &w, b));
             }
         }
     }
@@ -616,15 +629,8 @@ mod tests {
             assert_eq!((packed.n, packed.k), (n, k));
             for m in (1..=9).chain([37]) {
                 let x = randn(&[m, k], (m * 7 + k) as u64);
-                let want = x.matmul(&w.t().expect("t")).expect("matmul");
-                let got = linear_panels(&x, &packed, None).expect("panels");
-                assert_eq!(got.dims(), &[m, n]);
-                let d = worst_diff(&got, &want);
-                assert!(d < 1e-4 * (k as f32).sqrt(), "m={m} n={n} k={k}: {d}");
-                let want = want.broadcast_add(&b).expect("bias");
-                let got = linear_panels(&x, &packed, Some(&b)).expect("panels bias");
-                let d = worst_diff(&got, &want);
-                assert!(d < 1e-4 * (k as f32).sqrt(), "bias m={m} n={n} k={k}: {d}");
+                let got =
+                    assert_linear_equals_candle(&x, &w, &b, |x, b| linear_panels(x, &packed, b));
                 for i in [0, m / 2, m - 1] {
                     let row = x.narrow(0, i, 1).expect("row");
                     let alone = linear_panels(&row, &packed, Some(&b)).expect("alone");
