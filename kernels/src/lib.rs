@@ -26,6 +26,8 @@ const NP: usize = 2;
 const KC: usize = 256;
 /// Rows of `x` whose `KC`-slice stays in L2 while the panels pass (128 × 256 × 4 B = 128 KiB).
 const MC: usize = 128;
+/// Column groups (of `NP` panels) whose tile of `out` stays in L2 across the slices of `k`.
+const NC_GROUPS: usize = 8;
 /// Below this many multiply-adds a call stays on the calling thread.
 const PARALLEL_MIN_WORK: usize = 1 << 18;
 
@@ -117,55 +119,62 @@ unsafe fn block(
 ) {
     use std::arch::x86_64::__mmask16;
     let np = n.div_ceil(WIDTH);
-    let mut k0 = 0;
-    while k0 < k {
-        let kc = KC.min(k - k0);
-        for g in groups.clone() {
-            let p0 = g * NP;
-            let pn = NP.min(np - p0);
-            let last = (n - p0 * WIDTH).min(pn * WIDTH) - (pn - 1) * WIDTH;
-            let mask: __mmask16 = if last == WIDTH {
-                0xffff
-            } else {
-                ((1u32 << last) - 1) as u16
-            };
-            // SAFETY (all pointer offsets below): panel `p0 + q` starts at `(p0 + q)·k·16`, row
-            // `kk` of it at `+ kk·16`, within `panels` for `p0 + q < np`, `kk < k`; row `i` of
-            // `x` at `i·k`, of `out` at `i·n`, columns `p0·16 ..` within the row for the lanes
-            // the mask keeps.
-            let b = unsafe { panels.as_ptr().add(p0 * k * WIDTH + k0 * WIDTH) };
-            let mut i = rows.start;
-            while i < rows.end {
-                let r = (rows.end - i).min(MR);
-                let a = unsafe { x.as_ptr().add(i * k + k0) };
-                let c = unsafe { out.0.add(i * n + p0 * WIDTH) };
-                macro_rules! go {
-                    ($r:literal, $p:literal) => {
-                        unsafe { tile::<$r, $p>(a, k, b, k * WIDTH, kc, c, n, mask) }
-                    };
+    // Columns in chunks of `NC_GROUPS` groups: the chunk's rows × columns of `out` stay in L2
+    // while every `KC`-slice of `k` passes (128 × 256 × 4 B = 128 KiB).
+    let mut chunk = groups.start;
+    while chunk < groups.end {
+        let chunk_end = (chunk + NC_GROUPS).min(groups.end);
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            for g in chunk..chunk_end {
+                let p0 = g * NP;
+                let pn = NP.min(np - p0);
+                let last = (n - p0 * WIDTH).min(pn * WIDTH) - (pn - 1) * WIDTH;
+                let mask: __mmask16 = if last == WIDTH {
+                    0xffff
+                } else {
+                    ((1u32 << last) - 1) as u16
+                };
+                // SAFETY (all pointer offsets below): panel `p0 + q` starts at `(p0 + q)·k·16`,
+                // row `kk` of it at `+ kk·16`, within `panels` for `p0 + q < np`, `kk < k`; row
+                // `i` of `x` at `i·k`, of `out` at `i·n`, columns `p0·16 ..` within the row for
+                // the lanes the mask keeps.
+                let b = unsafe { panels.as_ptr().add(p0 * k * WIDTH + k0 * WIDTH) };
+                let mut i = rows.start;
+                while i < rows.end {
+                    let r = (rows.end - i).min(MR);
+                    let a = unsafe { x.as_ptr().add(i * k + k0) };
+                    let c = unsafe { out.0.add(i * n + p0 * WIDTH) };
+                    macro_rules! go {
+                        ($r:literal, $p:literal) => {
+                            unsafe { tile::<$r, $p>(a, k, b, k * WIDTH, kc, c, n, mask) }
+                        };
+                    }
+                    match (r, pn) {
+                        (8, 2) => go!(8, 2),
+                        (7, 2) => go!(7, 2),
+                        (6, 2) => go!(6, 2),
+                        (5, 2) => go!(5, 2),
+                        (4, 2) => go!(4, 2),
+                        (3, 2) => go!(3, 2),
+                        (2, 2) => go!(2, 2),
+                        (1, 2) => go!(1, 2),
+                        (8, _) => go!(8, 1),
+                        (7, _) => go!(7, 1),
+                        (6, _) => go!(6, 1),
+                        (5, _) => go!(5, 1),
+                        (4, _) => go!(4, 1),
+                        (3, _) => go!(3, 1),
+                        (2, _) => go!(2, 1),
+                        _ => go!(1, 1),
+                    }
+                    i += r;
                 }
-                match (r, pn) {
-                    (8, 2) => go!(8, 2),
-                    (7, 2) => go!(7, 2),
-                    (6, 2) => go!(6, 2),
-                    (5, 2) => go!(5, 2),
-                    (4, 2) => go!(4, 2),
-                    (3, 2) => go!(3, 2),
-                    (2, 2) => go!(2, 2),
-                    (1, 2) => go!(1, 2),
-                    (8, _) => go!(8, 1),
-                    (7, _) => go!(7, 1),
-                    (6, _) => go!(6, 1),
-                    (5, _) => go!(5, 1),
-                    (4, _) => go!(4, 1),
-                    (3, _) => go!(3, 1),
-                    (2, _) => go!(2, 1),
-                    _ => go!(1, 1),
-                }
-                i += r;
             }
+            k0 += kc;
         }
-        k0 += kc;
+        chunk = chunk_end;
     }
 }
 
