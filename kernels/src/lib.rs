@@ -27,7 +27,7 @@ const KC: usize = 256;
 /// Rows of `x` whose `KC`-slice stays in L2 while the panels pass (128 × 256 × 4 B = 128 KiB).
 const MC: usize = 128;
 /// Column groups (of `NP` panels) whose tile of `out` stays in L2 across the slices of `k`.
-const NC_GROUPS: usize = 8;
+const NC_GROUPS: usize = 32;
 /// Below this many multiply-adds a call stays on the calling thread.
 const PARALLEL_MIN_WORK: usize = 1 << 18;
 
@@ -120,7 +120,7 @@ unsafe fn block(
     use std::arch::x86_64::__mmask16;
     let np = n.div_ceil(WIDTH);
     // Columns in chunks of `NC_GROUPS` groups: the chunk's rows × columns of `out` stay in L2
-    // while every `KC`-slice of `k` passes (128 × 256 × 4 B = 128 KiB).
+    // while every `KC`-slice of `k` passes (128 rows × 1024 columns × 4 B = 512 KiB).
     let mut chunk = groups.start;
     while chunk < groups.end {
         let chunk_end = (chunk + NC_GROUPS).min(groups.end);
