@@ -235,7 +235,10 @@ fn assert_merged_equals_single(model: &str, task: Option<&str>, bodies: &[Value]
         assert_eq!(status, 200, "{body} -> {text}");
         let merged: Value = serde_json::from_str(&text).expect("json");
         if batch_invariant(model) {
-            assert_eq!(&merged, single, "{model}: {body}: merged differs from single");
+            assert_eq!(
+                &merged, single,
+                "{model}: {body}: merged differs from single"
+            );
         } else {
             compare::json_close(&merged, single, 1e-4)
                 .unwrap_or_else(|e| panic!("{model}: {body}: merged differs from single: {e}"));

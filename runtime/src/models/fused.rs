@@ -401,9 +401,17 @@ impl WithSimd for AttentionRows<'_> {
                 scores_row(simd, q, kt, tp, scale, &mut scores);
                 softmax_masked(simd, &mut scores, maskv);
                 let acc = &mut out_row[hi * hd..(hi + 1) * hd];
-                for (j, &p) in scores[..keys].iter().enumerate() {
-                    let v = &qkv[j * 3 * h + 2 * h + hi * hd..][..hd];
-                    axpy(simd, acc, p, v);
+                let v_at = |j: usize| &qkv[j * 3 * h + 2 * h + hi * hd..][..hd];
+                let lanes = S::F32_LANES;
+                match (hd % lanes == 0).then_some(hd / lanes) {
+                    Some(2) => weighted_sum::<S, 2>(simd, acc, &scores[..keys], v_at),
+                    Some(4) => weighted_sum::<S, 4>(simd, acc, &scores[..keys], v_at),
+                    Some(8) => weighted_sum::<S, 8>(simd, acc, &scores[..keys], v_at),
+                    _ => {
+                        for (j, &p) in scores[..keys].iter().enumerate() {
+                            axpy(simd, acc, p, v_at(j));
+                        }
+                    }
                 }
             }
         }
@@ -453,6 +461,27 @@ fn softmax_masked<S: Simd>(simd: S, s: &mut [f32], mask: &[S::f32s]) {
     for v in sv.iter_mut() {
         *v = simd.mul_f32s(*v, inv);
     }
+}
+
+/// `acc += Σ_j p[j] · v(j)` for `acc` of exactly `N` vectors, kept in registers across `j`
+/// (the same fused multiply-adds in the same order as [`axpy`] one `j` at a time).
+#[inline(always)]
+fn weighted_sum<'v, S: Simd, const N: usize>(
+    simd: S,
+    acc: &mut [f32],
+    p: &[f32],
+    v: impl Fn(usize) -> &'v [f32],
+) {
+    let (av, _) = S::as_mut_simd_f32s(acc);
+    let mut regs: [S::f32s; N] = std::array::from_fn(|u| av[u]);
+    for (j, &pj) in p.iter().enumerate() {
+        let pv = simd.splat_f32s(pj);
+        let (vv, _) = S::as_simd_f32s(v(j));
+        for (a, x) in regs.iter_mut().zip(vv) {
+            *a = simd.mul_add_f32s(pv, *x, *a);
+        }
+    }
+    av[..N].copy_from_slice(&regs);
 }
 
 /// `acc += p · v`.
