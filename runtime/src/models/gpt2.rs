@@ -4,13 +4,14 @@
 //! `decoder.rs`.
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gpt2/modeling_gpt2.py
 
-use candle_core::{D, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 use serde_json::Value;
 
 use super::decoder::{
-    KvCache, Step, advance, attend, config_f64, config_usize, input_ids, last_logits, positions,
+    Heads, KvCache, Pass, Rows, Step, advance, attend, config_f64, config_usize, logits_rows,
 };
+use super::kernels::f32_slice;
 use super::layers::{Activation, Linear};
 use super::{ModelError, Result};
 
@@ -129,10 +130,8 @@ impl Gpt2 {
     /// See [`super::decoder::CausalLm::forward`].
     pub(crate) fn forward(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
         let device = self.wte.embeddings().device().clone();
-        let ids = input_ids(steps, &device)?;
-        let (b, t) = ids.dims2()?;
-        let pos = positions(steps);
-        if let Some(&p) = pos.iter().max()
+        let pass = Pass::new(steps)?;
+        if let Some(&p) = pass.positions.iter().max()
             && p as usize >= self.n_positions
         {
             return Err(ModelError::BadBatch {
@@ -142,22 +141,42 @@ impl Gpt2 {
                 ),
             });
         }
-        let pos = Tensor::from_vec(pos, (b, t), &device)?;
+        let n = pass.tokens();
+        let ids = Tensor::from_slice(&pass.ids, n, &device)?;
+        let pos = Tensor::from_slice(&pass.positions, n, &device)?;
+        // `[N, hidden]`: every row's new tokens, end to end.
         let mut h = (self.wte.forward(&ids)? + self.wpe.forward(&pos)?)?;
-        let head_dim = self.hidden / self.heads;
+        let hidden = self.hidden;
+        let heads = Heads {
+            heads: self.heads,
+            kv_heads: self.heads,
+            head_dim: hidden / self.heads,
+            scale: self.scale as f32,
+            window: None,
+        };
         let mut caches: Vec<&mut KvCache> = steps.iter_mut().map(|s| &mut *s.cache).collect();
         for (i, block) in self.blocks.iter().enumerate() {
             let a = block.ln_1.forward(&h)?;
-            let qkv = block.c_attn.forward(&a)?;
-            let split = |j: usize| -> candle_core::Result<Tensor> {
-                qkv.narrow(D::Minus1, j * self.hidden, self.hidden)?
-                    .reshape((b, t, self.heads, head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
+            let qkv = block.c_attn.forward(&a)?.contiguous()?;
+            let ctx = {
+                let (s, l) = qkv.storage_and_layout();
+                let data = f32_slice(&s, l, "qkv")?;
+                let at = |offset| Rows {
+                    data,
+                    stride: 3 * hidden,
+                    offset,
+                };
+                attend(
+                    &pass,
+                    &mut caches,
+                    i,
+                    at(0),
+                    at(hidden),
+                    at(2 * hidden),
+                    heads,
+                )
             };
-            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let ctx = attend(&q, &k, &v, &mut caches, i, self.scale, None)?;
-            let ctx = ctx.transpose(1, 2)?.reshape((b, t, self.hidden))?;
+            let ctx = Tensor::from_vec(ctx, (n, hidden), &device)?;
             h = (h + block.attn_proj.forward(&ctx)?)?;
             let m = block.ln_2.forward(&h)?;
             let m = block
@@ -167,8 +186,8 @@ impl Gpt2 {
         }
         drop(caches);
         advance(steps);
-        let last = h.narrow(1, t - 1, 1)?;
+        let last = h.index_select(&pass.last_tokens(&device)?, 0)?;
         let logits = self.lm_head.forward(&self.ln_f.forward(&last)?)?;
-        last_logits(&logits)
+        logits_rows(&logits)
     }
 }

@@ -12,14 +12,15 @@
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/phi3/modeling_phi3.py
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gemma/modeling_gemma.py
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Embedding, Module, VarBuilder};
 use serde_json::Value;
 
 use super::decoder::{
-    KvCache, Step, advance, attend, config_f64, config_usize, input_ids, last_logits, positions,
+    Heads, KvCache, Pass, Rows, Step, advance, attend, config_f64, config_usize, logits_rows,
     rms_norm,
 };
+use super::kernels::f32_slice;
 use super::layers::{self, Activation, Linear};
 use super::rope::Rope;
 use super::{ModelError, Result};
@@ -192,14 +193,15 @@ impl Llama {
         self.max_positions
     }
 
-    /// Rotates the first `rope.dim()` dimensions of `x` (`[B, heads, T, head_dim]`); the rest
+    /// Rotates the first `rope.dim()` dimensions of `x` (`[1, N, heads, head_dim]`); the rest
     /// pass unchanged (`partial_rotary_factor`).
     fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let dim = self.rope.dim();
+        let x = x.contiguous()?;
         if dim == self.head_dim {
-            return Ok(candle_nn::rotary_emb::rope(x, cos, sin)?);
+            return Ok(candle_nn::rotary_emb::rope_thd(&x, cos, sin)?);
         }
-        let rot = candle_nn::rotary_emb::rope(&x.narrow(3, 0, dim)?.contiguous()?, cos, sin)?;
+        let rot = candle_nn::rotary_emb::rope_thd(&x.narrow(3, 0, dim)?.contiguous()?, cos, sin)?;
         let pass = x.narrow(3, dim, self.head_dim - dim)?;
         Ok(Tensor::cat(&[&rot, &pass], 3)?.contiguous()?)
     }
@@ -267,32 +269,56 @@ impl Llama {
     /// One pass over `steps` (no cache switch).
     pub(super) fn forward_rows(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
         let device = self.embed.embeddings().device().clone();
-        let ids = input_ids(steps, &device)?;
-        let (b, t) = ids.dims2()?;
-        let pos = positions(steps);
-        let (cos, sin) = self.rope.tables(&pos, b, t, &device)?;
+        let pass = Pass::new(steps)?;
+        let n = pass.tokens();
+        let (cos, sin) = self.rope.tables(&pass.positions, &pass.lens(), &device)?;
+        let ids = Tensor::from_slice(&pass.ids, n, &device)?;
+        // `[N, hidden]`: every row's new tokens, end to end.
         let mut h = self.embed.forward(&ids)?;
         if let Some(scale) = self.embed_scale {
             h = (h * scale)?;
         }
         let mut caches: Vec<&mut KvCache> = steps.iter_mut().map(|s| &mut *s.cache).collect();
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let heads = Heads {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            scale: (1.0 / (self.head_dim as f64).sqrt()) as f32,
+            window: self.window,
+        };
+        let (qw, kvw) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
         for (i, layer) in self.layers.iter().enumerate() {
             let x = rms_norm(&h, &layer.input_norm, self.eps)?;
-            let shape = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
-                y.reshape((b, t, n, self.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
+            // `[1, N, heads, head_dim]` for the rotation, then `[N, width]` again.
+            let rotated = |y: Tensor, count: usize| -> Result<Tensor> {
+                let y = y.reshape((1, n, count, self.head_dim))?;
+                Ok(self
+                    .rotate(&y, &cos, &sin)?
+                    .reshape((n, count * self.head_dim))?)
             };
-            let q = shape(layer.q.forward(&x)?, self.heads)?;
-            let k = shape(layer.k.forward(&x)?, self.kv_heads)?;
-            let v = shape(layer.v.forward(&x)?, self.kv_heads)?;
-            let q = self.rotate(&q, &cos, &sin)?;
-            let k = self.rotate(&k, &cos, &sin)?;
-            let ctx = attend(&q, &k, &v, &mut caches, i, scale, self.window)?;
-            let ctx = ctx
-                .transpose(1, 2)?
-                .reshape((b, t, self.heads * self.head_dim))?;
+            let q = rotated(layer.q.forward(&x)?, self.heads)?;
+            let k = rotated(layer.k.forward(&x)?, self.kv_heads)?;
+            let v = layer.v.forward(&x)?.contiguous()?;
+            let ctx = {
+                let (qs, ql) = q.storage_and_layout();
+                let (ks, kl) = k.storage_and_layout();
+                let (vs, vl) = v.storage_and_layout();
+                let rows = |data, stride| Rows {
+                    data,
+                    stride,
+                    offset: 0,
+                };
+                attend(
+                    &pass,
+                    &mut caches,
+                    i,
+                    rows(f32_slice(&qs, ql, "q")?, qw),
+                    rows(f32_slice(&ks, kl, "k")?, kvw),
+                    rows(f32_slice(&vs, vl, "v")?, kvw),
+                    heads,
+                )
+            };
+            let ctx = Tensor::from_vec(ctx, (n, qw), &device)?;
             h = (h + layer.o.forward(&ctx)?)?;
             let x = rms_norm(&h, &layer.post_norm, self.eps)?;
             let mlp = layer
@@ -302,12 +328,11 @@ impl Llama {
         }
         drop(caches);
         advance(steps);
-        let last = h.narrow(1, t - 1, 1)?;
+        let last = h.index_select(&pass.last_tokens(&device)?, 0)?;
         let logits = self
             .lm_head
-            .forward(&rms_norm(&last, &self.norm, self.eps)?)?
-            .to_dtype(DType::F32)?;
-        last_logits(&logits)
+            .forward(&rms_norm(&last, &self.norm, self.eps)?)?;
+        logits_rows(&logits)
     }
 }
 
