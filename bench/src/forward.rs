@@ -108,6 +108,7 @@ pub fn measure(dir: &Path, workload: Workload, code: Code, iters: usize) -> Resu
                 dir,
                 &config,
                 sagebrush::models::Head::SequenceClassification,
+                sagebrush::models::WeightDtype::F32,
             )?;
             Box::new(move |ids: &[Vec<u32>]| -> Result<Tensor> {
                 let batch = sagebrush::models::EncoderBatch {

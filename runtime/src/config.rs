@@ -13,6 +13,7 @@ use clap::builder::TypedValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::codec::Encoding;
+use crate::models::WeightDtype;
 use crate::task::Task;
 use crate::telemetry::ContainerLogLevel;
 
@@ -120,6 +121,11 @@ pub struct ServeArgs {
     /// what arrived while the previous forward pass ran).
     #[arg(long, env = "SAGEBRUSH_MAX_BATCH_WAIT_MS", default_value_t = 0, value_parser = number::<u64>(0, 60_000, "a whole number of milliseconds"))]
     pub max_batch_wait_ms: u64,
+    /// How the native model's linear-layer weights are stored and multiplied: `float32` (exact,
+    /// the default) or `bfloat16` (opt-in: half the weight memory and faster kernels, answers
+    /// drift slightly; README "Weight types"). Aliases: f32, fp32, bf16.
+    #[arg(long, env = "SAGEBRUSH_DTYPE", default_value = "float32", value_parser = Checked(parse_dtype))]
+    pub dtype: WeightDtype,
     /// Test-only control directory of the model worker (built with the `test-gate` feature).
     #[cfg(feature = "test-gate")]
     #[arg(long, env = "SAGEBRUSH_TEST_GATE_DIR", hide = true)]
@@ -495,6 +501,8 @@ pub struct LoadConfig {
     pub data_parallel: usize,
     /// How long the worker waits to fill a batch.
     pub max_batch_wait: Duration,
+    /// How the native model's weights are stored (`--dtype`).
+    pub dtype: WeightDtype,
     /// Requests that may wait for the model worker.
     pub queue_size: usize,
     /// One forward pass longer than this makes `/ping` report the worker wedged (the
@@ -627,6 +635,7 @@ impl Config {
                 max_batch_tokens: args.max_batch_tokens,
                 data_parallel: 1,
                 max_batch_wait: Duration::from_millis(args.max_batch_wait_ms),
+                dtype: args.dtype,
                 queue_size: args.queue_size,
                 wedged_after: Duration::from_secs(timeout),
                 #[cfg(feature = "test-gate")]
@@ -808,6 +817,10 @@ fn parse_default_accept(value: &str) -> Result<Encoding, String> {
         .ok_or_else(|| format!("must be one of {}", Encoding::ACCEPTED.join(", ")))
 }
 
+fn parse_dtype(value: &str) -> Result<WeightDtype, String> {
+    WeightDtype::parse(value).ok_or_else(|| "must be float32 or bfloat16".to_owned())
+}
+
 fn parse_task(value: &str) -> Result<Task, String> {
     Task::parse(value).ok_or_else(|| format!("must be one of {}", Task::ACCEPTED.join(", ")))
 }
@@ -890,6 +903,21 @@ mod tests {
             );
             assert!(err.contains(&format!("{value:?}")), "{flag}: {err}");
         }
+    }
+
+    #[test]
+    fn dtype_takes_its_names_and_aliases_in_any_case() {
+        assert_eq!(serve_args(&[]).dtype, WeightDtype::F32);
+        for (name, dtype) in [
+            ("bfloat16", WeightDtype::Bf16),
+            ("BF16", WeightDtype::Bf16),
+            ("fp32", WeightDtype::F32),
+            ("Float32", WeightDtype::F32),
+        ] {
+            assert_eq!(serve_args(&["--dtype", name]).dtype, dtype, "{name}");
+        }
+        let err = serve_error("--dtype", "float16");
+        assert!(err.contains("float32 or bfloat16"), "{err}");
     }
 
     #[test]

@@ -258,6 +258,25 @@ pub(crate) fn build_native(
                 architecture: architecture.clone().unwrap_or_else(|| "(none)".to_owned()),
             })?,
     };
+    // Tasks whose models have no bfloat16 kernels refuse `--dtype bfloat16` before any weight is
+    // read; the others check their architecture in their loader.
+    if cfg.dtype != crate::models::WeightDtype::F32
+        && matches!(
+            task,
+            Task::Text2TextGeneration
+                | Task::Summarization
+                | Task::Translation { .. }
+                | Task::TableQuestionAnswering
+                | Task::SentenceEmbeddings
+                | Task::SentenceSimilarity
+        )
+    {
+        return Err(ModelError::DtypeNotSupported {
+            dtype: cfg.dtype,
+            model_type: config.model_type.clone(),
+        }
+        .into());
+    }
     if matches!(
         task,
         Task::Text2TextGeneration | Task::Summarization | Task::Translation { .. }
@@ -273,7 +292,7 @@ pub(crate) fn build_native(
     }
     let (infer, pipeline) = if matches!(task, Task::TextGeneration) {
         let tokenizer = TextTokenizer::from_dir(dir, &config)?;
-        let model = CausalLm::load(dir, &config)?;
+        let model = CausalLm::load(dir, &config, cfg.dtype)?;
         let max_positions = model.max_positions();
         let infer = Infer::spawn_generator(
             model,
@@ -289,7 +308,7 @@ pub(crate) fn build_native(
         let head = pipelines::head_for(&task)
             .ok_or_else(|| LoadError::TaskNotServed { task: task.clone() })?;
         let tokenizer = TextTokenizer::from_dir(dir, &config)?;
-        let encoder = Encoder::load(dir, &config, head)?;
+        let encoder = Encoder::load(dir, &config, head, cfg.dtype)?;
         let infer_cfg = infer_config(cfg, tokenizer.pad_id());
         let infer = if cfg.data_parallel > 1 {
             let model = crate::models::parallel::DataParallel::new(encoder, cfg.data_parallel)

@@ -7,6 +7,7 @@ mod chat;
 mod codec;
 mod conformance;
 mod container;
+mod dtype;
 mod faults;
 mod generation;
 mod guest_resources;

@@ -64,6 +64,10 @@ fn bad_values_fail_start_up_naming_the_variable_and_accepted_values() {
         &["SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD"],
     );
     start_fails(
+        &[("SAGEBRUSH_DTYPE", "float16")],
+        &["SAGEBRUSH_DTYPE", "bfloat16", "float16"],
+    );
+    start_fails(
         &[("SAGEMAKER_MULTI_MODEL", "true")],
         &["SAGEMAKER_MULTI_MODEL"],
     );

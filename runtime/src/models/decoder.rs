@@ -15,7 +15,7 @@ use std::path::Path;
 use candle_core::{D, DType, Device, Tensor};
 use rayon::prelude::*;
 
-use super::{ModelConfig, ModelError, Result, WeightFiles};
+use super::{ModelConfig, ModelError, Result, WeightDtype, WeightFiles};
 
 /// The keys and values of one sequence, per layer: `[len, kv_heads × head_dim]` row-major
 /// (token-major, so a step appends in place), and the ids they were computed from (a longrope
@@ -279,8 +279,14 @@ impl CausalLm {
         )
     }
 
-    /// Loads the model of `dir` (f32, CPU).
-    pub fn load(dir: &Path, config: &ModelConfig) -> Result<Self> {
+    /// Loads the model of `dir` (CPU; `dtype` is how the weights are stored).
+    pub fn load(dir: &Path, config: &ModelConfig, dtype: WeightDtype) -> Result<Self> {
+        if dtype != WeightDtype::F32 {
+            return Err(ModelError::DtypeNotSupported {
+                dtype,
+                model_type: config.model_type.clone(),
+            });
+        }
         let files = WeightFiles::find(dir)?;
         let vb = files.var_builder(DType::F32, &Device::Cpu)?;
         match config.model_type.as_str() {
@@ -338,7 +344,7 @@ mod tests {
     fn model(name: &str) -> CausalLm {
         let dir = super::super::tests::fixture(name);
         let config = ModelConfig::from_dir(&dir).expect("config");
-        CausalLm::load(&dir, &config).expect("model")
+        CausalLm::load(&dir, &config, WeightDtype::F32).expect("model")
     }
 
     fn run(m: &CausalLm, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
@@ -515,7 +521,7 @@ mod tests {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/fixtures/rope/llama-yarn");
         let mut config = ModelConfig::from_dir(&dir).expect("config");
-        let m = CausalLm::load(&dir, &config).expect("model");
+        let m = CausalLm::load(&dir, &config, WeightDtype::F32).expect("model");
         let prompt: Vec<u32> = (5..=44).collect();
         let expected = [
             1.081_028, 0.212_519, -0.614_073, -0.952_284, -0.084_102, -1.387_002,
@@ -530,7 +536,7 @@ mod tests {
         assert_close(&run(&m, &prompt[39..], &mut cache)[..6], &expected);
         // Without the scaling the answer differs: yarn is applied.
         config.raw["rope_scaling"] = serde_json::Value::Null;
-        let plain = CausalLm::load(&dir, &config).expect("plain");
+        let plain = CausalLm::load(&dir, &config, WeightDtype::F32).expect("plain");
         let unscaled = run(&plain, &prompt, &mut KvCache::default());
         assert!((unscaled[0] - at_once[0]).abs() > 1e-3);
     }
@@ -549,7 +555,7 @@ mod tests {
         let windowed = [
             -2.253_068, 0.582_412, -0.744_8, -1.250_359, 0.304_106, -0.771_472,
         ];
-        let m = CausalLm::load(&dir, &config).expect("model");
+        let m = CausalLm::load(&dir, &config, WeightDtype::F32).expect("model");
         assert_close(&run(&m, &prompt, &mut KvCache::default())[..6], &windowed);
         let mut cache = KvCache::default();
         run(&m, &prompt[..12], &mut cache);
@@ -558,10 +564,11 @@ mod tests {
         }
         assert_close(&run(&m, &prompt[19..], &mut cache)[..6], &windowed);
         config.raw["use_sliding_window"] = serde_json::json!(false);
-        let off = CausalLm::load(&dir, &config).expect("use_sliding_window false");
+        let off =
+            CausalLm::load(&dir, &config, WeightDtype::F32).expect("use_sliding_window false");
         assert_close(&run(&off, &prompt, &mut KvCache::default())[..6], &windowed);
         config.raw["sliding_window"] = serde_json::Value::Null;
-        let none = CausalLm::load(&dir, &config).expect("no window");
+        let none = CausalLm::load(&dir, &config, WeightDtype::F32).expect("no window");
         assert_close(
             &run(&none, &prompt, &mut KvCache::default())[..6],
             &[
@@ -576,7 +583,7 @@ mod tests {
         let mut config = ModelConfig::from_dir(&dir).expect("config");
         config.model_type = "mistral".into();
         config.raw["sliding_window"] = serde_json::json!(4);
-        CausalLm::load(&dir, &config).expect("model")
+        CausalLm::load(&dir, &config, WeightDtype::F32).expect("model")
     }
 
     /// Expected: transformers 4.51.3's `MistralForCausalLM` (eager attention) on llama-gen's

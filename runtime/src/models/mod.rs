@@ -51,9 +51,58 @@ pub use weights::WeightFiles;
 /// `Result` with [`ModelError`].
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
+/// How a model's weights are stored and multiplied (`--dtype`). `F32` is exact (the answers of
+/// transformers on PyTorch CPU); `Bf16` is an opt-in that trades accuracy for speed and memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WeightDtype {
+    /// 32-bit floats throughout.
+    #[default]
+    F32,
+    /// The weights of the linear layers as bfloat16; embeddings and norms stay f32.
+    Bf16,
+}
+
+impl WeightDtype {
+    /// The `--dtype` names, canonical first, then aliases.
+    pub const NAMES: [(&'static str, Self); 6] = [
+        ("float32", Self::F32),
+        ("bfloat16", Self::Bf16),
+        ("f32", Self::F32),
+        ("fp32", Self::F32),
+        ("bf16", Self::Bf16),
+        ("float", Self::F32),
+    ];
+
+    /// Parses a `--dtype` value (case-insensitive).
+    pub fn parse(name: &str) -> Option<Self> {
+        let name = name.trim().to_ascii_lowercase();
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, d)| *d)
+    }
+}
+
+impl std::fmt::Display for WeightDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "float32",
+            Self::Bf16 => "bfloat16",
+        })
+    }
+}
+
 /// A model that cannot be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// `--dtype` names a weight type this architecture does not run in.
+    #[error("`--dtype {dtype}` is not supported for `{model_type}` models (use float32)")]
+    DtypeNotSupported {
+        /// The weight type asked for.
+        dtype: WeightDtype,
+        /// The `model_type` value.
+        model_type: String,
+    },
     /// A candle failure (shape mismatch, missing tensor, bad file contents).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -416,11 +465,17 @@ pub struct Encoder {
 
 impl Encoder {
     /// Loads the weights in `dir` for `config`'s architecture with the given head.
-    pub fn load(dir: &Path, config: &ModelConfig, head: Head) -> Result<Self> {
+    pub fn load(dir: &Path, config: &ModelConfig, head: Head, dtype: WeightDtype) -> Result<Self> {
         // Before touching the weights, so an unknown architecture is reported as such.
         Family::of(&config.model_type).ok_or_else(|| ModelError::UnsupportedArchitecture {
             model_type: config.model_type.clone(),
         })?;
+        if dtype != WeightDtype::F32 {
+            return Err(ModelError::DtypeNotSupported {
+                dtype,
+                model_type: config.model_type.clone(),
+            });
+        }
         let files = WeightFiles::find(dir)?;
         let vb = files.var_builder(DType::F32, &Device::Cpu)?;
         Self::from_var_builder(&vb, config, head)

@@ -191,8 +191,8 @@ impl crate::infer::Model for DataParallel {
 mod tests {
     use super::*;
     use crate::infer::Model as _;
-    use crate::models::Head;
     use crate::models::tests::{assert_logits_close, load};
+    use crate::models::{Head, WeightDtype};
     use crate::tokenizer::EncodeInput;
 
     /// Rows of different lengths, sorted by length as the worker's passes are.
@@ -230,7 +230,7 @@ mod tests {
             for parts in [2, 3, 8] {
                 let dir = fixture_dir(name);
                 let config = crate::models::ModelConfig::from_dir(&dir).unwrap();
-                let encoder = Encoder::load(&dir, &config, head).unwrap();
+                let encoder = Encoder::load(&dir, &config, head, WeightDtype::F32).unwrap();
                 let mut model = DataParallel::new(encoder, parts).unwrap();
                 let cut = crate::infer::Model::forward(&mut model, &batch).expect("parts");
                 assert_eq!(cut.dims(), whole.dims(), "{name} in {parts} parts");
@@ -260,8 +260,11 @@ mod tests {
             .expect("whole");
         let dir = fixture_dir("bert-mlm");
         let config = crate::models::ModelConfig::from_dir(&dir).unwrap();
-        let mut model =
-            DataParallel::new(Encoder::load(&dir, &config, Head::MaskedLm).unwrap(), 2).unwrap();
+        let mut model = DataParallel::new(
+            Encoder::load(&dir, &config, Head::MaskedLm, WeightDtype::F32).unwrap(),
+            2,
+        )
+        .unwrap();
         let cut = model.forward_positions(&batch, &positions).expect("parts");
         assert_eq!(cut.dims(), whole.dims());
         assert_logits_close(&flat(&cut), &flat(&whole));

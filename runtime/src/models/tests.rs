@@ -42,7 +42,7 @@ pub(crate) fn load(name: &str, head: Head) -> Loaded {
     let dir = fixture(name);
     let config = ModelConfig::from_dir(&dir).expect("config");
     let tokenizer = TextTokenizer::from_dir(&dir, &config).expect("tokenizer");
-    let encoder = Encoder::load(&dir, &config, head).expect("encoder");
+    let encoder = Encoder::load(&dir, &config, head, WeightDtype::F32).expect("encoder");
     Loaded {
         config,
         tokenizer,
@@ -418,7 +418,7 @@ fn config_id2label_wins_over_num_labels() {
 fn unknown_model_type_is_unsupported_architecture() {
     let config =
         ModelConfig::from_value(serde_json::json!({"model_type": "gpt2"})).expect("config");
-    let err = Encoder::load(&fixture("gpt2-gen"), &config, Head::Base).err();
+    let err = Encoder::load(&fixture("gpt2-gen"), &config, Head::Base, WeightDtype::F32).err();
     assert!(
         matches!(err, Some(ModelError::UnsupportedArchitecture { model_type }) if model_type == "gpt2")
     );
@@ -428,7 +428,7 @@ fn unknown_model_type_is_unsupported_architecture() {
 fn directory_without_weights_is_missing_weights() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = ModelConfig::from_dir(&fixture("bert-seqcls")).expect("config");
-    let err = Encoder::load(dir.path(), &config, Head::Base).err();
+    let err = Encoder::load(dir.path(), &config, Head::Base, WeightDtype::F32).err();
     assert!(matches!(err, Some(ModelError::MissingWeights { .. })));
 }
 
@@ -505,8 +505,20 @@ fn sharded_safetensors_load_like_one_file() {
     )
     .expect("write");
     let config = ModelConfig::from_dir(&src).expect("config");
-    let sharded = Encoder::load(dir.path(), &config, Head::SequenceClassification).expect("load");
-    let whole = Encoder::load(&src, &config, Head::SequenceClassification).expect("load");
+    let sharded = Encoder::load(
+        dir.path(),
+        &config,
+        Head::SequenceClassification,
+        WeightDtype::F32,
+    )
+    .expect("load");
+    let whole = Encoder::load(
+        &src,
+        &config,
+        Head::SequenceClassification,
+        WeightDtype::F32,
+    )
+    .expect("load");
     let batch = EncoderBatch {
         input_ids: vec![vec![2, 100, 200, 3]],
         type_ids: vec![vec![0; 4]],
@@ -836,7 +848,7 @@ fn every_head_loads_and_has_its_shape_for_every_family() {
     for (model, head, dims) in cases {
         let dir = fixture(model);
         let config = ModelConfig::from_dir(&dir).expect("config");
-        let encoder = Encoder::load(&dir, &config, head).expect("load");
+        let encoder = Encoder::load(&dir, &config, head, WeightDtype::F32).expect("load");
         assert_eq!(encoder.head(), head);
         let out = encoder.forward(&batch).expect("forward");
         assert_eq!(out.dims(), dims.as_slice(), "{model} {head:?}");
@@ -847,7 +859,7 @@ fn every_head_loads_and_has_its_shape_for_every_family() {
 fn missing_head_weights_name_the_tensor() {
     let dir = fixture("bert-seqcls");
     let config = ModelConfig::from_dir(&dir).expect("config");
-    let err = Encoder::load(&dir, &config, Head::QuestionAnswering).err();
+    let err = Encoder::load(&dir, &config, Head::QuestionAnswering, WeightDtype::F32).err();
     let Some(ModelError::Candle(e)) = err else {
         panic!("expected a candle error, got {err:?}");
     };
@@ -892,7 +904,13 @@ fn xlm_roberta_runs_the_roberta_encoder() {
     let config = ModelConfig::from_dir(dir.path()).expect("config");
     assert_eq!(config.position_offset(), 2);
     let tokenizer = TextTokenizer::from_dir(dir.path(), &config).expect("tokenizer");
-    let xlmr = Encoder::load(dir.path(), &config, Head::SequenceClassification).expect("load");
+    let xlmr = Encoder::load(
+        dir.path(),
+        &config,
+        Head::SequenceClassification,
+        WeightDtype::F32,
+    )
+    .expect("load");
     let roberta = load("roberta-seqcls", Head::SequenceClassification);
     let enc = tokenizer
         .encode_batch(
@@ -932,8 +950,20 @@ fn legacy_gamma_beta_names_load() {
     let dir = tempfile::tempdir().expect("tempdir");
     candle_core::safetensors::save(&renamed, dir.path().join("model.safetensors")).expect("save");
     let config = ModelConfig::from_dir(&src).expect("config");
-    let old = Encoder::load(dir.path(), &config, Head::SequenceClassification).expect("load");
-    let new = Encoder::load(&src, &config, Head::SequenceClassification).expect("load");
+    let old = Encoder::load(
+        dir.path(),
+        &config,
+        Head::SequenceClassification,
+        WeightDtype::F32,
+    )
+    .expect("load");
+    let new = Encoder::load(
+        &src,
+        &config,
+        Head::SequenceClassification,
+        WeightDtype::F32,
+    )
+    .expect("load");
     let batch = EncoderBatch {
         input_ids: vec![vec![2, 100, 200, 3]],
         type_ids: vec![vec![0; 4]],
@@ -995,8 +1025,8 @@ fn extra_families_match_transformers_on_every_head() {
         };
         let dir = root.join(name);
         let config = ModelConfig::from_dir(&dir).expect("config");
-        let encoder =
-            Encoder::load(&dir, &config, head).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let encoder = Encoder::load(&dir, &config, head, WeightDtype::F32)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         let out = encoder
             .forward(&batch)
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));

@@ -131,7 +131,13 @@ fn forward_time_by_batch_size() {
     );
     let dir = fixture("bert-seqcls");
     let config = ModelConfig::from_dir(&dir).expect("config");
-    let tiny = Encoder::load(&dir, &config, Head::SequenceClassification).expect("encoder");
+    let tiny = Encoder::load(
+        &dir,
+        &config,
+        Head::SequenceClassification,
+        WeightDtype::F32,
+    )
+    .expect("encoder");
     report("tiny bert-seqcls", &tiny, 16, 21);
     let base = bert_base();
     let iters = std::env::var("TIMING_ITERS")
