@@ -281,18 +281,16 @@ impl CausalLm {
 
     /// Loads the model of `dir` (CPU; `dtype` is how the weights are stored).
     pub fn load(dir: &Path, config: &ModelConfig, dtype: WeightDtype) -> Result<Self> {
-        if dtype != WeightDtype::F32 {
-            return Err(ModelError::DtypeNotSupported {
-                dtype,
-                model_type: config.model_type.clone(),
-            });
-        }
         let files = WeightFiles::find(dir)?;
         let vb = files.var_builder(DType::F32, &Device::Cpu)?;
         match config.model_type.as_str() {
-            "gpt2" => Ok(Self::Gpt2(super::gpt2::Gpt2::load(&vb, &config.raw)?)),
+            "gpt2" => Ok(Self::Gpt2(super::gpt2::Gpt2::load(
+                &vb,
+                &config.raw,
+                dtype,
+            )?)),
             "llama" | "mistral" | "qwen2" | "phi3" | "gemma" => Ok(Self::Llama(
-                super::llama::Llama::load(&vb, &config.raw, &config.model_type)?,
+                super::llama::Llama::load(&vb, &config.raw, &config.model_type, dtype)?,
             )),
             other => Err(ModelError::UnsupportedArchitecture {
                 model_type: other.to_owned(),
@@ -342,9 +340,13 @@ mod tests {
     use crate::models::tests::assert_logits_close as assert_close;
 
     fn model(name: &str) -> CausalLm {
+        model_as(name, WeightDtype::F32)
+    }
+
+    fn model_as(name: &str, dtype: WeightDtype) -> CausalLm {
         let dir = super::super::tests::fixture(name);
         let config = ModelConfig::from_dir(&dir).expect("config");
-        CausalLm::load(&dir, &config, WeightDtype::F32).expect("model")
+        CausalLm::load(&dir, &config, dtype).expect("model")
     }
 
     fn run(m: &CausalLm, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
@@ -429,7 +431,11 @@ mod tests {
     /// each at its own position) give the logits each row gives alone, and a prompt run at once
     /// gives the logits of the same tokens run one by one.
     fn batched_step_equals_rows_alone(name: &str) {
-        let m = model(name);
+        batched_step_equals_rows_alone_as(name, WeightDtype::F32);
+    }
+
+    fn batched_step_equals_rows_alone_as(name: &str, dtype: WeightDtype) {
+        let m = model_as(name, dtype);
         let prompts: [&[u32]; 3] = [&[5, 6, 7], &[8, 9, 10, 11, 12, 13, 14], &[15]];
         batched_step_answers_as_alone(&m, &prompts, &[40, 41, 42]);
         mixed_pass_answers_as_alone(&m, &prompts, &[40, 41, 42], &[20, 21, 22, 23, 24]);
@@ -452,6 +458,33 @@ mod tests {
     #[test]
     fn llama_batched_step_equals_rows_alone() {
         batched_step_equals_rows_alone("llama-gen");
+    }
+
+    /// `--dtype bfloat16`: rows still answer as alone, bit for bit, in decode batches and in
+    /// passes that start new prompts; the logits stay near the f32 ones.
+    #[test]
+    fn bf16_rows_answer_as_alone_and_near_f32() {
+        for name in ["gpt2-gen", "llama-gen", "phi3-gen", "gemma-gen"] {
+            batched_step_equals_rows_alone_as(name, WeightDtype::Bf16);
+            let prompt: Vec<u32> = (5..=20).collect();
+            let exact = run(&model(name), &prompt, &mut KvCache::default());
+            let half = run(
+                &model_as(name, WeightDtype::Bf16),
+                &prompt,
+                &mut KvCache::default(),
+            );
+            let worst = exact
+                .iter()
+                .zip(&half)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let scale = exact.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            assert!(worst > 0.0, "{name}: bfloat16 changed nothing");
+            assert!(
+                worst < 0.05 * scale.max(1.0),
+                "{name}: {worst} (scale {scale})"
+            );
+        }
     }
 
     /// Expected: `tests/fixtures/conformance/tools/phi3_longrope_switch.py` (transformers

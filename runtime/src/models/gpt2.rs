@@ -13,13 +13,18 @@ use super::decoder::{
 };
 use super::kernels::f32_slice;
 use super::layers::{Activation, Linear};
-use super::{ModelError, Result};
+use super::{ModelError, Result, WeightDtype};
 
 /// `Conv1D(nf, nx)`: weight `[in, out]` — transposed once, here, to a `Linear`'s `[out, in]`.
-fn conv1d(in_dim: usize, out_dim: usize, vb: &VarBuilder<'_>) -> Result<Linear> {
+fn conv1d(
+    in_dim: usize,
+    out_dim: usize,
+    vb: &VarBuilder<'_>,
+    dtype: WeightDtype,
+) -> Result<Linear> {
     let w = vb.get((in_dim, out_dim), "weight")?;
     let b = vb.get(out_dim, "bias")?;
-    Linear::new(w.t()?.contiguous()?, Some(b))?.packed()
+    Linear::new(w.t()?.contiguous()?, Some(b))?.packed_as(dtype)
 }
 
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gpt2/modeling_gpt2.py#L565
@@ -49,8 +54,9 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
-    /// Loads `transformer.*` (and `lm_head.weight` when not tied) from `vb`.
-    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Value) -> Result<Self> {
+    /// Loads `transformer.*` (and `lm_head.weight` when not tied) from `vb`, the projections
+    /// and the LM head stored as `dtype` (the embeddings and LayerNorms stay f32).
+    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Value, dtype: WeightDtype) -> Result<Self> {
         let hidden = config_usize(cfg, "n_embd")?;
         let heads = config_usize(cfg, "n_head")?;
         let layers = config_usize(cfg, "n_layer")?;
@@ -92,11 +98,11 @@ impl Gpt2 {
                 let b = t.pp(format!("h.{i}"));
                 Ok(Block {
                     ln_1: candle_nn::layer_norm(hidden, eps, b.pp("ln_1"))?,
-                    c_attn: conv1d(hidden, 3 * hidden, &b.pp("attn.c_attn"))?,
-                    attn_proj: conv1d(hidden, hidden, &b.pp("attn.c_proj"))?,
+                    c_attn: conv1d(hidden, 3 * hidden, &b.pp("attn.c_attn"), dtype)?,
+                    attn_proj: conv1d(hidden, hidden, &b.pp("attn.c_proj"), dtype)?,
                     ln_2: candle_nn::layer_norm(hidden, eps, b.pp("ln_2"))?,
-                    c_fc: conv1d(hidden, inner, &b.pp("mlp.c_fc"))?,
-                    mlp_proj: conv1d(inner, hidden, &b.pp("mlp.c_proj"))?,
+                    c_fc: conv1d(hidden, inner, &b.pp("mlp.c_fc"), dtype)?,
+                    mlp_proj: conv1d(inner, hidden, &b.pp("mlp.c_proj"), dtype)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -104,9 +110,9 @@ impl Gpt2 {
         let lm_head = if vb.contains_tensor("lm_head.weight")
             && cfg.get("tie_word_embeddings").and_then(Value::as_bool) == Some(false)
         {
-            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed()?
+            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed_as(dtype)?
         } else {
-            Linear::new(wte.embeddings().clone(), None)?.packed()?
+            Linear::new(wte.embeddings().clone(), None)?.packed_as(dtype)?
         };
         Ok(Self {
             wte,

@@ -4,7 +4,7 @@
 use candle_core::{D, Tensor};
 use candle_nn::{Module, VarBuilder};
 
-use super::{ModelError, Result, fused, kernels};
+use super::{ModelError, Result, WeightDtype, fused, kernels};
 
 /// An activation, named as in transformers `ACT2FN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +68,8 @@ enum Weight {
     Rows(Tensor),
     /// Packed at load.
     Panels(kernels::Panels),
+    /// Packed at load as bfloat16 (`--dtype bfloat16`, decoders).
+    Bf16Panels(kernels::Bf16Panels),
 }
 
 impl Linear {
@@ -101,11 +103,23 @@ impl Linear {
         })
     }
 
+    /// [`Self::packed`], the weight stored as `dtype`: bfloat16 [`kernels::Bf16Panels`]
+    /// (rounded to nearest-even once, here) for [`WeightDtype::Bf16`].
+    pub(crate) fn packed_as(self, dtype: WeightDtype) -> Result<Self> {
+        match (dtype, &self.weight) {
+            (WeightDtype::Bf16, Weight::Rows(w)) if w.device().is_cpu() => Ok(Self {
+                weight: Weight::Bf16Panels(kernels::Bf16Panels::from_tensor(w)?),
+                bias: self.bias,
+            }),
+            _ => self.packed(),
+        }
+    }
+
     /// `[out, in]`, unless packed.
     pub(crate) fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
             Weight::Rows(w) => Some(w),
-            Weight::Panels(_) => None,
+            Weight::Panels(_) | Weight::Bf16Panels(_) => None,
         }
     }
 
@@ -128,7 +142,7 @@ impl Linear {
     fn rows(&self) -> candle_core::Result<&Tensor> {
         match &self.weight {
             Weight::Rows(w) => Ok(w),
-            Weight::Panels(_) => Err(candle_core::Error::Msg(
+            Weight::Panels(_) | Weight::Bf16Panels(_) => Err(candle_core::Error::Msg(
                 "a packed weight has no row-major copy".to_owned(),
             )),
         }
@@ -163,6 +177,9 @@ impl Module for Linear {
         }
         let weight = match &self.weight {
             Weight::Panels(p) => return kernels::linear_panels(x, p, self.bias.as_ref()),
+            Weight::Bf16Panels(p) => {
+                return kernels::linear_bf16_panels(x, p, self.bias.as_ref());
+            }
             Weight::Rows(w) => w,
         };
         if kernels::linear_applies(x, weight) {

@@ -23,7 +23,7 @@ use super::decoder::{
 use super::kernels::f32_slice;
 use super::layers::{self, Activation, Linear};
 use super::rope::Rope;
-use super::{ModelError, Result};
+use super::{ModelError, Result, WeightDtype};
 
 #[derive(Debug)]
 struct Layer {
@@ -62,18 +62,30 @@ pub struct Llama {
     recompute_at_switch: bool,
 }
 
-/// A projection, packed for [`super::kernels::matmul_panels`].
-fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder<'_>) -> Result<Linear> {
+/// A projection, packed for [`super::kernels::matmul_panels`] (as `dtype`).
+fn linear(
+    in_dim: usize,
+    out_dim: usize,
+    bias: bool,
+    vb: VarBuilder<'_>,
+    dtype: WeightDtype,
+) -> Result<Linear> {
     if bias {
-        layers::linear(in_dim, out_dim, vb)?.packed()
+        layers::linear(in_dim, out_dim, vb)?.packed_as(dtype)
     } else {
-        layers::linear_no_bias(in_dim, out_dim, vb)?.packed()
+        layers::linear_no_bias(in_dim, out_dim, vb)?.packed_as(dtype)
     }
 }
 
 impl Llama {
-    /// Loads `model.*` and `lm_head.weight` (or the tied embeddings).
-    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Value, model_type: &str) -> Result<Self> {
+    /// Loads `model.*` and `lm_head.weight` (or the tied embeddings), the projections and the
+    /// LM head stored as `dtype` (the embeddings and norms stay f32).
+    pub(crate) fn load(
+        vb: &VarBuilder<'_>,
+        cfg: &Value,
+        model_type: &str,
+        dtype: WeightDtype,
+    ) -> Result<Self> {
         let hidden = config_usize(cfg, "hidden_size")?;
         let heads = config_usize(cfg, "num_attention_heads")?;
         let kv_heads = config_usize(cfg, "num_key_value_heads").unwrap_or(heads);
@@ -116,27 +128,27 @@ impl Llama {
                     let (qd, kvd) = (heads * head_dim, kv_heads * head_dim);
                     let w = a.pp("qkv_proj").get((qd + 2 * kvd, hidden), "weight")?;
                     (
-                        Linear::new(w.narrow(0, 0, qd)?, None)?.packed()?,
-                        Linear::new(w.narrow(0, qd, kvd)?, None)?.packed()?,
-                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None)?.packed()?,
+                        Linear::new(w.narrow(0, 0, qd)?, None)?.packed_as(dtype)?,
+                        Linear::new(w.narrow(0, qd, kvd)?, None)?.packed_as(dtype)?,
+                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None)?.packed_as(dtype)?,
                     )
                 } else {
                     (
-                        linear(hidden, heads * head_dim, qkv_bias, a.pp("q_proj"))?,
-                        linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("k_proj"))?,
-                        linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("v_proj"))?,
+                        linear(hidden, heads * head_dim, qkv_bias, a.pp("q_proj"), dtype)?,
+                        linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("k_proj"), dtype)?,
+                        linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("v_proj"), dtype)?,
                     )
                 };
                 let (gate, up) = if phi3 {
                     let w = p.pp("gate_up_proj").get((2 * inter, hidden), "weight")?;
                     (
-                        Linear::new(w.narrow(0, 0, inter)?, None)?.packed()?,
-                        Linear::new(w.narrow(0, inter, inter)?, None)?.packed()?,
+                        Linear::new(w.narrow(0, 0, inter)?, None)?.packed_as(dtype)?,
+                        Linear::new(w.narrow(0, inter, inter)?, None)?.packed_as(dtype)?,
                     )
                 } else {
                     (
-                        linear(hidden, inter, mlp_bias, p.pp("gate_proj"))?,
-                        linear(hidden, inter, mlp_bias, p.pp("up_proj"))?,
+                        linear(hidden, inter, mlp_bias, p.pp("gate_proj"), dtype)?,
+                        linear(hidden, inter, mlp_bias, p.pp("up_proj"), dtype)?,
                     )
                 };
                 Ok(Layer {
@@ -150,11 +162,12 @@ impl Llama {
                         model_type == "llama"
                             && cfg.get("attention_bias").and_then(Value::as_bool) == Some(true),
                         a.pp("o_proj"),
+                        dtype,
                     )?,
                     post_norm: norm("post_attention_layernorm")?,
                     gate,
                     up,
-                    down: linear(inter, hidden, mlp_bias, p.pp("down_proj"))?,
+                    down: linear(inter, hidden, mlp_bias, p.pp("down_proj"), dtype)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -165,9 +178,9 @@ impl Llama {
             .and_then(Value::as_bool)
             .unwrap_or(gemma);
         let lm_head = if !tied && vb.contains_tensor("lm_head.weight") {
-            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed()?
+            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed_as(dtype)?
         } else {
-            Linear::new(embed.embeddings().clone(), None)?.packed()?
+            Linear::new(embed.embeddings().clone(), None)?.packed_as(dtype)?
         };
         Ok(Self {
             embed,
