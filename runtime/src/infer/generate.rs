@@ -54,7 +54,7 @@ pub trait Generator: Send + 'static {
         &mut self,
         prompts: &[(&[u32], &GenerateSpec)],
         rows: &mut [Next<'_, Self::Cache>],
-    ) -> Result<(Vec<Start<Self::Cache>>, Vec<Vec<f32>>), ModelError> {
+    ) -> Result<Started<Self::Cache>, ModelError> {
         let starts = prompts
             .iter()
             .map(|(prompt, spec)| self.start(prompt, spec))
@@ -67,6 +67,9 @@ pub trait Generator: Send + 'static {
         Ok((starts, logits))
     }
 }
+
+/// The starts of some prompts and the next logits of some rows, from one pass.
+pub(crate) type Started<C> = (Vec<Start<C>>, Vec<Vec<f32>>);
 
 /// One row of a decode step: the row's new token and its cache.
 #[derive(Debug)]
@@ -126,7 +129,7 @@ impl Generator for CausalLm {
         &mut self,
         prompts: &[(&[u32], &GenerateSpec)],
         rows: &mut [Next<'_, KvCache>],
-    ) -> Result<(Vec<Start<KvCache>>, Vec<Vec<f32>>), ModelError> {
+    ) -> Result<Started<KvCache>, ModelError> {
         let mut fresh = vec![KvCache::default(); prompts.len()];
         let mut steps: Vec<Step<'_>> = fresh
             .iter_mut()

@@ -610,6 +610,35 @@ mod tests {
         );
     }
 
+    /// A Mistral `config.json` without `sliding_window` gets `MistralConfig`'s default of 4096
+    /// (transformers 4.51.3), an explicit null none; Phi-3 without it has none.
+    #[test]
+    fn mistral_sliding_window_defaults_to_4096_as_mistral_config() {
+        let cfg = |v: serde_json::Value| v;
+        assert_eq!(
+            super::super::llama::sliding_window_of(&cfg(serde_json::json!({})), "mistral"),
+            Some(4096)
+        );
+        assert_eq!(
+            super::super::llama::sliding_window_of(
+                &cfg(serde_json::json!({"sliding_window": null})),
+                "mistral"
+            ),
+            None
+        );
+        assert_eq!(
+            super::super::llama::sliding_window_of(&cfg(serde_json::json!({})), "phi3"),
+            None
+        );
+        assert_eq!(
+            super::super::llama::sliding_window_of(
+                &cfg(serde_json::json!({"sliding_window": 8})),
+                "mistral"
+            ),
+            Some(8)
+        );
+    }
+
     /// llama-gen's weights as Mistral with a 4-token sliding window.
     fn windowed() -> CausalLm {
         let dir = super::super::tests::fixture("llama-gen");

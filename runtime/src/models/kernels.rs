@@ -163,6 +163,11 @@ fn dispatch<Op: WithSimd>(op: Op) -> Op::Output {
     pulp::Arch::new().dispatch(op)
 }
 
+/// Outputs a panel of [`Panels::new`] holds (the f32 lanes of the vectors [`dispatch`] uses).
+pub(crate) fn panel_width() -> usize {
+    lanes()
+}
+
 /// The f32 lanes of the vectors [`dispatch`] uses.
 fn lanes() -> usize {
     struct Lanes;
@@ -213,6 +218,26 @@ impl Panels {
             k,
             width,
         }
+    }
+
+    /// Outputs (`n` of `[n, k]`).
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inputs (`k` of `[n, k]`).
+    pub(crate) fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Outputs a panel holds.
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The panels, `[n / width][k][width]` (the last one zero-padded).
+    pub(crate) fn data(&self) -> &[f32] {
+        &self.data
     }
 
     /// Packs an f32 CPU tensor `[n, k]`.
@@ -302,7 +327,7 @@ impl PanelElem for f32 {
     #[inline(always)]
     fn tile<S: Simd, const P: usize, const R: usize>(
         simd: S,
-        panels: [&[f32]; P],
+        panels: [&[Self]; P],
         x: [&[f32]; R],
     ) -> [[S::f32s; P]; R] {
         panel_tile::<S, P, R>(simd, panels.map(|p| S::as_simd_f32s(p).0), x)
@@ -313,7 +338,7 @@ impl PanelElem for u16 {
     #[inline(always)]
     fn tile<S: Simd, const P: usize, const R: usize>(
         simd: S,
-        panels: [&[u16]; P],
+        panels: [&[Self]; P],
         x: [&[f32]; R],
     ) -> [[S::f32s; P]; R] {
         let width = S::F32_LANES;
@@ -341,8 +366,21 @@ impl PanelElem for u16 {
     }
 }
 
-/// Panels a task of [`matmul_panels`] takes.
-const TASK_PANELS: usize = 4;
+/// Panels a task of [`matmul_panels`] takes: four (the register tile), unless that leaves the
+/// threads unevenly loaded. GPT-2-small's 768-output projections have 12 panels of 16: three
+/// tasks of four would leave one of two threads idle for a third of the product; six tasks of
+/// two keep both busy to the end (the sums are the same: each output is summed in input order
+/// whatever the tiling).
+fn task_panels(np: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    [4, 2]
+        .into_iter()
+        .find(|&t| {
+            let tasks = np.div_ceil(t);
+            tasks >= 8 * threads || (tasks >= threads && tasks.is_multiple_of(threads))
+        })
+        .unwrap_or(1)
+}
 
 /// `y[i][j] = x[i] · W[j] + bias[j]` for `x` `[m, k]` row-major and `W` packed as [`Panels`];
 /// `y` is `[m, n]` row-major. Any `m`: rows go four at a time against up to four panels held in
@@ -391,9 +429,10 @@ fn panels_product<E: PanelElem>(
     let np = n.div_ceil(width);
     // `[panel][row][lane]`: each task owns a contiguous block.
     let mut yp = vec![0f32; np * m * width];
-    let task = TASK_PANELS * m * width;
+    let per_task = task_panels(np, rayon::current_num_threads());
+    let task = per_task * m * width;
     let run = |(c, out): (usize, &mut [f32])| {
-        let p0 = c * TASK_PANELS;
+        let p0 = c * per_task;
         let count = out.len() / (m * width);
         dispatch(PanelBlock {
             x,
@@ -516,7 +555,13 @@ fn panel_block<S: Simd, E: PanelElem, const P: usize>(simd: S, b: PanelBlock<'_,
     let xr = |i: usize| &x[i * k..(i + 1) * k];
     let mut p = 0;
     while p < count {
-        let pw = if count - p >= P { P } else { 1 };
+        let pw = if count - p >= P {
+            P
+        } else if count - p >= 2 {
+            2
+        } else {
+            1
+        };
         let mut i = 0;
         while i < m {
             let rows = (m - i).min(4);
@@ -539,15 +584,19 @@ fn panel_block<S: Simd, E: PanelElem, const P: usize>(simd: S, b: PanelBlock<'_,
                     }
                 }};
             }
-            match (pw == P, rows) {
-                (true, 4) => go!(P, 4),
-                (true, 3) => go!(P, 3),
-                (true, 2) => go!(P, 2),
-                (true, _) => go!(P, 1),
-                (false, 4) => go!(1, 4),
-                (false, 3) => go!(1, 3),
-                (false, 2) => go!(1, 2),
-                (false, _) => go!(1, 1),
+            match (pw, rows) {
+                (w, 4) if w == P => go!(P, 4),
+                (w, 3) if w == P => go!(P, 3),
+                (w, 2) if w == P => go!(P, 2),
+                (w, _) if w == P => go!(P, 1),
+                (2, 4) => go!(2, 4),
+                (2, 3) => go!(2, 3),
+                (2, 2) => go!(2, 2),
+                (2, _) => go!(2, 1),
+                (_, 4) => go!(1, 4),
+                (_, 3) => go!(1, 3),
+                (_, 2) => go!(1, 2),
+                (_, _) => go!(1, 1),
             }
             i += rows;
         }
@@ -842,6 +891,19 @@ mod tests {
                 assert_eq!(worst_diff(&alone, &within), 0.0, "m={m} n={n} k={k}");
             }
         }
+    }
+
+    /// Tasks keep two threads evenly loaded: GPT-2-small's 12-panel projections in tasks of 2,
+    /// its 36-panel Q/K/V in tasks of 2, its 48-panel MLP and the LM head in tasks of 4.
+    #[test]
+    fn panel_tasks_balance_the_threads() {
+        assert_eq!(task_panels(12, 2), 2);
+        assert_eq!(task_panels(36, 2), 2);
+        assert_eq!(task_panels(48, 2), 4);
+        assert_eq!(task_panels(3142, 2), 4);
+        assert_eq!(task_panels(3, 2), 2);
+        assert_eq!(task_panels(1, 2), 1);
+        assert_eq!(task_panels(12, 1), 4);
     }
 
     /// Round to nearest, ties to even; overflow to infinity; NaN stays NaN.

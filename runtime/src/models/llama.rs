@@ -358,15 +358,24 @@ fn norm_weight(vb: &VarBuilder<'_>, hidden: usize, gemma: bool) -> Result<Tensor
 /// The sliding window transformers 4.51 applies to every layer on CPU (its sdpa and eager
 /// masks): Mistral's and Phi-3's `sliding_window`, and Qwen2's too, whatever
 /// `use_sliding_window` and `max_window_layers` say (those reach flash attention only, which
-/// the reference does not run; `Qwen2Config` defaults the window to 4096 when the key is absent).
+/// the reference does not run). `MistralConfig` and `Qwen2Config` default the window to 4096
+/// when the key is absent (transformers 4.51.3), `Phi3Config` to none.
 #[allow(clippy::unnecessary_wraps)] // one signature for the checks a family may add
 fn sliding_window(cfg: &Value, model_type: &str) -> Result<Option<usize>> {
     let window = cfg.get("sliding_window");
     let size = window.and_then(Value::as_u64).map(|w| w as usize);
     Ok(match model_type {
+        // `MistralConfig` and `Qwen2Config` default the window to 4096 when the key is absent
+        // (an explicit null is no window); `Phi3Config` defaults it to none.
+        "mistral" | "qwen2" if window.is_none() => Some(4096),
         "mistral" | "phi3" => size.filter(|&w| w > 0),
-        "qwen2" if window.is_none() => Some(4096),
         "qwen2" => size.filter(|&w| w > 0),
         _ => None,
     })
+}
+
+/// [`sliding_window`], for the tests.
+#[cfg(test)]
+pub(super) fn sliding_window_of(cfg: &Value, model_type: &str) -> Option<usize> {
+    sliding_window(cfg, model_type).ok().flatten()
 }
