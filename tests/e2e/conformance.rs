@@ -71,7 +71,7 @@ fn run_model(model: &str, model_arg: Option<&std::path::Path>) -> usize {
     run_cases_by_env(model_arg.unwrap_or(&dir), cases, run_case)
 }
 
-fn run_case(server: &Server, case: &Value) -> Result<(), String> {
+pub(crate) fn run_case(server: &Server, case: &Value) -> Result<(), String> {
     let req = &case["request"];
     let headers: Vec<(String, String)> = req["headers"]
         .as_object()

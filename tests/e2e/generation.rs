@@ -169,6 +169,64 @@ fn concurrent_answers_equal_answers_alone(model: &str, bodies: &[Value]) {
     );
 }
 
+/// A request admitted while another is in the middle of its generation (held by the test gate
+/// after 6 rounds) has its prompt run in the same forward pass as the running row's next token,
+/// and both answer exactly as alone.
+#[test]
+fn a_request_admitted_mid_generation_shares_a_pass_with_the_running_rows_and_answers_as_alone() {
+    for model in ["gpt2-gen", "llama-gen"] {
+        let gated = Gated::start(model);
+        let url = gated.server.url("/invocations");
+        let long = json!({"inputs": "The logging module", "parameters": {"max_new_tokens": 40}});
+        let late = json!({"inputs": ["Handlers send the log records", "Return"],
+                          "parameters": {"max_new_tokens": 12}});
+        let alone: Vec<Value> = [&long, &late]
+            .iter()
+            .map(|b| {
+                let (status, answer) = post(&url, b);
+                assert_eq!(status, 200, "{answer}");
+                answer
+            })
+            .collect();
+        let held_before = gated.count(HELD);
+        let queued_before = gated.count(QUEUED);
+        std::fs::write(gated.file("hold"), b"").expect("hold");
+        let first = {
+            let (url, body) = (url.clone(), long.clone());
+            std::thread::spawn(move || post(&url, &body))
+        };
+        gated.wait_count(HELD, held_before + 1);
+        // Six more rounds after this one (the prompt, then decode steps), then held again in
+        // the middle of the generation.
+        std::fs::write(gated.file("rounds"), b"6").expect("rounds");
+        std::fs::remove_file(gated.file("hold")).expect("release");
+        gated.wait_count(HELD, held_before + 2);
+        let second = {
+            let (url, body) = (url.clone(), late.clone());
+            std::thread::spawn(move || post(&url, &body))
+        };
+        gated.wait_count(QUEUED, queued_before + 2);
+        std::fs::remove_file(gated.file("hold")).expect("release");
+        let together: Vec<Value> = [first, second]
+            .into_iter()
+            .map(|h| {
+                let (status, answer) = h.join().expect("client");
+                assert_eq!(status, 200, "{answer}");
+                answer
+            })
+            .collect();
+        assert_eq!(together, alone, "{model}");
+        let logs = gated.server.logs();
+        assert!(
+            logs.lines().any(|l| l.contains("decode step")
+                && l.contains("requests=2")
+                && l.contains("rows=1")
+                && l.contains("prompts=2")),
+            "{model}: no pass ran the new prompts with the running row:\n{logs}"
+        );
+    }
+}
+
 #[test]
 fn seeded_sampling_gives_the_same_text_for_the_same_seed() {
     let server = Server::start(fixture("llama-gen")).wait_ready();

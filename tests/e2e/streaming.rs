@@ -309,7 +309,8 @@ fn an_error_after_the_first_byte_is_an_in_band_record_and_the_stream_ends() {
 fn a_client_that_leaves_mid_stream_stops_its_generation_and_frees_its_slot() {
     let gated = Gated::start("gpt2-gen");
     let held_before = gated.count(HELD);
-    std::fs::write(gated.file("hold"), b"").expect("hold");
+    // One round (the prompt's pass), then held: after the first token.
+    std::fs::write(gated.file("rounds"), b"1").expect("rounds");
     let body = json!({"inputs": "The logging module", "stream": true,
                       "parameters": {"max_new_tokens": 100}});
     let mut stream = send(gated.server.addr, &body, None, "gone-stream-1");

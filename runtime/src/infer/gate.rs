@@ -2,8 +2,9 @@
 //! end-to-end tests enable): before each round the worker looks into a directory the test
 //! owns. A file `hold` holds the round until the test removes it (the worker logs "held by the
 //! test gate" once, so the test knows the model is busy), `panic` (removed when seen) makes the
-//! next forward pass panic, and `stop` (removed when seen) stops the worker as a model that
-//! cannot serve any more would. This makes queue-full, cancellation, batching and panic
+//! next forward pass panic, `stop` (removed when seen) stops the worker as a model that
+//! cannot serve any more would, and `rounds` holding a number `n` lets `n` more rounds run,
+//! then creates `hold` itself (to hold a generation in its middle). This makes queue-full, cancellation, batching and panic
 //! behaviour testable over HTTP without sleeps or timing guesses.
 
 use std::path::PathBuf;
@@ -32,6 +33,18 @@ impl Gate {
     /// Waits while `hold` exists, then reads `stop` and `panic`.
     pub(super) fn before_round(&self) -> Action {
         let hold = self.dir.join("hold");
+        let rounds = self.dir.join("rounds");
+        if let Ok(text) = std::fs::read_to_string(&rounds) {
+            match text.trim().parse::<u64>() {
+                Ok(n) if n > 0 => {
+                    let _ = std::fs::write(&rounds, (n - 1).to_string());
+                }
+                _ => {
+                    let _ = std::fs::write(&hold, b"");
+                    let _ = std::fs::remove_file(&rounds);
+                }
+            }
+        }
         if hold.exists() {
             tracing::info!("forward pass held by the test gate");
             while hold.exists() {

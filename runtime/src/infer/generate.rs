@@ -1,10 +1,11 @@
 //! The generation worker: a generation request is a stateful item of the same queue. The worker
 //! owns the model and every running sequence's KV cache, and loops: admit the requests that
-//! are waiting (each prompt is run once, its cache cloned for the other sequences or beams),
-//! pick one token for every running sequence with its own processors, stopping rule and
-//! random generator, send it through the request's stream, then run one decode step for all
-//! running sequences of all requests together (rows of different lengths, each at its own
-//! position: continuous batching), and retire the finished. A request whose caller went away
+//! are waiting, pick one token for every running sequence with its own processors, stopping
+//! rule and random generator, send it through the request's stream, then run one forward pass
+//! for all running sequences of all requests together (rows of different lengths, each at its
+//! own position: continuous batching) and, in the same pass, the prompts of the requests just
+//! admitted (each prompt is run once, its cache cloned for the other sequences or beams), and
+//! retire the finished. A request whose caller went away
 //! (receiver dropped, cancellation flag) or whose deadline passed is dropped at the next step.
 //! A panic or error in a model call fails the requests of that call; the worker goes on.
 
@@ -42,7 +43,33 @@ pub trait Generator: Send + 'static {
     ) -> Result<Start<Self::Cache>, ModelError>;
     /// One new token for each row, after the row's cache; each row's next logits, in order.
     fn step(&mut self, rows: &mut [Next<'_, Self::Cache>]) -> Result<Vec<Vec<f32>>, ModelError>;
+
+    /// Starts `prompts` and steps `rows` (either may be empty), in one forward pass where the
+    /// model can: a decoder-only model runs the prompts' tokens and the rows' next tokens
+    /// through each projection together, so new requests do not stall the running ones. By
+    /// default each prompt with [`Self::start`], then the rows with [`Self::step`]. On an error
+    /// the rows' caches are as they were (the worker then runs the prompts and rows apart, to
+    /// fail only the request at fault).
+    fn start_and_step(
+        &mut self,
+        prompts: &[(&[u32], &GenerateSpec)],
+        rows: &mut [Next<'_, Self::Cache>],
+    ) -> Result<Started<Self::Cache>, ModelError> {
+        let starts = prompts
+            .iter()
+            .map(|(prompt, spec)| self.start(prompt, spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let logits = if rows.is_empty() {
+            Vec::new()
+        } else {
+            self.step(rows)?
+        };
+        Ok((starts, logits))
+    }
 }
+
+/// The starts of some prompts and the next logits of some rows, from one pass.
+pub(crate) type Started<C> = (Vec<Start<C>>, Vec<Vec<f32>>);
 
 /// One row of a decode step: the row's new token and its cache.
 #[derive(Debug)]
@@ -97,6 +124,37 @@ impl Generator for CausalLm {
             .collect();
         self.forward(&mut steps)
     }
+
+    fn start_and_step(
+        &mut self,
+        prompts: &[(&[u32], &GenerateSpec)],
+        rows: &mut [Next<'_, KvCache>],
+    ) -> Result<Started<KvCache>, ModelError> {
+        let mut fresh = vec![KvCache::default(); prompts.len()];
+        let mut steps: Vec<Step<'_>> = fresh
+            .iter_mut()
+            .zip(prompts)
+            .map(|(cache, (tokens, _))| Step { tokens, cache })
+            .collect();
+        steps.extend(rows.iter_mut().map(|r| Step {
+            tokens: std::slice::from_ref(&r.token),
+            cache: &mut *r.cache,
+        }));
+        let mut logits = self.forward(&mut steps)?;
+        drop(steps);
+        let stepped = logits.split_off(prompts.len());
+        let starts = fresh
+            .into_iter()
+            .zip(prompts)
+            .zip(logits)
+            .map(|((cache, (prompt, _)), logits)| Start {
+                cache,
+                ids: prompt.to_vec(),
+                logits,
+            })
+            .collect();
+        Ok((starts, stepped))
+    }
 }
 
 /// What a generation request asks for (with [`Outputs::Generate`]).
@@ -145,6 +203,10 @@ struct Beams<C> {
 /// A request being generated.
 struct Job<C> {
     request: Request,
+    /// What it asks for.
+    spec: GenerateSpec,
+    /// Admitted, its prompts not run yet (they run in the next forward pass).
+    waiting: bool,
     seqs: Vec<Seq<C>>,
     beams: Vec<Beams<C>>,
     rng: Rng,
@@ -172,7 +234,17 @@ impl<C> Job<C> {
     }
 
     fn is_done(&self) -> bool {
-        self.seqs.iter().all(|s| s.done) && self.beams.iter().all(|b| b.done)
+        !self.waiting && self.seqs.iter().all(|s| s.done) && self.beams.iter().all(|b| b.done)
+    }
+
+    /// Ends the request with `err` (sent on its stream); it is dropped at retirement.
+    fn fail(&mut self, err: InferError) {
+        if !self.failed {
+            self.failed = true;
+            if let Reply::Tokens(tx) = &self.request.reply {
+                let _ = tx.send(Err(err));
+            }
+        }
     }
 }
 
@@ -207,7 +279,7 @@ fn serve<G: Generator>(mut model: G, shared: &Shared) -> Option<String> {
             batch
         };
         for request in new {
-            if let Some(job) = admit(&mut model, shared, &panic_next, request) {
+            if let Some(job) = admit(request) {
                 jobs.push(job);
             }
         }
@@ -250,7 +322,7 @@ fn serve<G: Generator>(mut model: G, shared: &Shared) -> Option<String> {
                 }
             }
         }
-        // One decode step for every running row of every request.
+        // One decode step for every running row of every request, with the new prompts.
         step_all(&mut model, shared, &panic_next, &mut jobs);
         // Retire.
         let mut kept = Vec::with_capacity(jobs.len());
@@ -306,13 +378,8 @@ fn guarded<T>(
     }
 }
 
-/// Runs the prompts of a new request and sets up its sequences or beams.
-fn admit<G: Generator>(
-    model: &mut G,
-    shared: &Shared,
-    panic_next: &Cell<bool>,
-    request: Request,
-) -> Option<Job<G::Cache>> {
+/// Takes a new request in; its prompts run in the next forward pass ([`step_all`]).
+fn admit<C>(request: Request) -> Option<Job<C>> {
     let Outputs::Generate(spec) = &request.outputs else {
         fail(
             request,
@@ -323,37 +390,36 @@ fn admit<G: Generator>(
         return None;
     };
     let spec = spec.as_ref().clone();
-    let params = &spec.params;
-    let span = request.span.clone();
-    let _enter = span.enter();
-    let rng = params.seed.map_or_else(Rng::unseeded, Rng::seeded);
+    let rng = spec.params.seed.map_or_else(Rng::unseeded, Rng::seeded);
     request.record_queue_wait(Instant::now());
     if let Some(t) = &request.timings {
         t.add_tokens(request.rows.iter().map(super::Row::len).sum());
     }
-    let mut job = Job {
+    {
+        let _enter = request.span.enter();
+        tracing::debug!(rows = request.rows.len(), "generation admitted");
+    }
+    Some(Job {
         seqs: Vec::new(),
         beams: Vec::new(),
         rng,
         extra: spec.extra.clone(),
         top_logprobs: spec.top_logprobs,
+        spec,
+        waiting: true,
         failed: false,
         request,
         started: Instant::now(),
-    };
+    })
+}
+
+/// Sets up the sequences or beams of a job whose prompts have run (`starts`, one a prompt).
+fn begin<C: Clone>(job: &mut Job<C>, starts: Vec<Start<C>>) {
+    job.waiting = false;
+    let spec = &job.spec;
+    let params = &spec.params;
     let n = params.num_return_sequences;
-    let prompts: Vec<Vec<u32>> = job.request.rows.iter().map(|r| r.ids.clone()).collect();
-    for (row, prompt) in prompts.iter().enumerate() {
-        let prefill = Instant::now();
-        let started = guarded(shared, panic_next, || model.start(prompt, &spec));
-        job.add_inference(prefill.elapsed());
-        let start = match started {
-            Ok(start) => start,
-            Err(err) => {
-                fail(job.request, &err);
-                return None;
-            }
-        };
+    for (row, start) in starts.into_iter().enumerate() {
         let prompt_len = start.ids.len();
         let stop = StopRule {
             eos: params.eos_token_ids.clone(),
@@ -392,8 +458,43 @@ fn admit<G: Generator>(
             }
         }
     }
-    tracing::debug!(rows = prompts.len(), "generation admitted");
-    Some(job)
+}
+
+/// The prompts' starts and the rows' logits of one forward pass.
+type PassResult<C> = (
+    Vec<Result<Start<C>, InferError>>,
+    Result<Vec<Vec<f32>>, InferError>,
+);
+
+/// Runs `prompts` and `rows` in one pass ([`Generator::start_and_step`]); when that fails with
+/// a model error, runs each prompt alone and the rows apart, so that only the request at fault
+/// fails.
+fn run_pass<G: Generator>(
+    model: &mut G,
+    shared: &Shared,
+    panic_next: &Cell<bool>,
+    prompts: &[(&[u32], &GenerateSpec)],
+    rows: &mut [Next<'_, G::Cache>],
+) -> PassResult<G::Cache> {
+    if prompts.is_empty() {
+        return (Vec::new(), guarded(shared, panic_next, || model.step(rows)));
+    }
+    match guarded(shared, panic_next, || model.start_and_step(prompts, rows)) {
+        Ok((starts, logits)) => (starts.into_iter().map(Ok).collect(), Ok(logits)),
+        Err(InferError::Model(_)) => {
+            let starts = prompts
+                .iter()
+                .map(|(prompt, spec)| guarded(shared, panic_next, || model.start(prompt, spec)))
+                .collect();
+            let logits = if rows.is_empty() {
+                Ok(Vec::new())
+            } else {
+                guarded(shared, panic_next, || model.step(rows))
+            };
+            (starts, logits)
+        }
+        Err(err) => (prompts.iter().map(|_| Err(err.clone())).collect(), Err(err)),
+    }
 }
 
 /// Records the decoding speed of a sequence that finished with `generated` new tokens, its job
@@ -502,25 +603,47 @@ fn best(logprobs: &[f32], k: usize) -> Vec<(u32, f32)> {
     order.into_iter().map(|i| (i as u32, logprobs[i])).collect()
 }
 
-/// Runs one decode step for every running row of every job, `max_batch_rows` rows a pass.
+/// Runs one decode step for every running row of every job, `max_batch_rows` rows a pass, the
+/// prompts of the jobs just admitted in the first pass.
 fn step_all<G: Generator>(
     model: &mut G,
     shared: &Shared,
     panic_next: &Cell<bool>,
     jobs: &mut [Job<G::Cache>],
 ) {
-    // (job index, the last token, the cache) of every running row, in a fixed order.
+    // (job index, the last token, the cache) of every running row, in a fixed order; the
+    // prompts of the waiting jobs.
     let mut owners = Vec::new();
     let mut steps: Vec<Next<'_, G::Cache>> = Vec::new();
+    let mut prompt_owners = Vec::new();
+    let mut prompts: Vec<(&[u32], &GenerateSpec)> = Vec::new();
     for (j, job) in jobs.iter_mut().enumerate() {
-        for seq in job.seqs.iter_mut().filter(|s| !s.done) {
+        let Job {
+            request,
+            spec,
+            waiting,
+            seqs,
+            beams,
+            failed,
+            ..
+        } = job;
+        if *failed {
+            continue;
+        }
+        if *waiting {
+            for row in &request.rows {
+                prompt_owners.push(j);
+                prompts.push((&row.ids, &*spec));
+            }
+        }
+        for seq in seqs.iter_mut().filter(|s| !s.done) {
             let Seq { ids, cache, .. } = seq;
             if let (Some(&token), Some(cache)) = (ids.last(), cache.as_mut()) {
                 owners.push(j);
                 steps.push(Next { token, cache });
             }
         }
-        for beams in job.beams.iter_mut().filter(|b| !b.done) {
+        for beams in beams.iter_mut().filter(|b| !b.done) {
             let Beams { search, caches, .. } = beams;
             for (ids, cache) in search.running().iter().zip(caches.iter_mut()) {
                 if let Some(&token) = ids.last() {
@@ -530,22 +653,41 @@ fn step_all<G: Generator>(
             }
         }
     }
-    if steps.is_empty() {
+    if steps.is_empty() && prompts.is_empty() {
         return;
     }
     let mut requests = owners.clone();
+    requests.extend(&prompt_owners);
+    requests.sort_unstable();
     requests.dedup();
-    tracing::debug!(requests = requests.len(), rows = steps.len(), "decode step");
+    tracing::debug!(
+        requests = requests.len(),
+        rows = steps.len(),
+        prompts = prompts.len(),
+        "decode step"
+    );
     let chunk = shared.config.max_batch_rows.max(1);
     let mut logits: Vec<Option<Vec<f32>>> = Vec::with_capacity(steps.len());
     let mut failures: Vec<(usize, InferError)> = Vec::new();
+    let mut starts: Vec<Option<Start<G::Cache>>> = Vec::with_capacity(prompts.len());
     let mut offset = 0;
     let mut took = std::time::Duration::ZERO;
-    for pass in steps.chunks_mut(chunk) {
+    let mut passes: Vec<&mut [Next<'_, G::Cache>]> = steps.chunks_mut(chunk).collect();
+    if passes.is_empty() {
+        passes.push(&mut []);
+    }
+    for (p, pass) in passes.into_iter().enumerate() {
         let len = pass.len();
+        let new: &[(&[u32], &GenerateSpec)] = if p == 0 { &prompts } else { &[] };
         let t = Instant::now();
-        let stepped = guarded(shared, panic_next, || model.step(pass));
+        let (started, stepped) = run_pass(model, shared, panic_next, new, pass);
         took += t.elapsed();
+        for (&j, start) in prompt_owners.iter().zip(&started).filter(|_| p == 0) {
+            if let Err(err) = start {
+                failures.push((j, err.clone()));
+            }
+        }
+        starts.extend(started.into_iter().map(Result::ok));
         match stepped {
             Ok(rows) if rows.len() == len => logits.extend(rows.into_iter().map(Some)),
             Ok(_) => {
@@ -571,12 +713,13 @@ fn step_all<G: Generator>(
         offset += len;
     }
     drop(steps);
+    drop(prompts);
     for &j in &requests {
         jobs[j].add_inference(took);
     }
     // Hand the logits back in the same order.
     let mut next = logits.into_iter();
-    for job in jobs.iter_mut() {
+    for job in jobs.iter_mut().filter(|j| !j.failed) {
         for seq in job.seqs.iter_mut().filter(|s| !s.done && s.cache.is_some()) {
             seq.logits = next.next().flatten().unwrap_or_default();
         }
@@ -587,12 +730,24 @@ fn step_all<G: Generator>(
         }
     }
     for (j, err) in failures {
-        let job = &mut jobs[j];
-        if !job.failed {
-            job.failed = true;
-            if let Reply::Tokens(tx) = &job.request.reply {
-                let _ = tx.send(Err(err));
-            }
+        jobs[j].fail(err);
+    }
+    // Start the jobs whose prompts ran (all of a job's prompts, or it failed above).
+    let mut starts = starts.into_iter();
+    for (j, job) in jobs.iter_mut().enumerate() {
+        if !job.waiting {
+            continue;
+        }
+        let mine: Vec<Option<Start<G::Cache>>> = prompt_owners
+            .iter()
+            .filter(|&&o| o == j)
+            .map(|_| starts.next().flatten())
+            .collect();
+        if job.failed {
+            continue;
+        }
+        if let Some(all) = mine.into_iter().collect::<Option<Vec<_>>>() {
+            begin(job, all);
         }
     }
 }

@@ -1,24 +1,37 @@
 //! Decoder-only language models for generation ([`CausalLm`]: GPT-2 in `gpt2.rs`, the Llama
 //! family in `llama.rs`) and what they share: the per-sequence key/value cache ([`KvCache`]) and
-//! causal attention over it, for one sequence of any length or for a batch of sequences of
-//! different lengths that each take one token (a decode step of continuous batching: each row
-//! keeps its own cache; keys are padded on the left and masked, so a row's answer does not
-//! depend on the rows beside it).
+//! causal attention over it ([`attend`]).
+//!
+//! A forward pass takes any mix of rows: prompts of any length and decode steps of one token
+//! (continuous batching: new requests are started in the same pass as the running rows' next
+//! tokens). The new tokens of all rows are laid end to end as one `[N, hidden]` matrix, so each
+//! projection reads its weights once a pass for every row ([`super::kernels::matmul_panels`]);
+//! attention runs per row over that row's own cache. Every output of a row is computed from that
+//! row's data only, in an order that does not depend on the rows beside it, so a row's answer is
+//! the same bit for bit alone or in any batch.
 
 use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor};
+use rayon::prelude::*;
 
 use super::{ModelConfig, ModelError, Result, WeightDtype, WeightFiles};
 
-/// The keys and values of one sequence: `[1, kv_heads, len, head_dim]` per layer, and the ids
-/// they were computed from (a longrope model recomputes them all once: see
-/// [`super::llama::Llama::forward`]).
+/// The keys and values of one sequence, per layer: `[len, kv_heads × head_dim]` row-major
+/// (token-major, so a step appends in place), and the ids they were computed from (a longrope
+/// model recomputes them all once: see [`super::llama::Llama::forward`]).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<LayerKv>,
     len: usize,
     tokens: Vec<u32>,
+}
+
+/// One layer's cached keys and values, `[len, width]` each.
+#[derive(Debug, Clone, Default)]
+struct LayerKv {
+    keys: Vec<f32>,
+    values: Vec<f32>,
 }
 
 impl KvCache {
@@ -47,125 +60,185 @@ pub struct Step<'a> {
     pub cache: &'a mut KvCache,
 }
 
-/// Causal attention of a pass over the rows' caches, for one layer.
-///
-/// `q` is `[B, heads, T, d]`, `k`/`v` `[B, kv_heads, T, d]` (the new tokens); each row's cache
-/// for `layer` is extended with its `k`/`v`. `B > 1` needs `T == 1`. Returns `[B, heads, T, d]`.
-/// With a sliding `window` (Mistral, Phi-3), the query at position `i` sees the keys at
-/// positions `i - window < j <= i` only, as transformers 4.51's mask does.
-pub(crate) fn attend(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    caches: &mut [&mut KvCache],
-    layer: usize,
-    scale: f64,
-    window: Option<usize>,
-) -> Result<Tensor> {
-    let (b, heads, t, _) = q.dims4()?;
-    let kv_heads = k.dim(1)?;
-    let mut keys = Vec::with_capacity(b);
-    let mut values = Vec::with_capacity(b);
-    let mut pasts = Vec::with_capacity(b);
-    for (i, cache) in caches.iter_mut().enumerate() {
-        if cache.layers.len() <= layer {
-            cache.layers.resize(layer + 1, None);
-        }
-        let (ki, vi) = (k.narrow(0, i, 1)?, v.narrow(0, i, 1)?);
-        let (ki, vi, past) = match &cache.layers[layer] {
-            Some((pk, pv)) => (
-                Tensor::cat(&[pk, &ki], 2)?,
-                Tensor::cat(&[pv, &vi], 2)?,
-                pk.dim(2)?,
-            ),
-            None => (ki.contiguous()?, vi.contiguous()?, 0),
-        };
-        cache.layers[layer] = Some((ki.clone(), vi.clone()));
-        keys.push(ki);
-        values.push(vi);
-        pasts.push(past);
-    }
-    let total = pasts.iter().max().copied().unwrap_or(0) + t;
-    let (keys, values, mask) = if b == 1 {
-        let past = pasts[0];
-        let windowed = window.is_some_and(|w| past + t > w);
-        let mask = (t > 1 || windowed)
-            .then(|| causal_mask(t, past, window, q.device()))
-            .transpose()?;
-        (keys.remove(0), values.remove(0), mask)
-    } else {
-        if t != 1 {
+/// The new tokens of a pass laid end to end: row `r` owns tokens `starts[r]..starts[r + 1]`.
+#[derive(Debug)]
+pub(crate) struct Pass {
+    /// Every new token, row after row.
+    pub(crate) ids: Vec<u32>,
+    /// The position of each of them.
+    pub(crate) positions: Vec<u32>,
+    /// Where each row's tokens start, and the total at the end (`rows + 1` entries).
+    starts: Vec<usize>,
+    /// Each row's cached length before the pass.
+    pasts: Vec<usize>,
+}
+
+impl Pass {
+    /// Lays out `steps`; every row takes at least one token. Nothing is changed on error.
+    pub(crate) fn new(steps: &[Step<'_>]) -> Result<Self> {
+        if steps.is_empty() || steps.iter().any(|s| s.tokens.is_empty()) {
             return Err(ModelError::BadBatch {
-                reason: format!("a batched step takes one token a row, got {t}"),
+                reason: "every row of a pass takes at least one token".into(),
             });
         }
-        // Left-pad every row's keys/values to the longest and mask the padding.
-        let mut mask = vec![0f32; b * total];
-        let pad = |x: &Tensor, n: usize| -> candle_core::Result<Tensor> {
-            if n == 0 {
-                return Ok(x.clone());
-            }
-            let (_, h, _, d) = x.dims4()?;
-            let zeros = Tensor::zeros((1, h, n, d), x.dtype(), x.device())?;
-            Tensor::cat(&[&zeros, x], 2)
+        let mut pass = Self {
+            ids: Vec::new(),
+            positions: Vec::new(),
+            starts: vec![0],
+            pasts: Vec::with_capacity(steps.len()),
         };
-        let mut padded_k = Vec::with_capacity(b);
-        let mut padded_v = Vec::with_capacity(b);
-        for i in 0..b {
-            let n = total - (pasts[i] + 1);
-            // Padding, and the keys the window has left behind (positions <= past - window).
-            let hidden = n + window.map_or(0, |w| (pasts[i] + 1).saturating_sub(w));
-            mask[i * total..i * total + hidden].fill(f32::NEG_INFINITY);
-            padded_k.push(pad(&keys[i], n)?);
-            padded_v.push(pad(&values[i], n)?);
+        for s in steps {
+            let past = s.cache.len;
+            pass.ids.extend_from_slice(s.tokens);
+            pass.positions
+                .extend((0..s.tokens.len()).map(|i| (past + i) as u32));
+            pass.starts.push(pass.ids.len());
+            pass.pasts.push(past);
         }
-        let mask = Tensor::from_vec(mask, (b, 1, 1, total), q.device())?;
-        (
-            Tensor::cat(&padded_k, 0)?,
-            Tensor::cat(&padded_v, 0)?,
-            Some(mask),
-        )
-    };
-    let (keys, values) = (
-        repeat_kv(&keys, heads / kv_heads)?,
-        repeat_kv(&values, heads / kv_heads)?,
-    );
-    let scores = (q.matmul(&keys.t()?)? * scale)?;
-    let scores = match mask {
-        Some(mask) => scores.broadcast_add(&mask)?,
-        None => scores,
-    };
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    Ok(probs.matmul(&values)?)
-}
-
-/// `[t, past + t]`: 0 where query `i` may see key `j` (`j <= past + i`, and within the window
-/// when there is one), -inf elsewhere.
-fn causal_mask(t: usize, past: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
-    let total = past + t;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j <= past + i && window.is_none_or(|w| j + w > past + i) {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (t, total), device)?)
-}
-
-/// transformers' `repeat_kv`: `[B, kv, L, d]` → `[B, kv × n, L, d]`, each kv head `n` times.
-fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(x.clone());
+        Ok(pass)
     }
-    let (b, kv, l, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .expand((b, kv, n, l, d))?
-        .reshape((b, kv * n, l, d))?)
+
+    /// The number of new tokens, all rows together.
+    pub(crate) fn tokens(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Each row's number of new tokens.
+    pub(crate) fn lens(&self) -> Vec<usize> {
+        self.starts.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    /// The index of each row's last new token (the one whose logits predict the next).
+    pub(crate) fn last_tokens(&self, device: &Device) -> Result<Tensor> {
+        let last: Vec<u32> = self.starts[1..].iter().map(|&e| (e - 1) as u32).collect();
+        let n = last.len();
+        Ok(Tensor::from_vec(last, n, device)?)
+    }
+}
+
+/// `width` values a token, at `offset` in rows of `stride` (a view into a projection's output,
+/// e.g. the keys inside GPT-2's fused Q/K/V).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rows<'a> {
+    /// `[N, stride]` row-major.
+    pub(crate) data: &'a [f32],
+    pub(crate) stride: usize,
+    pub(crate) offset: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn row(&self, i: usize, width: usize) -> &'a [f32] {
+        let at = i * self.stride + self.offset;
+        &self.data[at..at + width]
+    }
+}
+
+/// The attention of a model: head counts, scale and sliding window.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Heads {
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    /// Multiplies `q · k`.
+    pub(crate) scale: f32,
+    /// Mistral, Phi-3, Qwen2: the query at position `i` sees the keys at positions
+    /// `i - window < j <= i` only, as transformers 4.51's mask does.
+    pub(crate) window: Option<usize>,
+}
+
+/// Below this many multiply-adds a layer's attention stays on the calling thread.
+const ATTEND_PARALLEL_MIN: usize = 1 << 15;
+
+/// Causal attention of one layer for every row of `pass`: appends each row's new keys and
+/// values (`k`, `v`: `[N, kv_heads × head_dim]` views) to its cache for `layer`, then, for each
+/// new token and head, `softmax(q · kᵀ · scale) · v` over the keys the token may see (its own
+/// row's, up to its position). Returns `[N, heads × head_dim]`.
+///
+/// Each (token, head) output is computed from its row's cache alone, in key order: it does not
+/// depend on the other rows of the pass nor on the thread split.
+pub(crate) fn attend(
+    pass: &Pass,
+    caches: &mut [&mut KvCache],
+    layer: usize,
+    q: Rows<'_>,
+    k: Rows<'_>,
+    v: Rows<'_>,
+    a: Heads,
+) -> Vec<f32> {
+    let d = a.head_dim;
+    let kv_width = a.kv_heads * d;
+    let group = a.heads / a.kv_heads;
+    for (r, cache) in caches.iter_mut().enumerate() {
+        if cache.layers.len() <= layer {
+            cache.layers.resize_with(layer + 1, LayerKv::default);
+        }
+        let kv = &mut cache.layers[layer];
+        // A pass that failed half-way leaves nothing behind: the cache ends at `past`.
+        kv.keys.truncate(pass.pasts[r] * kv_width);
+        kv.values.truncate(pass.pasts[r] * kv_width);
+        for i in pass.starts[r]..pass.starts[r + 1] {
+            kv.keys.extend_from_slice(k.row(i, kv_width));
+            kv.values.extend_from_slice(v.row(i, kv_width));
+        }
+    }
+    // (row, position) of each new token.
+    let mut owner = Vec::with_capacity(pass.tokens());
+    for r in 0..caches.len() {
+        owner.extend(
+            (pass.starts[r]..pass.starts[r + 1]).map(|i| (r, pass.pasts[r] + i - pass.starts[r])),
+        );
+    }
+    let layers: Vec<&LayerKv> = caches.iter().map(|c| &c.layers[layer]).collect();
+    let mut out = vec![0f32; pass.tokens() * a.heads * d];
+    let one = |(at, out): (usize, &mut [f32])| {
+        let (token, head) = (at / a.heads, at % a.heads);
+        let (r, p) = owner[token];
+        let lo = a.window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let kv = layers[r];
+        let off = (head / group) * d;
+        let qh = q.row(token, a.heads * d);
+        let qh = &qh[head * d..(head + 1) * d];
+        let mut scores: Vec<f32> = (lo..=p)
+            .map(|j| dot(qh, &kv.keys[j * kv_width + off..j * kv_width + off + d]) * a.scale)
+            .collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for s in &mut scores {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        for (j, s) in (lo..=p).zip(&scores) {
+            let w = s / sum;
+            let vj = &kv.values[j * kv_width + off..j * kv_width + off + d];
+            for (o, x) in out.iter_mut().zip(vj) {
+                *o += w * x;
+            }
+        }
+    };
+    let work: usize = owner.iter().map(|&(_, p)| p + 1).sum::<usize>() * a.heads * d;
+    if work < ATTEND_PARALLEL_MIN || rayon::current_num_threads() == 1 {
+        out.chunks_mut(d).enumerate().for_each(one);
+    } else {
+        out.par_chunks_mut(d)
+            .enumerate()
+            .with_min_len(4)
+            .for_each(one);
+    }
+    out
+}
+
+/// `a · b`, summed in 16 interleaved lanes (vectorised), then across them.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (ac, at) = a.as_chunks::<16>();
+    let (bc, bt) = b.as_chunks::<16>();
+    let mut acc = [0f32; 16];
+    for (x, y) in ac.iter().zip(bc) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = at.iter().zip(bt).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Marks the rows' caches as `tokens` longer after a pass.
@@ -176,39 +249,9 @@ pub(crate) fn advance(steps: &mut [Step<'_>]) {
     }
 }
 
-/// The position of every new token of every row, `[B, T]` row-major.
-pub(crate) fn positions(steps: &[Step<'_>]) -> Vec<u32> {
-    steps
-        .iter()
-        .flat_map(|s| (0..s.tokens.len()).map(move |i| (s.cache.len + i) as u32))
-        .collect()
-}
-
-/// The ids of a pass as a `[B, T]` tensor; all rows must have the same number of tokens.
-pub(crate) fn input_ids(steps: &[Step<'_>], device: &Device) -> Result<Tensor> {
-    let t = steps.first().map_or(0, |s| s.tokens.len());
-    if t == 0 || steps.iter().any(|s| s.tokens.len() != t) {
-        return Err(ModelError::BadBatch {
-            reason: "every row of a pass takes the same number of tokens (at least one)".into(),
-        });
-    }
-    if steps.len() > 1 && t != 1 {
-        return Err(ModelError::BadBatch {
-            reason: format!("a batched step takes one token a row, got {t}"),
-        });
-    }
-    let ids: Vec<u32> = steps
-        .iter()
-        .flat_map(|s| s.tokens.iter().copied())
-        .collect();
-    Ok(Tensor::from_vec(ids, (steps.len(), t), device)?)
-}
-
-/// The last position's logits of each row of `[B, T, V]`.
-pub(crate) fn last_logits(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let t = logits.dim(1)?;
-    let last = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
-    Ok(last.to_dtype(DType::F32)?.to_vec2()?)
+/// The rows of `[B, V]` logits.
+pub(crate) fn logits_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(logits.to_dtype(DType::F32)?.to_vec2()?)
 }
 
 /// Softmax-free helper: `x * rsqrt(mean(x²) + eps) * weight` (Llama's `RMSNorm`, in f32).
@@ -238,18 +281,16 @@ impl CausalLm {
 
     /// Loads the model of `dir` (CPU; `dtype` is how the weights are stored).
     pub fn load(dir: &Path, config: &ModelConfig, dtype: WeightDtype) -> Result<Self> {
-        if dtype != WeightDtype::F32 {
-            return Err(ModelError::DtypeNotSupported {
-                dtype,
-                model_type: config.model_type.clone(),
-            });
-        }
         let files = WeightFiles::find(dir)?;
         let vb = files.var_builder(DType::F32, &Device::Cpu)?;
         match config.model_type.as_str() {
-            "gpt2" => Ok(Self::Gpt2(super::gpt2::Gpt2::load(&vb, &config.raw)?)),
+            "gpt2" => Ok(Self::Gpt2(super::gpt2::Gpt2::load(
+                &vb,
+                &config.raw,
+                dtype,
+            )?)),
             "llama" | "mistral" | "qwen2" | "phi3" | "gemma" => Ok(Self::Llama(
-                super::llama::Llama::load(&vb, &config.raw, &config.model_type)?,
+                super::llama::Llama::load(&vb, &config.raw, &config.model_type, dtype)?,
             )),
             other => Err(ModelError::UnsupportedArchitecture {
                 model_type: other.to_owned(),
@@ -299,9 +340,13 @@ mod tests {
     use crate::models::tests::assert_logits_close as assert_close;
 
     fn model(name: &str) -> CausalLm {
+        model_as(name, WeightDtype::F32)
+    }
+
+    fn model_as(name: &str, dtype: WeightDtype) -> CausalLm {
         let dir = super::super::tests::fixture(name);
         let config = ModelConfig::from_dir(&dir).expect("config");
-        CausalLm::load(&dir, &config, WeightDtype::F32).expect("model")
+        CausalLm::load(&dir, &config, dtype).expect("model")
     }
 
     fn run(m: &CausalLm, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
@@ -311,8 +356,8 @@ mod tests {
     }
 
     /// Runs each prompt into its own cache, then `next` (one token a row) as one batched step;
-    /// checks each row's logits against the same token run alone on a copy of its cache and
-    /// every cache's length. Returns the batched logits.
+    /// checks each row's logits against the same token run alone on a copy of its cache (bit
+    /// for bit) and every cache's length. Returns the batched logits.
     fn batched_step_answers_as_alone(
         m: &CausalLm,
         prompts: &[&[u32]],
@@ -337,7 +382,7 @@ mod tests {
             .collect();
         let batched = m.forward(&mut steps).expect("batched");
         for ((cache, t), b) in alone.iter_mut().zip(next).zip(&batched) {
-            assert_close(&run(m, std::slice::from_ref(t), cache), b);
+            assert_eq!(&run(m, std::slice::from_ref(t), cache), b);
         }
         for (c, p) in caches.iter().zip(prompts) {
             assert_eq!(c.len(), p.len() + 1);
@@ -345,13 +390,55 @@ mod tests {
         batched
     }
 
+    /// A new prompt run in the same pass as decode steps of running rows (continuous batching
+    /// admitting a request): the prompt's logits, every row's logits, and the next step after
+    /// the pass are the same bit for bit as each row run alone.
+    fn mixed_pass_answers_as_alone(m: &CausalLm, prompts: &[&[u32]], next: &[u32], new: &[u32]) {
+        let mut caches: Vec<KvCache> = prompts
+            .iter()
+            .map(|p| {
+                let mut c = KvCache::default();
+                run(m, p, &mut c);
+                c
+            })
+            .collect();
+        let mut alone = caches.clone();
+        let mut fresh = KvCache::default();
+        let mut steps = vec![Step {
+            tokens: new,
+            cache: &mut fresh,
+        }];
+        steps.extend(caches.iter_mut().zip(next).map(|(cache, t)| Step {
+            tokens: std::slice::from_ref(t),
+            cache,
+        }));
+        let mixed = m.forward(&mut steps).expect("mixed pass");
+        let mut new_alone = KvCache::default();
+        assert_eq!(mixed[0], run(m, new, &mut new_alone), "the new prompt");
+        for ((cache, t), b) in alone.iter_mut().zip(next).zip(&mixed[1..]) {
+            assert_eq!(&run(m, std::slice::from_ref(t), cache), b);
+        }
+        assert_eq!(fresh.len(), new.len());
+        assert_eq!(fresh.tokens(), new);
+        // The caches the mixed pass left answer the next step as the caches run alone.
+        assert_eq!(run(m, &[50], &mut fresh), run(m, &[50], &mut new_alone));
+        for (c, a) in caches.iter_mut().zip(&mut alone) {
+            assert_eq!(run(m, &[51], c), run(m, &[51], a));
+        }
+    }
+
     /// Rows of different lengths decoded in one batched step (keys left-padded and masked,
     /// each at its own position) give the logits each row gives alone, and a prompt run at once
     /// gives the logits of the same tokens run one by one.
     fn batched_step_equals_rows_alone(name: &str) {
-        let m = model(name);
+        batched_step_equals_rows_alone_as(name, WeightDtype::F32);
+    }
+
+    fn batched_step_equals_rows_alone_as(name: &str, dtype: WeightDtype) {
+        let m = model_as(name, dtype);
         let prompts: [&[u32]; 3] = [&[5, 6, 7], &[8, 9, 10, 11, 12, 13, 14], &[15]];
         batched_step_answers_as_alone(&m, &prompts, &[40, 41, 42]);
+        mixed_pass_answers_as_alone(&m, &prompts, &[40, 41, 42], &[20, 21, 22, 23, 24]);
         // Prompt at once == token by token.
         let mut whole = KvCache::default();
         let at_once = run(&m, prompts[1], &mut whole);
@@ -371,6 +458,33 @@ mod tests {
     #[test]
     fn llama_batched_step_equals_rows_alone() {
         batched_step_equals_rows_alone("llama-gen");
+    }
+
+    /// `--dtype bfloat16`: rows still answer as alone, bit for bit, in decode batches and in
+    /// passes that start new prompts; the logits stay near the f32 ones.
+    #[test]
+    fn bf16_rows_answer_as_alone_and_near_f32() {
+        for name in ["gpt2-gen", "llama-gen", "phi3-gen", "gemma-gen"] {
+            batched_step_equals_rows_alone_as(name, WeightDtype::Bf16);
+            let prompt: Vec<u32> = (5..=20).collect();
+            let exact = run(&model(name), &prompt, &mut KvCache::default());
+            let half = run(
+                &model_as(name, WeightDtype::Bf16),
+                &prompt,
+                &mut KvCache::default(),
+            );
+            let worst = exact
+                .iter()
+                .zip(&half)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let scale = exact.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            assert!(worst > 0.0, "{name}: bfloat16 changed nothing");
+            assert!(
+                worst < 0.05 * scale.max(1.0),
+                "{name}: {worst} (scale {scale})"
+            );
+        }
     }
 
     /// Expected: `tests/fixtures/conformance/tools/phi3_longrope_switch.py` (transformers
@@ -493,6 +607,35 @@ mod tests {
             &[
                 -1.729_236, 1.936_11, -0.382_524, -0.559_591, -0.758_925, -1.701_785,
             ],
+        );
+    }
+
+    /// A Mistral `config.json` without `sliding_window` gets `MistralConfig`'s default of 4096
+    /// (transformers 4.51.3), an explicit null none; Phi-3 without it has none.
+    #[test]
+    fn mistral_sliding_window_defaults_to_4096_as_mistral_config() {
+        let cfg = |v: serde_json::Value| v;
+        assert_eq!(
+            super::super::llama::sliding_window_of(&cfg(serde_json::json!({})), "mistral"),
+            Some(4096)
+        );
+        assert_eq!(
+            super::super::llama::sliding_window_of(
+                &cfg(serde_json::json!({"sliding_window": null})),
+                "mistral"
+            ),
+            None
+        );
+        assert_eq!(
+            super::super::llama::sliding_window_of(&cfg(serde_json::json!({})), "phi3"),
+            None
+        );
+        assert_eq!(
+            super::super::llama::sliding_window_of(
+                &cfg(serde_json::json!({"sliding_window": 8})),
+                "mistral"
+            ),
+            Some(8)
         );
     }
 

@@ -4,21 +4,27 @@
 //! `decoder.rs`.
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gpt2/modeling_gpt2.py
 
-use candle_core::{D, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 use serde_json::Value;
 
 use super::decoder::{
-    KvCache, Step, advance, attend, config_f64, config_usize, input_ids, last_logits, positions,
+    Heads, KvCache, Pass, Rows, Step, advance, attend, config_f64, config_usize, logits_rows,
 };
+use super::kernels::f32_slice;
 use super::layers::{Activation, Linear};
-use super::{ModelError, Result};
+use super::{ModelError, Result, WeightDtype};
 
 /// `Conv1D(nf, nx)`: weight `[in, out]` — transposed once, here, to a `Linear`'s `[out, in]`.
-fn conv1d(in_dim: usize, out_dim: usize, vb: &VarBuilder<'_>) -> Result<Linear> {
+fn conv1d(
+    in_dim: usize,
+    out_dim: usize,
+    vb: &VarBuilder<'_>,
+    dtype: WeightDtype,
+) -> Result<Linear> {
     let w = vb.get((in_dim, out_dim), "weight")?;
     let b = vb.get(out_dim, "bias")?;
-    Linear::new(w.t()?.contiguous()?, Some(b))?.packed()
+    Linear::new(w.t()?.contiguous()?, Some(b))?.packed_as(dtype)
 }
 
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gpt2/modeling_gpt2.py#L565
@@ -48,8 +54,9 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
-    /// Loads `transformer.*` (and `lm_head.weight` when not tied) from `vb`.
-    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Value) -> Result<Self> {
+    /// Loads `transformer.*` (and `lm_head.weight` when not tied) from `vb`, the projections
+    /// and the LM head stored as `dtype` (the embeddings and LayerNorms stay f32).
+    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Value, dtype: WeightDtype) -> Result<Self> {
         let hidden = config_usize(cfg, "n_embd")?;
         let heads = config_usize(cfg, "n_head")?;
         let layers = config_usize(cfg, "n_layer")?;
@@ -91,11 +98,11 @@ impl Gpt2 {
                 let b = t.pp(format!("h.{i}"));
                 Ok(Block {
                     ln_1: candle_nn::layer_norm(hidden, eps, b.pp("ln_1"))?,
-                    c_attn: conv1d(hidden, 3 * hidden, &b.pp("attn.c_attn"))?,
-                    attn_proj: conv1d(hidden, hidden, &b.pp("attn.c_proj"))?,
+                    c_attn: conv1d(hidden, 3 * hidden, &b.pp("attn.c_attn"), dtype)?,
+                    attn_proj: conv1d(hidden, hidden, &b.pp("attn.c_proj"), dtype)?,
                     ln_2: candle_nn::layer_norm(hidden, eps, b.pp("ln_2"))?,
-                    c_fc: conv1d(hidden, inner, &b.pp("mlp.c_fc"))?,
-                    mlp_proj: conv1d(inner, hidden, &b.pp("mlp.c_proj"))?,
+                    c_fc: conv1d(hidden, inner, &b.pp("mlp.c_fc"), dtype)?,
+                    mlp_proj: conv1d(inner, hidden, &b.pp("mlp.c_proj"), dtype)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -103,9 +110,9 @@ impl Gpt2 {
         let lm_head = if vb.contains_tensor("lm_head.weight")
             && cfg.get("tie_word_embeddings").and_then(Value::as_bool) == Some(false)
         {
-            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed()?
+            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed_as(dtype)?
         } else {
-            Linear::new(wte.embeddings().clone(), None)?.packed()?
+            Linear::new(wte.embeddings().clone(), None)?.packed_as(dtype)?
         };
         Ok(Self {
             wte,
@@ -129,10 +136,8 @@ impl Gpt2 {
     /// See [`super::decoder::CausalLm::forward`].
     pub(crate) fn forward(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
         let device = self.wte.embeddings().device().clone();
-        let ids = input_ids(steps, &device)?;
-        let (b, t) = ids.dims2()?;
-        let pos = positions(steps);
-        if let Some(&p) = pos.iter().max()
+        let pass = Pass::new(steps)?;
+        if let Some(&p) = pass.positions.iter().max()
             && p as usize >= self.n_positions
         {
             return Err(ModelError::BadBatch {
@@ -142,22 +147,42 @@ impl Gpt2 {
                 ),
             });
         }
-        let pos = Tensor::from_vec(pos, (b, t), &device)?;
+        let n = pass.tokens();
+        let ids = Tensor::from_slice(&pass.ids, n, &device)?;
+        let pos = Tensor::from_slice(&pass.positions, n, &device)?;
+        // `[N, hidden]`: every row's new tokens, end to end.
         let mut h = (self.wte.forward(&ids)? + self.wpe.forward(&pos)?)?;
-        let head_dim = self.hidden / self.heads;
+        let hidden = self.hidden;
+        let heads = Heads {
+            heads: self.heads,
+            kv_heads: self.heads,
+            head_dim: hidden / self.heads,
+            scale: self.scale as f32,
+            window: None,
+        };
         let mut caches: Vec<&mut KvCache> = steps.iter_mut().map(|s| &mut *s.cache).collect();
         for (i, block) in self.blocks.iter().enumerate() {
             let a = block.ln_1.forward(&h)?;
-            let qkv = block.c_attn.forward(&a)?;
-            let split = |j: usize| -> candle_core::Result<Tensor> {
-                qkv.narrow(D::Minus1, j * self.hidden, self.hidden)?
-                    .reshape((b, t, self.heads, head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
+            let qkv = block.c_attn.forward(&a)?.contiguous()?;
+            let ctx = {
+                let (s, l) = qkv.storage_and_layout();
+                let data = f32_slice(&s, l, "qkv")?;
+                let at = |offset| Rows {
+                    data,
+                    stride: 3 * hidden,
+                    offset,
+                };
+                attend(
+                    &pass,
+                    &mut caches,
+                    i,
+                    at(0),
+                    at(hidden),
+                    at(2 * hidden),
+                    heads,
+                )
             };
-            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let ctx = attend(&q, &k, &v, &mut caches, i, self.scale, None)?;
-            let ctx = ctx.transpose(1, 2)?.reshape((b, t, self.hidden))?;
+            let ctx = Tensor::from_vec(ctx, (n, hidden), &device)?;
             h = (h + block.attn_proj.forward(&ctx)?)?;
             let m = block.ln_2.forward(&h)?;
             let m = block
@@ -167,8 +192,8 @@ impl Gpt2 {
         }
         drop(caches);
         advance(steps);
-        let last = h.narrow(1, t - 1, 1)?;
+        let last = h.index_select(&pass.last_tokens(&device)?, 0)?;
         let logits = self.lm_head.forward(&self.ln_f.forward(&last)?)?;
-        last_logits(&logits)
+        logits_rows(&logits)
     }
 }

@@ -249,8 +249,138 @@ impl Panels {
     }
 }
 
-/// Panels a task of [`matmul_panels`] takes.
-const TASK_PANELS: usize = 4;
+/// [`Panels`] stored as bfloat16 (`--dtype bfloat16`): the same layout, half the bytes. Each
+/// weight is rounded to nearest-even from f32 once, at load; [`matmul_bf16_panels`] widens it
+/// back to f32 in registers (exactly: a bfloat16 is the top half of an f32) and multiplies and
+/// sums in f32 in the order of [`matmul_panels`], so its answer is the f32 kernel's on the
+/// rounded weights, bit for bit, and a row's answer still does not depend on its batch.
+#[derive(Clone, Debug)]
+pub(crate) struct Bf16Panels {
+    data: std::sync::Arc<[u16]>,
+    n: usize,
+    k: usize,
+    width: usize,
+}
+
+/// `x` rounded to the nearest bfloat16 (ties to even), as its bits; a NaN stays a (quiet) NaN.
+pub(crate) fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) as u16) | 0x40;
+    }
+    let round = 0x7fff + ((b >> 16) & 1);
+    ((b + round) >> 16) as u16
+}
+
+/// The f32 a bfloat16 stands for (exact).
+pub(crate) fn bf16_value(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+impl Bf16Panels {
+    /// Packs the row-major `w` `[n, k]`, rounding each weight to bfloat16.
+    ///
+    /// # Panics
+    /// If `w` is not `n × k` long (a caller bug).
+    pub(crate) fn new(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "w is not [n, k]");
+        let width = lanes();
+        let mut data = vec![0u16; n.div_ceil(width) * k * width];
+        data.par_chunks_mut((k * width).max(1))
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for l in 0..width.min(n - p * width) {
+                    let row = &w[(p * width + l) * k..(p * width + l + 1) * k];
+                    for (kk, v) in row.iter().enumerate() {
+                        panel[kk * width + l] = bf16_bits(*v);
+                    }
+                }
+            });
+        Self {
+            data: data.into(),
+            n,
+            k,
+            width,
+        }
+    }
+
+    /// Packs an f32 CPU tensor `[n, k]`.
+    pub(crate) fn from_tensor(w: &Tensor) -> candle_core::Result<Self> {
+        let (n, k) = w.dims2()?;
+        let w = w.to_dtype(DType::F32)?.contiguous()?;
+        let (ws, wl) = w.storage_and_layout();
+        Ok(Self::new(f32_slice(&ws, wl, "weight")?, n, k))
+    }
+}
+
+/// What a panel holds: f32, or bfloat16 bits widened to f32 as they are read.
+trait PanelElem: Copy + Sync {
+    /// [`panel_tile`] over panels of this element.
+    fn tile<S: Simd, const P: usize, const R: usize>(
+        simd: S,
+        panels: [&[Self]; P],
+        x: [&[f32]; R],
+    ) -> [[S::f32s; P]; R];
+}
+
+impl PanelElem for f32 {
+    #[inline(always)]
+    fn tile<S: Simd, const P: usize, const R: usize>(
+        simd: S,
+        panels: [&[Self]; P],
+        x: [&[f32]; R],
+    ) -> [[S::f32s; P]; R] {
+        panel_tile::<S, P, R>(simd, panels.map(|p| S::as_simd_f32s(p).0), x)
+    }
+}
+
+impl PanelElem for u16 {
+    #[inline(always)]
+    fn tile<S: Simd, const P: usize, const R: usize>(
+        simd: S,
+        panels: [&[Self]; P],
+        x: [&[f32]; R],
+    ) -> [[S::f32s; P]; R] {
+        let width = S::F32_LANES;
+        let k = x[0].len();
+        let panels = panels.map(|s| &s[..k * width]);
+        let x = x.map(|s| &s[..k]);
+        let mut acc = [[simd.splat_f32s(0.0); P]; R];
+        let mut lanes = [0f32; 16];
+        for kk in 0..k {
+            let w: [S::f32s; P] = std::array::from_fn(|q| {
+                let bits = &panels[q][kk * width..(kk + 1) * width];
+                for (l, b) in lanes[..width].iter_mut().zip(bits) {
+                    *l = bf16_value(*b);
+                }
+                S::as_simd_f32s(&lanes[..width]).0[0]
+            });
+            for r in 0..R {
+                let xs = simd.splat_f32s(x[r][kk]);
+                for q in 0..P {
+                    acc[r][q] = simd.mul_add_f32s(xs, w[q], acc[r][q]);
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// Panels a task of [`matmul_panels`] takes: four (the register tile), unless that leaves the
+/// threads unevenly loaded. GPT-2-small's 768-output projections have 12 panels of 16: three
+/// tasks of four would leave one of two threads idle for a third of the product; six tasks of
+/// two keep both busy to the end (the sums are the same: each output is summed in input order
+/// whatever the tiling).
+fn task_panels(np: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    [4, 2]
+        .into_iter()
+        .find(|&t| {
+            let tasks = np.div_ceil(t);
+            tasks >= 8 * threads || (tasks >= threads && tasks.is_multiple_of(threads))
+        })
+        .unwrap_or(1)
+}
 
 /// `y[i][j] = x[i] · W[j] + bias[j]` for `x` `[m, k]` row-major and `W` packed as [`Panels`];
 /// `y` is `[m, n]` row-major. Any `m`: rows go four at a time against up to four panels held in
@@ -263,7 +393,31 @@ const TASK_PANELS: usize = 4;
 /// # Panics
 /// If the slices do not have the stated sizes (a caller bug).
 pub(crate) fn matmul_panels(x: &[f32], m: usize, w: &Panels, bias: Option<&[f32]>) -> Vec<f32> {
-    let (n, k, width) = (w.n, w.k, w.width);
+    panels_product(x, m, &w.data, (w.n, w.k, w.width), bias)
+}
+
+/// [`matmul_panels`] with the weights stored as bfloat16 ([`Bf16Panels`]): the same outputs as
+/// [`matmul_panels`] over the rounded weights, bit for bit.
+///
+/// # Panics
+/// If the slices do not have the stated sizes (a caller bug).
+pub(crate) fn matmul_bf16_panels(
+    x: &[f32],
+    m: usize,
+    w: &Bf16Panels,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    panels_product(x, m, &w.data, (w.n, w.k, w.width), bias)
+}
+
+/// The body of [`matmul_panels`] for either element type; `shape` is `(n, k, width)`.
+fn panels_product<E: PanelElem>(
+    x: &[f32],
+    m: usize,
+    data: &[E],
+    (n, k, width): (usize, usize, usize),
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "x is not [m, k]");
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "bias is not [n]");
@@ -275,16 +429,17 @@ pub(crate) fn matmul_panels(x: &[f32], m: usize, w: &Panels, bias: Option<&[f32]
     let np = n.div_ceil(width);
     // `[panel][row][lane]`: each task owns a contiguous block.
     let mut yp = vec![0f32; np * m * width];
-    let task = TASK_PANELS * m * width;
+    let per_task = task_panels(np, rayon::current_num_threads());
+    let task = per_task * m * width;
     let run = |(c, out): (usize, &mut [f32])| {
-        let p0 = c * TASK_PANELS;
+        let p0 = c * per_task;
         let count = out.len() / (m * width);
         dispatch(PanelBlock {
             x,
             m,
             k,
             width,
-            panels: &w.data[p0 * k * width..(p0 + count) * k * width],
+            panels: &data[p0 * k * width..(p0 + count) * k * width],
             out,
         });
     };
@@ -316,7 +471,27 @@ pub(crate) fn linear_panels(
     w: &Panels,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    let k = w.k;
+    linear_with(x, (w.n, w.k), bias, |x, m, b| matmul_panels(x, m, w, b))
+}
+
+/// [`linear_panels`] with bfloat16 weights ([`matmul_bf16_panels`]).
+pub(crate) fn linear_bf16_panels(
+    x: &Tensor,
+    w: &Bf16Panels,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    linear_with(x, (w.n, w.k), bias, |x, m, b| {
+        matmul_bf16_panels(x, m, w, b)
+    })
+}
+
+/// `product(x, m, bias)` over the last dimension of `x` (`k` wide, giving `n`).
+fn linear_with(
+    x: &Tensor,
+    (n, k): (usize, usize),
+    bias: Option<&Tensor>,
+    product: impl FnOnce(&[f32], usize, Option<&[f32]>) -> Vec<f32>,
+) -> candle_core::Result<Tensor> {
     let dims = x.dims();
     if dims.last() != Some(&k) {
         return Err(candle_core::Error::Msg(format!(
@@ -332,24 +507,24 @@ pub(crate) fn linear_panels(
         Some((bs, bl)) => Some(f32_slice(bs, bl, "bias")?),
         None => None,
     };
-    let y = matmul_panels(f32_slice(&xs, xl, "input")?, m, w, bias);
+    let y = product(f32_slice(&xs, xl, "input")?, m, bias);
     let mut shape = dims[..dims.len() - 1].to_vec();
-    shape.push(w.n);
+    shape.push(n);
     Tensor::from_vec(y, shape, x.device())
 }
 
 /// One task of [`matmul_panels`]: `panels` (`count × [k, width]`) against every row of `x`,
 /// into `out` `[count][m][width]`.
-struct PanelBlock<'a> {
+struct PanelBlock<'a, E> {
     x: &'a [f32],
     m: usize,
     k: usize,
     width: usize,
-    panels: &'a [f32],
+    panels: &'a [E],
     out: &'a mut [f32],
 }
 
-impl WithSimd for PanelBlock<'_> {
+impl<E: PanelElem> WithSimd for PanelBlock<'_, E> {
     type Output = ();
 
     #[inline(always)]
@@ -357,15 +532,15 @@ impl WithSimd for PanelBlock<'_> {
         // Four panels × four rows is 16 accumulators + 4 weight vectors: AVX-512 has 32
         // registers; AVX2's 16 take two panels.
         if S::F32_LANES >= 16 {
-            panel_block::<S, 4>(simd, self);
+            panel_block::<S, E, 4>(simd, self);
         } else {
-            panel_block::<S, 2>(simd, self);
+            panel_block::<S, E, 2>(simd, self);
         }
     }
 }
 
 #[inline(always)]
-fn panel_block<S: Simd, const P: usize>(simd: S, b: PanelBlock<'_>) {
+fn panel_block<S: Simd, E: PanelElem, const P: usize>(simd: S, b: PanelBlock<'_, E>) {
     let PanelBlock {
         x,
         m,
@@ -376,11 +551,17 @@ fn panel_block<S: Simd, const P: usize>(simd: S, b: PanelBlock<'_>) {
     } = b;
     assert_eq!(width, S::F32_LANES, "panels packed for another SIMD width");
     let count = panels.len() / (k * width).max(1);
-    let panel = |p: usize| S::as_simd_f32s(&panels[p * k * width..(p + 1) * k * width]).0;
+    let panel = |p: usize| &panels[p * k * width..(p + 1) * k * width];
     let xr = |i: usize| &x[i * k..(i + 1) * k];
     let mut p = 0;
     while p < count {
-        let pw = if count - p >= P { P } else { 1 };
+        let pw = if count - p >= P {
+            P
+        } else if count - p >= 2 {
+            2
+        } else {
+            1
+        };
         let mut i = 0;
         while i < m {
             let rows = (m - i).min(4);
@@ -391,7 +572,7 @@ fn panel_block<S: Simd, const P: usize>(simd: S, b: PanelBlock<'_>) {
             };
             macro_rules! go {
                 ($pw:tt, $r:tt) => {{
-                    let acc = panel_tile::<S, $pw, $r>(
+                    let acc = E::tile::<S, $pw, $r>(
                         simd,
                         std::array::from_fn(|q| panel(p + q)),
                         std::array::from_fn(|r| xr(i + r)),
@@ -403,15 +584,19 @@ fn panel_block<S: Simd, const P: usize>(simd: S, b: PanelBlock<'_>) {
                     }
                 }};
             }
-            match (pw == P, rows) {
-                (true, 4) => go!(P, 4),
-                (true, 3) => go!(P, 3),
-                (true, 2) => go!(P, 2),
-                (true, _) => go!(P, 1),
-                (false, 4) => go!(1, 4),
-                (false, 3) => go!(1, 3),
-                (false, 2) => go!(1, 2),
-                (false, _) => go!(1, 1),
+            match (pw, rows) {
+                (w, 4) if w == P => go!(P, 4),
+                (w, 3) if w == P => go!(P, 3),
+                (w, 2) if w == P => go!(P, 2),
+                (w, _) if w == P => go!(P, 1),
+                (2, 4) => go!(2, 4),
+                (2, 3) => go!(2, 3),
+                (2, 2) => go!(2, 2),
+                (2, _) => go!(2, 1),
+                (_, 4) => go!(1, 4),
+                (_, 3) => go!(1, 3),
+                (_, 2) => go!(1, 2),
+                (_, _) => go!(1, 1),
             }
             i += rows;
         }
@@ -668,6 +853,80 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The bfloat16 panels answer as the f32 panels over the same weights rounded to
+    /// bfloat16, bit for bit (odd shapes, 1..=9 rows and 37, with and without a bias), and
+    /// a row's answer is the same alone and among others.
+    #[test]
+    fn bf16_panels_equal_f32_panels_on_rounded_weights_bit_for_bit() {
+        for (n, k) in [(1, 1), (3, 7), (17, 33), (37, 100), (301, 769), (1030, 131)] {
+            let w = randn(&[n, k], (n * 31 + k) as u64);
+            let wv = w.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("w");
+            let rounded: Vec<f32> = wv.iter().map(|&v| bf16_value(bf16_bits(v))).collect();
+            assert!(
+                rounded.iter().zip(&wv).any(|(a, b)| a != b),
+                "rounding happened"
+            );
+            let exact = Panels::new(&rounded, n, k);
+            let half = Bf16Panels::new(&wv, n, k);
+            let b = randn(&[n], n as u64 + 1);
+            let bv = b.to_vec1::<f32>().expect("b");
+            for m in (1..=9).chain([37]) {
+                let x = randn(&[m, k], (m * 13 + k) as u64);
+                let xv = x.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("x");
+                for bias in [None, Some(bv.as_slice())] {
+                    let want = matmul_panels(&xv, m, &exact, bias);
+                    let got = matmul_bf16_panels(&xv, m, &half, bias);
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "m={m} n={n} k={k}"
+                    );
+                }
+                let got = linear_bf16_panels(&x, &half, Some(&b)).expect("linear");
+                let last = x.narrow(0, m - 1, 1).expect("row");
+                let alone = linear_bf16_panels(&last, &half, Some(&b)).expect("alone");
+                let within = got.narrow(0, m - 1, 1).expect("within");
+                assert_eq!(worst_diff(&alone, &within), 0.0, "m={m} n={n} k={k}");
+            }
+        }
+    }
+
+    /// Tasks keep two threads evenly loaded: GPT-2-small's 12-panel projections in tasks of 2,
+    /// its 36-panel Q/K/V in tasks of 2, its 48-panel MLP and the LM head in tasks of 4.
+    #[test]
+    fn panel_tasks_balance_the_threads() {
+        assert_eq!(task_panels(12, 2), 2);
+        assert_eq!(task_panels(36, 2), 2);
+        assert_eq!(task_panels(48, 2), 4);
+        assert_eq!(task_panels(3142, 2), 4);
+        assert_eq!(task_panels(3, 2), 2);
+        assert_eq!(task_panels(1, 2), 1);
+        assert_eq!(task_panels(12, 1), 4);
+    }
+
+    /// Round to nearest, ties to even; overflow to infinity; NaN stays NaN.
+    #[test]
+    fn bf16_rounding_is_nearest_even() {
+        let cases = [
+            (1.0f32, 0x3f80u16),
+            // 1 + 2^-8 is half-way between 1 and 1 + 2^-7: ties to the even 1.
+            (f32::from_bits(0x3f80_8000), 0x3f80),
+            // 1 + 3·2^-8 is half-way between 1 + 2^-7 and 1 + 2^-6: ties to even (up).
+            (f32::from_bits(0x3f81_8000), 0x3f82),
+            (f32::from_bits(0x3f80_8001), 0x3f81),
+            (f32::from_bits(0x3f80_7fff), 0x3f80),
+            (-2.5, 0xc020),
+            (f32::MAX, 0x7f80),
+            (f32::INFINITY, 0x7f80),
+            (0.0, 0),
+        ];
+        for (x, bits) in cases {
+            assert_eq!(bf16_bits(x), bits, "{x:e}");
+        }
+        assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
+        assert_eq!(bf16_value(0x3f81), 1.0078125);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use candle_core::{D, Tensor};
 use candle_nn::{Module, VarBuilder};
 
-use super::{ModelError, Result, fused, kernels};
+use super::{ModelError, Result, WeightDtype, fused, kernels};
 
 /// An activation, named as in transformers `ACT2FN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +68,8 @@ enum Weight {
     Rows(Tensor),
     /// Packed at load (decoders): products through [`kernels::matmul_panels`].
     Panels(kernels::Panels),
+    /// Packed at load as bfloat16 (`--dtype bfloat16`, decoders).
+    Bf16Panels(kernels::Bf16Panels),
     /// Packed at load (encoders): products through the fused kernels' [`super::sgemm`].
     Gemm(kernels::Panels),
 }
@@ -103,6 +105,18 @@ impl Linear {
         })
     }
 
+    /// [`Self::packed`], the weight stored as `dtype`: bfloat16 [`kernels::Bf16Panels`]
+    /// (rounded to nearest-even once, here) for [`WeightDtype::Bf16`].
+    pub(crate) fn packed_as(self, dtype: WeightDtype) -> Result<Self> {
+        match (dtype, &self.weight) {
+            (WeightDtype::Bf16, Weight::Rows(w)) if w.device().is_cpu() => Ok(Self {
+                weight: Weight::Bf16Panels(kernels::Bf16Panels::from_tensor(w)?),
+                bias: self.bias,
+            }),
+            _ => self.packed(),
+        }
+    }
+
     /// The same layer with its weight packed for the encoders' own matmul
     /// ([`super::sgemm`]), where the CPU has AVX-512 and the weight is f32 on the CPU; otherwise
     /// unchanged (the `gemm` crate then runs it). The row-major weight is dropped.
@@ -127,7 +141,7 @@ impl Linear {
     pub(crate) fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
             Weight::Rows(w) => Some(w),
-            Weight::Panels(_) | Weight::Gemm(_) => None,
+            Weight::Panels(_) | Weight::Bf16Panels(_) | Weight::Gemm(_) => None,
         }
     }
 
@@ -144,7 +158,7 @@ impl Linear {
         let weight = match &self.weight {
             Weight::Rows(w) if fused::applies(&[w]) => fused::TensorWeight::Rows(w),
             Weight::Gemm(p) => fused::TensorWeight::Packed(p),
-            Weight::Rows(_) | Weight::Panels(_) => return None,
+            Weight::Rows(_) | Weight::Panels(_) | Weight::Bf16Panels(_) => return None,
         };
         (fused::applies(&[x]) && self.bias.as_ref().is_none_or(|b| fused::applies(&[b])))
             .then_some(weight)
@@ -183,6 +197,9 @@ impl Module for Linear {
         }
         let weight = match &self.weight {
             Weight::Panels(p) => return kernels::linear_panels(x, p, self.bias.as_ref()),
+            Weight::Bf16Panels(p) => {
+                return kernels::linear_bf16_panels(x, p, self.bias.as_ref());
+            }
             Weight::Gemm(p) => {
                 // Not f32 on the CPU (the fused kernels took every other case): as f32 there.
                 let x = x.to_dtype(candle_core::DType::F32)?;

@@ -12,17 +12,18 @@
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/phi3/modeling_phi3.py
 // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/gemma/modeling_gemma.py
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Embedding, Module, VarBuilder};
 use serde_json::Value;
 
 use super::decoder::{
-    KvCache, Step, advance, attend, config_f64, config_usize, input_ids, last_logits, positions,
+    Heads, KvCache, Pass, Rows, Step, advance, attend, config_f64, config_usize, logits_rows,
     rms_norm,
 };
+use super::kernels::f32_slice;
 use super::layers::{self, Activation, Linear};
 use super::rope::Rope;
-use super::{ModelError, Result};
+use super::{ModelError, Result, WeightDtype};
 
 #[derive(Debug)]
 struct Layer {
@@ -61,18 +62,30 @@ pub struct Llama {
     recompute_at_switch: bool,
 }
 
-/// A projection, packed for [`super::kernels::matmul_panels`].
-fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder<'_>) -> Result<Linear> {
+/// A projection, packed for [`super::kernels::matmul_panels`] (as `dtype`).
+fn linear(
+    in_dim: usize,
+    out_dim: usize,
+    bias: bool,
+    vb: VarBuilder<'_>,
+    dtype: WeightDtype,
+) -> Result<Linear> {
     if bias {
-        layers::linear(in_dim, out_dim, vb)?.packed()
+        layers::linear(in_dim, out_dim, vb)?.packed_as(dtype)
     } else {
-        layers::linear_no_bias(in_dim, out_dim, vb)?.packed()
+        layers::linear_no_bias(in_dim, out_dim, vb)?.packed_as(dtype)
     }
 }
 
 impl Llama {
-    /// Loads `model.*` and `lm_head.weight` (or the tied embeddings).
-    pub(crate) fn load(vb: &VarBuilder<'_>, cfg: &Value, model_type: &str) -> Result<Self> {
+    /// Loads `model.*` and `lm_head.weight` (or the tied embeddings), the projections and the
+    /// LM head stored as `dtype` (the embeddings and norms stay f32).
+    pub(crate) fn load(
+        vb: &VarBuilder<'_>,
+        cfg: &Value,
+        model_type: &str,
+        dtype: WeightDtype,
+    ) -> Result<Self> {
         let hidden = config_usize(cfg, "hidden_size")?;
         let heads = config_usize(cfg, "num_attention_heads")?;
         let kv_heads = config_usize(cfg, "num_key_value_heads").unwrap_or(heads);
@@ -115,27 +128,27 @@ impl Llama {
                     let (qd, kvd) = (heads * head_dim, kv_heads * head_dim);
                     let w = a.pp("qkv_proj").get((qd + 2 * kvd, hidden), "weight")?;
                     (
-                        Linear::new(w.narrow(0, 0, qd)?, None)?.packed()?,
-                        Linear::new(w.narrow(0, qd, kvd)?, None)?.packed()?,
-                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None)?.packed()?,
+                        Linear::new(w.narrow(0, 0, qd)?, None)?.packed_as(dtype)?,
+                        Linear::new(w.narrow(0, qd, kvd)?, None)?.packed_as(dtype)?,
+                        Linear::new(w.narrow(0, qd + kvd, kvd)?, None)?.packed_as(dtype)?,
                     )
                 } else {
                     (
-                        linear(hidden, heads * head_dim, qkv_bias, a.pp("q_proj"))?,
-                        linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("k_proj"))?,
-                        linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("v_proj"))?,
+                        linear(hidden, heads * head_dim, qkv_bias, a.pp("q_proj"), dtype)?,
+                        linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("k_proj"), dtype)?,
+                        linear(hidden, kv_heads * head_dim, qkv_bias, a.pp("v_proj"), dtype)?,
                     )
                 };
                 let (gate, up) = if phi3 {
                     let w = p.pp("gate_up_proj").get((2 * inter, hidden), "weight")?;
                     (
-                        Linear::new(w.narrow(0, 0, inter)?, None)?.packed()?,
-                        Linear::new(w.narrow(0, inter, inter)?, None)?.packed()?,
+                        Linear::new(w.narrow(0, 0, inter)?, None)?.packed_as(dtype)?,
+                        Linear::new(w.narrow(0, inter, inter)?, None)?.packed_as(dtype)?,
                     )
                 } else {
                     (
-                        linear(hidden, inter, mlp_bias, p.pp("gate_proj"))?,
-                        linear(hidden, inter, mlp_bias, p.pp("up_proj"))?,
+                        linear(hidden, inter, mlp_bias, p.pp("gate_proj"), dtype)?,
+                        linear(hidden, inter, mlp_bias, p.pp("up_proj"), dtype)?,
                     )
                 };
                 Ok(Layer {
@@ -149,11 +162,12 @@ impl Llama {
                         model_type == "llama"
                             && cfg.get("attention_bias").and_then(Value::as_bool) == Some(true),
                         a.pp("o_proj"),
+                        dtype,
                     )?,
                     post_norm: norm("post_attention_layernorm")?,
                     gate,
                     up,
-                    down: linear(inter, hidden, mlp_bias, p.pp("down_proj"))?,
+                    down: linear(inter, hidden, mlp_bias, p.pp("down_proj"), dtype)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -164,9 +178,9 @@ impl Llama {
             .and_then(Value::as_bool)
             .unwrap_or(gemma);
         let lm_head = if !tied && vb.contains_tensor("lm_head.weight") {
-            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed()?
+            Linear::new(vb.get((vocab, hidden), "lm_head.weight")?, None)?.packed_as(dtype)?
         } else {
-            Linear::new(embed.embeddings().clone(), None)?.packed()?
+            Linear::new(embed.embeddings().clone(), None)?.packed_as(dtype)?
         };
         Ok(Self {
             embed,
@@ -192,14 +206,15 @@ impl Llama {
         self.max_positions
     }
 
-    /// Rotates the first `rope.dim()` dimensions of `x` (`[B, heads, T, head_dim]`); the rest
+    /// Rotates the first `rope.dim()` dimensions of `x` (`[1, N, heads, head_dim]`); the rest
     /// pass unchanged (`partial_rotary_factor`).
     fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let dim = self.rope.dim();
+        let x = x.contiguous()?;
         if dim == self.head_dim {
-            return Ok(candle_nn::rotary_emb::rope(x, cos, sin)?);
+            return Ok(candle_nn::rotary_emb::rope_thd(&x, cos, sin)?);
         }
-        let rot = candle_nn::rotary_emb::rope(&x.narrow(3, 0, dim)?.contiguous()?, cos, sin)?;
+        let rot = candle_nn::rotary_emb::rope_thd(&x.narrow(3, 0, dim)?.contiguous()?, cos, sin)?;
         let pass = x.narrow(3, dim, self.head_dim - dim)?;
         Ok(Tensor::cat(&[&rot, &pass], 3)?.contiguous()?)
     }
@@ -267,32 +282,56 @@ impl Llama {
     /// One pass over `steps` (no cache switch).
     pub(super) fn forward_rows(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
         let device = self.embed.embeddings().device().clone();
-        let ids = input_ids(steps, &device)?;
-        let (b, t) = ids.dims2()?;
-        let pos = positions(steps);
-        let (cos, sin) = self.rope.tables(&pos, b, t, &device)?;
+        let pass = Pass::new(steps)?;
+        let n = pass.tokens();
+        let (cos, sin) = self.rope.tables(&pass.positions, &pass.lens(), &device)?;
+        let ids = Tensor::from_slice(&pass.ids, n, &device)?;
+        // `[N, hidden]`: every row's new tokens, end to end.
         let mut h = self.embed.forward(&ids)?;
         if let Some(scale) = self.embed_scale {
             h = (h * scale)?;
         }
         let mut caches: Vec<&mut KvCache> = steps.iter_mut().map(|s| &mut *s.cache).collect();
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let heads = Heads {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            scale: (1.0 / (self.head_dim as f64).sqrt()) as f32,
+            window: self.window,
+        };
+        let (qw, kvw) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
         for (i, layer) in self.layers.iter().enumerate() {
             let x = rms_norm(&h, &layer.input_norm, self.eps)?;
-            let shape = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
-                y.reshape((b, t, n, self.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
+            // `[1, N, heads, head_dim]` for the rotation, then `[N, width]` again.
+            let rotated = |y: Tensor, count: usize| -> Result<Tensor> {
+                let y = y.reshape((1, n, count, self.head_dim))?;
+                Ok(self
+                    .rotate(&y, &cos, &sin)?
+                    .reshape((n, count * self.head_dim))?)
             };
-            let q = shape(layer.q.forward(&x)?, self.heads)?;
-            let k = shape(layer.k.forward(&x)?, self.kv_heads)?;
-            let v = shape(layer.v.forward(&x)?, self.kv_heads)?;
-            let q = self.rotate(&q, &cos, &sin)?;
-            let k = self.rotate(&k, &cos, &sin)?;
-            let ctx = attend(&q, &k, &v, &mut caches, i, scale, self.window)?;
-            let ctx = ctx
-                .transpose(1, 2)?
-                .reshape((b, t, self.heads * self.head_dim))?;
+            let q = rotated(layer.q.forward(&x)?, self.heads)?;
+            let k = rotated(layer.k.forward(&x)?, self.kv_heads)?;
+            let v = layer.v.forward(&x)?.contiguous()?;
+            let ctx = {
+                let (qs, ql) = q.storage_and_layout();
+                let (ks, kl) = k.storage_and_layout();
+                let (vs, vl) = v.storage_and_layout();
+                let rows = |data, stride| Rows {
+                    data,
+                    stride,
+                    offset: 0,
+                };
+                attend(
+                    &pass,
+                    &mut caches,
+                    i,
+                    rows(f32_slice(&qs, ql, "q")?, qw),
+                    rows(f32_slice(&ks, kl, "k")?, kvw),
+                    rows(f32_slice(&vs, vl, "v")?, kvw),
+                    heads,
+                )
+            };
+            let ctx = Tensor::from_vec(ctx, (n, qw), &device)?;
             h = (h + layer.o.forward(&ctx)?)?;
             let x = rms_norm(&h, &layer.post_norm, self.eps)?;
             let mlp = layer
@@ -302,12 +341,11 @@ impl Llama {
         }
         drop(caches);
         advance(steps);
-        let last = h.narrow(1, t - 1, 1)?;
+        let last = h.index_select(&pass.last_tokens(&device)?, 0)?;
         let logits = self
             .lm_head
-            .forward(&rms_norm(&last, &self.norm, self.eps)?)?
-            .to_dtype(DType::F32)?;
-        last_logits(&logits)
+            .forward(&rms_norm(&last, &self.norm, self.eps)?)?;
+        logits_rows(&logits)
     }
 }
 
@@ -320,15 +358,24 @@ fn norm_weight(vb: &VarBuilder<'_>, hidden: usize, gemma: bool) -> Result<Tensor
 /// The sliding window transformers 4.51 applies to every layer on CPU (its sdpa and eager
 /// masks): Mistral's and Phi-3's `sliding_window`, and Qwen2's too, whatever
 /// `use_sliding_window` and `max_window_layers` say (those reach flash attention only, which
-/// the reference does not run; `Qwen2Config` defaults the window to 4096 when the key is absent).
+/// the reference does not run). `MistralConfig` and `Qwen2Config` default the window to 4096
+/// when the key is absent (transformers 4.51.3), `Phi3Config` to none.
 #[allow(clippy::unnecessary_wraps)] // one signature for the checks a family may add
 fn sliding_window(cfg: &Value, model_type: &str) -> Result<Option<usize>> {
     let window = cfg.get("sliding_window");
     let size = window.and_then(Value::as_u64).map(|w| w as usize);
     Ok(match model_type {
+        // `MistralConfig` and `Qwen2Config` default the window to 4096 when the key is absent
+        // (an explicit null is no window); `Phi3Config` defaults it to none.
+        "mistral" | "qwen2" if window.is_none() => Some(4096),
         "mistral" | "phi3" => size.filter(|&w| w > 0),
-        "qwen2" if window.is_none() => Some(4096),
         "qwen2" => size.filter(|&w| w > 0),
         _ => None,
     })
+}
+
+/// [`sliding_window`], for the tests.
+#[cfg(test)]
+pub(super) fn sliding_window_of(cfg: &Value, model_type: &str) -> Option<usize> {
+    sliding_window(cfg, model_type).ok().flatten()
 }

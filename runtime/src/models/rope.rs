@@ -176,18 +176,22 @@ impl Rope {
         self.long.as_ref().map(|_| self.original)
     }
 
-    /// cos and sin `[B, T, dim / 2]` of every new token, `pos` being `[B, T]` row-major.
+    /// cos and sin `[N, dim / 2]` of every new token of a pass, `pos` being the rows' positions
+    /// end to end, `lens` each row's count (a longrope row takes the long factors when its last
+    /// position is past the original length).
     pub(crate) fn tables(
         &self,
         pos: &[u32],
-        b: usize,
-        t: usize,
+        lens: &[usize],
         device: &Device,
     ) -> Result<(Tensor, Tensor)> {
         let half = self.dim / 2;
         let mut cos = Vec::with_capacity(pos.len() * half);
         let mut sin = Vec::with_capacity(pos.len() * half);
-        for row in pos.chunks(t.max(1)) {
+        let mut rest = pos;
+        for &len in lens {
+            let (row, after) = rest.split_at(len.min(rest.len()));
+            rest = after;
             let last = row.last().copied().unwrap_or(0) as usize;
             let inv = match &self.long {
                 Some(long) if last + 1 > self.original => long,
@@ -201,9 +205,10 @@ impl Rope {
                 }
             }
         }
+        let n = cos.len() / half.max(1);
         Ok((
-            Tensor::from_vec(cos, (b, t, half), device)?,
-            Tensor::from_vec(sin, (b, t, half), device)?,
+            Tensor::from_vec(cos, (n, half), device)?,
+            Tensor::from_vec(sin, (n, half), device)?,
         ))
     }
 }
@@ -374,10 +379,10 @@ mod tests {
         assert!((rope.scaling - attention).abs() < 1e-7);
         let device = Device::Cpu;
         // Row 0 ends at position 31 (short), row 1 at 32 (long): position 1's angle halves.
-        let (cos, _) = rope.tables(&[1, 31, 1, 32], 2, 2, &device).unwrap();
-        let cos = cos.to_vec3::<f32>().unwrap();
-        assert!((cos[0][0][0] - 1f32.cos() * attention).abs() < 1e-6);
-        assert!((cos[1][0][0] - 0.5f32.cos() * attention).abs() < 1e-6);
+        let (cos, _) = rope.tables(&[1, 31, 1, 32], &[2, 2], &device).unwrap();
+        let cos = cos.to_vec2::<f32>().unwrap();
+        assert!((cos[0][0] - 1f32.cos() * attention).abs() < 1e-6);
+        assert!((cos[2][0] - 0.5f32.cos() * attention).abs() < 1e-6);
     }
 
     /// Expected: transformers 4.51.3's `ROPE_INIT_FUNCTIONS["yarn"]` on
