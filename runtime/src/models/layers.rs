@@ -4,7 +4,7 @@
 use candle_core::{D, Tensor};
 use candle_nn::{Module, VarBuilder};
 
-use super::{ModelError, Result, fused, kernels};
+use super::{ModelError, Result, bf16, fused, kernels};
 
 /// An activation, named as in transformers `ACT2FN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +68,8 @@ enum Weight {
     Rows(Tensor),
     /// Packed at load.
     Panels(kernels::Panels),
+    /// Rounded to bf16 and packed at load (`--dtype bfloat16`, [`bf16`]).
+    Bf16(bf16::Packed),
 }
 
 impl Linear {
@@ -101,11 +103,27 @@ impl Linear {
         })
     }
 
+    /// The same layer with its weight rounded to bf16 and packed ([`bf16::Packed`]; f32 CPU
+    /// weights, others stay as they are). The f32 weight is dropped (unless shared).
+    pub(crate) fn to_bf16(self) -> Result<Self> {
+        let Weight::Rows(w) = &self.weight else {
+            return Ok(self);
+        };
+        if w.dtype() != candle_core::DType::F32 || !w.device().is_cpu() {
+            return Ok(self);
+        }
+        let packed = bf16::Packed::from_tensor(w)?;
+        Ok(Self {
+            weight: Weight::Bf16(packed),
+            bias: self.bias,
+        })
+    }
+
     /// `[out, in]`, unless packed.
     pub(crate) fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
             Weight::Rows(w) => Some(w),
-            Weight::Panels(_) => None,
+            Weight::Panels(_) | Weight::Bf16(_) => None,
         }
     }
 
@@ -128,7 +146,7 @@ impl Linear {
     fn rows(&self) -> candle_core::Result<&Tensor> {
         match &self.weight {
             Weight::Rows(w) => Ok(w),
-            Weight::Panels(_) => Err(candle_core::Error::Msg(
+            Weight::Panels(_) | Weight::Bf16(_) => Err(candle_core::Error::Msg(
                 "a packed weight has no row-major copy".to_owned(),
             )),
         }
@@ -141,6 +159,9 @@ impl Linear {
         x: &Tensor,
         residual: &Tensor,
     ) -> candle_core::Result<Tensor> {
+        if let Weight::Bf16(w) = &self.weight {
+            return bf16::linear_tensor(x, w, self.bias.as_ref(), Some(residual), false);
+        }
         if self.fused_applies(x) && fused::applies(&[residual]) {
             return fused::linear_tensor(x, self.rows()?, self.bias.as_ref(), Some(residual));
         }
@@ -149,6 +170,11 @@ impl Linear {
 
     /// `act(x · Wᵀ + b)`; the exact GELU is applied in place on the matmul's output.
     pub(crate) fn forward_act(&self, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+        if let Weight::Bf16(w) = &self.weight {
+            let gelu = act == Activation::GeluErf;
+            let y = bf16::linear_tensor(x, w, self.bias.as_ref(), None, gelu)?;
+            return if gelu { Ok(y) } else { act.forward(&y) };
+        }
         if act == Activation::GeluErf && self.fused_applies(x) {
             return fused::linear_gelu_erf(x, self.rows()?, self.bias.as_ref());
         }
@@ -163,6 +189,7 @@ impl Module for Linear {
         }
         let weight = match &self.weight {
             Weight::Panels(p) => return kernels::linear_panels(x, p, self.bias.as_ref()),
+            Weight::Bf16(w) => return bf16::linear_tensor(x, w, self.bias.as_ref(), None, false),
             Weight::Rows(w) => w,
         };
         if kernels::linear_applies(x, weight) {
@@ -266,6 +293,14 @@ impl SelfAttention {
             qkv: Linear::new(weight, Some(bias))?,
             heads,
             head_dim: hidden / heads,
+        })
+    }
+
+    /// The same attention with its Q/K/V projection in bf16 ([`Linear::to_bf16`]).
+    pub(crate) fn to_bf16(self) -> Result<Self> {
+        Ok(Self {
+            qkv: self.qkv.to_bf16()?,
+            ..self
         })
     }
 
