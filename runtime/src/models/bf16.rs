@@ -79,12 +79,18 @@ impl Packed {
                 .par_chunks_mut(kl * PANEL)
                 .enumerate()
                 .for_each(|(p, panel)| {
-                    for col in 0..PANEL.min(n - p * PANEL) {
-                        let (t, c) = (col / 16, col % 16);
-                        let row = &w[(p * PANEL + col) * k..(p * PANEL + col + 1) * k];
-                        for (kk, v) in row.iter().enumerate() {
-                            let (step, r, e) = (kk / 32, (kk % 32) / 2, kk % 2);
-                            panel[step * PANEL + t * 16 + r].0[2 * c + e] = round(*v);
+                    // Written in order, read from the panel's 32 weight rows side by side.
+                    let cols = PANEL.min(n - p * PANEL);
+                    for (li, line) in panel.iter_mut().enumerate() {
+                        let (step, t, r) = (li / PANEL, (li % PANEL) / 16, li % 16);
+                        for c in 0..16.min(cols.saturating_sub(t * 16)) {
+                            let row = &w[(p * PANEL + t * 16 + c) * k..][..k];
+                            for e in 0..2 {
+                                let kk = step * 32 + 2 * r + e;
+                                if kk < k {
+                                    line.0[2 * c + e] = round(row[kk]);
+                                }
+                            }
                         }
                     }
                 });
@@ -243,12 +249,16 @@ pub(crate) fn linear_tensor(
     Tensor::from_vec(y, shape, x.device())
 }
 
+/// The bf16 activations of one row chunk: half of this CPU's 2 MiB L2.
+const ROW_CHUNK_BYTES: usize = 1 << 20;
+
 /// Below this many (padded) multiply-adds a call stays on the calling thread.
 const PARALLEL_MIN_WORK: usize = 1 << 20;
 
 /// `y = x · Wᵀ + bias + residual` for `x` `[m, k]` (f32, rounded to bf16 here), `W` packed,
-/// `bias` `[n]`, `residual` `[m, n]`, all row-major; `y` is `[m, n]` f32. Panels of 32 outputs
-/// run in parallel on rayon's threads, each over every row (its weights read once a call).
+/// `bias` `[n]`, `residual` `[m, n]`, all row-major; `y` is `[m, n]` f32. The work is cut into
+/// (row chunk, panel of 32 outputs) tasks run on rayon's threads; a row chunk's activations stay
+/// in L2 while the panels go by.
 ///
 /// # Panics
 /// If the slices do not have the stated sizes or `path` is not available (caller bugs).
@@ -282,11 +292,32 @@ pub(crate) fn linear_on(
     let xb = to_lines(x, m, k, mp, kl);
     let panels = n.div_ceil(PANEL);
     let mut out = vec![0f32; panels * mp * PANEL];
-    let run = |(p, o): (usize, &mut [f32])| {
-        // The start values: bias + residual.
+    // Row chunks whose bf16 activations fit in half of L2 (2 MiB a core here), so that a chunk
+    // is read from memory once and then reused by every panel; a panel's weights are read once
+    // a chunk.
+    let mc = (ROW_CHUNK_BYTES / (kl.max(1) * std::mem::size_of::<Line>()))
+        .max(1)
+        .next_multiple_of(2 * amx::TILE_ROWS)
+        .min(mp);
+    // Tasks in (row chunk, panel) order: rayon splits the list into contiguous halves, so a
+    // thread keeps its row chunks and goes through the panels.
+    let mut tasks: Vec<(usize, usize, &mut [f32])> = out
+        .chunks_mut(mp * PANEL)
+        .enumerate()
+        .flat_map(|(p, o)| {
+            o.chunks_mut(mc * PANEL)
+                .enumerate()
+                .map(move |(c, o)| (c, p, o))
+        })
+        .collect();
+    tasks.sort_by_key(|&(c, p, _)| (c, p));
+    let run = |(c, p, o): (usize, usize, &mut [f32])| {
+        let r0 = c * mc;
+        let rows = o.len() / PANEL;
+        // The start values: bias + residual (zeros on padding rows).
         let cols = PANEL.min(n - p * PANEL);
-        for i in 0..m {
-            let row = &mut o[i * PANEL..i * PANEL + cols];
+        for i in r0..m.min(r0 + rows) {
+            let row = &mut o[(i - r0) * PANEL..(i - r0) * PANEL + cols];
             if let Some(b) = bias {
                 row.copy_from_slice(&b[p * PANEL..p * PANEL + cols]);
             }
@@ -297,14 +328,15 @@ pub(crate) fn linear_on(
             }
         }
         if kl > 0 {
-            panel(path, &xb, kl, mp, w.panel(p), o);
+            let xs = &xb[r0 * kl..(r0 + rows) * kl];
+            panel(path, xs, kl, rows, w.panel(p), o);
         }
     };
     let parallel = mp * panels * PANEL * kl * 32 >= PARALLEL_MIN_WORK;
     if parallel && rayon::current_num_threads() > 1 {
-        out.par_chunks_mut(mp * PANEL).enumerate().for_each(run);
+        tasks.into_par_iter().for_each(run);
     } else {
-        out.chunks_mut(mp * PANEL).enumerate().for_each(run);
+        tasks.into_iter().for_each(run);
     }
     // `[panel][row][32]` → `[row][n]`.
     let gather = |(i, row): (usize, &mut [f32])| {
@@ -557,6 +589,8 @@ mod tests {
             (100, 130, 7),
             (130, 64, 768),
             (3, 40, 64),
+            // Two row chunks (`ROW_CHUNK_BYTES`): 64 rows of 8192 bf16 are 1 MiB.
+            (100, 40, 8192),
         ];
         let paths: Vec<Path> = Path::ALL.into_iter().filter(|p| p.available()).collect();
         assert!(paths.contains(&Path::Portable));
@@ -569,28 +603,34 @@ mod tests {
             for (with_bias, with_res) in [(false, false), (true, false), (true, true)] {
                 let b = with_bias.then_some(&bias[..]);
                 let r = with_res.then_some(&res[..]);
+                let mut want = vec![(0f64, 0f64); m * n];
+                for i in 0..m {
+                    for j in 0..n {
+                        let start = b.map_or(0.0, |b| f64::from(b[j]))
+                            + r.map_or(0.0, |r| f64::from(r[i * n + j]));
+                        let (mut sum, mut mag) = (start, start.abs());
+                        for l in 0..k {
+                            let p = f64::from(widen(round(x[i * k + l])))
+                                * f64::from(widen(round(w[j * k + l])));
+                            sum += p;
+                            mag += p.abs();
+                        }
+                        want[i * n + j] = (sum, mag);
+                    }
+                }
                 for &path in &paths {
                     let y = linear_on(path, &x, m, &packed, b, r);
                     assert_eq!(y.len(), m * n);
-                    for i in 0..m {
-                        for j in 0..n {
-                            let start = b.map_or(0.0, |b| f64::from(b[j]))
-                                + r.map_or(0.0, |r| f64::from(r[i * n + j]));
-                            let (mut sum, mut mag) = (start, start.abs());
-                            for l in 0..k {
-                                let p = f64::from(widen(round(x[i * k + l])))
-                                    * f64::from(widen(round(w[j * k + l])));
-                                sum += p;
-                                mag += p.abs();
-                            }
-                            let got = f64::from(y[i * n + j]);
-                            let tol = 2e-6 * (k as f64 + 1.0) * mag + 1e-30;
-                            assert!(
-                                (got - sum).abs() <= tol,
-                                "{path:?} m={m} n={n} k={k} bias={with_bias} res={with_res} \
-                                 ({i},{j}): {got} vs {sum} (tol {tol})"
-                            );
-                        }
+                    for (e, (got, (sum, mag))) in y.iter().zip(&want).enumerate() {
+                        let got = f64::from(*got);
+                        let tol = 2e-6 * (k as f64 + 1.0) * mag + 1e-30;
+                        assert!(
+                            (got - sum).abs() <= tol,
+                            "{path:?} m={m} n={n} k={k} bias={with_bias} res={with_res} \
+                             ({}, {}): {got} vs {sum} (tol {tol})",
+                            e / n,
+                            e % n
+                        );
                     }
                 }
             }
