@@ -359,12 +359,12 @@ impl Layer {
     }
 
     /// The same layer with its four linear layers in bf16 (`--dtype bfloat16`).
-    pub(crate) fn to_bf16(self) -> Result<Self> {
+    pub(crate) fn into_bf16(self) -> Result<Self> {
         Ok(Self {
-            attention: self.attention.to_bf16()?,
-            attention_out: self.attention_out.to_bf16()?,
-            intermediate: self.intermediate.to_bf16()?,
-            output: self.output.to_bf16()?,
+            attention: self.attention.into_bf16()?,
+            attention_out: self.attention_out.into_bf16()?,
+            intermediate: self.intermediate.into_bf16()?,
+            output: self.output.into_bf16()?,
             ..self
         })
     }
@@ -448,13 +448,13 @@ impl BertModel {
 
     /// The same model with every linear layer of the encoder (and ELECTRA's / ALBERT's
     /// embedding projection) in bf16; embeddings and norms stay f32.
-    pub(crate) fn to_bf16(mut self) -> Result<Self> {
-        self.embeddings.project = self.embeddings.project.map(Linear::to_bf16).transpose()?;
-        self.mapping_in = self.mapping_in.map(Linear::to_bf16).transpose()?;
+    pub(crate) fn into_bf16(mut self) -> Result<Self> {
+        self.embeddings.project = self.embeddings.project.map(Linear::into_bf16).transpose()?;
+        self.mapping_in = self.mapping_in.map(Linear::into_bf16).transpose()?;
         self.layers = self
             .layers
             .into_iter()
-            .map(Layer::to_bf16)
+            .map(Layer::into_bf16)
             .collect::<Result<_>>()?;
         Ok(self)
     }

@@ -112,11 +112,11 @@ impl DistilBertModel {
     }
 
     /// The same model with every linear layer of the encoder in bf16.
-    pub(crate) fn to_bf16(mut self) -> Result<Self> {
+    pub(crate) fn into_bf16(mut self) -> Result<Self> {
         self.layers = self
             .layers
             .into_iter()
-            .map(Layer::to_bf16)
+            .map(Layer::into_bf16)
             .collect::<Result<_>>()?;
         Ok(self)
     }

@@ -105,7 +105,7 @@ impl Linear {
 
     /// The same layer with its weight rounded to bf16 and packed ([`bf16::Packed`]; f32 CPU
     /// weights, others stay as they are). The f32 weight is dropped (unless shared).
-    pub(crate) fn to_bf16(self) -> Result<Self> {
+    pub(crate) fn into_bf16(self) -> Result<Self> {
         let Weight::Rows(w) = &self.weight else {
             return Ok(self);
         };
@@ -296,10 +296,10 @@ impl SelfAttention {
         })
     }
 
-    /// The same attention with its Q/K/V projection in bf16 ([`Linear::to_bf16`]).
-    pub(crate) fn to_bf16(self) -> Result<Self> {
+    /// The same attention with its Q/K/V projection in bf16 ([`Linear::into_bf16`]).
+    pub(crate) fn into_bf16(self) -> Result<Self> {
         Ok(Self {
-            qkv: self.qkv.to_bf16()?,
+            qkv: self.qkv.into_bf16()?,
             ..self
         })
     }

@@ -485,16 +485,16 @@ impl Encoder {
         let encoder = Self::from_var_builder(&vb, config, head)?;
         match dtype {
             WeightDtype::F32 => Ok(encoder),
-            WeightDtype::Bf16 => encoder.to_bf16(),
+            WeightDtype::Bf16 => encoder.into_bf16(),
         }
     }
 
     /// The same encoder with the linear layers of its backbone in bf16 (`--dtype bfloat16`):
     /// each f32 weight is dropped as it is packed. The heads stay f32.
-    fn to_bf16(self) -> Result<Self> {
+    fn into_bf16(self) -> Result<Self> {
         let backbone = match self.backbone {
-            Backbone::Bert(m) => Backbone::Bert(m.to_bf16()?),
-            Backbone::DistilBert(m) => Backbone::DistilBert(m.to_bf16()?),
+            Backbone::Bert(m) => Backbone::Bert(m.into_bf16()?),
+            Backbone::DistilBert(m) => Backbone::DistilBert(m.into_bf16()?),
             Backbone::DebertaV2(m) => Backbone::DebertaV2(m),
         };
         Ok(Self { backbone, ..self })
