@@ -193,6 +193,18 @@ fn a_stopped_worker_makes_ping_503_with_the_cause() {
     again.expect_error(503, "model_not_ready");
 }
 
+/// Whether `model`'s answers must not change at all when merged with others: the BERT-family
+/// layers run on sagebrush's own matmul where the CPU has AVX-512 (README "The inference
+/// core"), whose sums do not depend on the batch. Elsewhere (the `gemm` crate; DeBERTa-v2 on
+/// candle-transformers) merged answers stay within 1e-4 of single ones.
+fn batch_invariant(model: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
+    avx512 && !model.starts_with("deberta")
+}
+
 /// Answers each body alone, then all at once while the worker is held, so that they are
 /// merged into one round; the merged answers must equal the single ones.
 fn assert_merged_equals_single(model: &str, task: Option<&str>, bodies: &[Value]) {
@@ -222,8 +234,15 @@ fn assert_merged_equals_single(model: &str, task: Option<&str>, bodies: &[Value]
         let (status, text) = handle.join().expect("client");
         assert_eq!(status, 200, "{body} -> {text}");
         let merged: Value = serde_json::from_str(&text).expect("json");
-        compare::json_close(&merged, single, 1e-4)
-            .unwrap_or_else(|e| panic!("{model}: {body}: merged differs from single: {e}"));
+        if batch_invariant(model) {
+            assert_eq!(
+                &merged, single,
+                "{model}: {body}: merged differs from single"
+            );
+        } else {
+            compare::json_close(&merged, single, 1e-4)
+                .unwrap_or_else(|e| panic!("{model}: {body}: merged differs from single: {e}"));
+        }
     }
     let merged_round = format!("requests={}", bodies.len());
     assert!(

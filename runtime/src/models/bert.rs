@@ -349,11 +349,11 @@ impl Layer {
         } = *sizes;
         Ok(Self {
             attention: SelfAttention::load(vb, names.qkv, h, heads)?,
-            attention_out: layers::linear(h, h, vb.pp(names.attention_out))?,
+            attention_out: layers::linear(h, h, vb.pp(names.attention_out))?.for_gemm()?,
             attention_norm: layers::layer_norm(h, eps, vb.pp(names.attention_norm))?,
-            intermediate: layers::linear(h, intermediate, vb.pp(names.intermediate))?,
+            intermediate: layers::linear(h, intermediate, vb.pp(names.intermediate))?.for_gemm()?,
             act,
-            output: layers::linear(intermediate, h, vb.pp(names.output))?,
+            output: layers::linear(intermediate, h, vb.pp(names.output))?.for_gemm()?,
             output_norm: layers::layer_norm(h, eps, vb.pp(names.output_norm))?,
         })
     }

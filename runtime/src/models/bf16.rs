@@ -71,6 +71,20 @@ impl Packed {
     /// If `w` is not `n × k` long (a caller bug).
     pub(crate) fn new(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "w is not [n, k]");
+        Self::build(n, k, |j, kk| w[j * k + kk])
+    }
+
+    /// Rounds and packs a weight already packed as f32 [`kernels::Panels`] (`panel[p][kk][l] =
+    /// W[p·width + l][kk]`).
+    pub(crate) fn from_panels(p: &kernels::Panels) -> Self {
+        let (n, k, width, data) = (p.n(), p.k(), p.width(), p.data());
+        Self::build(n, k, |j, kk| {
+            data[(j / width) * k * width + kk * width + j % width]
+        })
+    }
+
+    /// Packs `W[j][kk] = get(j, kk)` for `j < n`, `kk < k`.
+    fn build(n: usize, k: usize, get: impl Fn(usize, usize) -> f32 + Sync) -> Self {
         let kl = k.div_ceil(32);
         let panels = n.div_ceil(PANEL);
         let mut lines = vec![Line::default(); panels * kl * PANEL];
@@ -84,11 +98,11 @@ impl Packed {
                     for (li, line) in panel.iter_mut().enumerate() {
                         let (step, t, r) = (li / PANEL, (li % PANEL) / 16, li % 16);
                         for c in 0..16.min(cols.saturating_sub(t * 16)) {
-                            let row = &w[(p * PANEL + t * 16 + c) * k..][..k];
+                            let j = p * PANEL + t * 16 + c;
                             for e in 0..2 {
                                 let kk = step * 32 + 2 * r + e;
                                 if kk < k {
-                                    line.0[2 * c + e] = round(row[kk]);
+                                    line.0[2 * c + e] = round(get(j, kk));
                                 }
                             }
                         }
@@ -652,6 +666,18 @@ mod tests {
                     assert_eq!(one, all[i * n..(i + 1) * n], "{path:?} m={m} row {i}");
                 }
             }
+        }
+    }
+
+    /// Packing from the f32 panels of the encoders' matmul gives the same lines as packing the
+    /// row-major weight.
+    #[test]
+    fn packing_from_f32_panels_equals_packing_rows() {
+        for (n, k) in [(1, 1), (33, 17), (70, 200)] {
+            let w = lcg((n + k) as u64, n * k, 1.0);
+            let rows = Packed::new(&w, n, k);
+            let panels = Packed::from_panels(&kernels::Panels::new(&w, n, k));
+            assert_eq!(rows.lines, panels.lines, "n={n} k={k}");
         }
     }
 

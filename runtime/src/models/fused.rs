@@ -1,10 +1,11 @@
 //! Fused CPU kernels of the encoder layer (issue 9 item 6; the profile that chose them is in
 //! docs/benchmarks.md, "Encoder kernels").
 //!
-//! - [`linear`]: `y = x · Wᵀ + b (+ residual)` in one `gemm` call whose destination starts as the
+//! - [`linear_with`]: `y = x · Wᵀ + b (+ residual)` in one matmul whose destination starts as the
 //!   broadcast bias (plus the residual), instead of a matmul, then a bias add, then a residual
-//!   add (three passes over the output and two temporaries). A few rows go through
-//!   [`kernels::matmul_nt`] as before.
+//!   add (three passes over the output and two temporaries): our own [`sgemm`] over weights
+//!   packed at load where the CPU has AVX-512, else one `gemm` call (a few rows through
+//!   [`kernels::matmul_nt`]).
 //! - [`attention`]: softmax(q·kᵀ·scale + mask)·v for every (row, head) straight from the fused
 //!   Q/K/V projection's output `[B·T, 3H]` into the context `[B·T, H]`: no head split/transpose
 //!   copies, no `[B, heads, T, T]` score tensor, the mask and the softmax in the same pass,
@@ -20,30 +21,68 @@ use candle_core::{DType, Tensor};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::kernels;
+use super::{kernels, sgemm};
 
-/// `y = x · wᵀ + bias + residual` for `x` `[m, k]`, `w` `[n, k]` (`nn.Linear`'s layout), `bias`
-/// `[n]`, `residual` `[m, n]`, all row-major; `y` is `[m, n]`.
+/// The weight of [`linear_with`]: row-major `[n, k]`, or packed at load for [`sgemm`].
+#[derive(Clone, Copy)]
+pub(crate) enum FusedWeight<'a> {
+    /// `nn.Linear`'s `[n, k]`, row-major.
+    Rows {
+        /// The weight.
+        w: &'a [f32],
+        /// Outputs.
+        n: usize,
+        /// Inputs.
+        k: usize,
+    },
+    /// Packed for [`sgemm::matmul_add`] (only made where [`sgemm::available`]).
+    Packed(&'a kernels::Panels),
+}
+
+impl FusedWeight<'_> {
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            Self::Rows { n, k, .. } => (*n, *k),
+            Self::Packed(p) => (p.n(), p.k()),
+        }
+    }
+}
+
+/// `y = x · wᵀ + bias + residual` for `x` `[m, k]`, the weight `[n, k]` (`nn.Linear`'s layout,
+/// row-major or packed), `bias` `[n]`, `residual` `[m, n]`, all row-major; `y` is `[m, n]`. The
+/// packed weight goes through [`sgemm::matmul_add`] for any number of rows (the output starting
+/// as the bias plus the residual, then the products in input order: rows do not depend on their
+/// batch); the row-major one through [`kernels::matmul_nt`] for a few rows, else one `gemm`
+/// call whose destination starts as the bias plus the residual.
 ///
 /// # Panics
 /// If the slices do not have the stated sizes (a caller bug).
-pub(crate) fn linear(
+pub(crate) fn linear_with(
     x: &[f32],
     m: usize,
-    w: &[f32],
-    n: usize,
-    k: usize,
+    weight: FusedWeight<'_>,
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
+    let (n, k) = weight.dims();
     assert_eq!(x.len(), m * k, "x is not [m, k]");
-    assert_eq!(w.len(), n * k, "w is not [n, k]");
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "bias is not [n]");
     }
     if let Some(r) = residual {
         assert_eq!(r.len(), m * n, "residual is not [m, n]");
     }
+    let w = match weight {
+        FusedWeight::Packed(p) => {
+            let mut y = starting_values(m, n, bias, residual);
+            sgemm::matmul_add(x, m, p, &mut y);
+            return y;
+        }
+        FusedWeight::Rows { w, .. } => {
+            assert_eq!(w.len(), n * k, "w is not [n, k]");
+            w
+        }
+    };
     if m <= kernels::SMALL_ROWS {
         let mut y = kernels::matmul_nt(x, m, w, n, k, bias);
         if let Some(r) = residual {
@@ -51,6 +90,13 @@ pub(crate) fn linear(
         }
         return y;
     }
+    let mut y = starting_values(m, n, bias, residual);
+    gemm_nt(&mut y, x, w, m, n, k, bias.is_some() || residual.is_some());
+    y
+}
+
+/// `[m, n]`: the residual (or zeros) plus the bias on every row.
+fn starting_values(m: usize, n: usize, bias: Option<&[f32]>, residual: Option<&[f32]>) -> Vec<f32> {
     let mut y = match residual {
         Some(r) => r.to_vec(),
         None => vec![0f32; m * n],
@@ -62,7 +108,6 @@ pub(crate) fn linear(
             add_assign(row, b);
         }
     }
-    gemm_nt(&mut y, x, w, m, n, k, bias.is_some() || residual.is_some());
     y
 }
 
@@ -125,27 +170,31 @@ pub(crate) fn linear_tensor(
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    linear_tensor_then(x, w, bias, residual, |_| ())
+    linear_tensor_then(x, TensorWeight::Rows(w), bias, residual, |_| ())
 }
 
-/// `gelu_erf(x · wᵀ + bias)` ([`linear_tensor`], then [`gelu_erf`] in place on its output).
-pub(crate) fn linear_gelu_erf(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-) -> candle_core::Result<Tensor> {
-    linear_tensor_then(x, w, bias, None, gelu_erf)
+/// The weight of [`linear_tensor_then`].
+#[derive(Clone, Copy)]
+pub(crate) enum TensorWeight<'a> {
+    /// `[n, k]`, f32 on the CPU.
+    Rows(&'a Tensor),
+    /// Packed for [`sgemm`].
+    Packed(&'a kernels::Panels),
 }
 
-/// [`linear`] on tensors, then `then` on the output's elements before it becomes a tensor.
-fn linear_tensor_then(
+/// [`linear_with`] on tensors, then `then` on the output's elements (e.g. [`gelu_erf`] in
+/// place) before it becomes a tensor.
+pub(crate) fn linear_tensor_then(
     x: &Tensor,
-    w: &Tensor,
+    w: TensorWeight<'_>,
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
     then: impl FnOnce(&mut [f32]),
 ) -> candle_core::Result<Tensor> {
-    let (n, k) = w.dims2()?;
+    let (n, k) = match w {
+        TensorWeight::Rows(w) => w.dims2()?,
+        TensorWeight::Packed(p) => (p.n(), p.k()),
+    };
     let dims = x.dims();
     if dims.last() != Some(&k) {
         return Err(candle_core::Error::Msg(format!(
@@ -157,7 +206,10 @@ fn linear_tensor_then(
     let mut shape = dims[..dims.len() - 1].to_vec();
     shape.push(n);
     let x = x.contiguous()?;
-    let w = w.contiguous()?;
+    let rows = match w {
+        TensorWeight::Rows(w) => Some(w.contiguous()?),
+        TensorWeight::Packed(_) => None,
+    };
     let residual = residual.map(Tensor::contiguous).transpose()?;
     if let Some(r) = &residual
         && r.dims() != shape.as_slice()
@@ -169,15 +221,22 @@ fn linear_tensor_then(
     }
     let mut y = {
         let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
+        let ws = rows.as_ref().map(Tensor::storage_and_layout);
+        let weight = match (&ws, w) {
+            (Some((ws, wl)), _) => FusedWeight::Rows {
+                w: kernels::f32_slice(ws, wl, "weight")?,
+                n,
+                k,
+            },
+            (None, TensorWeight::Packed(p)) => FusedWeight::Packed(p),
+            (None, TensorWeight::Rows(_)) => unreachable!("row-major weights were made contiguous"),
+        };
         let b = bias.map(Tensor::storage_and_layout);
         let r = residual.as_ref().map(Tensor::storage_and_layout);
-        linear(
+        linear_with(
             kernels::f32_slice(&xs, xl, "input")?,
             m,
-            kernels::f32_slice(&ws, wl, "weight")?,
-            n,
-            k,
+            weight,
             b.as_ref()
                 .map(|(s, l)| kernels::f32_slice(s, l, "bias"))
                 .transpose()?,
@@ -342,9 +401,17 @@ impl WithSimd for AttentionRows<'_> {
                 scores_row(simd, q, kt, tp, scale, &mut scores);
                 softmax_masked(simd, &mut scores, maskv);
                 let acc = &mut out_row[hi * hd..(hi + 1) * hd];
-                for (j, &p) in scores[..keys].iter().enumerate() {
-                    let v = &qkv[j * 3 * h + 2 * h + hi * hd..][..hd];
-                    axpy(simd, acc, p, v);
+                let v_at = |j: usize| &qkv[j * 3 * h + 2 * h + hi * hd..][..hd];
+                let lanes = S::F32_LANES;
+                match (hd % lanes == 0).then_some(hd / lanes) {
+                    Some(2) => weighted_sum::<S, 2>(simd, acc, &scores[..keys], v_at),
+                    Some(4) => weighted_sum::<S, 4>(simd, acc, &scores[..keys], v_at),
+                    Some(8) => weighted_sum::<S, 8>(simd, acc, &scores[..keys], v_at),
+                    _ => {
+                        for (j, &p) in scores[..keys].iter().enumerate() {
+                            axpy(simd, acc, p, v_at(j));
+                        }
+                    }
                 }
             }
         }
@@ -394,6 +461,27 @@ fn softmax_masked<S: Simd>(simd: S, s: &mut [f32], mask: &[S::f32s]) {
     for v in sv.iter_mut() {
         *v = simd.mul_f32s(*v, inv);
     }
+}
+
+/// `acc += Σ_j p[j] · v(j)` for `acc` of exactly `N` vectors, kept in registers across `j`
+/// (the same fused multiply-adds in the same order as [`axpy`] one `j` at a time).
+#[inline(always)]
+fn weighted_sum<'v, S: Simd, const N: usize>(
+    simd: S,
+    acc: &mut [f32],
+    p: &[f32],
+    v: impl Fn(usize) -> &'v [f32],
+) {
+    let (av, _) = S::as_mut_simd_f32s(acc);
+    let mut regs: [S::f32s; N] = std::array::from_fn(|u| av[u]);
+    for (j, &pj) in p.iter().enumerate() {
+        let pv = simd.splat_f32s(pj);
+        let (vv, _) = S::as_simd_f32s(v(j));
+        for (a, x) in regs.iter_mut().zip(vv) {
+            *a = simd.mul_add_f32s(pv, *x, *a);
+        }
+    }
+    av[..N].copy_from_slice(&regs);
 }
 
 /// `acc += p · v`.
@@ -655,21 +743,27 @@ mod tests {
                 .and_then(|y| y.broadcast_add(&b))
                 .and_then(|y| y + &r)
                 .expect("want");
-            let got = linear_tensor(&x, &w, Some(&b), Some(&r)).expect("got");
-            let d = (got - want)
-                .and_then(|d| d.abs())
-                .and_then(|d| d.max_all())
-                .and_then(|d| d.to_scalar::<f32>())
-                .expect("diff");
-            assert!(d < 1e-4, "m={m} n={n} k={k}: {d}");
-            let plain = linear_tensor(&x, &w, None, None).expect("plain");
-            let want = x.matmul(&w.t().expect("t")).expect("matmul");
-            let d = (plain - want)
-                .and_then(|d| d.abs())
-                .and_then(|d| d.max_all())
-                .and_then(|d| d.to_scalar::<f32>())
-                .expect("diff");
-            assert!(d < 1e-4, "plain m={m} n={n} k={k}: {d}");
+            let packed = kernels::Panels::from_tensor(&w).expect("panels");
+            let mut forms = vec![("rows", TensorWeight::Rows(&w))];
+            if sgemm::available() {
+                forms.push(("packed", TensorWeight::Packed(&packed)));
+            }
+            let diff = |got: Tensor, want: &Tensor| {
+                (got - want)
+                    .and_then(|d| d.abs())
+                    .and_then(|d| d.max_all())
+                    .and_then(|d| d.to_scalar::<f32>())
+                    .expect("diff")
+            };
+            let plain_want = x.matmul(&w.t().expect("t")).expect("matmul");
+            for (form, weight) in forms {
+                let got = linear_tensor_then(&x, weight, Some(&b), Some(&r), |_| ()).expect("got");
+                let d = diff(got, &want);
+                assert!(d < 1e-4, "{form} m={m} n={n} k={k}: {d}");
+                let plain = linear_tensor_then(&x, weight, None, None, |_| ()).expect("plain");
+                let d = diff(plain, &plain_want);
+                assert!(d < 1e-4, "{form} plain m={m} n={n} k={k}: {d}");
+            }
         }
     }
 }

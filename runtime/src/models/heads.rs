@@ -52,7 +52,7 @@ impl HeadModule {
         decoder: Linear,
     ) -> Result<Self> {
         Ok(Self::MaskedLm {
-            dense: layers::linear(h, e, p.pp(dense))?,
+            dense: layers::linear(h, e, p.pp(dense))?.for_gemm()?,
             act,
             norm: layers::layer_norm(e, eps, p.pp(norm))?,
             decoder,
@@ -95,36 +95,36 @@ impl HeadModule {
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L1623
             // (pooler: https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L737)
             (Head::SequenceClassification, Flavor::Bert) => Self::Pooled {
-                dense: layers::linear(h, h, base.pp("pooler.dense"))?,
+                dense: layers::linear(h, h, base.pp("pooler.dense"))?.for_gemm()?,
                 act: Activation::Tanh,
-                out: layers::linear(h, labels, vb.pp("classifier"))?,
+                out: layers::linear(h, labels, vb.pp("classifier"))?.for_gemm()?,
             },
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/roberta/modeling_roberta.py#L1446
             (Head::SequenceClassification, Flavor::Roberta) => Self::Pooled {
-                dense: layers::linear(h, h, vb.pp("classifier.dense"))?,
+                dense: layers::linear(h, h, vb.pp("classifier.dense"))?.for_gemm()?,
                 act: Activation::Tanh,
-                out: layers::linear(h, labels, vb.pp("classifier.out_proj"))?,
+                out: layers::linear(h, labels, vb.pp("classifier.out_proj"))?.for_gemm()?,
             },
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/electra/modeling_electra.py#L895
             (Head::SequenceClassification, Flavor::Electra) => Self::Pooled {
-                dense: layers::linear(h, h, vb.pp("classifier.dense"))?,
+                dense: layers::linear(h, h, vb.pp("classifier.dense"))?.for_gemm()?,
                 act: Activation::GeluErf,
-                out: layers::linear(h, labels, vb.pp("classifier.out_proj"))?,
+                out: layers::linear(h, labels, vb.pp("classifier.out_proj"))?.for_gemm()?,
             },
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L868
             // (pooler: https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/albert/modeling_albert.py#L577)
             (Head::SequenceClassification, Flavor::Albert) => Self::Pooled {
-                dense: layers::linear(h, h, base.pp("pooler"))?,
+                dense: layers::linear(h, h, base.pp("pooler"))?.for_gemm()?,
                 act: Activation::Tanh,
-                out: layers::linear(h, labels, vb.pp("classifier"))?,
+                out: layers::linear(h, labels, vb.pp("classifier"))?.for_gemm()?,
             },
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L1810
             (Head::TokenClassification, _) => {
-                Self::PerToken(layers::linear(h, labels, vb.pp("classifier"))?)
+                Self::PerToken(layers::linear(h, labels, vb.pp("classifier"))?.for_gemm()?)
             }
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L1885
             (Head::QuestionAnswering, _) => {
-                Self::PerToken(layers::linear(h, 2, vb.pp("qa_outputs"))?)
+                Self::PerToken(layers::linear(h, 2, vb.pp("qa_outputs"))?.for_gemm()?)
             }
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/bert/modeling_bert.py#L691
             (Head::MaskedLm, Flavor::Bert) => {
@@ -174,16 +174,18 @@ impl HeadModule {
             Head::Base => Self::Identity,
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L927
             Head::SequenceClassification => Self::Pooled {
-                dense: layers::linear(d, d, vb.pp("pre_classifier"))?,
+                dense: layers::linear(d, d, vb.pp("pre_classifier"))?.for_gemm()?,
                 act: Activation::Relu,
-                out: layers::linear(d, model.num_labels(), vb.pp("classifier"))?,
+                out: layers::linear(d, model.num_labels(), vb.pp("classifier"))?.for_gemm()?,
             },
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L1143
-            Head::TokenClassification => {
-                Self::PerToken(layers::linear(d, model.num_labels(), vb.pp("classifier"))?)
-            }
+            Head::TokenClassification => Self::PerToken(
+                layers::linear(d, model.num_labels(), vb.pp("classifier"))?.for_gemm()?,
+            ),
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L1029
-            Head::QuestionAnswering => Self::PerToken(layers::linear(d, 2, vb.pp("qa_outputs"))?),
+            Head::QuestionAnswering => {
+                Self::PerToken(layers::linear(d, 2, vb.pp("qa_outputs"))?.for_gemm()?)
+            }
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/distilbert/modeling_distilbert.py#L794
             Head::MaskedLm => {
                 let decoder = tied_decoder(
@@ -222,17 +224,19 @@ impl HeadModule {
             Head::SequenceClassification => {
                 let p = cfg.pooler_hidden_size;
                 Self::Pooled {
-                    dense: layers::linear(h, p, vb.pp("pooler.dense"))?,
+                    dense: layers::linear(h, p, vb.pp("pooler.dense"))?.for_gemm()?,
                     act: Activation::from_name(&cfg.pooler_hidden_act)?,
-                    out: layers::linear(p, model.num_labels(), vb.pp("classifier"))?,
+                    out: layers::linear(p, model.num_labels(), vb.pp("classifier"))?.for_gemm()?,
                 }
             }
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L1137
-            Head::TokenClassification => {
-                Self::PerToken(layers::linear(h, model.num_labels(), vb.pp("classifier"))?)
-            }
+            Head::TokenClassification => Self::PerToken(
+                layers::linear(h, model.num_labels(), vb.pp("classifier"))?.for_gemm()?,
+            ),
             // https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L1198
-            Head::QuestionAnswering => Self::PerToken(layers::linear(h, 2, vb.pp("qa_outputs"))?),
+            Head::QuestionAnswering => {
+                Self::PerToken(layers::linear(h, 2, vb.pp("qa_outputs"))?.for_gemm()?)
+            }
             // legacy: https://github.com/huggingface/transformers/blob/v4.51.3/src/transformers/models/deberta_v2/modeling_deberta_v2.py#L857
             Head::MaskedLm if cfg.legacy => {
                 let act = Activation::from_name(&cfg.hidden_act)?;

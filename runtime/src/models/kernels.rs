@@ -163,6 +163,11 @@ pub(crate) fn dispatch<Op: WithSimd>(op: Op) -> Op::Output {
     pulp::Arch::new().dispatch(op)
 }
 
+/// Outputs a panel of [`Panels::new`] holds (the f32 lanes of the vectors [`dispatch`] uses).
+pub(crate) fn panel_width() -> usize {
+    lanes()
+}
+
 /// The f32 lanes of the vectors [`dispatch`] uses.
 fn lanes() -> usize {
     struct Lanes;
@@ -213,6 +218,26 @@ impl Panels {
             k,
             width,
         }
+    }
+
+    /// Outputs (`n` of `[n, k]`).
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inputs (`k` of `[n, k]`).
+    pub(crate) fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Outputs a panel holds.
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The panels, `[n / width][k][width]` (the last one zero-padded).
+    pub(crate) fn data(&self) -> &[f32] {
+        &self.data
     }
 
     /// Packs an f32 CPU tensor `[n, k]`.

@@ -66,10 +66,12 @@ pub(crate) struct Linear {
 enum Weight {
     /// `[out, in]`, contiguous.
     Rows(Tensor),
-    /// Packed at load.
+    /// Packed at load (decoders): products through [`kernels::matmul_panels`].
     Panels(kernels::Panels),
     /// Rounded to bf16 and packed at load (`--dtype bfloat16`, [`bf16`]).
     Bf16(bf16::Packed),
+    /// Packed at load (encoders): products through the fused kernels' [`super::sgemm`].
+    Gemm(kernels::Panels),
 }
 
 impl Linear {
@@ -104,17 +106,38 @@ impl Linear {
     }
 
     /// The same layer with its weight rounded to bf16 and packed ([`bf16::Packed`]; f32 CPU
-    /// weights, others stay as they are). The f32 weight is dropped (unless shared).
+    /// weights, row-major or packed for [`super::sgemm`]; others stay as they are). The f32
+    /// weight is dropped (unless shared).
     pub(crate) fn into_bf16(self) -> Result<Self> {
+        let packed = match &self.weight {
+            Weight::Rows(w) if w.dtype() == candle_core::DType::F32 && w.device().is_cpu() => {
+                bf16::Packed::from_tensor(w)?
+            }
+            Weight::Gemm(p) => bf16::Packed::from_panels(p),
+            Weight::Rows(_) | Weight::Panels(_) | Weight::Bf16(_) => return Ok(self),
+        };
+        Ok(Self {
+            weight: Weight::Bf16(packed),
+            bias: self.bias,
+        })
+    }
+
+    /// The same layer with its weight packed for the encoders' own matmul
+    /// ([`super::sgemm`]), where the CPU has AVX-512 and the weight is f32 on the CPU; otherwise
+    /// unchanged (the `gemm` crate then runs it). The row-major weight is dropped.
+    pub(crate) fn for_gemm(self) -> Result<Self> {
         let Weight::Rows(w) = &self.weight else {
             return Ok(self);
         };
-        if w.dtype() != candle_core::DType::F32 || !w.device().is_cpu() {
+        if !super::sgemm::available()
+            || w.dtype() != candle_core::DType::F32
+            || !w.device().is_cpu()
+        {
             return Ok(self);
         }
-        let packed = bf16::Packed::from_tensor(w)?;
+        let panels = kernels::Panels::from_tensor(w)?;
         Ok(Self {
-            weight: Weight::Bf16(packed),
+            weight: Weight::Gemm(panels),
             bias: self.bias,
         })
     }
@@ -123,7 +146,7 @@ impl Linear {
     pub(crate) fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
             Weight::Rows(w) => Some(w),
-            Weight::Panels(_) | Weight::Bf16(_) => None,
+            Weight::Panels(_) | Weight::Gemm(_) | Weight::Bf16(_) => None,
         }
     }
 
@@ -134,22 +157,16 @@ impl Linear {
 }
 
 impl Linear {
-    /// Whether the fused kernels take `x` with this layer's parameters (f32 on the CPU).
-    fn fused_applies(&self, x: &Tensor) -> bool {
-        let Weight::Rows(w) = &self.weight else {
-            return false;
+    /// The weight for the fused kernels, when they take `x` with this layer's parameters (f32
+    /// on the CPU; a decoder's panels are not theirs).
+    fn fused_weight(&self, x: &Tensor) -> Option<fused::TensorWeight<'_>> {
+        let weight = match &self.weight {
+            Weight::Rows(w) if fused::applies(&[w]) => fused::TensorWeight::Rows(w),
+            Weight::Gemm(p) => fused::TensorWeight::Packed(p),
+            Weight::Rows(_) | Weight::Panels(_) | Weight::Bf16(_) => return None,
         };
-        fused::applies(&[x, w]) && self.bias.as_ref().is_none_or(|b| fused::applies(&[b]))
-    }
-
-    /// The row-major weight, for the fused kernels (only called when [`Self::fused_applies`]).
-    fn rows(&self) -> candle_core::Result<&Tensor> {
-        match &self.weight {
-            Weight::Rows(w) => Ok(w),
-            Weight::Panels(_) | Weight::Bf16(_) => Err(candle_core::Error::Msg(
-                "a packed weight has no row-major copy".to_owned(),
-            )),
-        }
+        (fused::applies(&[x]) && self.bias.as_ref().is_none_or(|b| fused::applies(&[b])))
+            .then_some(weight)
     }
 
     /// `x · Wᵀ + b + residual`, the residual added inside the matmul (its output starts as
@@ -162,8 +179,10 @@ impl Linear {
         if let Weight::Bf16(w) = &self.weight {
             return bf16::linear_tensor(x, w, self.bias.as_ref(), Some(residual), false);
         }
-        if self.fused_applies(x) && fused::applies(&[residual]) {
-            return fused::linear_tensor(x, self.rows()?, self.bias.as_ref(), Some(residual));
+        if let Some(w) = self.fused_weight(x)
+            && fused::applies(&[residual])
+        {
+            return fused::linear_tensor_then(x, w, self.bias.as_ref(), Some(residual), |_| ());
         }
         self.forward(x)? + residual
     }
@@ -175,8 +194,10 @@ impl Linear {
             let y = bf16::linear_tensor(x, w, self.bias.as_ref(), None, gelu)?;
             return if gelu { Ok(y) } else { act.forward(&y) };
         }
-        if act == Activation::GeluErf && self.fused_applies(x) {
-            return fused::linear_gelu_erf(x, self.rows()?, self.bias.as_ref());
+        if act == Activation::GeluErf
+            && let Some(w) = self.fused_weight(x)
+        {
+            return fused::linear_tensor_then(x, w, self.bias.as_ref(), None, fused::gelu_erf);
         }
         act.forward(&self.forward(x)?)
     }
@@ -184,12 +205,24 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if self.fused_applies(x) {
-            return fused::linear_tensor(x, self.rows()?, self.bias.as_ref(), None);
+        if let Some(w) = self.fused_weight(x) {
+            return fused::linear_tensor_then(x, w, self.bias.as_ref(), None, |_| ());
         }
         let weight = match &self.weight {
             Weight::Panels(p) => return kernels::linear_panels(x, p, self.bias.as_ref()),
             Weight::Bf16(w) => return bf16::linear_tensor(x, w, self.bias.as_ref(), None, false),
+            Weight::Gemm(p) => {
+                // Not f32 on the CPU (the fused kernels took every other case): as f32 there.
+                let x = x.to_dtype(candle_core::DType::F32)?;
+                let y = fused::linear_tensor_then(
+                    &x.to_device(&candle_core::Device::Cpu)?,
+                    fused::TensorWeight::Packed(p),
+                    self.bias.as_ref(),
+                    None,
+                    |_| (),
+                )?;
+                return y.to_dtype(x.dtype());
+            }
             Weight::Rows(w) => w,
         };
         if kernels::linear_applies(x, weight) {
@@ -290,7 +323,7 @@ impl SelfAttention {
         let weight = Tensor::cat(&weights, 0)?;
         let bias = Tensor::cat(&biases, 0)?;
         Ok(Self {
-            qkv: Linear::new(weight, Some(bias))?,
+            qkv: Linear::new(weight, Some(bias))?.for_gemm()?,
             heads,
             head_dim: hidden / heads,
         })

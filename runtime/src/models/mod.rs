@@ -37,6 +37,7 @@ mod roberta;
 mod rope;
 pub mod sentence_transformers;
 pub mod seq2seq;
+mod sgemm;
 mod t5;
 pub mod tapas;
 mod weights;

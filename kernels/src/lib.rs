@@ -1,0 +1,244 @@
+//! sagebrush's CPU matrix kernels, in a crate of their own so that debug builds (the test suite)
+//! still optimise them.
+//!
+//! [`matmul_add`]: `out[m, n] += x[m, k] · Wᵀ` with `W` `[n, k]` packed once, at load, as
+//! column panels of 16 outputs (`[n / 16][k][16]`, the last panel zero-padded). candle's matmul
+//! (the `gemm` crate) packs the left-hand side on every call with a strided scalar copy — a
+//! third of BERT-base's 1×128 pass on a 2-core AVX-512 machine — and runs the 768→768 and
+//! 3072→768 products of BERT-base at 70–100 GFLOP/s there. Here nothing is packed per call: an
+//! 8-row × 32-column tile of `out` is kept in 16 AVX-512 registers while `k` runs, each step one
+//! broadcast of `x[i][kk]` per row against two panel vectors. The panels of a `KC`-deep slice
+//! stay in L1 while the rows of an `MC`-row block of `x` pass over them.
+//!
+//! Each output is its start value followed by `x[i][0]·W[j][0]`, `x[i][1]·W[j][1]`, … in input
+//! order, one fused multiply-add each: the order depends on nothing but `k`, so a row's answer is
+//! the same bit for bit alone or in any batch, on any number of threads.
+
+use rayon::prelude::*;
+
+/// Output columns of a panel (one AVX-512 vector of f32).
+pub const WIDTH: usize = 16;
+/// Rows of `x` a micro-tile takes.
+const MR: usize = 8;
+/// Panels a micro-tile takes.
+const NP: usize = 2;
+/// Depth of the slice of `k` whose panels stay in L1 (2 panels × 256 × 64 B = 32 KiB).
+const KC: usize = 256;
+/// Rows of `x` whose `KC`-slice stays in L2 while the panels pass (128 × 256 × 4 B = 128 KiB).
+const MC: usize = 128;
+/// Column groups (of `NP` panels) whose tile of `out` stays in L2 across the slices of `k`.
+const NC_GROUPS: usize = 32;
+/// Below this many multiply-adds a call stays on the calling thread.
+const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+/// Whether [`matmul_add`] can run here: x86-64 with AVX-512F.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `out[i][j] += Σ_kk x[i][kk] · W[j][kk]` (in `kk` order, one fused multiply-add each) for `x`
+/// `[m, k]` and `out` `[m, n]` row-major, `W` `[n, k]` packed as `panels` `[n / 16][k][16]`
+/// (`panels[(p·k + kk)·16 + l] = W[p·16 + l][kk]`, zeros past `n`). Runs on rayon's threads.
+///
+/// # Panics
+/// If the sizes do not match, or the CPU has no AVX-512 (a caller bug: check [`available`]).
+pub fn matmul_add(x: &[f32], m: usize, panels: &[f32], n: usize, k: usize, out: &mut [f32]) {
+    assert_eq!(x.len(), m * k, "x is not [m, k]");
+    assert_eq!(out.len(), m * n, "out is not [m, n]");
+    assert_eq!(
+        panels.len(),
+        n.div_ceil(WIDTH) * k * WIDTH,
+        "panels are not [n / 16][k][16]"
+    );
+    assert!(available(), "matmul_add needs AVX-512");
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let groups = n.div_ceil(WIDTH * NP);
+    let row_blocks = m.div_ceil(MC);
+    let threads = rayon::current_num_threads().max(1);
+    // Tasks: row blocks × column chunks, about two a thread (fewer for small products).
+    let col_chunks = if m * n * k < PARALLEL_MIN_WORK || threads == 1 {
+        1
+    } else {
+        (2 * threads).div_ceil(row_blocks).clamp(1, groups)
+    };
+    let chunk = groups.div_ceil(col_chunks);
+    let col_chunks = groups.div_ceil(chunk);
+    let out_at = Shared(out.as_mut_ptr());
+    let task = |t: usize| {
+        let (rb, cc) = (t / col_chunks, t % col_chunks);
+        let rows = rb * MC..((rb + 1) * MC).min(m);
+        let cols = cc * chunk..((cc + 1) * chunk).min(groups);
+        // SAFETY: AVX-512F is present (asserted above). The task writes only `out`'s rows
+        // `rows` × columns `cols` (in groups of 32), which no other task writes; `x`, `panels`
+        // and `out` have the sizes asserted above, which `block` stays within.
+        #[allow(unsafe_code)]
+        unsafe {
+            block(x, k, panels, n, &out_at, rows, cols);
+        }
+    };
+    let tasks = row_blocks * col_chunks;
+    if tasks == 1 {
+        task(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
+}
+
+/// `out`'s base pointer, shared by tasks that write disjoint tiles.
+struct Shared(*mut f32);
+// SAFETY: the pointer is only used by `matmul_add`'s tasks, each on its own tiles, while
+// `matmul_add` holds the `&mut` borrow of `out`.
+#[allow(unsafe_code)]
+unsafe impl Sync for Shared {}
+
+/// One task of [`matmul_add`]: rows `rows` × column groups `groups` (of `NP` panels).
+///
+/// # Safety
+/// AVX-512F must be present; `x` is `[_, k]`, `panels` the packed `[n, k]`, `out` `[_, n]`, and
+/// no other thread writes these rows × columns of `out` meanwhile.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx512f")]
+unsafe fn block(
+    x: &[f32],
+    k: usize,
+    panels: &[f32],
+    n: usize,
+    out: &Shared,
+    rows: std::ops::Range<usize>,
+    groups: std::ops::Range<usize>,
+) {
+    use std::arch::x86_64::__mmask16;
+    let np = n.div_ceil(WIDTH);
+    // Columns in chunks of `NC_GROUPS` groups: the chunk's rows × columns of `out` stay in L2
+    // while every `KC`-slice of `k` passes (128 rows × 1024 columns × 4 B = 512 KiB).
+    let mut chunk = groups.start;
+    while chunk < groups.end {
+        let chunk_end = (chunk + NC_GROUPS).min(groups.end);
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = KC.min(k - k0);
+            for g in chunk..chunk_end {
+                let p0 = g * NP;
+                let pn = NP.min(np - p0);
+                let last = (n - p0 * WIDTH).min(pn * WIDTH) - (pn - 1) * WIDTH;
+                let mask: __mmask16 = if last == WIDTH {
+                    0xffff
+                } else {
+                    ((1u32 << last) - 1) as u16
+                };
+                // SAFETY (all pointer offsets below): panel `p0 + q` starts at `(p0 + q)·k·16`,
+                // row `kk` of it at `+ kk·16`, within `panels` for `p0 + q < np`, `kk < k`; row
+                // `i` of `x` at `i·k`, of `out` at `i·n`, columns `p0·16 ..` within the row for
+                // the lanes the mask keeps.
+                let b = unsafe { panels.as_ptr().add(p0 * k * WIDTH + k0 * WIDTH) };
+                let mut i = rows.start;
+                while i < rows.end {
+                    let r = (rows.end - i).min(MR);
+                    let a = unsafe { x.as_ptr().add(i * k + k0) };
+                    let c = unsafe { out.0.add(i * n + p0 * WIDTH) };
+                    macro_rules! go {
+                        ($r:literal, $p:literal) => {
+                            unsafe { tile::<$r, $p>(a, k, b, k * WIDTH, kc, c, n, mask) }
+                        };
+                    }
+                    match (r, pn) {
+                        (8, 2) => go!(8, 2),
+                        (7, 2) => go!(7, 2),
+                        (6, 2) => go!(6, 2),
+                        (5, 2) => go!(5, 2),
+                        (4, 2) => go!(4, 2),
+                        (3, 2) => go!(3, 2),
+                        (2, 2) => go!(2, 2),
+                        (1, 2) => go!(1, 2),
+                        (8, _) => go!(8, 1),
+                        (7, _) => go!(7, 1),
+                        (6, _) => go!(6, 1),
+                        (5, _) => go!(5, 1),
+                        (4, _) => go!(4, 1),
+                        (3, _) => go!(3, 1),
+                        (2, _) => go!(2, 1),
+                        _ => go!(1, 1),
+                    }
+                    i += r;
+                }
+            }
+            k0 += kc;
+        }
+        chunk = chunk_end;
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(unsafe_code)]
+unsafe fn block(
+    _: &[f32],
+    _: usize,
+    _: &[f32],
+    _: usize,
+    _: &Shared,
+    _: std::ops::Range<usize>,
+    _: std::ops::Range<usize>,
+) {
+    unreachable!("gemm::available() is false off x86-64");
+}
+
+/// `c[R × P·16] += a[R, kc] · b[P panels][kc][16]`: `a` rows `lda` apart, panels `ldp` apart,
+/// `c` rows `ldc` apart; the last panel's lanes outside `mask` are neither read nor written.
+///
+/// # Safety
+/// AVX-512F; the pointers address `R` rows of `kc` elements (`a`), `P` panels of `kc × 16`
+/// (`b`) and `R` rows of `P·16` elements, the last panel's only where `mask` is set (`c`).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile<const R: usize, const P: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldp: usize,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    mask: std::arch::x86_64::__mmask16,
+) {
+    use std::arch::x86_64::*;
+    let lane_mask = |q: usize| if q == P - 1 { mask } else { 0xffff };
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
+    for (r, row) in acc.iter_mut().enumerate() {
+        for (q, v) in row.iter_mut().enumerate() {
+            // SAFETY: row `r` of `c`, panel `q`'s lanes under the mask (see the contract).
+            *v = unsafe { _mm512_maskz_loadu_ps(lane_mask(q), c.add(r * ldc + q * WIDTH)) };
+        }
+    }
+    for kk in 0..kc {
+        let mut bv = [_mm512_setzero_ps(); P];
+        for (q, v) in bv.iter_mut().enumerate() {
+            // SAFETY: row `kk < kc` of panel `q`.
+            *v = unsafe { _mm512_loadu_ps(b.add(q * ldp + kk * WIDTH)) };
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: element `kk < kc` of row `r < R` of `a`.
+            let av = _mm512_set1_ps(unsafe { *a.add(r * lda + kk) });
+            for (v, w) in row.iter_mut().zip(&bv) {
+                *v = _mm512_fmadd_ps(av, *w, *v);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (q, v) in row.iter().enumerate() {
+            // SAFETY: as the loads above.
+            unsafe { _mm512_mask_storeu_ps(c.add(r * ldc + q * WIDTH), lane_mask(q), *v) };
+        }
+    }
+}

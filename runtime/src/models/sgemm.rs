@@ -1,0 +1,88 @@
+//! The encoders' f32 matrix product over weights packed once at load as [`Panels`]: a thin
+//! layer over `sagebrush_kernels::matmul_add` (the kernel and why it is faster than candle's
+//! matmul for these shapes are documented there). A row's answer does not depend on its batch.
+
+use super::kernels::Panels;
+
+/// Whether [`matmul_add`] can run here (x86-64 with AVX-512F; [`Panels::new`] then packs 16
+/// outputs a panel, the kernel's width).
+pub(crate) fn available() -> bool {
+    sagebrush_kernels::available() && super::kernels::panel_width() == sagebrush_kernels::WIDTH
+}
+
+/// `out[i][j] += Σ_kk x[i][kk] · W[j][kk]`, summed in input order, for `x` `[m, k]` and `out`
+/// `[m, n]` row-major.
+///
+/// # Panics
+/// If the sizes do not match or [`available`] is false (a caller bug).
+pub(crate) fn matmul_add(x: &[f32], m: usize, w: &Panels, out: &mut [f32]) {
+    assert_eq!(
+        w.width(),
+        sagebrush_kernels::WIDTH,
+        "panels packed for another SIMD width"
+    );
+    sagebrush_kernels::matmul_add(x, m, w.data(), w.n(), w.k(), out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// Each output equals its start value followed by the products summed in input order with
+    /// fused multiply-adds (computed here one element at a time with `f32::mul_add`), exactly,
+    /// for sizes that exercise every edge (rows not a multiple of 8 or of the 128-row block,
+    /// columns not a multiple of 16 or 32, depths not a multiple of the 256-deep slice), on one
+    /// thread and on several; and a row's answer is the same alone.
+    #[test]
+    fn equals_ordered_fused_sums_and_rows_do_not_depend_on_their_batch() {
+        if !available() {
+            eprintln!("no AVX-512 here: sgemm::matmul_add is not used, nothing to test");
+            return;
+        }
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (3, 17, 5),
+            (9, 33, 257),
+            (130, 48, 300),
+            (17, 100, 513),
+            (200, 31, 64),
+        ] {
+            let x = lcg(m as u64 * 31 + 1, m * k);
+            let wr = lcg(n as u64 * 17 + k as u64, n * k);
+            let start = lcg(7, m * n);
+            let w = Panels::new(&wr, n, k);
+            let mut out = start.clone();
+            matmul_add(&x, m, &w, &mut out);
+            for i in 0..m {
+                for j in 0..n {
+                    let mut v = start[i * n + j];
+                    for kk in 0..k {
+                        v = x[i * k + kk].mul_add(wr[j * k + kk], v);
+                    }
+                    assert_eq!(
+                        out[i * n + j].to_bits(),
+                        v.to_bits(),
+                        "{m}x{n}x{k} at ({i}, {j})"
+                    );
+                }
+            }
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .expect("pool");
+            let mut alone = start[(m - 1) * n..].to_vec();
+            pool.install(|| matmul_add(&x[(m - 1) * k..], 1, &w, &mut alone));
+            assert_eq!(alone, out[(m - 1) * n..], "{m}x{n}x{k}: last row alone");
+        }
+    }
+}
