@@ -66,6 +66,39 @@ pub struct ForwardStats {
     pub load_ms: f64,
     /// candle's element-wise pool spin limit in effect (`CANDLE_BARRIER_POOL_SPIN_LIMIT`).
     pub spin_limit: Option<String>,
+    /// The weight type (`--dtype`; sagebrush's code only).
+    pub dtype: String,
+    /// CPU time (user + system, all threads) of one forward pass, the mean over the timed
+    /// iterations (`/proc/self/stat`, 10 ms ticks; the machine may be shared, so wall time
+    /// alone does not say how much CPU a pass took).
+    pub forward_cpu_ms: Option<f64>,
+    /// This process's PSS right after the load (`/proc/self/smaps_rollup`), MiB.
+    pub pss_after_load_mib: Option<f64>,
+    /// Peak RSS after the load (`VmHWM`), MiB.
+    pub peak_rss_after_load_mib: Option<f64>,
+}
+
+/// User + system CPU time of this process so far, in milliseconds (Linux).
+fn cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command's closing parenthesis; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0)
+}
+
+/// A `kB` field of a `/proc/self` file, in MiB.
+fn proc_mib(file: &str, field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/self/{file}")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: f64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Loads `model.safetensors` without mmap (the workspace denies `unsafe`).
@@ -75,7 +108,13 @@ pub fn var_builder(dir: &Path) -> Result<VarBuilder<'static>> {
 }
 
 /// Times tokenizing and one forward pass of `workload` (`iters` times after one warm-up).
-pub fn measure(dir: &Path, workload: Workload, code: Code, iters: usize) -> Result<ForwardStats> {
+pub fn measure(
+    dir: &Path,
+    workload: Workload,
+    code: Code,
+    iters: usize,
+    dtype: sagebrush::models::WeightDtype,
+) -> Result<ForwardStats> {
     let cfg_err = |err: Box<dyn std::error::Error + Send + Sync>| ForwardError::Config {
         dir: dir.display().to_string(),
         err,
@@ -108,7 +147,7 @@ pub fn measure(dir: &Path, workload: Workload, code: Code, iters: usize) -> Resu
                 dir,
                 &config,
                 sagebrush::models::Head::SequenceClassification,
-                sagebrush::models::WeightDtype::F32,
+                dtype,
             )?;
             Box::new(move |ids: &[Vec<u32>]| -> Result<Tensor> {
                 let batch = sagebrush::models::EncoderBatch {
@@ -122,6 +161,8 @@ pub fn measure(dir: &Path, workload: Workload, code: Code, iters: usize) -> Resu
         }
     };
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let pss_after_load_mib = proc_mib("smaps_rollup", "Pss:");
+    let peak_rss_after_load_mib = proc_mib("status", "VmHWM:");
 
     let texts = Texts::load(dir)?;
     let inputs = texts.make(workload.inputs, workload.tokens)?;
@@ -138,13 +179,19 @@ pub fn measure(dir: &Path, workload: Workload, code: Code, iters: usize) -> Resu
     let ids = tokenize()?;
     forward(&ids)?;
     let (mut tok, mut fwd) = (Vec::new(), Vec::new());
+    let mut cpu = Some(0.0);
     for _ in 0..iters.max(1) {
         let t = Instant::now();
         let ids = tokenize()?;
         tok.push(t.elapsed().as_secs_f64() * 1e3);
+        let c0 = cpu_ms();
         let t = Instant::now();
         forward(&ids)?.to_vec2::<f32>()?;
         fwd.push(t.elapsed().as_secs_f64() * 1e3);
+        cpu = match (cpu, c0, cpu_ms()) {
+            (Some(sum), Some(a), Some(b)) => Some(sum + b - a),
+            _ => None,
+        };
     }
     Ok(ForwardStats {
         tokenize_ms: median(&mut tok),
@@ -153,6 +200,13 @@ pub fn measure(dir: &Path, workload: Workload, code: Code, iters: usize) -> Resu
         code,
         load_ms,
         spin_limit: std::env::var("CANDLE_BARRIER_POOL_SPIN_LIMIT").ok(),
+        dtype: match code {
+            Code::Candle => "float32".to_owned(),
+            Code::Sagebrush => dtype.to_string(),
+        },
+        forward_cpu_ms: cpu.map(|c| c / iters.max(1) as f64),
+        pss_after_load_mib,
+        peak_rss_after_load_mib,
     })
 }
 

@@ -129,6 +129,9 @@ enum Command {
         /// Timed iterations.
         #[arg(long, default_value_t = 10)]
         iters: usize,
+        /// Weight type of sagebrush's model (`--code sagebrush`): `float32` or `bfloat16`.
+        #[arg(long, default_value = "float32", value_parser = parse_dtype)]
+        dtype: sagebrush::models::WeightDtype,
         #[command(flatten)]
         common: Common,
     },
@@ -327,9 +330,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             workload,
             code,
             iters,
+            dtype,
             common,
         } => {
-            let stats = forward::measure(&common.model, workload, code, iters)?;
+            let stats = forward::measure(&common.model, workload, code, iters, dtype)?;
             common.emit("forward", Some(&workload.to_string()), None, &stats)?;
         }
         Command::Report { results, baseline } => {
@@ -345,4 +349,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--dtype` of `forward`: sagebrush's names (`float32`, `bfloat16`, and their aliases).
+fn parse_dtype(name: &str) -> Result<sagebrush::models::WeightDtype, String> {
+    sagebrush::models::WeightDtype::parse(name)
+        .ok_or_else(|| format!("`{name}` is not a weight type (float32, bfloat16)"))
 }

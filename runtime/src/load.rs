@@ -267,8 +267,6 @@ pub(crate) fn build_native(
                 | Task::Summarization
                 | Task::Translation { .. }
                 | Task::TableQuestionAnswering
-                | Task::SentenceEmbeddings
-                | Task::SentenceSimilarity
         )
     {
         return Err(ModelError::DtypeNotSupported {

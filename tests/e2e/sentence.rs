@@ -156,7 +156,7 @@ fn sentence_batched_embeddings_equal_single_ones() {
 }
 
 /// Where `scripts/fetch-default-model` puts the real model (or `SAGEBRUSH_MINILM_DIR`).
-fn minilm_dir() -> PathBuf {
+pub(crate) fn minilm_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SAGEBRUSH_MINILM_DIR") {
         return PathBuf::from(dir);
     }

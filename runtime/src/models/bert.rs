@@ -358,6 +358,17 @@ impl Layer {
         })
     }
 
+    /// The same layer with its four linear layers in bf16 (`--dtype bfloat16`).
+    pub(crate) fn into_bf16(self) -> Result<Self> {
+        Ok(Self {
+            attention: self.attention.into_bf16()?,
+            attention_out: self.attention_out.into_bf16()?,
+            intermediate: self.intermediate.into_bf16()?,
+            output: self.output.into_bf16()?,
+            ..self
+        })
+    }
+
     /// `xs` `[B, T, H]` with the additive mask `[B, 1, 1, T]`.
     pub(crate) fn forward(&self, xs: &Tensor, additive_mask: &Tensor) -> Result<Tensor> {
         // The residuals are added inside the output projections' matmuls and the GELU is
@@ -433,6 +444,19 @@ impl BertModel {
             layers,
             order,
         })
+    }
+
+    /// The same model with every linear layer of the encoder (and ELECTRA's / ALBERT's
+    /// embedding projection) in bf16; embeddings and norms stay f32.
+    pub(crate) fn into_bf16(mut self) -> Result<Self> {
+        self.embeddings.project = self.embeddings.project.map(Linear::into_bf16).transpose()?;
+        self.mapping_in = self.mapping_in.map(Linear::into_bf16).transpose()?;
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(Layer::into_bf16)
+            .collect::<Result<_>>()?;
+        Ok(self)
     }
 
     /// The last hidden state `[B, T, H]`.

@@ -111,6 +111,16 @@ impl DistilBertModel {
         Ok(Self { embeddings, layers })
     }
 
+    /// The same model with every linear layer of the encoder in bf16.
+    pub(crate) fn into_bf16(mut self) -> Result<Self> {
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(Layer::into_bf16)
+            .collect::<Result<_>>()?;
+        Ok(self)
+    }
+
     /// The last hidden state `[B, T, dim]`.
     pub(crate) fn forward(&self, batch: &BatchTensors) -> Result<Tensor> {
         let mut xs = self.embeddings.forward(batch)?;

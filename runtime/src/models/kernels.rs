@@ -151,7 +151,7 @@ pub(crate) fn linear_applies(x: &Tensor, w: &Tensor) -> bool {
 /// Runs `op` with the best SIMD instruction set of this CPU: AVX-512 (`V4`), else AVX2+FMA
 /// (`V3`), else what `pulp` finds. The choice is the same for every call of a process, which
 /// [`Panels`] relies on (its panel width is the vector width).
-fn dispatch<Op: WithSimd>(op: Op) -> Op::Output {
+pub(crate) fn dispatch<Op: WithSimd>(op: Op) -> Op::Output {
     #[cfg(target_arch = "x86_64")]
     if let Some(simd) = pulp::x86::V4::try_new() {
         return Simd::vectorize(simd, op);

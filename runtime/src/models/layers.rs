@@ -4,7 +4,7 @@
 use candle_core::{D, Tensor};
 use candle_nn::{Module, VarBuilder};
 
-use super::{ModelError, Result, WeightDtype, fused, kernels};
+use super::{ModelError, Result, WeightDtype, bf16, fused, kernels};
 
 /// An activation, named as in transformers `ACT2FN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +70,8 @@ enum Weight {
     Panels(kernels::Panels),
     /// Packed at load as bfloat16 (`--dtype bfloat16`, decoders).
     Bf16Panels(kernels::Bf16Panels),
+    /// Rounded to bf16 and packed at load (`--dtype bfloat16`, [`bf16`]).
+    Bf16(bf16::Packed),
     /// Packed at load (encoders): products through the fused kernels' [`super::sgemm`].
     Gemm(kernels::Panels),
 }
@@ -117,6 +119,25 @@ impl Linear {
         }
     }
 
+    /// The same layer with its weight rounded to bf16 and packed ([`bf16::Packed`]; f32 CPU
+    /// weights, row-major or packed for [`super::sgemm`]; others stay as they are). The f32
+    /// weight is dropped (unless shared).
+    pub(crate) fn into_bf16(self) -> Result<Self> {
+        let packed = match &self.weight {
+            Weight::Rows(w) if w.dtype() == candle_core::DType::F32 && w.device().is_cpu() => {
+                bf16::Packed::from_tensor(w)?
+            }
+            Weight::Gemm(p) => bf16::Packed::from_panels(p),
+            Weight::Rows(_) | Weight::Panels(_) | Weight::Bf16Panels(_) | Weight::Bf16(_) => {
+                return Ok(self);
+            }
+        };
+        Ok(Self {
+            weight: Weight::Bf16(packed),
+            bias: self.bias,
+        })
+    }
+
     /// The same layer with its weight packed for the encoders' own matmul
     /// ([`super::sgemm`]), where the CPU has AVX-512 and the weight is f32 on the CPU; otherwise
     /// unchanged (the `gemm` crate then runs it). The row-major weight is dropped.
@@ -141,7 +162,7 @@ impl Linear {
     pub(crate) fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
             Weight::Rows(w) => Some(w),
-            Weight::Panels(_) | Weight::Bf16Panels(_) | Weight::Gemm(_) => None,
+            Weight::Panels(_) | Weight::Bf16Panels(_) | Weight::Gemm(_) | Weight::Bf16(_) => None,
         }
     }
 
@@ -158,7 +179,9 @@ impl Linear {
         let weight = match &self.weight {
             Weight::Rows(w) if fused::applies(&[w]) => fused::TensorWeight::Rows(w),
             Weight::Gemm(p) => fused::TensorWeight::Packed(p),
-            Weight::Rows(_) | Weight::Panels(_) | Weight::Bf16Panels(_) => return None,
+            Weight::Rows(_) | Weight::Panels(_) | Weight::Bf16Panels(_) | Weight::Bf16(_) => {
+                return None;
+            }
         };
         (fused::applies(&[x]) && self.bias.as_ref().is_none_or(|b| fused::applies(&[b])))
             .then_some(weight)
@@ -171,6 +194,9 @@ impl Linear {
         x: &Tensor,
         residual: &Tensor,
     ) -> candle_core::Result<Tensor> {
+        if let Weight::Bf16(w) = &self.weight {
+            return bf16::linear_tensor(x, w, self.bias.as_ref(), Some(residual), false);
+        }
         if let Some(w) = self.fused_weight(x)
             && fused::applies(&[residual])
         {
@@ -181,6 +207,11 @@ impl Linear {
 
     /// `act(x · Wᵀ + b)`; the exact GELU is applied in place on the matmul's output.
     pub(crate) fn forward_act(&self, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+        if let Weight::Bf16(w) = &self.weight {
+            let gelu = act == Activation::GeluErf;
+            let y = bf16::linear_tensor(x, w, self.bias.as_ref(), None, gelu)?;
+            return if gelu { Ok(y) } else { act.forward(&y) };
+        }
         if act == Activation::GeluErf
             && let Some(w) = self.fused_weight(x)
         {
@@ -200,6 +231,7 @@ impl Module for Linear {
             Weight::Bf16Panels(p) => {
                 return kernels::linear_bf16_panels(x, p, self.bias.as_ref());
             }
+            Weight::Bf16(w) => return bf16::linear_tensor(x, w, self.bias.as_ref(), None, false),
             Weight::Gemm(p) => {
                 // Not f32 on the CPU (the fused kernels took every other case): as f32 there.
                 let x = x.to_dtype(candle_core::DType::F32)?;
@@ -315,6 +347,14 @@ impl SelfAttention {
             qkv: Linear::new(weight, Some(bias))?.for_gemm()?,
             heads,
             head_dim: hidden / heads,
+        })
+    }
+
+    /// The same attention with its Q/K/V projection in bf16 ([`Linear::into_bf16`]).
+    pub(crate) fn into_bf16(self) -> Result<Self> {
+        Ok(Self {
+            qkv: self.qkv.into_bf16()?,
+            ..self
         })
     }
 

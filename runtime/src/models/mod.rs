@@ -19,8 +19,10 @@
 //! candle-transformers' `BertModel` to the bit. DeBERTa-v2's base model is candle-transformers'
 //! (`deberta_v2.rs`), with our heads.
 
+mod amx;
 mod bart;
 mod bert;
+mod bf16;
 mod deberta_v2;
 pub mod decoder;
 mod distilbert;
@@ -471,7 +473,9 @@ impl Encoder {
         Family::of(&config.model_type).ok_or_else(|| ModelError::UnsupportedArchitecture {
             model_type: config.model_type.clone(),
         })?;
-        if dtype != WeightDtype::F32 {
+        // bf16 (`bf16.rs`): the linear layers of the BERT-like and DistilBERT encoders.
+        // DeBERTa-v2's encoder is candle-transformers' and keeps its own f32 layers.
+        if dtype != WeightDtype::F32 && config.model_type == "deberta-v2" {
             return Err(ModelError::DtypeNotSupported {
                 dtype,
                 model_type: config.model_type.clone(),
@@ -479,7 +483,22 @@ impl Encoder {
         }
         let files = WeightFiles::find(dir)?;
         let vb = files.var_builder(DType::F32, &Device::Cpu)?;
-        Self::from_var_builder(&vb, config, head)
+        let encoder = Self::from_var_builder(&vb, config, head)?;
+        match dtype {
+            WeightDtype::F32 => Ok(encoder),
+            WeightDtype::Bf16 => encoder.into_bf16(),
+        }
+    }
+
+    /// The same encoder with the linear layers of its backbone in bf16 (`--dtype bfloat16`):
+    /// each f32 weight is dropped as it is packed. The heads stay f32.
+    fn into_bf16(self) -> Result<Self> {
+        let backbone = match self.backbone {
+            Backbone::Bert(m) => Backbone::Bert(m.into_bf16()?),
+            Backbone::DistilBert(m) => Backbone::DistilBert(m.into_bf16()?),
+            Backbone::DebertaV2(m) => Backbone::DebertaV2(m),
+        };
+        Ok(Self { backbone, ..self })
     }
 
     /// Builds the model from tensors already at hand (state-dict names, on the CPU).
