@@ -27,16 +27,7 @@ pub(crate) fn matmul_add(x: &[f32], m: usize, w: &Panels, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: u64, n: usize) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::models::tests::lcg;
 
     /// Each output equals its start value followed by the products summed in input order with
     /// fused multiply-adds (computed here one element at a time with `f32::mul_add`), exactly,
@@ -57,9 +48,9 @@ mod tests {
             (17, 100, 513),
             (200, 31, 64),
         ] {
-            let x = lcg(m as u64 * 31 + 1, m * k);
-            let wr = lcg(n as u64 * 17 + k as u64, n * k);
-            let start = lcg(7, m * n);
+            let x = lcg(m as u64 * 31 + 1, m * k, 0.5);
+            let wr = lcg(n as u64 * 17 + k as u64, n * k, 0.5);
+            let start = lcg(7, m * n, 0.5);
             let w = Panels::new(&wr, n, k);
             let mut out = start.clone();
             matmul_add(&x, m, &w, &mut out);

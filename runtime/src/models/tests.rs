@@ -1226,3 +1226,19 @@ fn forward_positions_equals_forward_at_those_positions() {
         Err(ModelError::BadBatch { .. })
     ));
 }
+
+/// `n` pseudo-random floats in `[-scale, scale)` from `seed` (a 64-bit LCG): test inputs for the
+/// kernels, the same on every run.
+pub(crate) fn lcg(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
