@@ -18,6 +18,9 @@ use candle_core::{DType, Layout, Storage, Tensor};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
+// bfloat16 rounding (nearest, ties to even) and widening: one implementation, the encoders'.
+use super::bf16::{round as bf16_bits, widen as bf16_value};
+
 /// Rows of `x` up to which [`linear`] takes [`matmul_nt`] rather than candle's matmul: decode
 /// steps (one row a sequence) and short prompts. Above it the product is compute-bound and
 /// `gemm`'s packed micro-kernels are faster.
@@ -260,21 +263,6 @@ pub(crate) struct Bf16Panels {
     n: usize,
     k: usize,
     width: usize,
-}
-
-/// `x` rounded to the nearest bfloat16 (ties to even), as its bits; a NaN stays a (quiet) NaN.
-pub(crate) fn bf16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) as u16) | 0x40;
-    }
-    let round = 0x7fff + ((b >> 16) & 1);
-    ((b + round) >> 16) as u16
-}
-
-/// The f32 a bfloat16 stands for (exact).
-pub(crate) fn bf16_value(bits: u16) -> f32 {
-    f32::from_bits(u32::from(bits) << 16)
 }
 
 impl Bf16Panels {
