@@ -221,16 +221,7 @@ pub(crate) fn linear_tensor(
     gelu: bool,
 ) -> candle_core::Result<Tensor> {
     let (n, k) = (w.n, w.k);
-    let dims = x.dims();
-    if dims.last() != Some(&k) {
-        return Err(candle_core::Error::Msg(format!(
-            "linear: input {:?} does not end in the weight's {k} columns",
-            x.shape()
-        )));
-    }
-    let m = x.elem_count() / k.max(1);
-    let mut shape = dims[..dims.len() - 1].to_vec();
-    shape.push(n);
+    let (m, shape) = kernels::linear_shape(x, k, n)?;
     let x = x.contiguous()?;
     let residual = residual.map(Tensor::contiguous).transpose()?;
     if let Some(r) = &residual

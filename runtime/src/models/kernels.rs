@@ -87,10 +87,13 @@ pub(crate) fn matmul_nt(
     y
 }
 
-/// `x · wᵀ (+ bias)` over the last dimension of `x` with [`matmul_nt`], for f32 CPU tensors
-/// (`w` `[n, k]`, `bias` `[n]`); the result has `x`'s leading dimensions and `n` last.
-pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    let (n, k) = w.dims2()?;
+/// The rows of `x` for a linear layer of `k` inputs and `n` outputs, and the output's shape
+/// (`x`'s leading dimensions, then `n`); an error naming both when `x` does not end in `k`.
+pub(crate) fn linear_shape(
+    x: &Tensor,
+    k: usize,
+    n: usize,
+) -> candle_core::Result<(usize, Vec<usize>)> {
     let dims = x.dims();
     if dims.last() != Some(&k) {
         return Err(candle_core::Error::Msg(format!(
@@ -98,7 +101,16 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_co
             x.shape()
         )));
     }
-    let m = x.elem_count() / k.max(1);
+    let mut shape = dims[..dims.len() - 1].to_vec();
+    shape.push(n);
+    Ok((x.elem_count() / k.max(1), shape))
+}
+
+/// `x · wᵀ (+ bias)` over the last dimension of `x` with [`matmul_nt`], for f32 CPU tensors
+/// (`w` `[n, k]`, `bias` `[n]`); the result has `x`'s leading dimensions and `n` last.
+pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let (n, k) = w.dims2()?;
+    let (m, shape) = linear_shape(x, k, n)?;
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     let (xs, xl) = x.storage_and_layout();
@@ -116,8 +128,6 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_co
         k,
         bias,
     );
-    let mut shape = dims[..dims.len() - 1].to_vec();
-    shape.push(n);
     Tensor::from_vec(y, shape, x.device())
 }
 
@@ -480,14 +490,7 @@ fn linear_with(
     bias: Option<&Tensor>,
     product: impl FnOnce(&[f32], usize, Option<&[f32]>) -> Vec<f32>,
 ) -> candle_core::Result<Tensor> {
-    let dims = x.dims();
-    if dims.last() != Some(&k) {
-        return Err(candle_core::Error::Msg(format!(
-            "linear: input {:?} does not end in the weight's {k} columns",
-            x.shape()
-        )));
-    }
-    let m = x.elem_count() / k.max(1);
+    let (m, shape) = linear_shape(x, k, n)?;
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     let (xs, xl) = x.storage_and_layout();
     let bias_guard = bias.map(Tensor::storage_and_layout);
@@ -496,8 +499,6 @@ fn linear_with(
         None => None,
     };
     let y = product(f32_slice(&xs, xl, "input")?, m, bias);
-    let mut shape = dims[..dims.len() - 1].to_vec();
-    shape.push(n);
     Tensor::from_vec(y, shape, x.device())
 }
 
