@@ -57,7 +57,7 @@ pub(crate) fn widen(b: u16) -> f32 {
 /// (AMX's pair-interleaved `B` layout). Zeros past `n` and `k`.
 #[derive(Clone, Debug)]
 pub(crate) struct Packed {
-    lines: Arc<[Line]>,
+    lines: Arc<Vec<Line>>,
     n: usize,
     k: usize,
     /// Lines (32-wide k steps) of a row: `k` rounded up to 32, over 32.
@@ -110,7 +110,7 @@ impl Packed {
                 });
         }
         Self {
-            lines: lines.into(),
+            lines: Arc::new(lines),
             n,
             k,
             kl,
@@ -128,7 +128,7 @@ impl Packed {
     /// Bytes held (with the padding).
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.lines)
+        std::mem::size_of_val(self.lines.as_slice())
     }
 
     fn panel(&self, p: usize) -> &[Line] {
