@@ -65,6 +65,11 @@ pub(crate) struct Packed {
 }
 
 impl Packed {
+    /// Outputs and inputs (`n`, `k` of `[n, k]`).
+    pub(crate) fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
     /// Rounds and packs the row-major `w` `[n, k]`.
     ///
     /// # Panics
@@ -209,49 +214,6 @@ pub(crate) fn linear(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     linear_on(Path::best(), x, m, w, bias, residual)
-}
-
-/// [`linear`] on tensors: `x` `[..., k]` f32 on the CPU, `bias` `[n]`, `residual` of the
-/// output's shape; then, if `gelu`, the exact GELU in place ([`super::fused::gelu_erf`]).
-pub(crate) fn linear_tensor(
-    x: &Tensor,
-    w: &Packed,
-    bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
-    gelu: bool,
-) -> candle_core::Result<Tensor> {
-    let (n, k) = (w.n, w.k);
-    let (m, shape) = kernels::linear_shape(x, k, n)?;
-    let x = x.contiguous()?;
-    let residual = residual.map(Tensor::contiguous).transpose()?;
-    if let Some(r) = &residual
-        && r.dims() != shape.as_slice()
-    {
-        return Err(candle_core::Error::Msg(format!(
-            "linear: residual {:?} is not the output's {shape:?}",
-            r.shape()
-        )));
-    }
-    let mut y = {
-        let (xs, xl) = x.storage_and_layout();
-        let b = bias.map(Tensor::storage_and_layout);
-        let r = residual.as_ref().map(Tensor::storage_and_layout);
-        linear(
-            kernels::f32_slice(&xs, xl, "input")?,
-            m,
-            w,
-            b.as_ref()
-                .map(|(s, l)| kernels::f32_slice(s, l, "bias"))
-                .transpose()?,
-            r.as_ref()
-                .map(|(s, l)| kernels::f32_slice(s, l, "residual"))
-                .transpose()?,
-        )
-    };
-    if gelu {
-        super::fused::gelu_erf(&mut y);
-    }
-    Tensor::from_vec(y, shape, x.device())
 }
 
 /// The bf16 activations of one row chunk: half of this CPU's 2 MiB L2.

@@ -21,7 +21,7 @@ use candle_core::{DType, Tensor};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::{kernels, sgemm};
+use super::{bf16, kernels, sgemm};
 
 /// The weight of [`linear_with`]: row-major `[n, k]`, or packed at load for [`sgemm`].
 #[derive(Clone, Copy)]
@@ -37,6 +37,8 @@ pub(crate) enum FusedWeight<'a> {
     },
     /// Packed for [`sgemm::matmul_add`] (only made where [`sgemm::available`]).
     Packed(&'a kernels::Panels),
+    /// Rounded to bf16 and packed for [`bf16::linear`] (`--dtype bfloat16`).
+    Bf16(&'a bf16::Packed),
 }
 
 impl FusedWeight<'_> {
@@ -44,6 +46,7 @@ impl FusedWeight<'_> {
         match self {
             Self::Rows { n, k, .. } => (*n, *k),
             Self::Packed(p) => (p.n(), p.k()),
+            Self::Bf16(p) => p.dims(),
         }
     }
 }
@@ -78,6 +81,7 @@ pub(crate) fn linear_with(
             sgemm::matmul_add(x, m, p, &mut y);
             return y;
         }
+        FusedWeight::Bf16(p) => return bf16::linear(x, m, p, bias, residual),
         FusedWeight::Rows { w, .. } => {
             assert_eq!(w.len(), n * k, "w is not [n, k]");
             w
@@ -180,6 +184,8 @@ pub(crate) enum TensorWeight<'a> {
     Rows(&'a Tensor),
     /// Packed for [`sgemm`].
     Packed(&'a kernels::Panels),
+    /// Rounded to bf16 and packed for [`bf16::linear`].
+    Bf16(&'a bf16::Packed),
 }
 
 /// [`linear_with`] on tensors, then `then` on the output's elements (e.g. [`gelu_erf`] in
@@ -194,12 +200,13 @@ pub(crate) fn linear_tensor_then(
     let (n, k) = match w {
         TensorWeight::Rows(w) => w.dims2()?,
         TensorWeight::Packed(p) => (p.n(), p.k()),
+        TensorWeight::Bf16(p) => p.dims(),
     };
     let (m, shape) = kernels::linear_shape(x, k, n)?;
     let x = x.contiguous()?;
     let rows = match w {
         TensorWeight::Rows(w) => Some(w.contiguous()?),
-        TensorWeight::Packed(_) => None,
+        TensorWeight::Packed(_) | TensorWeight::Bf16(_) => None,
     };
     let residual = residual.map(Tensor::contiguous).transpose()?;
     if let Some(r) = &residual
@@ -220,6 +227,7 @@ pub(crate) fn linear_tensor_then(
                 k,
             },
             (None, TensorWeight::Packed(p)) => FusedWeight::Packed(p),
+            (None, TensorWeight::Bf16(p)) => FusedWeight::Bf16(p),
             (None, TensorWeight::Rows(_)) => unreachable!("row-major weights were made contiguous"),
         };
         let b = bias.map(Tensor::storage_and_layout);

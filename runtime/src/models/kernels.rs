@@ -212,25 +212,11 @@ impl Panels {
     /// # Panics
     /// If `w` is not `n × k` long (a caller bug).
     pub(crate) fn new(w: &[f32], n: usize, k: usize) -> Self {
-        assert_eq!(w.len(), n * k, "w is not [n, k]");
         let width = lanes();
-        let mut data = vec![0f32; n.div_ceil(width) * k * width];
-        data.par_chunks_mut((k * width).max(1))
-            .enumerate()
-            .for_each(|(p, panel)| {
-                // Written front to back (the reads stride over the panel's `width` rows).
-                let rows = width.min(n - p * width);
-                let src = &w[p * width * k..(p * width + rows) * k];
-                for (kk, out) in panel.chunks_exact_mut(width).enumerate() {
-                    for (l, v) in out[..rows].iter_mut().enumerate() {
-                        *v = src[l * k + kk];
-                    }
-                }
-            });
         Self {
             // `Arc::new(Vec)`, not `Arc<[f32]>::from(Vec)`: the latter copies the whole buffer
             // into a new allocation (another 340 MB of fresh pages for BERT-base at load).
-            data: std::sync::Arc::new(data),
+            data: std::sync::Arc::new(pack(w, n, k, width, |v| v)),
             n,
             k,
             width,
@@ -266,6 +252,35 @@ impl Panels {
     }
 }
 
+/// The row-major `w` `[n, k]` as column panels of `width` outputs, `[n / width][k][width]`
+/// (zeros past `n`), each element passed through `convert`. Each panel is written front to
+/// back (the reads stride over its `width` rows), the panels on rayon's threads.
+///
+/// # Panics
+/// If `w` is not `n × k` long (a caller bug).
+fn pack<T: Copy + Default + Send>(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    width: usize,
+    convert: impl Fn(f32) -> T + Sync,
+) -> Vec<T> {
+    assert_eq!(w.len(), n * k, "w is not [n, k]");
+    let mut data = vec![T::default(); n.div_ceil(width) * k * width];
+    data.par_chunks_mut((k * width).max(1))
+        .enumerate()
+        .for_each(|(p, panel)| {
+            let rows = width.min(n - p * width);
+            let src = &w[p * width * k..(p * width + rows) * k];
+            for (kk, out) in panel.chunks_exact_mut(width).enumerate() {
+                for (l, v) in out[..rows].iter_mut().enumerate() {
+                    *v = convert(src[l * k + kk]);
+                }
+            }
+        });
+    data
+}
+
 /// [`Panels`] stored as bfloat16 (`--dtype bfloat16`): the same layout, half the bytes. Each
 /// weight is rounded to nearest-even from f32 once, at load; [`matmul_bf16_panels`] widens it
 /// back to f32 in registers (exactly: a bfloat16 is the top half of an f32) and multiplies and
@@ -285,21 +300,9 @@ impl Bf16Panels {
     /// # Panics
     /// If `w` is not `n × k` long (a caller bug).
     pub(crate) fn new(w: &[f32], n: usize, k: usize) -> Self {
-        assert_eq!(w.len(), n * k, "w is not [n, k]");
         let width = lanes();
-        let mut data = vec![0u16; n.div_ceil(width) * k * width];
-        data.par_chunks_mut((k * width).max(1))
-            .enumerate()
-            .for_each(|(p, panel)| {
-                for l in 0..width.min(n - p * width) {
-                    let row = &w[(p * width + l) * k..(p * width + l + 1) * k];
-                    for (kk, v) in row.iter().enumerate() {
-                        panel[kk * width + l] = bf16_bits(*v);
-                    }
-                }
-            });
         Self {
-            data: std::sync::Arc::new(data),
+            data: std::sync::Arc::new(pack(w, n, k, width, bf16_bits)),
             n,
             k,
             width,

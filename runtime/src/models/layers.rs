@@ -179,9 +179,8 @@ impl Linear {
         let weight = match &self.weight {
             Weight::Rows(w) if fused::applies(&[w]) => fused::TensorWeight::Rows(w),
             Weight::Gemm(p) => fused::TensorWeight::Packed(p),
-            Weight::Rows(_) | Weight::Panels(_) | Weight::Bf16Panels(_) | Weight::Bf16(_) => {
-                return None;
-            }
+            Weight::Bf16(p) => fused::TensorWeight::Bf16(p),
+            Weight::Rows(_) | Weight::Panels(_) | Weight::Bf16Panels(_) => return None,
         };
         (fused::applies(&[x]) && self.bias.as_ref().is_none_or(|b| fused::applies(&[b])))
             .then_some(weight)
@@ -194,9 +193,6 @@ impl Linear {
         x: &Tensor,
         residual: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        if let Weight::Bf16(w) = &self.weight {
-            return bf16::linear_tensor(x, w, self.bias.as_ref(), Some(residual), false);
-        }
         if let Some(w) = self.fused_weight(x)
             && fused::applies(&[residual])
         {
@@ -207,11 +203,6 @@ impl Linear {
 
     /// `act(x · Wᵀ + b)`; the exact GELU is applied in place on the matmul's output.
     pub(crate) fn forward_act(&self, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
-        if let Weight::Bf16(w) = &self.weight {
-            let gelu = act == Activation::GeluErf;
-            let y = bf16::linear_tensor(x, w, self.bias.as_ref(), None, gelu)?;
-            return if gelu { Ok(y) } else { act.forward(&y) };
-        }
         if act == Activation::GeluErf
             && let Some(w) = self.fused_weight(x)
         {
@@ -231,7 +222,16 @@ impl Module for Linear {
             Weight::Bf16Panels(p) => {
                 return kernels::linear_bf16_panels(x, p, self.bias.as_ref());
             }
-            Weight::Bf16(w) => return bf16::linear_tensor(x, w, self.bias.as_ref(), None, false),
+            Weight::Bf16(w) => {
+                // Not f32 on the CPU: the kernel says so (bf16 layers run on the CPU only).
+                return fused::linear_tensor_then(
+                    x,
+                    fused::TensorWeight::Bf16(w),
+                    self.bias.as_ref(),
+                    None,
+                    |_| (),
+                );
+            }
             Weight::Gemm(p) => {
                 // Not f32 on the CPU (the fused kernels took every other case): as f32 there.
                 let x = x.to_dtype(candle_core::DType::F32)?;
