@@ -214,6 +214,9 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
+    // The allocator policy of `sagebrush` itself, so that in-process passes cost what they cost
+    // in the server.
+    sagebrush::memory::keep_freed();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

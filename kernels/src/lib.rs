@@ -19,13 +19,13 @@ use rayon::prelude::*;
 /// Output columns of a panel (one AVX-512 vector of f32).
 pub const WIDTH: usize = 16;
 /// Rows of `x` a micro-tile takes.
-const MR: usize = 8;
+const MR: usize = 12;
 /// Panels a micro-tile takes.
 const NP: usize = 2;
 /// Depth of the slice of `k` whose panels stay in L1 (2 panels × 256 × 64 B = 32 KiB).
 const KC: usize = 256;
 /// Rows of `x` whose `KC`-slice stays in L2 while the panels pass (128 × 256 × 4 B = 128 KiB).
-const MC: usize = 128;
+const MC: usize = 144;
 /// Column groups (of `NP` panels) whose tile of `out` stays in L2 across the slices of `k`.
 const NC_GROUPS: usize = 32;
 /// Below this many multiply-adds a call stays on the calling thread.
@@ -93,6 +93,25 @@ pub fn matmul_add(x: &[f32], m: usize, panels: &[f32], n: usize, k: usize, out: 
     }
 }
 
+/// The panel slice a tile fetches ahead: `lines` rows of 16 floats (one cache line each), panel
+/// after panel, `rows` a panel, panels `panel_stride` floats apart from `base`.
+struct Ahead {
+    base: *const f32,
+    panel_stride: usize,
+    rows: usize,
+    lines: usize,
+}
+
+impl Ahead {
+    /// Nothing to fetch (the task's last slice).
+    const NONE: Ahead = Ahead {
+        base: std::ptr::null(),
+        panel_stride: 0,
+        rows: 0,
+        lines: 0,
+    };
+}
+
 /// `out`'s base pointer, shared by tasks that write disjoint tiles.
 struct Shared(*mut f32);
 // SAFETY: the pointer is only used by `matmul_add`'s tasks, each on its own tiles, while
@@ -141,17 +160,47 @@ unsafe fn block(
                 // `i` of `x` at `i·k`, of `out` at `i·n`, columns `p0·16 ..` within the row for
                 // the lanes the mask keeps.
                 let b = unsafe { panels.as_ptr().add(p0 * k * WIDTH + k0 * WIDTH) };
+                // The slice that runs next (the next group at this depth, else the chunk's first
+                // group at the next depth, else the next chunk's first at depth 0) is fetched
+                // into L2 while this one runs, its lines shared out over the row tiles: weights
+                // come from memory, and a tile that waits for them runs at a fraction of its
+                // speed.
+                let next = if g + 1 < chunk_end {
+                    Some((g + 1, k0))
+                } else if k0 + kc < k {
+                    Some((chunk, k0 + kc))
+                } else if chunk_end < groups.end {
+                    Some((chunk_end, 0))
+                } else {
+                    None
+                };
+                let ahead = next.map_or(Ahead::NONE, |(ng, nk0)| Ahead {
+                    // SAFETY: as `b`, for group `ng < groups.end` at depth `nk0 < k`.
+                    base: unsafe { panels.as_ptr().add(ng * NP * k * WIDTH + nk0 * WIDTH) },
+                    panel_stride: k * WIDTH,
+                    rows: KC.min(k - nk0),
+                    lines: KC.min(k - nk0) * NP.min(np - ng * NP),
+                });
+                let tiles = rows.len().div_ceil(MR);
                 let mut i = rows.start;
                 while i < rows.end {
                     let r = (rows.end - i).min(MR);
                     let a = unsafe { x.as_ptr().add(i * k + k0) };
                     let c = unsafe { out.0.add(i * n + p0 * WIDTH) };
+                    let t = (i - rows.start) / MR;
+                    let share = ahead.lines * t / tiles..ahead.lines * (t + 1) / tiles;
                     macro_rules! go {
                         ($r:literal, $p:literal) => {
-                            unsafe { tile::<$r, $p>(a, k, b, k * WIDTH, kc, c, n, mask) }
+                            unsafe {
+                                tile::<$r, $p>(a, k, b, k * WIDTH, kc, c, n, mask, &ahead, share)
+                            }
                         };
                     }
                     match (r, pn) {
+                        (12, 2) => go!(12, 2),
+                        (11, 2) => go!(11, 2),
+                        (10, 2) => go!(10, 2),
+                        (9, 2) => go!(9, 2),
                         (8, 2) => go!(8, 2),
                         (7, 2) => go!(7, 2),
                         (6, 2) => go!(6, 2),
@@ -160,6 +209,10 @@ unsafe fn block(
                         (3, 2) => go!(3, 2),
                         (2, 2) => go!(2, 2),
                         (1, 2) => go!(1, 2),
+                        (12, _) => go!(12, 1),
+                        (11, _) => go!(11, 1),
+                        (10, _) => go!(10, 1),
+                        (9, _) => go!(9, 1),
                         (8, _) => go!(8, 1),
                         (7, _) => go!(7, 1),
                         (6, _) => go!(6, 1),
@@ -211,9 +264,19 @@ unsafe fn tile<const R: usize, const P: usize>(
     c: *mut f32,
     ldc: usize,
     mask: std::arch::x86_64::__mmask16,
+    ahead: &Ahead,
+    share: std::ops::Range<usize>,
 ) {
     use std::arch::x86_64::*;
     let lane_mask = |q: usize| if q == P - 1 { mask } else { 0xffff };
+    // The lines of `ahead` this tile fetches, `per` a step of `kk`.
+    let mut left = share.len();
+    let per = left.div_ceil(kc.max(1));
+    let (mut panel, mut row) = if ahead.rows == 0 {
+        (0, 0)
+    } else {
+        (share.start / ahead.rows, share.start % ahead.rows)
+    };
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     for (r, row) in acc.iter_mut().enumerate() {
         for (q, v) in row.iter_mut().enumerate() {
@@ -221,7 +284,7 @@ unsafe fn tile<const R: usize, const P: usize>(
             *v = unsafe { _mm512_maskz_loadu_ps(lane_mask(q), c.add(r * ldc + q * WIDTH)) };
         }
     }
-    for kk in 0..kc {
+    let step = |kk: usize, acc: &mut [[__m512; P]; R]| {
         let mut bv = [_mm512_setzero_ps(); P];
         for (q, v) in bv.iter_mut().enumerate() {
             // SAFETY: row `kk < kc` of panel `q`.
@@ -234,6 +297,29 @@ unsafe fn tile<const R: usize, const P: usize>(
                 *v = _mm512_fmadd_ps(av, *w, *v);
             }
         }
+    };
+    // The first steps also fetch this tile's share of the next slice, `per` lines each.
+    let fetching = left.div_ceil(per.max(1)).min(kc);
+    for kk in 0..fetching {
+        step(kk, &mut acc);
+        for _ in 0..per.min(left) {
+            // SAFETY: a prefetch does not fault; the address is within `panels` anyway
+            // (panel `panel` of the next slice, row `row < ahead.rows`).
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T1>(
+                    ahead.base.add(panel * ahead.panel_stride + row * WIDTH) as *const i8,
+                )
+            };
+            left -= 1;
+            row += 1;
+            if row == ahead.rows {
+                row = 0;
+                panel += 1;
+            }
+        }
+    }
+    for kk in fetching..kc {
+        step(kk, &mut acc);
     }
     for (r, row) in acc.iter().enumerate() {
         for (q, v) in row.iter().enumerate() {

@@ -19,6 +19,8 @@ pub mod hub;
 pub mod infer;
 /// Source → loaded model, in the background.
 pub mod load;
+/// How freed memory is kept and returned (glibc's allocator).
+pub mod memory;
 /// Prometheus metrics and per-request timings.
 pub mod metrics;
 /// Architectures, heads and weights.

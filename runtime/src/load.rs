@@ -244,30 +244,9 @@ pub(crate) fn build_native(
     task: Option<&Task>,
 ) -> Result<Native, LoadError> {
     let native = build_native_now(dir, cfg, task);
-    release_freed_memory();
+    crate::memory::give_back();
     native
 }
-
-/// Hands the memory freed during a load back to the system. Loading packs each layer's f32
-/// weights into panels (and, with `--dtype bfloat16`, those into bf16), freeing the copy it
-/// replaces; glibc keeps such freed chunks in its heap (its mmap threshold rises with the
-/// large buffers freed first), so without this the process would keep the f32 weights' pages:
-/// a bf16 BERT-base kept 452 MiB of PSS instead of ~310.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn release_freed_memory() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> std::ffi::c_int;
-    }
-    // SAFETY: glibc's `malloc_trim` takes no pointer, only returns free heap pages to the
-    // system, and is safe to call from any thread at any time.
-    unsafe {
-        malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_freed_memory() {}
 
 /// [`build_native`] itself.
 fn build_native_now(

@@ -32,32 +32,10 @@ fn batch_threading(cli: &sagebrush::config::Cli) {
         // SAFETY: called in `main` before any other thread exists (no runtime yet).
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
-    keep_freed_memory();
 }
-
-/// A batch job allocates the same activation buffers (up to a few tens of MiB) pass after
-/// pass. glibc returns them to the kernel and faults fresh zeroed pages in on the next pass:
-/// 835,000 page faults for 256 BERT-base records, about 9 % of the job's CPU. Keep freed
-/// memory in the heap instead (buffers under 32 MiB from the heap, no trimming).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn keep_freed_memory() {
-    const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
-    const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-    unsafe extern "C" {
-        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-    }
-    // SAFETY: glibc's `mallopt` with documented parameters, before any other thread exists.
-    unsafe {
-        mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-        mallopt(M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
 
 fn main() -> std::process::ExitCode {
+    sagebrush::memory::keep_freed();
     default_candle_spin_limit();
     let cli = sagebrush::config::Cli::parse();
     batch_threading(&cli);

@@ -301,10 +301,10 @@ impl CausalLm {
     /// Runs each row's new tokens after its cache and returns each row's last logits. One row
     /// may take any number of tokens (a prompt); several rows take one token each.
     pub fn forward(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
-        match self {
+        super::on_pool(|| match self {
             Self::Gpt2(m) => m.forward(steps),
             Self::Llama(m) => m.forward(steps),
-        }
+        })
     }
 
     /// The longest sequence the model can take (learned positions), if bounded.

@@ -458,6 +458,14 @@ impl Backbone {
     }
 }
 
+/// Runs `f` on one of rayon's threads (in place when already on one). A pass's products split
+/// their work over rayon's threads; run from any other thread, each product is handed over to
+/// them while the caller sleeps until it is done, a wake-up and a sleep a product. Decoding four
+/// rows of a GPT-2-small-sized model, that took a tenth of the time (`perf`, release build).
+pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// An encoder model with one head, loaded once and run on a worker thread.
 pub struct Encoder {
     backbone: Backbone,
@@ -581,7 +589,7 @@ impl Encoder {
     /// `[B,T,2]` (start, end logits); MaskedLm: `[B,T,vocab]`.
     pub fn forward(&self, batch: &EncoderBatch) -> Result<Tensor> {
         let tensors = BatchTensors::new(batch, &self.device)?;
-        let hidden = self.backbone.forward(&tensors)?;
+        let hidden = on_pool(|| self.backbone.forward(&tensors))?;
         self.head_module.forward(&hidden)
     }
 
@@ -610,7 +618,7 @@ impl Encoder {
             }
             flat.push((row * len + pos) as u32);
         }
-        let hidden = self.backbone.forward(&tensors)?;
+        let hidden = on_pool(|| self.backbone.forward(&tensors))?;
         let width = hidden.dim(2)?;
         let index = Tensor::from_vec(flat, positions.len(), &self.device)?;
         let picked = hidden
