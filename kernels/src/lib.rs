@@ -104,7 +104,7 @@ struct Ahead {
 
 impl Ahead {
     /// Nothing to fetch (the task's last slice).
-    const NONE: Ahead = Ahead {
+    const NONE: Self = Self {
         base: std::ptr::null(),
         panel_stride: 0,
         rows: 0,
@@ -272,11 +272,10 @@ unsafe fn tile<const R: usize, const P: usize>(
     // The lines of `ahead` this tile fetches, `per` a step of `kk`.
     let mut left = share.len();
     let per = left.div_ceil(kc.max(1));
-    let (mut panel, mut row) = if ahead.rows == 0 {
-        (0, 0)
-    } else {
-        (share.start / ahead.rows, share.start % ahead.rows)
-    };
+    let (mut panel, mut row) = share
+        .start
+        .checked_div(ahead.rows)
+        .map_or((0, 0), |p| (p, share.start % ahead.rows));
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     for (r, row) in acc.iter_mut().enumerate() {
         for (q, v) in row.iter_mut().enumerate() {
