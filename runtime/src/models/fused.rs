@@ -563,6 +563,50 @@ impl WithSimd for Gelu<'_> {
     }
 }
 
+/// The tanh GELU (`gelu_new`), `x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))) / 2`, in place,
+/// on rayon's threads for large inputs. Written as `x / (1 + e^{−2u})` (the same function:
+/// `(1 + tanh u) / 2` is the logistic of `2u`), one vectorised `exp` per element.
+pub(crate) fn gelu_tanh(xs: &mut [f32]) {
+    const CHUNK: usize = 1 << 14;
+    if xs.len() <= CHUNK {
+        dispatch(GeluTanh(xs));
+    } else {
+        xs.par_chunks_mut(CHUNK).for_each(|c| dispatch(GeluTanh(c)));
+    }
+}
+
+struct GeluTanh<'a>(&'a mut [f32]);
+
+impl WithSimd for GeluTanh<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let (head, tail) = S::as_mut_simd_f32s(self.0);
+        for v in head {
+            *v = gelu_tanh_lanes(simd, *v);
+        }
+        if !tail.is_empty() {
+            let v = gelu_tanh_lanes(simd, simd.partial_load_f32s(tail));
+            simd.partial_store_f32s(tail, v);
+        }
+    }
+}
+
+#[inline(always)]
+fn gelu_tanh_lanes<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    // −2·√(2/π), and √(2/π)·0.044715 folded in: −2u = x · (A + B·x²).
+    const A: f32 = -2.0 * 0.797_884_6;
+    const B: f32 = -2.0 * 0.797_884_6 * 0.044_715;
+    let x2 = simd.mul_f32s(x, x);
+    let minus_2u = simd.mul_f32s(
+        x,
+        simd.mul_add_f32s(simd.splat_f32s(B), x2, simd.splat_f32s(A)),
+    );
+    let e = exp(simd, minus_2u);
+    simd.div_f32s(x, simd.add_f32s(simd.splat_f32s(1.0), e))
+}
+
 /// GELU with `erf` after Abramowitz & Stegun 7.1.26: `erf(z) = 1 − poly(t)·e^{−z²}`,
 /// `t = 1 / (1 + p·z)` for `z ≥ 0`, odd in `z`.
 #[inline(always)]
@@ -652,6 +696,26 @@ mod tests {
         }
         assert_eq!(s[30], 0.0);
         assert_eq!(s[31], 0.0);
+    }
+
+    /// The tanh GELU against the same formula in f64 (the one candle's `gelu` computes in f32),
+    /// over the range where it is not 0 or `x`, and its tails; a length that is not a multiple
+    /// of the SIMD width.
+    #[test]
+    fn gelu_tanh_matches_f64() {
+        let mut xs: Vec<f32> = (-1500..=1500).map(|i| i as f32 * 0.01).collect();
+        xs.extend([-100.0, -60.0, 40.0, 100.0, 0.0, -0.0]);
+        let mut g = xs.clone();
+        gelu_tanh(&mut g);
+        for (x, got) in xs.iter().zip(&g) {
+            let x = f64::from(*x);
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            let want = 0.5 * x * (1.0 + (c * x * (1.0 + 0.044715 * x * x)).tanh());
+            assert!(
+                (f64::from(*got) - want).abs() <= 2e-7 * (1.0 + x.abs()),
+                "gelu_tanh({x}) = {got}, want {want}"
+            );
+        }
     }
 
     /// The fused attention against the same attention written with candle's tensor ops, with

@@ -187,7 +187,7 @@ impl Gpt2 {
             let m = block.ln_2.forward(&h)?;
             let m = block
                 .mlp_proj
-                .forward(&self.act.forward(&block.c_fc.forward(&m)?)?)?;
+                .forward(&block.c_fc.forward_act(&m, self.act)?)?;
             h = (h + m)?;
         }
         drop(caches);

@@ -469,14 +469,18 @@ fn panels_product<E: PanelElem>(
     y
 }
 
-/// [`matmul_panels`] over the last dimension of an f32 CPU tensor `x` (any number of rows);
-/// the result has `x`'s leading dimensions and `n` last.
+/// [`matmul_panels`] over the last dimension of an f32 CPU tensor `x` (any number of rows),
+/// then `then` in place on the output (an activation, or nothing); the result has `x`'s leading
+/// dimensions and `n` last.
 pub(crate) fn linear_panels(
     x: &Tensor,
     w: &Panels,
     bias: Option<&Tensor>,
+    then: impl FnOnce(&mut [f32]),
 ) -> candle_core::Result<Tensor> {
-    linear_with(x, (w.n, w.k), bias, |x, m, b| matmul_panels(x, m, w, b))
+    linear_with(x, (w.n, w.k), bias, then, |x, m, b| {
+        matmul_panels(x, m, w, b)
+    })
 }
 
 /// [`linear_panels`] with bfloat16 weights ([`matmul_bf16_panels`]).
@@ -484,17 +488,19 @@ pub(crate) fn linear_bf16_panels(
     x: &Tensor,
     w: &Bf16Panels,
     bias: Option<&Tensor>,
+    then: impl FnOnce(&mut [f32]),
 ) -> candle_core::Result<Tensor> {
-    linear_with(x, (w.n, w.k), bias, |x, m, b| {
+    linear_with(x, (w.n, w.k), bias, then, |x, m, b| {
         matmul_bf16_panels(x, m, w, b)
     })
 }
 
-/// `product(x, m, bias)` over the last dimension of `x` (`k` wide, giving `n`).
+/// `product(x, m, bias)` over the last dimension of `x` (`k` wide, giving `n`), then `then`.
 fn linear_with(
     x: &Tensor,
     (n, k): (usize, usize),
     bias: Option<&Tensor>,
+    then: impl FnOnce(&mut [f32]),
     product: impl FnOnce(&[f32], usize, Option<&[f32]>) -> Vec<f32>,
 ) -> candle_core::Result<Tensor> {
     let (m, shape) = linear_shape(x, k, n)?;
@@ -505,7 +511,8 @@ fn linear_with(
         Some((bs, bl)) => Some(f32_slice(bs, bl, "bias")?),
         None => None,
     };
-    let y = product(f32_slice(&xs, xl, "input")?, m, bias);
+    let mut y = product(f32_slice(&xs, xl, "input")?, m, bias);
+    then(&mut y);
     Tensor::from_vec(y, shape, x.device())
 }
 
@@ -835,11 +842,12 @@ mod tests {
             assert_eq!((packed.n, packed.k), (n, k));
             for m in (1..=9).chain([37]) {
                 let x = randn(&[m, k], (m * 7 + k) as u64);
-                let got =
-                    assert_linear_equals_candle(&x, &w, &b, |x, b| linear_panels(x, &packed, b));
+                let got = assert_linear_equals_candle(&x, &w, &b, |x, b| {
+                    linear_panels(x, &packed, b, |_| ())
+                });
                 for i in [0, m / 2, m - 1] {
                     let row = x.narrow(0, i, 1).expect("row");
-                    let alone = linear_panels(&row, &packed, Some(&b)).expect("alone");
+                    let alone = linear_panels(&row, &packed, Some(&b), |_| ()).expect("alone");
                     let within = got.narrow(0, i, 1).expect("within");
                     assert_eq!(
                         worst_diff(&alone, &within),
@@ -880,9 +888,9 @@ mod tests {
                         "m={m} n={n} k={k}"
                     );
                 }
-                let got = linear_bf16_panels(&x, &half, Some(&b)).expect("linear");
+                let got = linear_bf16_panels(&x, &half, Some(&b), |_| ()).expect("linear");
                 let last = x.narrow(0, m - 1, 1).expect("row");
-                let alone = linear_bf16_panels(&last, &half, Some(&b)).expect("alone");
+                let alone = linear_bf16_panels(&last, &half, Some(&b), |_| ()).expect("alone");
                 let within = got.narrow(0, m - 1, 1).expect("within");
                 assert_eq!(worst_diff(&alone, &within), 0.0, "m={m} n={n} k={k}");
             }

@@ -1,7 +1,7 @@
 //! Building blocks shared by the encoder families: activations by their transformers names,
 //! linear layers, and multi-head self-attention with one fused Q/K/V projection.
 
-use candle_core::{D, Tensor};
+use candle_core::{D, DType, Tensor};
 use candle_nn::{Module, VarBuilder};
 
 use super::{ModelError, Result, WeightDtype, bf16, fused, kernels};
@@ -201,12 +201,24 @@ impl Linear {
         self.forward(x)? + residual
     }
 
-    /// `act(x · Wᵀ + b)`; the exact GELU is applied in place on the matmul's output.
+    /// `act(x · Wᵀ + b)`; the exact GELU (encoders) and the tanh GELU (decoders' packed
+    /// layers) are applied in place on the matmul's output.
     pub(crate) fn forward_act(&self, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
         if act == Activation::GeluErf
             && let Some(w) = self.fused_weight(x)
         {
             return fused::linear_tensor_then(x, w, self.bias.as_ref(), None, fused::gelu_erf);
+        }
+        if act == Activation::GeluTanh && x.dtype() == DType::F32 && x.device().is_cpu() {
+            match &self.weight {
+                Weight::Panels(p) => {
+                    return kernels::linear_panels(x, p, self.bias.as_ref(), fused::gelu_tanh);
+                }
+                Weight::Bf16Panels(p) => {
+                    return kernels::linear_bf16_panels(x, p, self.bias.as_ref(), fused::gelu_tanh);
+                }
+                _ => {}
+            }
         }
         act.forward(&self.forward(x)?)
     }
@@ -218,9 +230,9 @@ impl Module for Linear {
             return fused::linear_tensor_then(x, w, self.bias.as_ref(), None, |_| ());
         }
         let weight = match &self.weight {
-            Weight::Panels(p) => return kernels::linear_panels(x, p, self.bias.as_ref()),
+            Weight::Panels(p) => return kernels::linear_panels(x, p, self.bias.as_ref(), |_| ()),
             Weight::Bf16Panels(p) => {
-                return kernels::linear_bf16_panels(x, p, self.bias.as_ref());
+                return kernels::linear_bf16_panels(x, p, self.bias.as_ref(), |_| ());
             }
             Weight::Bf16(w) => {
                 // Not f32 on the CPU: the kernel says so (bf16 layers run on the CPU only).
