@@ -390,30 +390,143 @@ impl WithSimd for AttentionRows<'_> {
         // Scores of the keys `..keys`, padded to whole vectors (the padding's mask is -inf or
         // f32::MIN: weight 0).
         let kp = keys.next_multiple_of(KEY_PAD);
-        let mut scores = vec![0f32; kp];
         let (maskv, _) = S::as_simd_f32s(&mask[..kp]);
-        for (r, out_row) in out.chunks_exact_mut(h).enumerate() {
-            let i = first + r;
-            for hi in 0..heads {
-                let q = &qkv[i * 3 * h + hi * hd..][..hd];
-                let kt = &kt[hi * hd * tp..(hi + 1) * hd * tp];
-                scores_row(simd, q, kt, tp, scale, &mut scores);
-                softmax_masked(simd, &mut scores, maskv);
-                let acc = &mut out_row[hi * hd..(hi + 1) * hd];
-                let v_at = |j: usize| &qkv[j * 3 * h + 2 * h + hi * hd..][..hd];
-                let lanes = S::F32_LANES;
-                match (hd % lanes == 0).then_some(hd / lanes) {
-                    Some(2) => weighted_sum::<S, 2>(simd, acc, &scores[..keys], v_at),
-                    Some(4) => weighted_sum::<S, 4>(simd, acc, &scores[..keys], v_at),
-                    Some(8) => weighted_sum::<S, 8>(simd, acc, &scores[..keys], v_at),
-                    _ => {
-                        for (j, &p) in scores[..keys].iter().enumerate() {
-                            axpy(simd, acc, p, v_at(j));
+        let lanes = S::F32_LANES;
+        let vectors = (hd % lanes == 0).then_some(hd / lanes);
+        // Four query rows at once where their accumulators fit in registers (AVX-512, heads of
+        // up to 64): each key vector loaded feeds four rows. Every row's sums are the same
+        // operations in the same order as one row at a time.
+        let quad = lanes >= 16 && matches!(vectors, Some(1 | 2 | 4));
+        let mut scores = vec![0f32; QUAD * kp];
+        let mut rows = out.chunks_exact_mut(h).enumerate().peekable();
+        while rows.peek().is_some() {
+            let group: Vec<(usize, &mut [f32])> = if quad {
+                rows.by_ref().take(QUAD).collect()
+            } else {
+                rows.by_ref().take(1).collect()
+            };
+            if group.len() == QUAD {
+                let mut group: [(usize, &mut [f32]); QUAD] = group
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("a group of four"));
+                for hi in 0..heads {
+                    let q: [&[f32]; QUAD] = std::array::from_fn(|r| {
+                        &qkv[(first + group[r].0) * 3 * h + hi * hd..][..hd]
+                    });
+                    let kt = &kt[hi * hd * tp..(hi + 1) * hd * tp];
+                    scores_rows::<S, QUAD>(simd, q, kt, tp, scale, &mut scores, kp);
+                    for row in scores.chunks_exact_mut(kp) {
+                        softmax_masked(simd, row, maskv);
+                    }
+                    let v_at = |j: usize| &qkv[j * 3 * h + 2 * h + hi * hd..][..hd];
+                    let acc: [&mut [f32]; QUAD] = {
+                        let mut it = group.iter_mut();
+                        std::array::from_fn(|_| {
+                            let (_, row) = it.next().unwrap_or_else(|| unreachable!());
+                            &mut row[hi * hd..(hi + 1) * hd]
+                        })
+                    };
+                    match vectors {
+                        Some(1) => weighted_sums::<S, QUAD, 1>(simd, acc, &scores, kp, keys, v_at),
+                        Some(2) => weighted_sums::<S, QUAD, 2>(simd, acc, &scores, kp, keys, v_at),
+                        _ => weighted_sums::<S, QUAD, 4>(simd, acc, &scores, kp, keys, v_at),
+                    }
+                }
+                continue;
+            }
+            for (r, out_row) in group {
+                let i = first + r;
+                for hi in 0..heads {
+                    let q = &qkv[i * 3 * h + hi * hd..][..hd];
+                    let kt = &kt[hi * hd * tp..(hi + 1) * hd * tp];
+                    let scores = &mut scores[..kp];
+                    scores_row(simd, q, kt, tp, scale, scores);
+                    softmax_masked(simd, scores, maskv);
+                    let acc = &mut out_row[hi * hd..(hi + 1) * hd];
+                    let v_at = |j: usize| &qkv[j * 3 * h + 2 * h + hi * hd..][..hd];
+                    match vectors {
+                        Some(2) => weighted_sum::<S, 2>(simd, acc, &scores[..keys], v_at),
+                        Some(4) => weighted_sum::<S, 4>(simd, acc, &scores[..keys], v_at),
+                        Some(8) => weighted_sum::<S, 8>(simd, acc, &scores[..keys], v_at),
+                        _ => {
+                            for (j, &p) in scores[..keys].iter().enumerate() {
+                                axpy(simd, acc, p, v_at(j));
+                            }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Query rows [`AttentionRows`] takes at once where registers allow.
+const QUAD: usize = 4;
+
+/// [`scores_row`] for `R` query rows at once: row `r`'s scores into `s[r·kp..(r + 1)·kp]`, each
+/// key vector loaded once for all rows; every score the same sum in the same order.
+#[inline(always)]
+fn scores_rows<S: Simd, const R: usize>(
+    simd: S,
+    q: [&[f32]; R],
+    kt: &[f32],
+    tp: usize,
+    scale: f32,
+    s: &mut [f32],
+    kp: usize,
+) {
+    let lanes = S::F32_LANES;
+    let zero = simd.splat_f32s(0.0);
+    let nv = kp / lanes;
+    let hd = q[0].len();
+    let mut c0 = 0;
+    while c0 < nv {
+        let nb = (nv - c0).min(4);
+        let mut acc = [[zero; 4]; R];
+        for d in 0..hd {
+            let (kv, _) = S::as_simd_f32s(&kt[d * tp + c0 * lanes..d * tp + (c0 + nb) * lanes]);
+            for (row, qr) in acc.iter_mut().zip(&q) {
+                let qd = simd.splat_f32s(qr[d] * scale);
+                for (a, k) in row.iter_mut().zip(kv) {
+                    *a = simd.mul_add_f32s(qd, *k, *a);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            let (sv, _) = S::as_mut_simd_f32s(&mut s[r * kp..(r + 1) * kp]);
+            sv[c0..c0 + nb].copy_from_slice(&row[..nb]);
+        }
+        c0 += nb;
+    }
+}
+
+/// [`weighted_sum`] for `R` rows at once (`acc[r] += Σ_j p[r·kp + j] · v(j)` for `j < keys`),
+/// each value vector loaded once for all rows; every sum the same in the same order.
+#[inline(always)]
+fn weighted_sums<'v, S: Simd, const R: usize, const N: usize>(
+    simd: S,
+    mut acc: [&mut [f32]; R],
+    p: &[f32],
+    kp: usize,
+    keys: usize,
+    v: impl Fn(usize) -> &'v [f32],
+) {
+    let mut regs: [[S::f32s; N]; R] = std::array::from_fn(|r| {
+        let (av, _) = S::as_simd_f32s(acc[r]);
+        std::array::from_fn(|u| av[u])
+    });
+    for j in 0..keys {
+        let (vv, _) = S::as_simd_f32s(v(j));
+        for (r, row) in regs.iter_mut().enumerate() {
+            let pv = simd.splat_f32s(p[r * kp + j]);
+            for (a, x) in row.iter_mut().zip(vv) {
+                *a = simd.mul_add_f32s(pv, *x, *a);
+            }
+        }
+    }
+    for (a, row) in acc.iter_mut().zip(&regs) {
+        let (av, _) = S::as_mut_simd_f32s(a);
+        av[..N].copy_from_slice(row);
     }
 }
 
@@ -774,6 +887,22 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             assert!(worst < 1e-5, "b={b} t={t} heads={heads} hd={hd}: {worst}");
+        }
+    }
+
+    /// A query row's context is the same bit for bit whether it runs in a group of four rows
+    /// or alone: row 20 of 21 (alone: the last task has 5 rows) asks the same query as row 0.
+    #[test]
+    fn attention_rows_in_fours_equal_rows_alone() {
+        for hd in [16, 32, 64] {
+            let (t, heads) = (21, 2);
+            let h = heads * hd;
+            let mut qkv = lcg(hd as u64, t * 3 * h, 1.5);
+            let first_q: Vec<f32> = qkv[..h].to_vec();
+            qkv[20 * 3 * h..20 * 3 * h + h].copy_from_slice(&first_q);
+            let mask = vec![0f32; t];
+            let ctx = attention(&qkv, 1, t, heads, hd, &mask, 0.125);
+            assert_eq!(ctx[..h], ctx[20 * h..21 * h], "hd={hd}");
         }
     }
 
