@@ -126,6 +126,12 @@ pub struct ServeArgs {
     /// drift slightly; README "Weight types"). Aliases: f32, fp32, bf16.
     #[arg(long, env = "SAGEBRUSH_DTYPE", default_value = "float32", value_parser = Checked(parse_dtype))]
     pub dtype: WeightDtype,
+    /// Parts each encoder forward pass of two or more rows is cut into, run at once, one a core,
+    /// each on one thread (no synchronisation inside operations; a pass of one row uses every
+    /// core inside its operations). Default: the CPU count; 1 runs every pass with all cores
+    /// inside each operation.
+    #[arg(long, env = "SAGEBRUSH_FORWARD_PARTS", value_parser = number::<usize>(1, 1024, "a whole number"))]
+    pub forward_parts: Option<usize>,
     /// Test-only control directory of the model worker (built with the `test-gate` feature).
     #[cfg(feature = "test-gate")]
     #[arg(long, env = "SAGEBRUSH_TEST_GATE_DIR", hide = true)]
@@ -189,6 +195,15 @@ pub struct ServeArgs {
     pub max_unpacked_mb: u64,
     #[command(flatten)]
     pub hub: HubArgs,
+}
+
+impl ServeArgs {
+    /// `--forward-parts`, or the CPU count.
+    pub fn forward_parts(&self) -> usize {
+        self.forward_parts.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 /// Hub download flags (contract §3).
@@ -293,11 +308,6 @@ pub struct BatchArgs {
     /// `Input` joins each input record with its output; `None` writes the output alone.
     #[arg(long, value_enum, default_value_t = JoinSource::None, ignore_case = true)]
     pub join_source: JoinSource,
-    /// Parts each forward pass of an encoder is cut into, run at once, one a core, each
-    /// single-threaded (throughput: no synchronisation inside operations). Default: CPU count;
-    /// 1 runs each pass with candle's threads inside every operation, as `serve` does.
-    #[arg(long, value_parser = number::<usize>(1, 1024, "a whole number"))]
-    pub forward_parts: Option<usize>,
     /// Model, user-code and limit flags, as for `serve`.
     #[command(flatten)]
     pub model: ServeArgs,
@@ -633,7 +643,7 @@ impl Config {
                 max_unpacked_bytes: args.max_unpacked_mb * 1024 * 1024,
                 max_batch_size: args.max_batch_size,
                 max_batch_tokens: args.max_batch_tokens,
-                data_parallel: 1,
+                data_parallel: args.forward_parts(),
                 max_batch_wait: Duration::from_millis(args.max_batch_wait_ms),
                 dtype: args.dtype,
                 queue_size: args.queue_size,

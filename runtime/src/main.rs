@@ -17,17 +17,16 @@ fn default_candle_spin_limit() {
     }
 }
 
-/// `sagebrush batch` cuts each encoder pass into one part a core (`models::parallel`), each part
-/// single-threaded: candle's element-wise pool must then be off, or the parts queue on its
-/// lock. Unless the user chose a value.
+/// `serve` and `batch` cut each encoder pass of several rows into one part a core
+/// (`models::parallel`), each part on one thread: candle's element-wise pool must then be off, or
+/// the parts queue on its lock. Unless the user chose a value.
 #[allow(unsafe_code)]
-fn batch_threading(cli: &sagebrush::config::Cli) {
-    let sagebrush::config::Command::Batch(args) = &cli.command else {
-        return;
+fn forward_parts_threading(cli: &sagebrush::config::Cli) {
+    let parts = match &cli.command {
+        sagebrush::config::Command::Serve(args) => args.forward_parts(),
+        sagebrush::config::Command::Batch(args) => args.model.forward_parts(),
+        sagebrush::config::Command::Package(_) => return,
     };
-    let parts = args.forward_parts.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
     if parts > 1 && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // SAFETY: called in `main` before any other thread exists (no runtime yet).
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
@@ -38,7 +37,7 @@ fn main() -> std::process::ExitCode {
     sagebrush::memory::keep_freed();
     default_candle_spin_limit();
     let cli = sagebrush::config::Cli::parse();
-    batch_threading(&cli);
+    forward_parts_threading(&cli);
     sagebrush::telemetry::init(cli.log_format, &cli.log_filter());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -209,9 +209,6 @@ pub async fn run(args: &BatchArgs) -> Result<(), BatchError> {
     let settings = Settings::from_args(args, &config)?;
     // Every worker thread has one request in the model at a time; none may find the queue full.
     config.load.queue_size = config.load.queue_size.max(settings.concurrency);
-    config.load.data_parallel = args.forward_parts.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
     let input = Location::parse("--input", &args.input)?;
     let output = Location::parse("--output", &args.output)?;
     let files = input.list_inputs().await?;
