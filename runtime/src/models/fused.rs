@@ -649,60 +649,56 @@ fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 
 /// The exact GELU, `x · (1 + erf(x / √2)) / 2`, in place, on rayon's threads for large inputs.
 pub(crate) fn gelu_erf(xs: &mut [f32]) {
-    const CHUNK: usize = 1 << 14;
-    if xs.len() <= CHUNK {
-        dispatch(Gelu(xs));
-    } else {
-        xs.par_chunks_mut(CHUNK).for_each(|c| dispatch(Gelu(c)));
-    }
-}
-
-struct Gelu<'a>(&'a mut [f32]);
-
-impl WithSimd for Gelu<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let (head, tail) = S::as_mut_simd_f32s(self.0);
-        for v in head {
-            *v = gelu_erf_lanes(simd, *v);
-        }
-        // The tail through the same formula, one padded vector.
-        if !tail.is_empty() {
-            let v = gelu_erf_lanes(simd, simd.partial_load_f32s(tail));
-            simd.partial_store_f32s(tail, v);
-        }
-    }
+    gelu(xs, GeluKind::Erf);
 }
 
 /// The tanh GELU (`gelu_new`), `x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))) / 2`, in place,
 /// on rayon's threads for large inputs. Written as `x / (1 + e^{−2u})` (the same function:
 /// `(1 + tanh u) / 2` is the logistic of `2u`), one vectorised `exp` per element.
 pub(crate) fn gelu_tanh(xs: &mut [f32]) {
+    gelu(xs, GeluKind::Tanh);
+}
+
+#[derive(Clone, Copy)]
+enum GeluKind {
+    Erf,
+    Tanh,
+}
+
+fn gelu(xs: &mut [f32], kind: GeluKind) {
     const CHUNK: usize = 1 << 14;
     if xs.len() <= CHUNK {
-        dispatch(GeluTanh(xs));
+        dispatch(Gelu(xs, kind));
     } else {
-        xs.par_chunks_mut(CHUNK).for_each(|c| dispatch(GeluTanh(c)));
+        xs.par_chunks_mut(CHUNK)
+            .for_each(|c| dispatch(Gelu(c, kind)));
     }
 }
 
-struct GeluTanh<'a>(&'a mut [f32]);
+struct Gelu<'a>(&'a mut [f32], GeluKind);
 
-impl WithSimd for GeluTanh<'_> {
+impl WithSimd for Gelu<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let (head, tail) = S::as_mut_simd_f32s(self.0);
-        for v in head {
-            *v = gelu_tanh_lanes(simd, *v);
+        match self.1 {
+            GeluKind::Erf => lanewise(simd, self.0, gelu_erf_lanes::<S>),
+            GeluKind::Tanh => lanewise(simd, self.0, gelu_tanh_lanes::<S>),
         }
-        if !tail.is_empty() {
-            let v = gelu_tanh_lanes(simd, simd.partial_load_f32s(tail));
-            simd.partial_store_f32s(tail, v);
-        }
+    }
+}
+
+/// `xs[i] = f(xs[i])` a vector at a time; the tail through the same `f`, one padded vector.
+#[inline(always)]
+fn lanewise<S: Simd>(simd: S, xs: &mut [f32], f: impl Fn(S, S::f32s) -> S::f32s) {
+    let (head, tail) = S::as_mut_simd_f32s(xs);
+    for v in head {
+        *v = f(simd, *v);
+    }
+    if !tail.is_empty() {
+        let v = f(simd, simd.partial_load_f32s(tail));
+        simd.partial_store_f32s(tail, v);
     }
 }
 
