@@ -667,38 +667,58 @@ enum GeluKind {
 
 fn gelu(xs: &mut [f32], kind: GeluKind) {
     const CHUNK: usize = 1 << 14;
+    let run = |c: &mut [f32]| match kind {
+        GeluKind::Erf => dispatch(Lanewise::<ErfLanes>(c, std::marker::PhantomData)),
+        GeluKind::Tanh => dispatch(Lanewise::<TanhLanes>(c, std::marker::PhantomData)),
+    };
     if xs.len() <= CHUNK {
-        dispatch(Gelu(xs, kind));
+        run(xs);
     } else {
-        xs.par_chunks_mut(CHUNK)
-            .for_each(|c| dispatch(Gelu(c, kind)));
+        xs.par_chunks_mut(CHUNK).for_each(run);
     }
 }
 
-struct Gelu<'a>(&'a mut [f32], GeluKind);
+/// A function applied lane-wise. A trait with a generic method rather than a closure or a
+/// function pointer: only then is it inlined into [`Lanewise`]'s SIMD context (pulp's operations
+/// are fast only inlined into a function compiled for the CPU's instruction set).
+trait LaneFn {
+    fn apply<S: Simd>(simd: S, x: S::f32s) -> S::f32s;
+}
 
-impl WithSimd for Gelu<'_> {
+struct ErfLanes;
+
+impl LaneFn for ErfLanes {
+    #[inline(always)]
+    fn apply<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+        gelu_erf_lanes(simd, x)
+    }
+}
+
+struct TanhLanes;
+
+impl LaneFn for TanhLanes {
+    #[inline(always)]
+    fn apply<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+        gelu_tanh_lanes(simd, x)
+    }
+}
+
+/// `xs[i] = F(xs[i])` a vector at a time; the tail through the same `F`, one padded vector.
+struct Lanewise<'a, F>(&'a mut [f32], std::marker::PhantomData<F>);
+
+impl<F: LaneFn> WithSimd for Lanewise<'_, F> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        match self.1 {
-            GeluKind::Erf => lanewise(simd, self.0, gelu_erf_lanes::<S>),
-            GeluKind::Tanh => lanewise(simd, self.0, gelu_tanh_lanes::<S>),
+        let (head, tail) = S::as_mut_simd_f32s(self.0);
+        for v in head {
+            *v = F::apply(simd, *v);
         }
-    }
-}
-
-/// `xs[i] = f(xs[i])` a vector at a time; the tail through the same `f`, one padded vector.
-#[inline(always)]
-fn lanewise<S: Simd>(simd: S, xs: &mut [f32], f: impl Fn(S, S::f32s) -> S::f32s) {
-    let (head, tail) = S::as_mut_simd_f32s(xs);
-    for v in head {
-        *v = f(simd, *v);
-    }
-    if !tail.is_empty() {
-        let v = f(simd, simd.partial_load_f32s(tail));
-        simd.partial_store_f32s(tail, v);
+        if !tail.is_empty() {
+            let v = F::apply(simd, simd.partial_load_f32s(tail));
+            simd.partial_store_f32s(tail, v);
+        }
     }
 }
 
