@@ -116,20 +116,25 @@ fn phi3_rows_crossing_the_longrope_switch_beside_others_answer_as_alone() {
     );
 }
 
+/// Each body's answer, posted one at a time (each must be a 200).
+fn answers_alone(url: &str, bodies: &[Value]) -> Vec<Value> {
+    bodies
+        .iter()
+        .map(|b| {
+            let (status, answer) = post(url, b);
+            assert_eq!(status, 200, "{answer}");
+            answer
+        })
+        .collect()
+}
+
 /// Answers `bodies` one at a time, then all together (the first held by the test gate in the
 /// middle of its generation while the others queue): the answers are the same, and one decode
 /// step ran rows of every request.
 fn concurrent_answers_equal_answers_alone(model: &str, bodies: &[Value]) {
     let gated = Gated::start(model);
     let url = gated.server.url("/invocations");
-    let alone: Vec<Value> = bodies
-        .iter()
-        .map(|b| {
-            let (status, answer) = post(&url, b);
-            assert_eq!(status, 200, "{answer}");
-            answer
-        })
-        .collect();
+    let alone = answers_alone(&url, bodies);
     // Hold the worker in the middle of the first generation; the others queue, then join
     // its decode steps when it is released.
     let held_before = gated.count(HELD);
@@ -180,14 +185,7 @@ fn a_request_admitted_mid_generation_shares_a_pass_with_the_running_rows_and_ans
         let long = json!({"inputs": "The logging module", "parameters": {"max_new_tokens": 40}});
         let late = json!({"inputs": ["Handlers send the log records", "Return"],
                           "parameters": {"max_new_tokens": 12}});
-        let alone: Vec<Value> = [&long, &late]
-            .iter()
-            .map(|b| {
-                let (status, answer) = post(&url, b);
-                assert_eq!(status, 200, "{answer}");
-                answer
-            })
-            .collect();
+        let alone = answers_alone(&url, &[long.clone(), late.clone()]);
         let held_before = gated.count(HELD);
         let queued_before = gated.count(QUEUED);
         std::fs::write(gated.file("hold"), b"").expect("hold");

@@ -363,14 +363,7 @@ mod tests {
         prompts: &[&[u32]],
         next: &[u32],
     ) -> Vec<Vec<f32>> {
-        let mut caches: Vec<KvCache> = prompts
-            .iter()
-            .map(|p| {
-                let mut c = KvCache::default();
-                run(m, p, &mut c);
-                c
-            })
-            .collect();
+        let mut caches = prompted(m, prompts);
         let mut alone = caches.clone();
         let mut steps: Vec<Step<'_>> = caches
             .iter_mut()
@@ -390,18 +383,23 @@ mod tests {
         batched
     }
 
-    /// A new prompt run in the same pass as decode steps of running rows (continuous batching
-    /// admitting a request): the prompt's logits, every row's logits, and the next step after
-    /// the pass are the same bit for bit as each row run alone.
-    fn mixed_pass_answers_as_alone(m: &CausalLm, prompts: &[&[u32]], next: &[u32], new: &[u32]) {
-        let mut caches: Vec<KvCache> = prompts
+    /// One cache a prompt, each filled by running its prompt alone.
+    fn prompted(m: &CausalLm, prompts: &[&[u32]]) -> Vec<KvCache> {
+        prompts
             .iter()
             .map(|p| {
                 let mut c = KvCache::default();
                 run(m, p, &mut c);
                 c
             })
-            .collect();
+            .collect()
+    }
+
+    /// A new prompt run in the same pass as decode steps of running rows (continuous batching
+    /// admitting a request): the prompt's logits, every row's logits, and the next step after
+    /// the pass are the same bit for bit as each row run alone.
+    fn mixed_pass_answers_as_alone(m: &CausalLm, prompts: &[&[u32]], next: &[u32], new: &[u32]) {
+        let mut caches = prompted(m, prompts);
         let mut alone = caches.clone();
         let mut fresh = KvCache::default();
         let mut steps = vec![Step {

@@ -209,18 +209,30 @@ impl Linear {
         {
             return fused::linear_tensor_then(x, w, self.bias.as_ref(), None, fused::gelu_erf);
         }
-        if act == Activation::GeluTanh && x.dtype() == DType::F32 && x.device().is_cpu() {
-            match &self.weight {
-                Weight::Panels(p) => {
-                    return kernels::linear_panels(x, p, self.bias.as_ref(), fused::gelu_tanh);
-                }
-                Weight::Bf16Panels(p) => {
-                    return kernels::linear_bf16_panels(x, p, self.bias.as_ref(), fused::gelu_tanh);
-                }
-                _ => {}
-            }
+        if act == Activation::GeluTanh
+            && x.dtype() == DType::F32
+            && x.device().is_cpu()
+            && let Some(y) = self.packed_then(x, fused::gelu_tanh)
+        {
+            return y;
         }
         act.forward(&self.forward(x)?)
+    }
+
+    /// `x · Wᵀ + b`, then `then` in place, when the weight is packed as panels (the decoders'
+    /// layers); `None` for any other weight.
+    fn packed_then(
+        &self,
+        x: &Tensor,
+        then: impl FnOnce(&mut [f32]),
+    ) -> Option<candle_core::Result<Tensor>> {
+        match &self.weight {
+            Weight::Panels(p) => Some(kernels::linear_panels(x, p, self.bias.as_ref(), then)),
+            Weight::Bf16Panels(p) => {
+                Some(kernels::linear_bf16_panels(x, p, self.bias.as_ref(), then))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -229,11 +241,11 @@ impl Module for Linear {
         if let Some(w) = self.fused_weight(x) {
             return fused::linear_tensor_then(x, w, self.bias.as_ref(), None, |_| ());
         }
+        if let Some(y) = self.packed_then(x, |_| ()) {
+            return y;
+        }
         let weight = match &self.weight {
-            Weight::Panels(p) => return kernels::linear_panels(x, p, self.bias.as_ref(), |_| ()),
-            Weight::Bf16Panels(p) => {
-                return kernels::linear_bf16_panels(x, p, self.bias.as_ref(), |_| ());
-            }
+            Weight::Panels(_) | Weight::Bf16Panels(_) => unreachable!("packed_then took them"),
             Weight::Bf16(w) => {
                 // Not f32 on the CPU: the kernel says so (bf16 layers run on the CPU only).
                 return fused::linear_tensor_then(
