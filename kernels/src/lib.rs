@@ -197,6 +197,9 @@ unsafe fn block(
                         };
                     }
                     match (r, pn) {
+                        (12, 2) if mask == 0xffff => unsafe {
+                            full_tile(a, k, b, k * WIDTH, kc, c, n, &ahead, share)
+                        },
                         (12, 2) => go!(12, 2),
                         (11, 2) => go!(11, 2),
                         (10, 2) => go!(10, 2),
@@ -324,6 +327,299 @@ unsafe fn tile<const R: usize, const P: usize>(
         for (q, v) in row.iter().enumerate() {
             // SAFETY: as the loads above.
             unsafe { _mm512_mask_storeu_ps(c.add(r * ldc + q * WIDTH), lane_mask(q), *v) };
+        }
+    }
+}
+
+/// [`tile`] for a whole 12-row × 2-panel tile (every lane kept), with the steps written out in
+/// assembly: the compiler's loop spends a scalar add per row and step on the row addresses; here
+/// the 12 rows are three base pointers with scaled indices, and a step is 2 loads, 12 broadcasts
+/// and 24 fused multiply-adds — the same ones, in the same order, as [`tile`]'s, so the sums are
+/// equal bit for bit.
+///
+/// # Safety
+/// As [`tile`] with `R = 12`, `P = 2` and a full mask.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn full_tile(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldp: usize,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    ahead: &Ahead,
+    share: std::ops::Range<usize>,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); 24];
+    for (i, v) in acc.iter_mut().enumerate() {
+        // SAFETY: row `i / 2` of `c`, panel `i % 2` (the caller's contract).
+        *v = unsafe { _mm512_loadu_ps(c.add((i / 2) * ldc + (i % 2) * WIDTH)) };
+    }
+    // This tile's share of the next slice as runs of lines contiguous in memory (a run ends
+    // where a panel does), fetched one line a step while the first steps run.
+    let mut done = 0;
+    let mut line = share.start;
+    while line < share.end {
+        let (panel, row) = (line / ahead.rows, line % ahead.rows);
+        let run = (share.end - line).min(ahead.rows - row);
+        // SAFETY: within `panels` (see `Ahead`).
+        let pf = unsafe { ahead.base.add(panel * ahead.panel_stride + row * WIDTH) };
+        let steps = run.min(kc - done);
+        if steps > 0 {
+            // SAFETY: steps `done..done + steps < kc` of the tile (the caller's contract).
+            unsafe {
+                tile_steps(
+                    &mut acc,
+                    a.add(done),
+                    lda,
+                    b.add(done * WIDTH),
+                    ldp,
+                    steps,
+                    pf,
+                )
+            };
+            done += steps;
+        }
+        for extra in steps..run {
+            // SAFETY: a prefetch does not fault; the address is within `panels` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(pf.add(extra * WIDTH) as *const i8) };
+        }
+        line += run;
+    }
+    if done < kc {
+        // SAFETY: as above; a null `pf` fetches nothing.
+        unsafe {
+            tile_steps(
+                &mut acc,
+                a.add(done),
+                lda,
+                b.add(done * WIDTH),
+                ldp,
+                kc - done,
+                std::ptr::null(),
+            )
+        };
+    }
+    for (i, v) in acc.iter().enumerate() {
+        // SAFETY: as the loads above.
+        unsafe { _mm512_storeu_ps(c.add((i / 2) * ldc + (i % 2) * WIDTH), *v) };
+    }
+}
+
+/// `steps ≥ 1` steps of [`full_tile`] on the accumulators `acc` (`acc[2r + q]`: row `r`, panel
+/// `q`), each step also fetching the line at `pf + step·64 B` into L2 unless `pf` is null.
+///
+/// # Safety
+/// As [`full_tile`], for steps `0..steps` from `a` and `b`.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_steps(
+    acc: &mut [std::arch::x86_64::__m512; 24],
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldp: usize,
+    steps: usize,
+    pf: *const f32,
+) {
+    use std::arch::asm;
+    debug_assert!(steps > 0);
+    let l = lda * 4;
+    let a0 = a;
+    // SAFETY: rows 4 and 8 of the tile.
+    let (a4, a8) = unsafe { (a.add(4 * lda), a.add(8 * lda)) };
+    // SAFETY: the loads are those of `tile` (rows `r < 12` of `a`, steps `< steps`; rows of the
+    // two panels); a prefetch does not fault. The accumulators are the registers named.
+    unsafe {
+        if pf.is_null() {
+            asm!(
+                "2:",
+                "vmovups zmm24, [{b}]",
+                "vmovups zmm25, [{b} + {p}]",
+                "vbroadcastss zmm26, dword ptr [{a0}]",
+                "vfmadd231ps zmm0, zmm26, zmm24",
+                "vfmadd231ps zmm1, zmm26, zmm25",
+                "vbroadcastss zmm27, dword ptr [{a0} + {l}]",
+                "vfmadd231ps zmm2, zmm27, zmm24",
+                "vfmadd231ps zmm3, zmm27, zmm25",
+                "vbroadcastss zmm28, dword ptr [{a0} + {l}*2]",
+                "vfmadd231ps zmm4, zmm28, zmm24",
+                "vfmadd231ps zmm5, zmm28, zmm25",
+                "vbroadcastss zmm29, dword ptr [{a0} + {l3}]",
+                "vfmadd231ps zmm6, zmm29, zmm24",
+                "vfmadd231ps zmm7, zmm29, zmm25",
+                "vbroadcastss zmm30, dword ptr [{a4}]",
+                "vfmadd231ps zmm8, zmm30, zmm24",
+                "vfmadd231ps zmm9, zmm30, zmm25",
+                "vbroadcastss zmm31, dword ptr [{a4} + {l}]",
+                "vfmadd231ps zmm10, zmm31, zmm24",
+                "vfmadd231ps zmm11, zmm31, zmm25",
+                "vbroadcastss zmm26, dword ptr [{a4} + {l}*2]",
+                "vfmadd231ps zmm12, zmm26, zmm24",
+                "vfmadd231ps zmm13, zmm26, zmm25",
+                "vbroadcastss zmm27, dword ptr [{a4} + {l3}]",
+                "vfmadd231ps zmm14, zmm27, zmm24",
+                "vfmadd231ps zmm15, zmm27, zmm25",
+                "vbroadcastss zmm28, dword ptr [{a8}]",
+                "vfmadd231ps zmm16, zmm28, zmm24",
+                "vfmadd231ps zmm17, zmm28, zmm25",
+                "vbroadcastss zmm29, dword ptr [{a8} + {l}]",
+                "vfmadd231ps zmm18, zmm29, zmm24",
+                "vfmadd231ps zmm19, zmm29, zmm25",
+                "vbroadcastss zmm30, dword ptr [{a8} + {l}*2]",
+                "vfmadd231ps zmm20, zmm30, zmm24",
+                "vfmadd231ps zmm21, zmm30, zmm25",
+                "vbroadcastss zmm31, dword ptr [{a8} + {l3}]",
+                "vfmadd231ps zmm22, zmm31, zmm24",
+                "vfmadd231ps zmm23, zmm31, zmm25",
+                "add {a0}, 4",
+                "add {a4}, 4",
+                "add {a8}, 4",
+                "add {b}, 64",
+                "dec {n}",
+                "jnz 2b",
+                a0 = inout(reg) a0 => _,
+                a4 = inout(reg) a4 => _,
+                a8 = inout(reg) a8 => _,
+                b = inout(reg) b => _,
+                n = inout(reg) steps => _,
+
+                l = in(reg) l,
+                l3 = in(reg) 3 * l,
+                p = in(reg) ldp * 4,
+                inout("zmm0") acc[0],
+                inout("zmm1") acc[1],
+                inout("zmm2") acc[2],
+                inout("zmm3") acc[3],
+                inout("zmm4") acc[4],
+                inout("zmm5") acc[5],
+                inout("zmm6") acc[6],
+                inout("zmm7") acc[7],
+                inout("zmm8") acc[8],
+                inout("zmm9") acc[9],
+                inout("zmm10") acc[10],
+                inout("zmm11") acc[11],
+                inout("zmm12") acc[12],
+                inout("zmm13") acc[13],
+                inout("zmm14") acc[14],
+                inout("zmm15") acc[15],
+                inout("zmm16") acc[16],
+                inout("zmm17") acc[17],
+                inout("zmm18") acc[18],
+                inout("zmm19") acc[19],
+                inout("zmm20") acc[20],
+                inout("zmm21") acc[21],
+                inout("zmm22") acc[22],
+                inout("zmm23") acc[23],
+                out("zmm24") _,
+                out("zmm25") _,
+                out("zmm26") _,
+                out("zmm27") _,
+                out("zmm28") _,
+                out("zmm29") _,
+                out("zmm30") _,
+                out("zmm31") _,
+                options(nostack, readonly),
+            );
+        } else {
+            asm!(
+                "2:",
+                "prefetcht1 [{pf}]",
+                "add {pf}, 64",
+                "vmovups zmm24, [{b}]",
+                "vmovups zmm25, [{b} + {p}]",
+                "vbroadcastss zmm26, dword ptr [{a0}]",
+                "vfmadd231ps zmm0, zmm26, zmm24",
+                "vfmadd231ps zmm1, zmm26, zmm25",
+                "vbroadcastss zmm27, dword ptr [{a0} + {l}]",
+                "vfmadd231ps zmm2, zmm27, zmm24",
+                "vfmadd231ps zmm3, zmm27, zmm25",
+                "vbroadcastss zmm28, dword ptr [{a0} + {l}*2]",
+                "vfmadd231ps zmm4, zmm28, zmm24",
+                "vfmadd231ps zmm5, zmm28, zmm25",
+                "vbroadcastss zmm29, dword ptr [{a0} + {l3}]",
+                "vfmadd231ps zmm6, zmm29, zmm24",
+                "vfmadd231ps zmm7, zmm29, zmm25",
+                "vbroadcastss zmm30, dword ptr [{a4}]",
+                "vfmadd231ps zmm8, zmm30, zmm24",
+                "vfmadd231ps zmm9, zmm30, zmm25",
+                "vbroadcastss zmm31, dword ptr [{a4} + {l}]",
+                "vfmadd231ps zmm10, zmm31, zmm24",
+                "vfmadd231ps zmm11, zmm31, zmm25",
+                "vbroadcastss zmm26, dword ptr [{a4} + {l}*2]",
+                "vfmadd231ps zmm12, zmm26, zmm24",
+                "vfmadd231ps zmm13, zmm26, zmm25",
+                "vbroadcastss zmm27, dword ptr [{a4} + {l3}]",
+                "vfmadd231ps zmm14, zmm27, zmm24",
+                "vfmadd231ps zmm15, zmm27, zmm25",
+                "vbroadcastss zmm28, dword ptr [{a8}]",
+                "vfmadd231ps zmm16, zmm28, zmm24",
+                "vfmadd231ps zmm17, zmm28, zmm25",
+                "vbroadcastss zmm29, dword ptr [{a8} + {l}]",
+                "vfmadd231ps zmm18, zmm29, zmm24",
+                "vfmadd231ps zmm19, zmm29, zmm25",
+                "vbroadcastss zmm30, dword ptr [{a8} + {l}*2]",
+                "vfmadd231ps zmm20, zmm30, zmm24",
+                "vfmadd231ps zmm21, zmm30, zmm25",
+                "vbroadcastss zmm31, dword ptr [{a8} + {l3}]",
+                "vfmadd231ps zmm22, zmm31, zmm24",
+                "vfmadd231ps zmm23, zmm31, zmm25",
+                "add {a0}, 4",
+                "add {a4}, 4",
+                "add {a8}, 4",
+                "add {b}, 64",
+                "dec {n}",
+                "jnz 2b",
+                a0 = inout(reg) a0 => _,
+                a4 = inout(reg) a4 => _,
+                a8 = inout(reg) a8 => _,
+                b = inout(reg) b => _,
+                n = inout(reg) steps => _,
+                pf = inout(reg) pf => _,
+                l = in(reg) l,
+                l3 = in(reg) 3 * l,
+                p = in(reg) ldp * 4,
+                inout("zmm0") acc[0],
+                inout("zmm1") acc[1],
+                inout("zmm2") acc[2],
+                inout("zmm3") acc[3],
+                inout("zmm4") acc[4],
+                inout("zmm5") acc[5],
+                inout("zmm6") acc[6],
+                inout("zmm7") acc[7],
+                inout("zmm8") acc[8],
+                inout("zmm9") acc[9],
+                inout("zmm10") acc[10],
+                inout("zmm11") acc[11],
+                inout("zmm12") acc[12],
+                inout("zmm13") acc[13],
+                inout("zmm14") acc[14],
+                inout("zmm15") acc[15],
+                inout("zmm16") acc[16],
+                inout("zmm17") acc[17],
+                inout("zmm18") acc[18],
+                inout("zmm19") acc[19],
+                inout("zmm20") acc[20],
+                inout("zmm21") acc[21],
+                inout("zmm22") acc[22],
+                inout("zmm23") acc[23],
+                out("zmm24") _,
+                out("zmm25") _,
+                out("zmm26") _,
+                out("zmm27") _,
+                out("zmm28") _,
+                out("zmm29") _,
+                out("zmm30") _,
+                out("zmm31") _,
+                options(nostack, readonly),
+            );
         }
     }
 }

@@ -55,3 +55,34 @@ pub fn give_back() {
 /// Not glibc: nothing to do.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn give_back() {}
+
+/// Asks for huge (2 MiB) pages for the whole 2 MiB pages inside `len` bytes at `ptr` (Linux,
+/// when transparent huge pages are `madvise`d or always on; elsewhere, or if the kernel says no,
+/// nothing changes). Call before the memory is first written, so that it is faulted in as huge
+/// pages. Used for packed weights, which every pass streams from memory.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn prefer_huge_pages(ptr: *mut u8, len: usize) {
+    const HUGE: usize = 2 << 20;
+    const MADV_HUGEPAGE: std::ffi::c_int = 14;
+    unsafe extern "C" {
+        fn madvise(
+            addr: *mut std::ffi::c_void,
+            len: usize,
+            advice: std::ffi::c_int,
+        ) -> std::ffi::c_int;
+    }
+    let start = (ptr as usize).next_multiple_of(HUGE);
+    let end = (ptr as usize).saturating_add(len) / HUGE * HUGE;
+    if end > start {
+        // SAFETY: `madvise` with a hint (no data changes) on whole pages inside the caller's
+        // allocation; a refusal is harmless and ignored.
+        unsafe {
+            madvise(start as *mut std::ffi::c_void, end - start, MADV_HUGEPAGE);
+        }
+    }
+}
+
+/// Not Linux: no such hint.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn prefer_huge_pages(_: *mut u8, _: usize) {}

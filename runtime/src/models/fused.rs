@@ -475,28 +475,55 @@ fn scores_rows<S: Simd, const R: usize>(
     s: &mut [f32],
     kp: usize,
 ) {
-    let lanes = S::F32_LANES;
-    let zero = simd.splat_f32s(0.0);
-    let nv = kp / lanes;
+    let nv = kp / S::F32_LANES;
     let hd = q[0].len();
     let mut c0 = 0;
     while c0 < nv {
         let nb = (nv - c0).min(4);
-        let mut acc = [[zero; 4]; R];
-        for d in 0..hd {
-            let (kv, _) = S::as_simd_f32s(&kt[d * tp + c0 * lanes..d * tp + (c0 + nb) * lanes]);
-            for (row, qr) in acc.iter_mut().zip(&q) {
-                let qd = simd.splat_f32s(qr[d] * scale);
-                for (a, k) in row.iter_mut().zip(kv) {
-                    *a = simd.mul_add_f32s(qd, *k, *a);
-                }
+        // Blocks of four vectors, then one at a time: loops of a known length keep the
+        // accumulators in registers.
+        if nb == 4 {
+            scores_block::<S, R, 4>(simd, &q, kt, tp, scale, s, kp, c0, hd);
+        } else {
+            for c in c0..c0 + nb {
+                scores_block::<S, R, 1>(simd, &q, kt, tp, scale, s, kp, c, hd);
             }
         }
-        for (r, row) in acc.iter().enumerate() {
-            let (sv, _) = S::as_mut_simd_f32s(&mut s[r * kp..(r + 1) * kp]);
-            sv[c0..c0 + nb].copy_from_slice(&row[..nb]);
-        }
         c0 += nb;
+    }
+}
+
+/// Vectors `c0..c0 + B` of [`scores_rows`]' `R` score rows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn scores_block<S: Simd, const R: usize, const B: usize>(
+    simd: S,
+    q: &[&[f32]; R],
+    kt: &[f32],
+    tp: usize,
+    scale: f32,
+    s: &mut [f32],
+    kp: usize,
+    c0: usize,
+    hd: usize,
+) {
+    let lanes = S::F32_LANES;
+    let mut acc = [[simd.splat_f32s(0.0); B]; R];
+    for d in 0..hd {
+        let kv: [S::f32s; B] = {
+            let (kv, _) = S::as_simd_f32s(&kt[d * tp + c0 * lanes..d * tp + (c0 + B) * lanes]);
+            std::array::from_fn(|u| kv[u])
+        };
+        for (row, qr) in acc.iter_mut().zip(q) {
+            let qd = simd.splat_f32s(qr[d] * scale);
+            for (a, k) in row.iter_mut().zip(kv) {
+                *a = simd.mul_add_f32s(qd, k, *a);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        let (sv, _) = S::as_mut_simd_f32s(&mut s[r * kp..(r + 1) * kp]);
+        sv[c0..c0 + B].copy_from_slice(row);
     }
 }
 
@@ -516,11 +543,15 @@ fn weighted_sums<'v, S: Simd, const R: usize, const N: usize>(
         std::array::from_fn(|u| av[u])
     });
     for j in 0..keys {
-        let (vv, _) = S::as_simd_f32s(v(j));
+        // A fixed-size copy: loops of a known length keep `regs` in registers.
+        let vv: [S::f32s; N] = {
+            let (vv, _) = S::as_simd_f32s(v(j));
+            std::array::from_fn(|u| vv[u])
+        };
         for (r, row) in regs.iter_mut().enumerate() {
             let pv = simd.splat_f32s(p[r * kp + j]);
             for (a, x) in row.iter_mut().zip(vv) {
-                *a = simd.mul_add_f32s(pv, *x, *a);
+                *a = simd.mul_add_f32s(pv, x, *a);
             }
         }
     }

@@ -31,7 +31,7 @@ mod tests {
 
     /// Each output equals its start value followed by the products summed in input order with
     /// fused multiply-adds (computed here one element at a time with `f32::mul_add`), exactly,
-    /// for sizes that exercise every edge (rows not a multiple of 8 or of the 128-row block,
+    /// for sizes that exercise every edge (rows not a multiple of 12 or of the 144-row block,
     /// columns not a multiple of 16 or 32, depths not a multiple of the 256-deep slice), on one
     /// thread and on several; and a row's answer is the same alone.
     #[test]
@@ -47,6 +47,9 @@ mod tests {
             (130, 48, 300),
             (17, 100, 513),
             (200, 31, 64),
+            (12, 64, 600),
+            (144, 96, 256),
+            (40, 160, 1030),
         ] {
             let x = lcg(m as u64 * 31 + 1, m * k, 0.5);
             let wr = lcg(n as u64 * 17 + k as u64, n * k, 0.5);
