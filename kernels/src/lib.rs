@@ -5,10 +5,12 @@
 //! column panels of 16 outputs (`[n / 16][k][16]`, the last panel zero-padded). candle's matmul
 //! (the `gemm` crate) packs the left-hand side on every call with a strided scalar copy — a
 //! third of BERT-base's 1×128 pass on a 2-core AVX-512 machine — and runs the 768→768 and
-//! 3072→768 products of BERT-base at 70–100 GFLOP/s there. Here nothing is packed per call: an
-//! 8-row × 32-column tile of `out` is kept in 16 AVX-512 registers while `k` runs, each step one
-//! broadcast of `x[i][kk]` per row against two panel vectors. The panels of a `KC`-deep slice
-//! stay in L1 while the rows of an `MC`-row block of `x` pass over them.
+//! 3072→768 products of BERT-base at 70–100 GFLOP/s there. Here nothing is packed per call: a
+//! 12-row × 32-column tile of `out` is kept in 24 AVX-512 registers while `k` runs, each step one
+//! broadcast of `x[i][kk]` per row against two panel vectors (written in assembly for whole
+//! tiles). The panels of a `KC`-deep slice stay in L1 while the rows of an `MC`-row block of `x`
+//! pass over them. [`matmul_start`] also takes the bias and the residual where a tile first loads
+//! its outputs, so the output is written once.
 //!
 //! Each output is its start value followed by `x[i][0]·W[j][0]`, `x[i][1]·W[j][1]`, … in input
 //! order, one fused multiply-add each: the order depends on nothing but `k`, so a row's answer is
@@ -50,17 +52,117 @@ pub fn available() -> bool {
 /// # Panics
 /// If the sizes do not match, or the CPU has no AVX-512 (a caller bug: check [`available`]).
 pub fn matmul_add(x: &[f32], m: usize, panels: &[f32], n: usize, k: usize, out: &mut [f32]) {
-    assert_eq!(x.len(), m * k, "x is not [m, k]");
     assert_eq!(out.len(), m * n, "out is not [m, n]");
+    check(x, m, panels, n, k);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    run(x, m, panels, n, k, out.as_mut_ptr(), Init::OUT);
+}
+
+/// `y[i][j] = residual[i][j] + bias[j]` (either left out when `None`) followed by
+/// `Σ_kk x[i][kk] · W[j][kk]` as in [`matmul_add`]: the same sums, bit for bit, as
+/// [`matmul_add`] into an `out` that starts as those values, without writing that `out` first
+/// (the start values are read where the first slice of `k` loads its tile).
+///
+/// # Panics
+/// As [`matmul_add`], or if `bias` is not `[n]` or `residual` not `[m, n]`.
+pub fn matmul_start(
+    x: &[f32],
+    m: usize,
+    panels: &[f32],
+    n: usize,
+    k: usize,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    check(x, m, panels, n, k);
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bias is not [n]");
+    }
+    if let Some(r) = residual {
+        assert_eq!(r.len(), m * n, "residual is not [m, n]");
+    }
+    if m == 0 || n == 0 || k == 0 {
+        let mut y = residual.map_or_else(|| vec![0f32; m * n], <[f32]>::to_vec);
+        if let Some(b) = bias {
+            for row in y.chunks_exact_mut(n.max(1)) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
+        }
+        return y;
+    }
+    let mut y = Vec::with_capacity(m * n);
+    let init = Init {
+        values: true,
+        bias: bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
+        residual: residual.map_or(std::ptr::null(), <[f32]>::as_ptr),
+    };
+    run(x, m, panels, n, k, y.as_mut_ptr(), init);
+    // SAFETY: with `k > 0` the first slice of `k` stores every element of every tile (rows
+    // `..m`, the lanes of columns `..n`), which `run` covers.
+    #[allow(unsafe_code)]
+    unsafe {
+        y.set_len(m * n)
+    };
+    y
+}
+
+fn check(x: &[f32], m: usize, panels: &[f32], n: usize, k: usize) {
+    assert_eq!(x.len(), m * k, "x is not [m, k]");
     assert_eq!(
         panels.len(),
         n.div_ceil(WIDTH) * k * WIDTH,
         "panels are not [n / 16][k][16]"
     );
     assert!(available(), "matmul_add needs AVX-512");
-    if m == 0 || n == 0 || k == 0 {
-        return;
+}
+
+/// Where a tile's first slice of `k` takes its start values: `out` itself, or `residual` (`[m,
+/// n]`, null: zeros) plus `bias` (`[n]`, null: zeros).
+#[derive(Clone, Copy)]
+struct Init {
+    values: bool,
+    bias: *const f32,
+    residual: *const f32,
+}
+
+impl Init {
+    const OUT: Self = Self {
+        values: false,
+        bias: std::ptr::null(),
+        residual: std::ptr::null(),
+    };
+
+    /// The same start for the tile at row `i`, columns from `col`, of an `[_, n]` output.
+    fn at(self, i: usize, n: usize, col: usize) -> Self {
+        // SAFETY (offsets): within `bias` / `residual` for a tile of the product (the caller's
+        // sizes); not dereferenced when null.
+        #[allow(unsafe_code)]
+        Self {
+            bias: if self.bias.is_null() {
+                self.bias
+            } else {
+                unsafe { self.bias.add(col) }
+            },
+            residual: if self.residual.is_null() {
+                self.residual
+            } else {
+                unsafe { self.residual.add(i * n + col) }
+            },
+            ..self
+        }
     }
+}
+
+// SAFETY: read-only pointers into slices that `matmul_start` borrows for the whole call.
+#[allow(unsafe_code)]
+unsafe impl Sync for Init {}
+
+/// The tasks of a product with `m, n, k > 0` into `out` (`[m, n]`, written as `init` says).
+fn run(x: &[f32], m: usize, panels: &[f32], n: usize, k: usize, out: *mut f32, init: Init) {
     let groups = n.div_ceil(WIDTH * NP);
     let row_blocks = m.div_ceil(MC);
     let threads = rayon::current_num_threads().max(1);
@@ -72,17 +174,17 @@ pub fn matmul_add(x: &[f32], m: usize, panels: &[f32], n: usize, k: usize, out: 
     };
     let chunk = groups.div_ceil(col_chunks);
     let col_chunks = groups.div_ceil(chunk);
-    let out_at = Shared(out.as_mut_ptr());
+    let out_at = Shared(out);
     let task = |t: usize| {
         let (rb, cc) = (t / col_chunks, t % col_chunks);
         let rows = rb * MC..((rb + 1) * MC).min(m);
         let cols = cc * chunk..((cc + 1) * chunk).min(groups);
-        // SAFETY: AVX-512F is present (asserted above). The task writes only `out`'s rows
-        // `rows` × columns `cols` (in groups of 32), which no other task writes; `x`, `panels`
-        // and `out` have the sizes asserted above, which `block` stays within.
+        // SAFETY: AVX-512F is present (checked by the callers). The task writes only `out`'s
+        // rows `rows` × columns `cols` (in groups of 32), which no other task writes; `x`,
+        // `panels` and `out` have the sizes checked by the callers, which `block` stays within.
         #[allow(unsafe_code)]
         unsafe {
-            block(x, k, panels, n, &out_at, rows, cols);
+            block(x, k, panels, n, &out_at, rows, cols, init);
         }
     };
     let tasks = row_blocks * col_chunks;
@@ -125,7 +227,7 @@ unsafe impl Sync for Shared {}
 /// AVX-512F must be present; `x` is `[_, k]`, `panels` the packed `[n, k]`, `out` `[_, n]`, and
 /// no other thread writes these rows × columns of `out` meanwhile.
 #[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
+#[allow(unsafe_code, clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn block(
     x: &[f32],
@@ -135,6 +237,7 @@ unsafe fn block(
     out: &Shared,
     rows: std::ops::Range<usize>,
     groups: std::ops::Range<usize>,
+    init: Init,
 ) {
     use std::arch::x86_64::__mmask16;
     let np = n.div_ceil(WIDTH);
@@ -189,16 +292,33 @@ unsafe fn block(
                     let c = unsafe { out.0.add(i * n + p0 * WIDTH) };
                     let t = (i - rows.start) / MR;
                     let share = ahead.lines * t / tiles..ahead.lines * (t + 1) / tiles;
+                    let start = if k0 == 0 {
+                        init.at(i, n, p0 * WIDTH)
+                    } else {
+                        Init::OUT
+                    };
                     macro_rules! go {
                         ($r:literal, $p:literal) => {
                             unsafe {
-                                tile::<$r, $p>(a, k, b, k * WIDTH, kc, c, n, mask, &ahead, share)
+                                tile::<$r, $p>(
+                                    a,
+                                    k,
+                                    b,
+                                    k * WIDTH,
+                                    kc,
+                                    c,
+                                    n,
+                                    mask,
+                                    &ahead,
+                                    share,
+                                    start,
+                                )
                             }
                         };
                     }
                     match (r, pn) {
                         (12, 2) if mask == 0xffff => unsafe {
-                            full_tile(a, k, b, k * WIDTH, kc, c, n, &ahead, share)
+                            full_tile(a, k, b, k * WIDTH, kc, c, n, &ahead, share, start)
                         },
                         (12, 2) => go!(12, 2),
                         (11, 2) => go!(11, 2),
@@ -235,7 +355,7 @@ unsafe fn block(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(unsafe_code)]
+#[allow(unsafe_code, clippy::too_many_arguments)]
 unsafe fn block(
     _: &[f32],
     _: usize,
@@ -244,6 +364,7 @@ unsafe fn block(
     _: &Shared,
     _: std::ops::Range<usize>,
     _: std::ops::Range<usize>,
+    _: Init,
 ) {
     unreachable!("gemm::available() is false off x86-64");
 }
@@ -269,6 +390,7 @@ unsafe fn tile<const R: usize, const P: usize>(
     mask: std::arch::x86_64::__mmask16,
     ahead: &Ahead,
     share: std::ops::Range<usize>,
+    init: Init,
 ) {
     use std::arch::x86_64::*;
     let lane_mask = |q: usize| if q == P - 1 { mask } else { 0xffff };
@@ -282,8 +404,8 @@ unsafe fn tile<const R: usize, const P: usize>(
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     for (r, row) in acc.iter_mut().enumerate() {
         for (q, v) in row.iter_mut().enumerate() {
-            // SAFETY: row `r` of `c`, panel `q`'s lanes under the mask (see the contract).
-            *v = unsafe { _mm512_maskz_loadu_ps(lane_mask(q), c.add(r * ldc + q * WIDTH)) };
+            // SAFETY: row `r`, panel `q`'s lanes under the mask, of `c` or of the start values.
+            *v = unsafe { start_value(init, c, ldc, r, q * WIDTH, lane_mask(q)) };
         }
     }
     let step = |kk: usize, acc: &mut [[__m512; P]; R]| {
@@ -331,6 +453,46 @@ unsafe fn tile<const R: usize, const P: usize>(
     }
 }
 
+/// Row `r`, columns `col..col + 16` (the lanes of `mask`) of a tile's start: `c`'s, or the
+/// residual's plus the bias.
+///
+/// # Safety
+/// AVX-512F; the lanes addressed are within `c` (`Init::OUT`) or within the residual and the
+/// bias of [`Init::at`].
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn start_value(
+    init: Init,
+    c: *mut f32,
+    ldc: usize,
+    r: usize,
+    col: usize,
+    mask: std::arch::x86_64::__mmask16,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        if !init.values {
+            return _mm512_maskz_loadu_ps(mask, c.add(r * ldc + col));
+        }
+        let bias = if init.bias.is_null() {
+            _mm512_setzero_ps()
+        } else {
+            _mm512_maskz_loadu_ps(mask, init.bias.add(col))
+        };
+        if init.residual.is_null() {
+            bias
+        } else {
+            _mm512_add_ps(
+                _mm512_maskz_loadu_ps(mask, init.residual.add(r * ldc + col)),
+                bias,
+            )
+        }
+    }
+}
+
 /// [`tile`] for a whole 12-row × 2-panel tile (every lane kept), with the steps written out in
 /// assembly: the compiler's loop spends a scalar add per row and step on the row addresses; here
 /// the 12 rows are three base pointers with scaled indices, and a step is 2 loads, 12 broadcasts
@@ -353,12 +515,13 @@ unsafe fn full_tile(
     ldc: usize,
     ahead: &Ahead,
     share: std::ops::Range<usize>,
+    init: Init,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); 24];
     for (i, v) in acc.iter_mut().enumerate() {
-        // SAFETY: row `i / 2` of `c`, panel `i % 2` (the caller's contract).
-        *v = unsafe { _mm512_loadu_ps(c.add((i / 2) * ldc + (i % 2) * WIDTH)) };
+        // SAFETY: row `i / 2`, panel `i % 2`, of `c` or of the start values.
+        *v = unsafe { start_value(init, c, ldc, i / 2, (i % 2) * WIDTH, 0xffff) };
     }
     // This tile's share of the next slice as runs of lines contiguous in memory (a run ends
     // where a panel does), fetched one line a step while the first steps run.

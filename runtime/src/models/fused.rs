@@ -35,7 +35,7 @@ pub(crate) enum FusedWeight<'a> {
         /// Inputs.
         k: usize,
     },
-    /// Packed for [`sgemm::matmul_add`] (only made where [`sgemm::available`]).
+    /// Packed for [`sgemm::matmul_start`] (only made where [`sgemm::available`]).
     Packed(&'a kernels::Panels),
     /// Rounded to bf16 and packed for [`bf16::linear`] (`--dtype bfloat16`).
     Bf16(&'a bf16::Packed),
@@ -53,8 +53,8 @@ impl FusedWeight<'_> {
 
 /// `y = x · wᵀ + bias + residual` for `x` `[m, k]`, the weight `[n, k]` (`nn.Linear`'s layout,
 /// row-major or packed), `bias` `[n]`, `residual` `[m, n]`, all row-major; `y` is `[m, n]`. The
-/// packed weight goes through [`sgemm::matmul_add`] for any number of rows (the output starting
-/// as the bias plus the residual, then the products in input order: rows do not depend on their
+/// packed weight goes through [`sgemm::matmul_start`] for any number of rows (the output starting
+/// as the residual plus the bias, then the products in input order: rows do not depend on their
 /// batch); the row-major one through [`kernels::matmul_nt`] for a few rows, else one `gemm`
 /// call whose destination starts as the bias plus the residual.
 ///
@@ -76,11 +76,7 @@ pub(crate) fn linear_with(
         assert_eq!(r.len(), m * n, "residual is not [m, n]");
     }
     let w = match weight {
-        FusedWeight::Packed(p) => {
-            let mut y = starting_values(m, n, bias, residual);
-            sgemm::matmul_add(x, m, p, &mut y);
-            return y;
-        }
+        FusedWeight::Packed(p) => return sgemm::matmul_start(x, m, p, bias, residual),
         FusedWeight::Bf16(p) => return bf16::linear(x, m, p, bias, residual),
         FusedWeight::Rows { w, .. } => {
             assert_eq!(w.len(), n * k, "w is not [n, k]");

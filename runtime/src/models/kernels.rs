@@ -255,9 +255,7 @@ impl Panels {
 /// A buffer whose first element sits on a 64-byte boundary (a cache line, an AVX-512 vector):
 /// every panel row a kernel loads as one vector is then one cache line, never split across two
 /// (split loads cost the encoder products 4–9 % on this CPU). Its whole 2 MiB pages are asked to
-/// be huge pages ([`crate::memory::prefer_huge_pages`]) before they are first written: weights
-/// are streamed from memory, and with 4 KiB pages the walks for their addresses cost the
-/// encoder products another 4–7 %.
+/// become huge pages once written ([`crate::memory::prefer_huge_pages`]).
 pub(crate) struct Aligned<T> {
     ptr: std::ptr::NonNull<T>,
     len: usize,
@@ -286,11 +284,11 @@ impl<T: Copy + Default> Aligned<T> {
         let Some(ptr) = std::ptr::NonNull::new(raw.cast::<T>()) else {
             std::alloc::handle_alloc_error(layout)
         };
-        crate::memory::prefer_huge_pages(raw, bytes);
         for i in 0..len {
             // SAFETY: element `i < len` of the allocation, written before any read.
             unsafe { ptr.as_ptr().add(i).write(T::default()) };
         }
+        crate::memory::prefer_huge_pages(raw, bytes);
         Self { ptr, len, layout }
     }
 }

@@ -1,10 +1,10 @@
 //! The encoders' f32 matrix product over weights packed once at load as [`Panels`]: a thin
-//! layer over `sagebrush_kernels::matmul_add` (the kernel and why it is faster than candle's
+//! layer over `sagebrush_kernels::matmul_start` (the kernel and why it is faster than candle's
 //! matmul for these shapes are documented there). A row's answer does not depend on its batch.
 
 use super::kernels::Panels;
 
-/// Whether [`matmul_add`] can run here (x86-64 with AVX-512F; [`Panels::new`] then packs 16
+/// Whether [`matmul_start`] can run here (x86-64 with AVX-512F; [`Panels::new`] then packs 16
 /// outputs a panel, the kernel's width).
 pub(crate) fn available() -> bool {
     sagebrush_kernels::available() && super::kernels::panel_width() == sagebrush_kernels::WIDTH
@@ -15,6 +15,7 @@ pub(crate) fn available() -> bool {
 ///
 /// # Panics
 /// If the sizes do not match or [`available`] is false (a caller bug).
+#[cfg(test)]
 pub(crate) fn matmul_add(x: &[f32], m: usize, w: &Panels, out: &mut [f32]) {
     assert_eq!(
         w.width(),
@@ -22,6 +23,27 @@ pub(crate) fn matmul_add(x: &[f32], m: usize, w: &Panels, out: &mut [f32]) {
         "panels packed for another SIMD width"
     );
     sagebrush_kernels::matmul_add(x, m, w.data(), w.n(), w.k(), out);
+}
+
+/// `residual + bias` (either may be absent) followed by `Σ_kk x[i][kk] · W[j][kk]` summed in
+/// input order, as a new `[m, n]` for `x` `[m, k]`: the same numbers as adding the products to
+/// an output that starts as those values, without writing it twice.
+///
+/// # Panics
+/// If the sizes do not match or [`available`] is false (a caller bug), or if `bias` is not `[n]` or `residual` not `[m, n]`.
+pub(crate) fn matmul_start(
+    x: &[f32],
+    m: usize,
+    w: &Panels,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    assert_eq!(
+        w.width(),
+        sagebrush_kernels::WIDTH,
+        "panels packed for another SIMD width"
+    );
+    sagebrush_kernels::matmul_start(x, m, w.data(), w.n(), w.k(), bias, residual)
 }
 
 #[cfg(test)]
@@ -70,6 +92,22 @@ mod tests {
                     );
                 }
             }
+            // Starting from a bias and a residual instead: the same bits as adding them first.
+            let bias = lcg(11, n, 0.5);
+            let mut begun: Vec<f32> = start
+                .chunks_exact(n)
+                .flat_map(|row| row.iter().zip(&bias).map(|(r, b)| r + b))
+                .collect();
+            matmul_add(&x, m, &w, &mut begun);
+            let started = matmul_start(&x, m, &w, Some(&bias), Some(&start));
+            assert_eq!(started, begun, "{m}x{n}x{k}: start values in the kernel");
+            let mut from_bias: Vec<f32> = bias.repeat(m);
+            matmul_add(&x, m, &w, &mut from_bias);
+            assert_eq!(
+                matmul_start(&x, m, &w, Some(&bias), None),
+                from_bias,
+                "{m}x{n}x{k}: bias only"
+            );
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
                 .build()
