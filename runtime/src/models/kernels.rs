@@ -424,7 +424,13 @@ impl PanelElem for u16 {
         let x = x.map(|s| &s[..k]);
         let mut acc = [[simd.splat_f32s(0.0); P]; R];
         let mut lanes = [0f32; 16];
+        let ahead = PREFETCH_BYTES / (2 * width);
         for kk in 0..k {
+            if kk + ahead < k {
+                for panel in &panels {
+                    prefetch(&panel[(kk + ahead) * width]);
+                }
+            }
             let w: [S::f32s; P] = std::array::from_fn(|q| {
                 let bits = &panels[q][kk * width..(kk + 1) * width];
                 for (l, b) in lanes[..width].iter_mut().zip(bits) {
@@ -691,8 +697,14 @@ fn panel_tile<S: Simd, const P: usize, const R: usize>(
     let panels = panels.map(|s| &s[..k]);
     let x = x.map(|s| &s[..k]);
     let mut acc = [[simd.splat_f32s(0.0); P]; R];
+    let ahead = PREFETCH_BYTES / std::mem::size_of::<S::f32s>();
     for kk in 0..k {
         let w: [S::f32s; P] = std::array::from_fn(|q| panels[q][kk]);
+        if kk + ahead < k {
+            for panel in &panels {
+                prefetch(&panel[kk + ahead]);
+            }
+        }
         for r in 0..R {
             let xs = simd.splat_f32s(x[r][kk]);
             for q in 0..P {
@@ -701,6 +713,28 @@ fn panel_tile<S: Simd, const P: usize, const R: usize>(
         }
     }
     acc
+}
+
+/// How far ahead of the row a panel product reads it asks for the panel's next lines (2 KiB:
+/// 32 rows of f32 panels). Decoding reads every weight once a step from memory, each panel a
+/// stream of its own; the hardware's stream prefetcher stops at each 4 KiB page, and asking
+/// ahead across pages took GPT-2-small decoding at 4 clients from 163 to 185–193 tokens/s here
+/// (1–4 KiB ahead all did about as well).
+const PREFETCH_BYTES: usize = 2048;
+
+/// Asks for the cache line holding `at` to be brought into L1 (nothing elsewhere than x86-64).
+#[inline(always)]
+fn prefetch<T>(at: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally and cannot fault; `at` is a reference.
+    #[allow(unsafe_code, unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (at as *const T).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// One task of [`matmul_nt`]: the weight rows `w` (`[rows, k]`) against every row of `x`
